@@ -1,0 +1,1 @@
+//! ringmq-codec (placeholder, filled by its issue).

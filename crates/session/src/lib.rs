@@ -1,0 +1,1 @@
+//! ringmq-session (placeholder, filled by its issue).

@@ -1,0 +1,1 @@
+//! ringmq-topic (placeholder, filled by its issue).

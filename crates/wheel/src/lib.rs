@@ -1,0 +1,1 @@
+//! ringmq-wheel (placeholder, filled by its issue).

@@ -1,0 +1,1 @@
+//! ringmq: a thread-per-core MQTT broker (placeholder until issue 5).
