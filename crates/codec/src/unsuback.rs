@@ -1,0 +1,30 @@
+//! UNSUBACK (MQTT 5 section 3.11, 3.1.1 section 3.11).
+
+use bytes::{Bytes, BytesMut};
+
+use crate::{EncodeError, Properties, ProtocolVersion, QoS, ReasonCode};
+
+/// UNSUBACK packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsubAck {
+    /// Packet Identifier.
+    pub packet_id: u16,
+    /// Properties (v5).
+    pub properties: Properties,
+    /// One reason code per filter (v5); empty in v3.x.
+    pub codes: Vec<ReasonCode>,
+}
+
+impl UnsubAck {
+    /// Size of the whole encoded packet (fixed header included) in `version`.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        let _ = version;
+        unimplemented!("issue 3: in progress")
+    }
+
+    /// Append the encoded packet to `buf`.
+    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let _ = (version, buf);
+        unimplemented!("issue 3: in progress")
+    }
+}
