@@ -4,7 +4,7 @@
 //! - [`validate_topic_name`] and [`validate_topic_filter`] apply the
 //!   syntax rules and name the violated conformance statement in
 //!   [`TopicError`];
-//! - [`matches`] is the plain one-filter, one-topic matcher;
+//! - [`matches()`] is the plain one-filter, one-topic matcher;
 //! - [`parse_shared`] splits `$share/{group}/{filter}`;
 //! - [`Trie`] maps filters to subscribers and finds every subscriber whose
 //!   filter matches a topic without allocating.

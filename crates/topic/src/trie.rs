@@ -18,7 +18,7 @@
 //! Filters given to the trie are assumed valid ([`crate::validate_topic_filter`]).
 //! An invalid one never causes a panic: `#` that is not the last level and
 //! levels such as `"a+"` are stored literally, exactly as
-//! [`crate::matches`] compares them. Shared filters must be split first
+//! [`crate::matches()`] compares them. Shared filters must be split first
 //! ([`crate::parse_shared`]); a `$share/...` string is stored literally.
 
 use std::fmt;
@@ -118,14 +118,19 @@ impl<K: Eq + Hash, V> Node<K, V> {
         }
     }
 
+    /// Unlinks a child and tears its subtree down without recursing.
     fn remove_child(&mut self, level: &str) {
-        if level == "+" {
-            self.plus = None;
+        let child = if level == "+" {
+            self.plus.take().map(|n| *n)
         } else {
-            self.children.remove(level);
+            let child = self.children.remove(level);
             if self.children.is_empty() {
                 self.children.shrink_to_fit();
             }
+            child
+        };
+        if let Some(child) = child {
+            drop_subtree(child);
         }
     }
 
@@ -215,16 +220,19 @@ impl<K, V> fmt::Debug for Trie<K, V> {
     }
 }
 
+/// Drops `node` and everything below it one node at a time: the derived
+/// drop would recurse once per level.
+fn drop_subtree<K, V>(node: Node<K, V>) {
+    let mut pending = vec![node];
+    while let Some(mut node) = pending.pop() {
+        pending.extend(node.children.drain().map(|(_, n)| n));
+        pending.extend(node.plus.take().map(|n| *n));
+    }
+}
+
 impl<K, V> Drop for Trie<K, V> {
-    /// Tears the nodes down one at a time: the derived drop would recurse
-    /// once per level.
     fn drop(&mut self) {
-        let mut pending: Vec<Node<K, V>> = self.root.children.drain().map(|(_, n)| n).collect();
-        pending.extend(self.root.plus.take().map(|n| *n));
-        while let Some(mut node) = pending.pop() {
-            pending.extend(node.children.drain().map(|(_, n)| n));
-            pending.extend(node.plus.take().map(|n| *n));
-        }
+        drop_subtree(std::mem::take(&mut self.root));
     }
 }
 
@@ -328,7 +336,7 @@ impl<K: Copy + Eq + Hash, V> Trie<K, V> {
     /// Calls `f(key, value)` once for every stored (filter, key) whose
     /// filter matches the topic name `topic`, in no particular order.
     ///
-    /// Same rules as [`crate::matches`], including MQTT-4.7.2-1 for
+    /// Same rules as [`crate::matches()`], including MQTT-4.7.2-1 for
     /// `$`-topics. Does not allocate unless more than 32 branch points (a
     /// node with both a matching literal child and a `+` child) are pending
     /// at once.
@@ -446,6 +454,423 @@ impl<'a, K: Copy, V> Iterator for Iter<'a, K, V> {
                     self.maps.push((path, node.subs.iter()));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{matches, validate_topic_filter};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// Sorted (key, value) pairs the trie reports for `topic`.
+    fn matched<V: Clone + Ord>(trie: &Trie<u32, V>, topic: &str) -> Vec<(u32, V)> {
+        let mut out = Vec::new();
+        trie.for_each_match(topic, |k, v| out.push((k, v.clone())));
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn insert_get_replace_remove() {
+        let mut trie = Trie::new();
+        assert!(trie.is_empty());
+        assert_eq!(trie.insert("a/b", 1, "x"), None);
+        assert_eq!(trie.insert("a/b", 2, "y"), None);
+        assert_eq!(trie.insert("a/b", 1, "z"), Some("x"));
+        assert_eq!(trie.len(), 2);
+        assert_eq!(trie.get("a/b", 1), Some(&"z"));
+        assert_eq!(trie.get("a/b", 3), None);
+        assert_eq!(trie.get("a", 1), None);
+        assert_eq!(trie.get("a/b/c", 1), None);
+        assert_eq!(trie.filter_len("a/b"), 2);
+        assert_eq!(trie.filter_len("a"), 0);
+        assert_eq!(trie.filter_len("nope/x"), 0);
+        assert_eq!(trie.remove("a/b", 3), None);
+        assert_eq!(trie.remove("a/c", 1), None);
+        assert_eq!(trie.remove("a/b", 1), Some("z"));
+        assert_eq!(trie.remove("a/b", 1), None);
+        assert_eq!(trie.len(), 1);
+        assert_eq!(trie.remove("a/b", 2), Some("y"));
+        assert!(trie.is_empty());
+        assert_eq!(trie.node_count(), 0);
+    }
+
+    #[test]
+    fn filters_sharing_a_path_are_distinct() {
+        let mut trie = Trie::new();
+        for (i, filter) in [
+            "a", "a/#", "a/+", "a/+/#", "#", "+", "a/", "/a", "/", "a//b",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(trie.insert(filter, 7, i), None, "{filter}");
+        }
+        assert_eq!(trie.len(), 10);
+        assert_eq!(trie.get("a/#", 7), Some(&1));
+        assert_eq!(trie.get("a/+/#", 7), Some(&3));
+        assert_eq!(trie.get("#", 7), Some(&4));
+        assert_eq!(trie.get("/", 7), Some(&8));
+        assert_eq!(trie.remove("a", 7), Some(0));
+        assert_eq!(trie.get("a/#", 7), Some(&1));
+        assert_eq!(trie.get("a/+", 7), Some(&2));
+    }
+
+    #[test]
+    fn spec_matching_examples() {
+        let mut trie = Trie::new();
+        let filters = [
+            "sport/tennis/player1/#",
+            "sport/#",
+            "#",
+            "sport/tennis/+",
+            "+",
+            "+/+",
+            "/+",
+            "+/monitor/Clients",
+            "$SYS/#",
+            "$SYS/monitor/+",
+            "sport",
+        ];
+        for (i, filter) in filters.iter().enumerate() {
+            trie.insert(filter, i as u32, *filter);
+        }
+        let want = |topic: &str| -> Vec<(u32, &str)> {
+            filters
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| matches(f, topic))
+                .map(|(i, f)| (i as u32, *f))
+                .collect()
+        };
+        assert_eq!(
+            matched(&trie, "sport/tennis/player1"),
+            vec![
+                (0, "sport/tennis/player1/#"),
+                (1, "sport/#"),
+                (2, "#"),
+                (3, "sport/tennis/+")
+            ]
+        );
+        assert_eq!(
+            matched(&trie, "sport"),
+            vec![(1, "sport/#"), (2, "#"), (4, "+"), (10, "sport")]
+        );
+        assert_eq!(
+            matched(&trie, "/finance"),
+            vec![(2, "#"), (5, "+/+"), (6, "/+")]
+        );
+        assert_eq!(
+            matched(&trie, "$SYS/monitor/Clients"),
+            vec![(8, "$SYS/#"), (9, "$SYS/monitor/+")]
+        );
+        assert_eq!(matched(&trie, "$SYS"), vec![(8, "$SYS/#")]);
+        assert_eq!(matched(&trie, "$other"), vec![]);
+        for topic in [
+            "sport/tennis/player1/ranking",
+            "a/monitor/Clients",
+            "sport/",
+            "/",
+        ] {
+            assert_eq!(matched(&trie, topic), want(topic), "{topic}");
+        }
+    }
+
+    #[test]
+    fn dollar_rule_applies_only_at_first_level() {
+        let mut trie = Trie::new();
+        trie.insert("a/+", 1, ());
+        trie.insert("a/#", 2, ());
+        trie.insert("+/$x", 3, ());
+        trie.insert("$x/+", 4, ());
+        trie.insert("+/#", 5, ());
+        let keys = |topic: &str| {
+            matched(&trie, topic)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys("a/$x"), vec![1, 2, 3, 5]);
+        assert_eq!(keys("$x/$x"), vec![4]);
+        assert_eq!(keys("$x"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn iter_replays_every_subscription() {
+        let mut trie = Trie::new();
+        let filters = ["#", "+", "a", "a/#", "+/b/#", "/", "a//", "$SYS/+", "a/b/c"];
+        for (i, filter) in filters.iter().enumerate() {
+            trie.insert(filter, i as u32, i * 10);
+            trie.insert(filter, 100, i);
+        }
+        let mut got: Vec<(String, u32, usize)> = trie.iter().map(|(f, k, v)| (f, k, *v)).collect();
+        got.sort();
+        let mut want: Vec<(String, u32, usize)> = filters
+            .iter()
+            .enumerate()
+            .flat_map(|(i, f)| [(f.to_string(), i as u32, i * 10), (f.to_string(), 100, i)])
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(Trie::<u32, ()>::new().iter().count(), 0);
+    }
+
+    #[test]
+    fn insert_remove_cycles_do_not_leak() {
+        let mut trie = Trie::new();
+        let filters = [
+            "a/b/c", "a/b/#", "a/+/c", "+/+/+", "#", "a", "a//", "/", "x/y/z/w",
+        ];
+        for round in 0..50u32 {
+            for (i, filter) in filters.iter().enumerate() {
+                trie.insert(filter, round * 100 + i as u32, ());
+            }
+            assert!(trie.node_count() > 0);
+            // Remove in a different order each round.
+            for step in 0..filters.len() {
+                let i = (step * 7 + round as usize) % filters.len();
+                assert_eq!(trie.remove(filters[i], round * 100 + i as u32), Some(()));
+            }
+            assert!(trie.is_empty());
+            assert_eq!(trie.node_count(), 0, "round {round}");
+        }
+    }
+
+    #[test]
+    fn pruning_keeps_shared_prefixes() {
+        let mut trie = Trie::new();
+        trie.insert("a/b/c/d", 1, ());
+        trie.insert("a/b", 2, ());
+        trie.insert("a/+/x", 3, ());
+        assert_eq!(trie.node_count(), 6); // a, b, c, d, +, x
+        trie.remove("a/b/c/d", 1);
+        assert_eq!(trie.node_count(), 4); // a, b, +, x
+        assert_eq!(trie.filter_len("a/b"), 1);
+        trie.remove("a/+/x", 3);
+        assert_eq!(trie.node_count(), 2);
+        trie.insert("a/b/#", 4, ());
+        assert_eq!(trie.node_count(), 2);
+        trie.remove("a/b", 2);
+        assert_eq!(trie.node_count(), 2); // "a/b/#" still lives on node b
+        trie.remove("a/b/#", 4);
+        assert_eq!(trie.node_count(), 0);
+    }
+
+    #[test]
+    fn many_pending_branches_spill_correctly() {
+        // Each level of "a/a/.../a" has both an "a" child and a "+" child,
+        // so matching pushes one branch per level, past the inline capacity.
+        let depth = INLINE_BRANCHES * 3;
+        let mut trie = Trie::new();
+        let mut filters = Vec::new();
+        for i in 0..depth {
+            let mut levels = vec!["a"; i];
+            levels.push("+");
+            levels.extend(vec!["a"; depth - i - 1]);
+            filters.push(levels.join("/"));
+        }
+        filters.push(vec!["a"; depth].join("/"));
+        for (i, filter) in filters.iter().enumerate() {
+            trie.insert(filter, i as u32, ());
+        }
+        let topic = vec!["a"; depth].join("/");
+        let got: Vec<u32> = matched(&trie, &topic).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(got, (0..filters.len() as u32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn deepest_filters_do_not_overflow_the_stack() {
+        // 32,768 levels: the most a 65,535-byte filter can have.
+        let filter = "+/".repeat(32_767) + "#";
+        assert_eq!(validate_topic_filter(&filter), Ok(()));
+        let literal = "/".repeat(32_767);
+        let topic = "a/".repeat(32_767) + "a";
+        // Run on a thread with a small stack to catch per-level recursion.
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let mut trie = Trie::new();
+                trie.insert(&filter, 1, ());
+                trie.insert(&literal, 2, ());
+                // 32,767 '+' nodes, then 32,768 empty-level nodes.
+                assert_eq!(trie.node_count(), 32_767 + 32_768);
+                assert_eq!(matched(&trie, &topic), vec![(1, ())]);
+                // '+' matches empty levels too.
+                assert_eq!(matched(&trie, &literal), vec![(1, ()), (2, ())]);
+                assert_eq!(trie.iter().count(), 2);
+                assert_eq!(trie.remove(&filter, 1), Some(()));
+                assert_eq!(trie.node_count(), 32_768);
+                // Dropping the trie with the deep literal chain still in it.
+            })
+            .expect("spawn test thread")
+            .join()
+            .expect("deep trie operations ran without overflowing");
+    }
+
+    #[test]
+    fn small_stack_is_lifo_across_the_spill() {
+        let mut stack: SmallStack<u32, 2> = SmallStack::new();
+        assert_eq!(stack.pop(), None);
+        for i in 0..5 {
+            stack.push(i);
+        }
+        assert_eq!(stack.pop(), Some(4));
+        stack.push(9);
+        let mut rest = Vec::new();
+        while let Some(i) = stack.pop() {
+            rest.push(i);
+        }
+        assert_eq!(rest, vec![9, 3, 2, 1, 0]);
+    }
+
+    /// Counts allocations made by the current thread, so a test can check
+    /// that matching does not allocate.
+    struct CountingAlloc;
+
+    thread_local! {
+        static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    fn count_allocation() {
+        // try_with: the counter may be gone while the thread shuts down.
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+
+    // SAFETY: every call is forwarded unchanged to the system allocator.
+    unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+        unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+            count_allocation();
+            // SAFETY: the caller upholds `alloc`'s contract.
+            unsafe { std::alloc::System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+            // SAFETY: `ptr` came from `System` through this allocator.
+            unsafe { std::alloc::System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(
+            &self,
+            ptr: *mut u8,
+            layout: std::alloc::Layout,
+            new_size: usize,
+        ) -> *mut u8 {
+            count_allocation();
+            // SAFETY: the caller upholds `realloc`'s contract.
+            unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: CountingAlloc = CountingAlloc;
+
+    #[test]
+    fn matching_does_not_allocate() {
+        let mut trie = Trie::new();
+        let filters = [
+            "#", "+", "+/+", "+/#", "a/#", "a/+/c", "a/b/c", "a/b/+", "+/b/#", "$SYS/#", "/+",
+            "a//",
+        ];
+        for (i, filter) in filters.iter().enumerate() {
+            trie.insert(filter, i as u32, i);
+        }
+        // Branch points on "a/b/c": root (a and +), a (b and +), a/b (c and +).
+        let topics = ["a/b/c", "a/x/c", "$SYS/x", "/", "a//", "q"];
+        let mut total = 0;
+        let before = ALLOCATIONS.with(|n| n.get());
+        for topic in topics {
+            trie.for_each_match(topic, |k, v| total += k as usize + v);
+        }
+        let after = ALLOCATIONS.with(|n| n.get());
+        assert_eq!(after - before, 0, "allocations during matching");
+        // The walk really happened: compare with the naive matcher.
+        let want: usize = topics
+            .iter()
+            .flat_map(|t| filters.iter().enumerate().filter(|(_, f)| matches(f, t)))
+            .map(|(i, _)| 2 * i)
+            .sum();
+        assert_eq!(total, want);
+    }
+
+    fn filter_strategy() -> impl Strategy<Value = String> {
+        let level = prop::sample::select(vec!["a", "b", "+", "$x", ""]);
+        (prop::collection::vec(level, 0..4), any::<bool>()).prop_filter_map(
+            "empty filter",
+            |(mut levels, hash)| {
+                if hash {
+                    levels.push("#");
+                }
+                let filter = levels.join("/");
+                (!filter.is_empty()).then_some(filter)
+            },
+        )
+    }
+
+    fn topic_strategy() -> impl Strategy<Value = String> {
+        let level = prop::sample::select(vec!["a", "b", "$x", ""]);
+        prop::collection::vec(level, 1..5).prop_map(|levels| levels.join("/"))
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(String, u32),
+        Remove(String, u32),
+    }
+
+    fn op_strategy() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (filter_strategy(), 0..4u32).prop_map(|(f, k)| Op::Insert(f, k)),
+            2 => (filter_strategy(), 0..4u32).prop_map(|(f, k)| Op::Remove(f, k)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn trie_agrees_with_naive_matcher(
+            ops in prop::collection::vec(op_strategy(), 0..60),
+            topics in prop::collection::vec(topic_strategy(), 1..12),
+        ) {
+            let mut trie = Trie::new();
+            let mut model: BTreeMap<(String, u32), usize> = BTreeMap::new();
+            for (n, op) in ops.iter().enumerate() {
+                match op {
+                    Op::Insert(f, k) => {
+                        prop_assert_eq!(validate_topic_filter(f), Ok(()));
+                        prop_assert_eq!(trie.insert(f, *k, n), model.insert((f.clone(), *k), n));
+                    }
+                    Op::Remove(f, k) => {
+                        prop_assert_eq!(trie.remove(f, *k), model.remove(&(f.clone(), *k)));
+                    }
+                }
+                prop_assert_eq!(trie.len(), model.len());
+            }
+            for topic in &topics {
+                let got = matched(&trie, topic);
+                let mut want: Vec<(u32, usize)> = model
+                    .iter()
+                    .filter(|((f, _), _)| matches(f, topic))
+                    .map(|((_, k), v)| (*k, *v))
+                    .collect();
+                want.sort();
+                prop_assert_eq!(got, want, "topic {}", topic);
+            }
+            for ((f, k), v) in &model {
+                prop_assert_eq!(trie.get(f, *k), Some(v));
+            }
+            let mut replay: Vec<(String, u32, usize)> = trie.iter().map(|(f, k, v)| (f, k, *v)).collect();
+            replay.sort();
+            let expected: Vec<(String, u32, usize)> =
+                model.iter().map(|((f, k), v)| (f.clone(), *k, *v)).collect();
+            prop_assert_eq!(replay, expected);
+            // Remove everything: nothing may be left behind.
+            for (f, k) in model.keys() {
+                prop_assert!(trie.remove(f, *k).is_some());
+            }
+            prop_assert!(trie.is_empty());
+            prop_assert_eq!(trie.node_count(), 0);
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Topic name and topic filter rules (MQTT 5.0 section 4.7) and the
-//! reference matcher [`matches`].
+//! reference matcher [`matches()`].
 //!
 //! Invariants: nothing here allocates or panics, whatever the input; a name
 //! accepted by [`validate_topic_name`] has no wildcard characters; a filter
@@ -321,7 +321,12 @@ mod tests {
             let hash_ok = filter.iter().enumerate()
                 .all(|(i, l)| !l.contains('#') || (*l == "#" && i + 1 == filter.len()));
             let plus_ok = filter.iter().all(|l| !l.contains('+') || *l == "+");
-            prop_assert_eq!(validate_topic_filter(&f).is_ok(), hash_ok && plus_ok, "{}", f);
+            prop_assert_eq!(
+                validate_topic_filter(&f).is_ok(),
+                !f.is_empty() && hash_ok && plus_ok,
+                "{}",
+                f
+            );
         }
 
         #[test]
