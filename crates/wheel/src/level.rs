@@ -77,14 +77,12 @@ pub(crate) fn slot_start(now: u64, level: usize, slot: usize) -> u64 {
     above | ((slot as u64) << shift)
 }
 
-/// First tick of the next whole-wheel span after the one holding `now`: the
-/// earliest tick at which an overflow entry can be due. `None` when `now` is
-/// in the last span, where no deadline can overflow.
+/// First tick of the whole-wheel span (`2^48`-tick block) holding `tick`.
+/// For an overflow entry filed at `now` this is strictly after `now` and at
+/// or before its deadline: the earliest tick it can need attention.
 #[inline]
-pub(crate) fn next_wheel_span(now: u64) -> Option<u64> {
-    ((now >> WHEEL_SPAN_BITS) + 1)
-        .checked_shl(WHEEL_SPAN_BITS)
-        .filter(|&s| s > now)
+pub(crate) fn wheel_span_start(tick: u64) -> u64 {
+    tick & !((1u64 << WHEEL_SPAN_BITS) - 1)
 }
 
 #[cfg(test)]
@@ -120,7 +118,7 @@ mod tests {
         );
         if loc >= LOC_OVERFLOW {
             if loc == LOC_OVERFLOW {
-                let start = next_wheel_span(now).expect("overflow implies a later span");
+                let start = wheel_span_start(deadline);
                 assert!(
                     start > now && start <= deadline,
                     "now={now} deadline={deadline}"
@@ -212,12 +210,10 @@ mod tests {
         assert_eq!(locate(span - 1, span), LOC_OVERFLOW);
         assert_eq!(locate(span, span + 1), 1);
         assert_eq!(locate(0, u64::MAX), LOC_OVERFLOW);
-        assert_eq!(next_wheel_span(0), Some(span));
-        assert_eq!(next_wheel_span(span - 1), Some(span));
-        assert_eq!(next_wheel_span(span), Some(2 * span));
-        // In the last span nothing can overflow and there is no next span.
-        assert_eq!(next_wheel_span(u64::MAX), None);
-        assert_eq!(next_wheel_span(u64::MAX - span + 1), None);
+        assert_eq!(wheel_span_start(span - 1), 0);
+        assert_eq!(wheel_span_start(span), span);
+        assert_eq!(wheel_span_start(u64::MAX), u64::MAX - span + 1);
+        // In the last span nothing can overflow.
         assert_eq!(locate(u64::MAX - span + 1, u64::MAX), (top + 63) as u16);
     }
 

@@ -18,7 +18,7 @@ use std::fmt;
 use std::mem;
 
 use crate::level::{
-    digit, level_of_diff, locate, next_wheel_span, slot_start, LEVELS, LOC_COUNT, LOC_DUE,
+    digit, level_of_diff, locate, slot_start, wheel_span_start, LEVELS, LOC_COUNT, LOC_DUE,
     LOC_OVERFLOW, SLOTS,
 };
 use crate::{Tick, TimerKey};
@@ -84,6 +84,10 @@ pub struct Wheel<T> {
     occupied: [u64; LEVELS],
     /// Head of every list (level slots, overflow, due), or `NIL`.
     heads: [u32; LOC_COUNT],
+    /// At or before the earliest deadline in the overflow list (it may be
+    /// stale-early after a cancel); `u64::MAX` when nothing was filed there
+    /// since the last re-file.
+    overflow_min: u64,
 }
 
 impl<T> Wheel<T> {
@@ -101,6 +105,7 @@ impl<T> Wheel<T> {
             free_head: NIL,
             occupied: [0; LEVELS],
             heads: [NIL; LOC_COUNT],
+            overflow_min: u64::MAX,
         }
     }
 
@@ -187,7 +192,7 @@ impl<T> Wheel<T> {
             self.set_prev(head, index);
         }
         self.heads[loc as usize] = index;
-        self.mark(loc);
+        self.mark(loc, deadline.0);
         self.len += 1;
         TimerKey { index, generation }
     }
@@ -208,12 +213,16 @@ impl<T> Wheel<T> {
             return false;
         };
         let new_loc = locate(self.now, deadline.0);
-        if new_loc != old_loc {
+        if new_loc == old_loc {
+            if let Entry::Live { deadline: d, .. } = &mut self.slab[key.index as usize] {
+                *d = deadline.0;
+            }
+            if new_loc == LOC_OVERFLOW {
+                self.overflow_min = self.overflow_min.min(deadline.0);
+            }
+        } else {
             self.unlink(key.index);
-            self.link(key.index, new_loc);
-        }
-        if let Entry::Live { deadline: d, .. } = &mut self.slab[key.index as usize] {
-            *d = deadline.0;
+            self.link(key.index, new_loc, deadline.0);
         }
         true
     }
@@ -270,18 +279,21 @@ impl<T> Wheel<T> {
                 self.occupied[top] &= !bit;
                 self.cascade_list((top * SLOTS + new_digit) as u16, fired);
             }
-        } else if self.heads[LOC_OVERFLOW as usize] != NIL {
+        } else {
             // `now` left the whole-wheel span: re-file the overflow list.
-            self.cascade_list(LOC_OVERFLOW, fired);
+            self.overflow_min = u64::MAX;
+            if self.heads[LOC_OVERFLOW as usize] != NIL {
+                self.cascade_list(LOC_OVERFLOW, fired);
+            }
         }
     }
 
     /// The earliest tick at which something may be due: exact when the
     /// earliest timer sits in level 0 or the due list, otherwise the start of
-    /// the coarse slot (or wheel span) holding it, which is never later than
-    /// the true earliest deadline. `None` when the wheel is empty. Sleeping
-    /// until this tick and advancing to it, repeatedly, reaches the earliest
-    /// deadline in at most `LEVELS + 1` steps.
+    /// the coarse slot (or `2^48`-tick span) holding it, which is never later
+    /// than the true earliest deadline. `None` when the wheel is empty.
+    /// Sleeping until this tick and advancing to it, repeatedly, reaches the
+    /// earliest deadline in at most `LEVELS + 2` steps.
     pub fn next_deadline(&self) -> Option<Tick> {
         if self.heads[LOC_DUE as usize] != NIL {
             return Some(Tick(self.now));
@@ -293,7 +305,8 @@ impl<T> Wheel<T> {
             }
         }
         if self.heads[LOC_OVERFLOW as usize] != NIL {
-            return next_wheel_span(self.now).map(Tick);
+            debug_assert!(wheel_span_start(self.overflow_min) > self.now);
+            return Some(Tick(wheel_span_start(self.overflow_min)));
         }
         None
     }
@@ -309,12 +322,15 @@ impl<T> Wheel<T> {
         }
     }
 
-    /// Sets the occupancy bit of a level-slot list (no-op for the others).
+    /// Records that an entry due at `deadline` joined list `loc`: sets a
+    /// level slot's occupancy bit, or lowers the overflow minimum.
     #[inline]
-    fn mark(&mut self, loc: u16) {
+    fn mark(&mut self, loc: u16, deadline: u64) {
         if loc < LOC_OVERFLOW {
             let loc = loc as usize;
             self.occupied[loc / SLOTS] |= 1u64 << (loc % SLOTS);
+        } else if loc == LOC_OVERFLOW {
+            self.overflow_min = self.overflow_min.min(deadline);
         }
     }
 
@@ -338,14 +354,20 @@ impl<T> Wheel<T> {
         }
     }
 
-    /// Pushes live entry `index` (currently in no list) onto list `loc`.
+    /// Pushes live entry `index` (currently in no list) onto list `loc`,
+    /// setting its deadline.
     #[inline]
-    fn link(&mut self, index: u32, loc: u16) {
+    fn link(&mut self, index: u32, loc: u16, deadline: u64) {
         let head = self.heads[loc as usize];
         if let Entry::Live {
-            next, prev, loc: l, ..
+            deadline: d,
+            next,
+            prev,
+            loc: l,
+            ..
         } = &mut self.slab[index as usize]
         {
+            *d = deadline;
             *next = head;
             *prev = NIL;
             *l = loc;
@@ -357,7 +379,7 @@ impl<T> Wheel<T> {
             self.set_prev(head, index);
         }
         self.heads[loc as usize] = index;
-        self.mark(loc);
+        self.mark(loc, deadline);
     }
 
     /// Removes live entry `index` from its list, clearing the slot's
@@ -457,7 +479,7 @@ impl<T> Wheel<T> {
             } else {
                 let to = locate(self.now, deadline);
                 debug_assert!(to != loc || loc == LOC_OVERFLOW);
-                self.link(index, to);
+                self.link(index, to, deadline);
             }
             index = next;
         }
@@ -478,11 +500,24 @@ impl<T> fmt::Debug for Wheel<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::level::WHEEL_SPAN_BITS;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     fn advance_collect<T>(wheel: &mut Wheel<T>, now: u64) -> Vec<(TimerKey, T)> {
         let mut fired = Vec::new();
         wheel.advance(Tick(now), &mut fired);
         fired
+    }
+
+    /// Values of the entries fired by advancing to `now`, sorted.
+    fn advance_values(wheel: &mut Wheel<u64>, now: u64) -> Vec<u64> {
+        let mut values: Vec<u64> = advance_collect(wheel, now)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        values.sort_unstable();
+        values
     }
 
     #[test]
@@ -499,6 +534,12 @@ mod tests {
         assert!(overhead::<[u64; 2]>() <= 32);
         assert!(overhead::<u128>() <= 32);
         assert!(overhead::<Box<u8>>() <= 32);
+        let wheel: Wheel<u64> = Wheel::with_capacity(Tick(0), 1000);
+        assert!(wheel.capacity() >= 1000);
+        assert_eq!(
+            wheel.memory_bytes(),
+            mem::size_of::<Wheel<u64>>() + wheel.capacity() * 32
+        );
     }
 
     #[test]
@@ -506,9 +547,393 @@ mod tests {
         let mut wheel = Wheel::new(Tick(0));
         let key = wheel.insert(Tick(10), "a");
         assert_eq!(wheel.len(), 1);
+        assert_eq!(wheel.deadline(key), Some(Tick(10)));
         assert!(advance_collect(&mut wheel, 9).is_empty());
+        assert_eq!(wheel.now(), Tick(9));
         assert_eq!(advance_collect(&mut wheel, 10), vec![(key, "a")]);
         assert!(wheel.is_empty());
         assert_eq!(wheel.cancel(key), None);
+        assert_eq!(wheel.deadline(key), None);
+        assert_eq!(wheel.next_deadline(), None);
+    }
+
+    /// Starting ticks that put the wheel just before a slot, level, top
+    /// level or overflow boundary.
+    fn boundary_starts() -> Vec<u64> {
+        let mut starts = vec![0, 1, 62, 63, 64, 65, 4095, 4096];
+        for level in 3..=LEVELS as u32 {
+            let unit = 1u64 << (6 * level);
+            starts.extend([unit - 4097, unit - 65, unit - 64, unit - 1]);
+        }
+        starts.extend([u64::MAX - 10_000, u64::MAX - 4100]);
+        starts
+    }
+
+    #[test]
+    fn tick_by_tick_every_deadline_fires_exactly_on_time() {
+        // One entry per deadline in (start - 2, start + 64^2 + 70], stepping
+        // one tick at a time across every slot 63 -> 0 and level crossing
+        // reachable from each boundary start.
+        for start in boundary_starts() {
+            let mut wheel = Wheel::new(Tick(start));
+            let first = start.saturating_sub(2);
+            let last = start.saturating_add(64 * 64 + 70);
+            for d in first..=last {
+                wheel.insert(Tick(d), d);
+            }
+            let due: Vec<u64> = (first..=start).collect();
+            assert_eq!(wheel.next_deadline(), Some(Tick(start)));
+            assert_eq!(advance_values(&mut wheel, start), due, "start={start}");
+            for now in start + 1..=last {
+                let next = wheel.next_deadline().expect("entries remain");
+                assert!(next.0 > start && next.0 <= now, "start={start} now={now}");
+                assert_eq!(advance_values(&mut wheel, now), vec![now], "start={start}");
+            }
+            assert!(wheel.is_empty());
+        }
+    }
+
+    #[test]
+    fn jumps_of_every_boundary_size_fire_exactly_the_passed_entries() {
+        let jumps = [
+            1u64, 2, 63, 64, 65, 127, 128, 4095, 4096, 4097, 262_143, 262_145,
+        ];
+        for start in boundary_starts() {
+            for &jump in &jumps {
+                let mut wheel = Wheel::new(Tick(start));
+                let last = start.saturating_add(300_000);
+                // A spread of deadlines: dense near start, sparse later.
+                let mut deadlines: Vec<u64> = (start..=start.saturating_add(200)).collect();
+                deadlines.extend((start..=last).step_by(997));
+                deadlines.sort_unstable();
+                deadlines.dedup();
+                for &d in &deadlines {
+                    wheel.insert(Tick(d), d);
+                }
+                let mut now = start;
+                let mut expected = deadlines.iter().copied().peekable();
+                loop {
+                    let mut want = Vec::new();
+                    while let Some(d) = expected.next_if(|&d| d <= now) {
+                        want.push(d);
+                    }
+                    assert_eq!(
+                        advance_values(&mut wheel, now),
+                        want,
+                        "start={start} jump={jump}"
+                    );
+                    if now >= last {
+                        break;
+                    }
+                    now = now.saturating_add(jump).min(last);
+                }
+                assert!(wheel.is_empty(), "start={start} jump={jump}");
+            }
+        }
+    }
+
+    #[test]
+    fn overflow_entries_are_refiled_when_their_span_begins() {
+        let span = 1u64 << WHEEL_SPAN_BITS;
+        let mut wheel = Wheel::new(Tick(0));
+        wheel.insert(Tick(span + 5), 1u64);
+        wheel.insert(Tick(3 * span + 7), 2);
+        wheel.insert(Tick(u64::MAX), 3);
+        assert_eq!(wheel.next_deadline(), Some(Tick(span)));
+        assert!(advance_values(&mut wheel, span - 1).is_empty());
+        assert!(advance_values(&mut wheel, span).is_empty());
+        assert_eq!(wheel.next_deadline(), Some(Tick(span + 5)));
+        assert_eq!(advance_values(&mut wheel, span + 5), vec![1]);
+        // The overflow minimum lets a sleeper skip the empty span.
+        assert_eq!(wheel.next_deadline(), Some(Tick(3 * span)));
+        // One jump over two whole spans lands in the entry's slot exactly.
+        assert_eq!(advance_values(&mut wheel, 3 * span + 7), vec![2]);
+        assert_eq!(advance_values(&mut wheel, u64::MAX - 1), Vec::<u64>::new());
+        assert_eq!(wheel.next_deadline(), Some(Tick(u64::MAX)));
+        assert_eq!(advance_values(&mut wheel, u64::MAX), vec![3]);
+        assert!(wheel.is_empty());
+    }
+
+    #[test]
+    fn one_huge_jump_fires_everything_in_every_level() {
+        let mut wheel = Wheel::new(Tick(17));
+        let mut deadlines = Vec::new();
+        for bit in 0..64 {
+            deadlines.push(17u64.saturating_add(1 << bit));
+        }
+        deadlines.push(u64::MAX);
+        for &d in &deadlines {
+            wheel.insert(Tick(d), d);
+        }
+        deadlines.sort_unstable();
+        assert_eq!(advance_values(&mut wheel, u64::MAX), deadlines);
+        assert!(wheel.is_empty());
+        assert_eq!(wheel.next_deadline(), None);
+    }
+
+    #[test]
+    fn stale_keys_are_harmless() {
+        let mut wheel = Wheel::new(Tick(0));
+        let fired_key = wheel.insert(Tick(1), 1u64);
+        assert_eq!(advance_values(&mut wheel, 1), vec![1]);
+        // The freed slot is reused with a new generation.
+        let reused = wheel.insert(Tick(5), 2);
+        assert_eq!(reused.index, fired_key.index);
+        assert_ne!(reused, fired_key);
+        assert_eq!(wheel.cancel(fired_key), None);
+        assert!(!wheel.reschedule(fired_key, Tick(2)));
+        assert_eq!(wheel.deadline(fired_key), None);
+        assert_eq!(wheel.deadline(reused), Some(Tick(5)));
+        // Cancelled keys are stale too.
+        assert_eq!(wheel.cancel(reused), Some(2));
+        assert_eq!(wheel.cancel(reused), None);
+        assert!(!wheel.reschedule(reused, Tick(9)));
+        // A key from a slot never allocated is stale.
+        let foreign = TimerKey {
+            index: 1000,
+            generation: 0,
+        };
+        assert_eq!(wheel.cancel(foreign), None);
+        assert!(wheel.is_empty());
+        assert_eq!(wheel.next_deadline(), None);
+    }
+
+    #[test]
+    fn cancel_unlinks_head_middle_and_tail() {
+        // Three entries in the same slot: cancel middle, head, then tail,
+        // checking the slot's bit clears only when the list empties.
+        for order in [[0, 1, 2], [1, 0, 2], [2, 1, 0], [1, 2, 0]] {
+            let mut wheel = Wheel::new(Tick(0));
+            let keys: Vec<TimerKey> = (0..3).map(|v| wheel.insert(Tick(100), v)).collect();
+            for (n, &i) in order.iter().enumerate() {
+                assert_eq!(wheel.next_deadline(), Some(Tick(64)));
+                assert_eq!(wheel.cancel(keys[i]), Some(i as u64));
+                assert_eq!(wheel.len(), 2 - n);
+            }
+            assert_eq!(wheel.next_deadline(), None);
+            assert!(advance_values(&mut wheel, 1000).is_empty());
+        }
+    }
+
+    #[test]
+    fn reschedule_moves_between_levels_due_and_overflow() {
+        let mut wheel = Wheel::new(Tick(1000));
+        let a = wheel.insert(Tick(5000), 1u64);
+        let b = wheel.insert(Tick(1001), 2);
+        assert!(wheel.reschedule(a, Tick(1002)));
+        assert!(wheel.reschedule(b, Tick(u64::MAX)));
+        assert_eq!(wheel.deadline(a), Some(Tick(1002)));
+        assert_eq!(advance_values(&mut wheel, 1001), Vec::<u64>::new());
+        // Into the past: due at the next advance, even one to the same tick.
+        assert!(wheel.reschedule(b, Tick(3)));
+        assert_eq!(wheel.next_deadline(), Some(Tick(1001)));
+        assert_eq!(advance_values(&mut wheel, 1001), vec![2]);
+        // Same slot: only the deadline changes.
+        assert!(wheel.reschedule(a, Tick(1003)));
+        assert_eq!(advance_values(&mut wheel, 1002), Vec::<u64>::new());
+        assert_eq!(advance_values(&mut wheel, 1003), vec![1]);
+    }
+
+    #[test]
+    fn advance_backwards_is_a_no_op_and_same_tick_fires_due() {
+        let mut wheel = Wheel::new(Tick(500));
+        wheel.insert(Tick(400), 1u64);
+        wheel.insert(Tick(600), 2);
+        assert!(advance_values(&mut wheel, 499).is_empty());
+        assert_eq!(wheel.now(), Tick(500));
+        assert_eq!(wheel.len(), 2);
+        assert_eq!(advance_values(&mut wheel, 500), vec![1]);
+        assert_eq!(advance_values(&mut wheel, 600), vec![2]);
+    }
+
+    /// A starting tick: zero, small, or close to a level, top-level or
+    /// `u64::MAX` boundary.
+    fn start_tick() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            Just(0u64),
+            0u64..5000,
+            (1u32..=LEVELS as u32, 0u64..300)
+                .prop_map(|(l, d)| (1u64 << (6 * l)).saturating_sub(150) + d),
+            (0u64..70_000).prop_map(|d| u64::MAX - d),
+            any::<u64>(),
+        ]
+    }
+
+    /// A deadline relative to the wheel's tick when the op runs.
+    #[derive(Clone, Debug)]
+    enum When {
+        /// `now - n` (saturating): already due.
+        Past(u64),
+        /// `now + n`.
+        Ahead(u64),
+        /// An absolute tick.
+        At(u64),
+    }
+
+    impl When {
+        fn resolve(&self, now: u64) -> u64 {
+            match *self {
+                When::Past(n) => now.saturating_sub(n),
+                When::Ahead(n) => now.saturating_add(n),
+                When::At(t) => t,
+            }
+        }
+    }
+
+    fn when() -> impl Strategy<Value = When> {
+        prop_oneof![
+            (0u64..4).prop_map(When::Past),
+            (0u64..130).prop_map(When::Ahead),
+            (0u64..5000).prop_map(When::Ahead),
+            (0u64..1 << 20).prop_map(When::Ahead),
+            (0u64..1 << 50).prop_map(When::Ahead),
+            any::<u64>().prop_map(When::At),
+        ]
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(When),
+        Cancel(usize),
+        Reschedule(usize, When),
+        /// Advance to `now + n` (saturating).
+        Advance(u64),
+        /// Advance to `next_deadline()`, as a sleeping shard would.
+        Sleep,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => when().prop_map(Op::Insert),
+            1 => any::<usize>().prop_map(Op::Cancel),
+            1 => (any::<usize>(), when()).prop_map(|(i, w)| Op::Reschedule(i, w)),
+            1 => Just(Op::Advance(0)),
+            2 => (0u64..3).prop_map(Op::Advance),
+            2 => (0u64..130).prop_map(Op::Advance),
+            1 => (0u64..5000).prop_map(Op::Advance),
+            1 => (0u64..1 << 20).prop_map(Op::Advance),
+            1 => (0u64..1 << 50).prop_map(Op::Advance),
+            1 => any::<u64>().prop_map(Op::Advance),
+            2 => Just(Op::Sleep),
+        ]
+    }
+
+    /// Checks the wheel against the model after every op.
+    fn check_state(wheel: &Wheel<u64>, model: &BTreeMap<u64, u64>, keys: &[TimerKey]) {
+        assert_eq!(wheel.len(), model.len());
+        for (&id, &deadline) in model {
+            assert_eq!(wheel.deadline(keys[id as usize]), Some(Tick(deadline)));
+        }
+        let now = wheel.now().0;
+        match (wheel.next_deadline(), model.values().min()) {
+            (None, None) => {}
+            (Some(next), Some(&earliest)) => {
+                assert!(next.0 >= now, "next_deadline {next:?} before now {now}");
+                assert!(
+                    next.0 <= earliest.max(now),
+                    "next_deadline {next:?} after earliest {earliest}"
+                );
+            }
+            (next, earliest) => panic!("next_deadline {next:?} vs earliest {earliest:?}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Random ops against a map of id -> deadline: the same entries fire
+        /// at every advance (so none early, none late), cancel and
+        /// reschedule agree on liveness, and next_deadline never overshoots.
+        #[test]
+        fn matches_naive_model(start in start_tick(), ops in prop::collection::vec(op(), 1..120)) {
+            let mut wheel: Wheel<u64> = Wheel::new(Tick(start));
+            let mut model: BTreeMap<u64, u64> = BTreeMap::new();
+            let mut keys: Vec<TimerKey> = Vec::new();
+            let mut fired = Vec::new();
+            for op in ops {
+                let now = wheel.now().0;
+                match op {
+                    Op::Insert(w) => {
+                        let id = keys.len() as u64;
+                        let deadline = w.resolve(now);
+                        keys.push(wheel.insert(Tick(deadline), id));
+                        model.insert(id, deadline);
+                    }
+                    Op::Cancel(i) if !keys.is_empty() => {
+                        let id = (i % keys.len()) as u64;
+                        let want = model.remove(&id).map(|_| id);
+                        prop_assert_eq!(wheel.cancel(keys[id as usize]), want);
+                    }
+                    Op::Reschedule(i, w) if !keys.is_empty() => {
+                        let id = (i % keys.len()) as u64;
+                        let deadline = w.resolve(now);
+                        let live = model.contains_key(&id);
+                        if live {
+                            model.insert(id, deadline);
+                        }
+                        prop_assert_eq!(wheel.reschedule(keys[id as usize], Tick(deadline)), live);
+                    }
+                    Op::Cancel(_) | Op::Reschedule(..) => {}
+                    Op::Advance(_) | Op::Sleep => {
+                        let to = match op {
+                            Op::Advance(n) => now.saturating_add(n),
+                            _ => wheel.next_deadline().map_or(now, |t| t.0),
+                        };
+                        fired.clear();
+                        wheel.advance(Tick(to), &mut fired);
+                        let mut got: Vec<u64> = fired.iter().map(|&(_, id)| id).collect();
+                        got.sort_unstable();
+                        let want: Vec<u64> =
+                            model.iter().filter(|&(_, &d)| d <= to).map(|(&id, _)| id).collect();
+                        prop_assert_eq!(&got, &want, "advance {} -> {}", now, to);
+                        for &(key, id) in &fired {
+                            prop_assert_eq!(key, keys[id as usize]);
+                            model.remove(&id);
+                        }
+                        prop_assert_eq!(wheel.now().0, to);
+                    }
+                }
+                check_state(&wheel, &model, &keys);
+            }
+            fired.clear();
+            wheel.advance(Tick(u64::MAX), &mut fired);
+            prop_assert_eq!(fired.len(), model.len());
+            prop_assert!(wheel.is_empty());
+            prop_assert_eq!(wheel.next_deadline(), None);
+        }
+
+        /// A shard that sleeps until next_deadline and advances there reaches
+        /// the earliest deadline exactly, within LEVELS + 2 wake-ups, and
+        /// fires nothing before it.
+        #[test]
+        fn sleeping_until_next_deadline_converges(
+            start in start_tick(),
+            deadlines in prop::collection::vec(when(), 1..40),
+        ) {
+            let mut wheel = Wheel::new(Tick(start));
+            let mut all = Vec::new();
+            for w in deadlines {
+                let d = w.resolve(start);
+                all.push(d);
+                wheel.insert(Tick(d), d);
+            }
+            all.sort_unstable();
+            let earliest = all[0];
+            let mut fired = Vec::new();
+            let mut wakeups = 0;
+            while fired.is_empty() {
+                let next = wheel.next_deadline().expect("entries remain").0;
+                prop_assert!(next <= earliest.max(start));
+                wheel.advance(Tick(next), &mut fired);
+                wakeups += 1;
+                prop_assert!(wakeups <= LEVELS + 2, "{} wake-ups", wakeups);
+            }
+            let now = wheel.now().0;
+            prop_assert_eq!(now, earliest.max(start));
+            let mut got: Vec<u64> = fired.iter().map(|&(_, d)| d).collect();
+            got.sort_unstable();
+            let want: Vec<u64> = all.iter().copied().filter(|&d| d <= now).collect();
+            prop_assert_eq!(got, want);
+        }
     }
 }
