@@ -37,6 +37,9 @@ mod unsuback;
 mod unsubscribe;
 mod varint;
 
+#[cfg(test)]
+mod testutil;
+
 pub use auth::Auth;
 pub use connack::ConnAck;
 pub use connect::{Connect, Will};

@@ -1,30 +1,148 @@
-//! UNSUBACK (MQTT 5 section 3.11, 3.1.1 section 3.11).
+//! UNSUBACK (MQTT 5 section 3.11, 3.1.1 section 3.11): v3.x carries only
+//! the packet identifier; v5 adds properties and one reason code per filter.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
-use crate::{EncodeError, Properties, ProtocolVersion, QoS, ReasonCode};
+use crate::packet::{frame_size, write_frame};
+use crate::properties::Allowed;
+use crate::reason::UNSUBACK_V5;
+use crate::varint::{varint_len, Reader};
+use crate::{DecodeError, EncodeError, PacketType, Properties, ProtocolVersion, ReasonCode};
 
 /// UNSUBACK packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnsubAck {
-    /// Packet Identifier.
+    /// Packet Identifier (non-zero).
     pub packet_id: u16,
-    /// Properties (v5).
+    /// Properties (v5): Reason String and User Properties.
     pub properties: Properties,
-    /// One reason code per filter (v5); empty in v3.x.
+    /// One reason code per filter (v5); empty in v3.x (not on the wire).
     pub codes: Vec<ReasonCode>,
 }
 
 impl UnsubAck {
-    /// Size of the whole encoded packet (fixed header included) in `version`.
-    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
-        let _ = version;
-        unimplemented!("issue 3: in progress")
+    pub(crate) fn decode(
+        r: &mut Reader<'_>,
+        version: ProtocolVersion,
+    ) -> Result<UnsubAck, DecodeError> {
+        let packet_id = r.packet_id()?;
+        if !version.is_v5() {
+            return Ok(UnsubAck {
+                packet_id,
+                properties: Properties::default(),
+                codes: Vec::new(),
+            });
+        }
+        let properties = Properties::decode(r, Allowed::ack(PacketType::UnsubAck))?;
+        let mut codes = Vec::with_capacity(r.remaining());
+        while !r.is_empty() {
+            let code = r.u8()?;
+            if !UNSUBACK_V5.contains(&code) {
+                return Err(DecodeError::InvalidReasonCode {
+                    packet_type: PacketType::UnsubAck,
+                    code,
+                });
+            }
+            codes.push(ReasonCode(code));
+        }
+        Ok(UnsubAck {
+            packet_id,
+            properties,
+            codes,
+        })
     }
 
-    /// Append the encoded packet to `buf`.
+    fn body_len(&self, version: ProtocolVersion, props: usize) -> usize {
+        if version.is_v5() {
+            2 + varint_len(props) + props + self.codes.len()
+        } else {
+            2
+        }
+    }
+
+    pub(crate) fn len_with(&self, version: ProtocolVersion, trim: bool) -> usize {
+        let props = if version.is_v5() {
+            self.properties.len(trim)
+        } else {
+            0
+        };
+        frame_size(self.body_len(version, props))
+    }
+
+    pub(crate) fn encode_with(
+        &self,
+        version: ProtocolVersion,
+        trim: bool,
+        buf: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        let v5 = version.is_v5();
+        let props = if v5 {
+            self.properties.check(Allowed::ack(PacketType::UnsubAck))?;
+            self.properties.len(trim)
+        } else {
+            0
+        };
+        write_frame(buf, 0xB0, self.body_len(version, props), |buf| {
+            buf.put_u16(self.packet_id);
+            if v5 {
+                self.properties.write(buf, props, trim)?;
+                for code in &self.codes {
+                    buf.put_u8(code.0);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Size of the whole encoded packet (fixed header included) in `version`.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        self.len_with(version, false)
+    }
+
+    /// Append the encoded packet to `buf` (v3.x: codes are not written).
     pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        let _ = (version, buf);
-        unimplemented!("issue 3: in progress")
+        self.encode_with(version, false, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{bad, good};
+    use crate::Packet;
+    use DecodeError::*;
+    use ProtocolVersion::*;
+
+    fn unsuback(codes: &[u8]) -> Packet {
+        Packet::UnsubAck(UnsubAck {
+            packet_id: 9,
+            properties: Properties::default(),
+            codes: codes.iter().map(|&c| ReasonCode(c)).collect(),
+        })
+    }
+
+    #[test]
+    fn good_unsubacks() {
+        for v in [V3_1, V3_1_1] {
+            good(&[0xB0, 2, 0, 9], v, unsuback(&[]));
+        }
+        good(&[0xB0, 5, 0, 9, 0, 0x00, 0x11], V5, unsuback(&[0, 0x11]));
+    }
+
+    #[test]
+    fn bad_unsubacks() {
+        for v in [V3_1, V3_1_1] {
+            bad(&[0xB0, 3, 0, 9, 0], v, TrailingBytes);
+            bad(&[0xB0, 2, 0, 0], v, ZeroPacketIdentifier);
+        }
+        bad(
+            &[0xB0, 4, 0, 9, 0, 0x02],
+            V5,
+            InvalidReasonCode {
+                packet_type: PacketType::UnsubAck,
+                code: 2,
+            },
+        );
+        bad(&[0xB0, 2, 0, 9], V5, UnexpectedEndOfPacket);
     }
 }
