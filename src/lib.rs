@@ -1,1 +1,302 @@
-//! ringmq: a thread-per-core MQTT broker (placeholder until issue 5).
+//! ringmq: a thread-per-core MQTT 3.1.1 / 5.0 broker on io_uring.
+//!
+//! [`Broker::start`] runs one pinned glommio executor (a shard) per core.
+//! A connection lives on the shard chosen by [`shard_for`] of its client
+//! id, so a take-over is shard-local; shards talk only through lock-free
+//! crossbeam inboxes (`mesh.rs`). The protocol decisions live in the
+//! sans-IO crates (`ringmq-codec`, `ringmq-session`, `ringmq-topic`,
+//! `ringmq-wheel`); this crate is the runtime glue around them.
+//!
+//! This library exists so tests and benches can start a broker in-process;
+//! `main.rs` is the command-line front end.
+
+#![warn(missing_docs)]
+
+mod config;
+mod mesh;
+mod shard;
+mod stats;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use glommio::{LocalExecutorBuilder, Placement};
+use tracing::info;
+
+pub use config::{allowed_cpus, Config, ConfigError};
+pub use stats::Stats;
+
+use mesh::{Control, Mesh};
+use shard::{Shard, Shared};
+use stats::ShardStats;
+
+/// Estimated locked memory of one shard's three io_uring rings (SQ, CQ and
+/// arrays at the default depth of 128), on top of its registered buffers.
+const RING_LOCKED_BYTES: u64 = 64 * 1024;
+
+/// The shard that owns `client_id` in a broker with `shards` shards.
+///
+/// FNV-1a (64 bit), never randomly seeded: the same id always lands on
+/// the same shard, in every process and every run.
+pub fn shard_for(client_id: &[u8], shards: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in client_id {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % shards.max(1) as u64) as usize
+}
+
+/// Why the broker could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// A flag value is invalid.
+    Config(ConfigError),
+    /// The io_uring memory of all shards does not fit `ulimit -l`.
+    LockedMemory {
+        /// Bytes the shards would lock.
+        needed: u64,
+        /// The RLIMIT_MEMLOCK soft limit.
+        limit: u64,
+        /// Shards requested.
+        shards: usize,
+        /// `--io-memory-kib`.
+        io_memory_kib: usize,
+    },
+    /// A shard's executor could not be created.
+    Executor(String),
+    /// A listener could not be bound.
+    Listen(String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::LockedMemory {
+                needed,
+                limit,
+                shards,
+                io_memory_kib,
+            } => write!(
+                f,
+                "io_uring memory does not fit the locked-memory limit: {shards} shard(s) x \
+                 (3 rings x --io-memory-kib {io_memory_kib} + {} KiB ring overhead) = {} KiB, \
+                 but ulimit -l is {} KiB; lower --io-memory-kib or --shards, or raise ulimit -l",
+                RING_LOCKED_BYTES / 1024,
+                needed / 1024,
+                limit / 1024
+            ),
+            StartError::Executor(e) => write!(f, "cannot start a shard executor: {e}"),
+            StartError::Listen(e) => write!(f, "cannot listen: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(e)
+    }
+}
+
+/// The RLIMIT_MEMLOCK soft limit in bytes (`None` = unlimited).
+fn locked_memory_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    Some(limit.rlim_cur)
+}
+
+/// Checks that every shard's io_uring memory fits `ulimit -l`. Each shard
+/// registers its io memory with each of glommio's three rings.
+fn check_locked_memory(shards: usize, io_memory_kib: usize) -> Result<u64, StartError> {
+    let per_shard = 3 * io_memory_kib as u64 * 1024 + RING_LOCKED_BYTES;
+    let needed = per_shard * shards as u64;
+    match locked_memory_limit() {
+        Some(limit) if needed > limit => Err(StartError::LockedMemory {
+            needed,
+            limit,
+            shards,
+            io_memory_kib,
+        }),
+        _ => Ok(needed),
+    }
+}
+
+/// A running broker. Dropping it shuts it down.
+pub struct Broker {
+    shared: Arc<Shared>,
+    addrs: Vec<SocketAddr>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Broker {
+    /// Starts every shard and binds every listener. Returns once all shards
+    /// are accepting.
+    pub fn start(config: Config) -> Result<Broker, StartError> {
+        config.validate()?;
+        let shards = config.shard_count();
+        let locked = check_locked_memory(shards, config.io_memory_kib)?;
+        let cpus = allowed_cpus();
+        let (mesh, inboxes) = Mesh::new(shards, config.inbox_capacity);
+        let shared = Arc::new(Shared {
+            stats: (0..shards)
+                .map(|_| Arc::new(ShardStats::default()))
+                .collect(),
+            shards,
+            mesh,
+            open_connections: AtomicUsize::new(0),
+            config,
+        });
+        let mut broker = Broker {
+            shared: shared.clone(),
+            addrs: shared.config.listen.clone(),
+            threads: Vec::with_capacity(shards),
+        };
+        for (id, inbox) in inboxes.into_iter().enumerate() {
+            let cpu = cpus[id % cpus.len()];
+            let (ready_tx, ready_rx) = mpsc::channel::<Result<Vec<SocketAddr>, StartError>>();
+            let shared = shared.clone();
+            // Port 0: shard 0 binds first and the others bind the port it got.
+            let addrs = broker.addrs.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("ringmq-shard-{id}"))
+                .spawn(move || {
+                    let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+                        .name(&format!("ringmq-shard-{id}"))
+                        .io_memory(shared.config.io_memory_kib * 1024)
+                        .make();
+                    let executor = match executor {
+                        Ok(ex) => ex,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(StartError::Executor(format!(
+                                "shard {id} on CPU {cpu}: {e}"
+                            ))));
+                            return;
+                        }
+                    };
+                    executor.run(async move {
+                        let shard = Shard::new(id, shared, inbox);
+                        match shard.listen(&addrs) {
+                            Ok(bound) => {
+                                let _ = ready_tx.send(Ok(bound));
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(StartError::Listen(format!(
+                                    "shard {id}: {addrs:?}: {e}"
+                                ))));
+                                return;
+                            }
+                        }
+                        shard.run().await;
+                    });
+                })
+                .map_err(|e| StartError::Executor(e.to_string()))?;
+            broker.threads.push(thread);
+            match ready_rx.recv() {
+                Ok(Ok(bound)) => {
+                    if id == 0 {
+                        broker.addrs = bound;
+                    }
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(StartError::Executor(format!(
+                        "shard {id} stopped while starting (see the log)"
+                    )))
+                }
+            }
+        }
+        info!(
+            shards,
+            listen = ?broker.addrs,
+            keepalive_tick_ms = broker.shared.config.keepalive_tick_ms,
+            keepalive_backoff = broker.shared.config.keepalive_backoff,
+            io_memory_kib = broker.shared.config.io_memory_kib,
+            locked_kib = locked / 1024,
+            "ringmq started"
+        );
+        Ok(broker)
+    }
+
+    /// The first listener's address (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Every listener's address.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The number of shards.
+    pub fn shards(&self) -> usize {
+        self.shared.shards
+    }
+
+    /// Counters summed over every shard.
+    pub fn stats(&self) -> Stats {
+        let mut total = Stats::default();
+        for s in &self.shared.stats {
+            s.add_to(&mut total);
+        }
+        total
+    }
+
+    /// Stops accepting, sends v5 clients DISCONNECT 0x8B, closes every
+    /// connection and joins the shards.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for id in 0..self.shared.mesh.len() {
+            self.shared.mesh.send_control(id, Control::Shutdown);
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_for_is_stable_and_spread() {
+        assert_eq!(shard_for(b"device-1", 2), shard_for(b"device-1", 2));
+        // FNV-1a of "a": fixed forever.
+        assert_eq!(
+            shard_for(b"a", u32::MAX as usize),
+            0xaf63_bd4c_8601_b7be % u32::MAX as u64 as usize
+        );
+        let on_zero = (0..1000)
+            .filter(|i| shard_for(format!("c{i}").as_bytes(), 2) == 0)
+            .count();
+        assert!((400..600).contains(&on_zero), "{on_zero}");
+    }
+
+    #[test]
+    fn locked_memory_check_names_the_flag() {
+        let err = check_locked_memory(2, 1 << 30).unwrap_err().to_string();
+        assert!(err.contains("--io-memory-kib"), "{err}");
+    }
+}

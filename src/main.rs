@@ -1,1 +1,60 @@
-fn main() {}
+//! The `ringmq` command: parse flags, start the shards, wait for SIGINT or
+//! SIGTERM, stop cleanly.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ringmq::{Broker, Config};
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    if let Err(e) = config.validate() {
+        eprintln!("ringmq: {e}");
+        return ExitCode::from(2);
+    }
+    let filter = match EnvFilter::try_new(&config.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("ringmq: invalid --log filter {:?}: {e}", config.log);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    // Block the stop signals before any shard thread exists, so every
+    // thread inherits the mask and only `sigwait` below receives them.
+    let signals = stop_signals();
+    // SAFETY: plain libc call on a sigset we own; affects this thread only.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &signals, std::ptr::null_mut()) };
+
+    let broker = match Broker::start(config) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("ringmq: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut signal = 0;
+    // SAFETY: sigwait reads the set and writes one int we own.
+    unsafe { libc::sigwait(&signals, &mut signal) };
+    info!(signal, "stop signal received: shutting down");
+    broker.shutdown();
+    info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn stop_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise the set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}

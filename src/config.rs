@@ -1,0 +1,238 @@
+//! Every tuning flag of the broker (clap derive), validated into [`Config`].
+//!
+//! The flags are the broker's whole configuration: there is no config file.
+//! Invalid values are refused here with a message naming the flag, so a
+//! shard never starts with a value it cannot honour.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+/// ringmq: a thread-per-core MQTT 3.1.1 / 5.0 broker on io_uring.
+#[derive(Parser, Clone, Debug)]
+#[command(name = "ringmq", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on (repeatable). Every shard binds every listener
+    /// with SO_REUSEPORT and the kernel spreads the accepts.
+    #[arg(
+        long = "listen",
+        value_name = "ADDR:PORT",
+        default_value = "0.0.0.0:1883"
+    )]
+    pub listen: Vec<SocketAddr>,
+
+    /// Number of shards (one pinned glommio executor each). Default: one per
+    /// CPU this process may run on (its affinity mask). At most 64.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+
+    /// Keep-alive monitoring tick in milliseconds: a silent client is closed
+    /// no later than one tick after its deadline.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub keepalive_tick_ms: u64,
+
+    /// A client is closed after keep-alive x backoff x 2 of silence; 0.75
+    /// gives exactly the standard's 1.5 x keep-alive.
+    #[arg(
+        long,
+        value_name = "FACTOR",
+        default_value_t = 0.75,
+        allow_negative_numbers = true
+    )]
+    pub keepalive_backoff: f64,
+
+    /// Impose this keep-alive (seconds) on every MQTT 5 client through
+    /// CONNACK Server Keep Alive. Default: the client's own value.
+    #[arg(long, value_name = "SECS")]
+    pub server_keepalive: Option<u16>,
+
+    /// Largest keep-alive accepted, in seconds. A v5 client asking for more
+    /// (or for 0 when this is below 65535) is told this value; a v3 client
+    /// asking for more is refused with CONNACK 0x02.
+    #[arg(long, value_name = "SECS", default_value_t = 65535)]
+    pub max_keepalive: u16,
+
+    /// Time a new connection has to deliver a whole CONNECT, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+
+    /// Most connections open at once over all shards (0 = no limit beyond
+    /// the open-files limit). Over it: v5 CONNACK 0x97, v3 CONNACK 0x03.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Largest MQTT packet accepted, in bytes (whole packet). A larger one
+    /// is refused from its fixed header (v5: 0x95) and the connection closed.
+    #[arg(long, value_name = "BYTES", default_value_t = 1_048_576)]
+    pub max_packet_size: u32,
+
+    /// io_uring registered memory per shard, in KiB. Locked memory is
+    /// limited (ulimit -l): shards x 3 rings x this must fit.
+    #[arg(long, value_name = "KIB", default_value_t = 256)]
+    pub io_memory_kib: usize,
+
+    /// How long a v3 session with clean session 0 outlives its connection,
+    /// in seconds (v5 clients choose their own Session Expiry Interval).
+    #[arg(long, value_name = "SECS", default_value_t = 86_400)]
+    pub session_expiry_default_secs: u32,
+
+    /// Capacity of each shard's cross-shard inbox, in messages. A full inbox
+    /// stops the connection that publishes into it (back-pressure).
+    #[arg(long, value_name = "N", default_value_t = 16_384)]
+    pub inbox_capacity: usize,
+
+    /// Bytes queued for one client beyond which further QoS 0 deliveries to
+    /// it are dropped (and counted) rather than buffered.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_outbuf_bytes: usize,
+
+    /// Log filter (tracing syntax, e.g. "info" or "ringmq=debug"). RUST_LOG
+    /// is used when this flag is absent.
+    #[arg(long, value_name = "FILTER", env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// A flag value the broker cannot honour.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses flags like the command line (the first item is the program
+    /// name) and validates them.
+    pub fn from_args<I, T>(args: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let config = Config::try_parse_from(args).map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; the message names the flag at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |flag: &str, why: String| Err(ConfigError(format!("invalid --{flag}: {why}")));
+        if self.listen.is_empty() {
+            return bad("listen", "at least one address is needed".into());
+        }
+        if let Some(n) = self.shards {
+            if n == 0 || n > 64 {
+                return bad("shards", format!("{n} is not in 1..=64"));
+            }
+        }
+        if self.keepalive_tick_ms == 0 || self.keepalive_tick_ms > 60_000 {
+            return bad(
+                "keepalive-tick-ms",
+                format!("{} is not in 1..=60000", self.keepalive_tick_ms),
+            );
+        }
+        if !(self.keepalive_backoff.is_finite()
+            && self.keepalive_backoff > 0.0
+            && self.keepalive_backoff <= 100.0)
+        {
+            return bad(
+                "keepalive-backoff",
+                format!("{} must be a number in (0, 100]", self.keepalive_backoff),
+            );
+        }
+        if let Some(s) = self.server_keepalive {
+            if s > self.max_keepalive {
+                return bad(
+                    "server-keepalive",
+                    format!("{s} is above --max-keepalive {}", self.max_keepalive),
+                );
+            }
+        }
+        if self.connect_timeout_ms == 0 {
+            return bad("connect-timeout-ms", "must be at least 1".into());
+        }
+        if self.max_packet_size < 64 || self.max_packet_size > ringmq_codec::MAX_PACKET_SIZE {
+            return bad(
+                "max-packet-size",
+                format!(
+                    "{} is not in 64..={}",
+                    self.max_packet_size,
+                    ringmq_codec::MAX_PACKET_SIZE
+                ),
+            );
+        }
+        if self.io_memory_kib < 64 {
+            return bad("io-memory-kib", "glommio needs at least 64 KiB".into());
+        }
+        if self.inbox_capacity < 16 {
+            return bad("inbox-capacity", "must be at least 16".into());
+        }
+        Ok(())
+    }
+
+    /// The shard count: the flag, or one per CPU in the affinity mask.
+    pub fn shard_count(&self) -> usize {
+        self.shards
+            .unwrap_or_else(|| allowed_cpus().len().clamp(1, 64))
+    }
+}
+
+/// The CPUs this process may run on, in order (respects taskset and
+/// container cpusets).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most
+    // size_of::<cpu_set_t>() bytes into it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            return (0..n).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_args(["ringmq"]).unwrap();
+        assert_eq!(c.listen, vec!["0.0.0.0:1883".parse().unwrap()]);
+        assert_eq!(c.keepalive_tick_ms, 100);
+        assert_eq!(c.keepalive_backoff, 0.75);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        for (args, flag) in [
+            (vec!["ringmq", "--shards", "0"], "--shards"),
+            (
+                vec!["ringmq", "--keepalive-backoff", "-1"],
+                "--keepalive-backoff",
+            ),
+            (
+                vec!["ringmq", "--keepalive-tick-ms", "0"],
+                "--keepalive-tick-ms",
+            ),
+            (vec!["ringmq", "--io-memory-kib", "1"], "--io-memory-kib"),
+            (vec!["ringmq", "--listen", "nonsense"], "--listen"),
+        ] {
+            let err = Config::from_args(args).unwrap_err().to_string();
+            assert!(err.contains(flag), "{err:?} should name {flag}");
+        }
+    }
+
+    #[test]
+    fn allowed_cpus_is_not_empty() {
+        assert!(!allowed_cpus().is_empty());
+    }
+}

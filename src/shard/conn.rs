@@ -1,0 +1,488 @@
+//! A connection's task: read, decode, drive the session, write.
+//!
+//! The task owns the socket. Everything else in the shard reaches the
+//! connection through its `Conn` record: it appends encoded packets to
+//! `outbuf` and wakes the task, or asks it to close. The task waits on one
+//! hand-written future that flushes `outbuf`, reads into the shard's arena
+//! and watches for a close request, so a blocked write never hides a close.
+//!
+//! An idle connection owns no buffers: reads land in the shard's arena and
+//! only a partial packet is kept per connection; `outbuf` is released
+//! whenever it drains. Keep-alive is data: a read stores the current tick
+//! in `last_rx_tick`, and the shard's wheel decides (see keepalive.rs).
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use glommio::net::TcpStream;
+use ringmq_codec::{
+    frame_len, ConnAck, Disconnect, Limits, Packet, Properties, ProtocolVersion, PubAck, PubComp,
+    PubRec, Publish, QoS, ReasonCode,
+};
+use ringmq_session::CloseCause;
+use ringmq_wheel::TimerKey;
+use tracing::{debug, field, trace, Instrument};
+
+use super::{Shard, TimerEvent};
+use crate::mesh::Control;
+use crate::stats::ShardStats;
+
+/// The shard's handle on one connection.
+pub(crate) struct Conn {
+    pub(crate) id: u64,
+    pub(crate) peer: SocketAddr,
+    outbuf: RefCell<BytesMut>,
+    waker: Cell<Option<Waker>>,
+    close: Cell<Option<CloseCause>>,
+    /// Tick of the last packet received (rounded up); keep-alive reads it.
+    pub(crate) last_rx_tick: Cell<u64>,
+    /// Negotiated protocol; `None` until CONNECT is accepted.
+    pub(crate) version: Cell<Option<ProtocolVersion>>,
+    /// The session this connection drives (its serial), once connected.
+    pub(crate) session: Cell<Option<u64>>,
+    /// Keep-alive timeout in ticks (0 = none).
+    pub(crate) keepalive_ticks: Cell<u64>,
+    /// The connection's wheel entry (CONNECT deadline, then keep-alive).
+    pub(crate) timer: Cell<Option<TimerKey>>,
+    /// The client's Maximum Packet Size (what we may send it).
+    pub(crate) client_max_packet: Cell<u32>,
+}
+
+impl Conn {
+    fn new(id: u64, peer: SocketAddr) -> Self {
+        Self {
+            id,
+            peer,
+            outbuf: RefCell::new(BytesMut::new()),
+            waker: Cell::new(None),
+            close: Cell::new(None),
+            last_rx_tick: Cell::new(0),
+            version: Cell::new(None),
+            session: Cell::new(None),
+            keepalive_ticks: Cell::new(0),
+            timer: Cell::new(None),
+            client_max_packet: Cell::new(ringmq_codec::MAX_PACKET_SIZE),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.outbuf.borrow().len()
+    }
+
+    /// Encodes `packet` for this connection and wakes its task.
+    pub(crate) fn send(&self, packet: &Packet) {
+        let version = self.version.get().unwrap_or(ProtocolVersion::V3_1_1);
+        self.send_as(packet, version);
+    }
+
+    pub(crate) fn send_as(&self, packet: &Packet, version: ProtocolVersion) {
+        if packet
+            .encode(version, &mut self.outbuf.borrow_mut())
+            .is_ok()
+        {
+            self.wake();
+        }
+    }
+
+    /// Queues a publish (already fitted to this client) and wakes the task.
+    pub(crate) fn send_publish(&self, publish: &Publish) {
+        let version = self.version.get().unwrap_or(ProtocolVersion::V3_1_1);
+        if publish
+            .encode(version, &mut self.outbuf.borrow_mut())
+            .is_ok()
+        {
+            self.wake();
+        }
+    }
+
+    /// Asks the task to close the connection (first cause wins).
+    pub(crate) fn request_close(&self, cause: CloseCause) {
+        if self.close.get().is_none() {
+            self.close.set(Some(cause));
+        }
+        self.wake();
+    }
+
+    /// v5: DISCONNECT with `code` first; then close.
+    pub(crate) fn disconnect(&self, code: ReasonCode, cause: CloseCause) {
+        if self.close.get().is_none() && self.version.get() == Some(ProtocolVersion::V5) {
+            self.send(&Packet::Disconnect(Disconnect {
+                code,
+                properties: Properties::default(),
+            }));
+        }
+        self.request_close(cause);
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.close.get().is_some()
+    }
+
+    /// Writes as much of `outbuf` as the socket takes without waiting.
+    fn poll_flush(&self, stream: &mut TcpStream, cx: &mut Context<'_>) -> io::Result<()> {
+        use futures_lite::AsyncWrite;
+        let mut out = self.outbuf.borrow_mut();
+        while !out.is_empty() {
+            match std::pin::Pin::new(&mut *stream).poll_write(cx, &out) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => out.advance(n),
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(()),
+            }
+        }
+        if out.capacity() > 0 {
+            // Drained: an idle connection keeps no write buffer.
+            *out = BytesMut::new();
+        }
+        Ok(())
+    }
+}
+
+enum Event {
+    Read(BytesMut),
+    Eof,
+    Failed(io::Error),
+    Close(CloseCause),
+}
+
+/// How the task ended.
+enum End {
+    Closed(CloseCause),
+    HandedOff,
+}
+
+/// The connection task.
+pub(crate) async fn run(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    read: BytesMut,
+    adopted: bool,
+) {
+    let conn = Rc::new(Conn::new(shard.next_conn_id(), peer));
+    conn.last_rx_tick.set(shard.stamp_tick());
+    shard.state.borrow_mut().conns.insert(conn.id, conn.clone());
+    if !adopted {
+        let deadline = shard.now_tick() + shard.clock.ticks(shard.config().connect_timeout_ms) + 1;
+        let key = shard.arm_timer(deadline, TimerEvent::ConnectTimeout(conn.id));
+        conn.timer.set(Some(key));
+    }
+    let span = tracing::debug_span!("conn", shard = shard.id, %peer, client_id = field::Empty);
+    let end = drive(&shard, &conn, &mut stream, read, adopted)
+        .instrument(span.clone())
+        .await;
+    match end {
+        End::HandedOff => {
+            shard.forget_connection(&conn);
+            ShardStats::dec(&shard.stats.connections);
+        }
+        End::Closed(cause) => {
+            // Last chance for a queued DISCONNECT to leave.
+            poll_fn(|cx| {
+                let _ = conn.poll_flush(&mut stream, cx);
+                Poll::Ready(())
+            })
+            .await;
+            drop(stream);
+            let _enter = span.enter();
+            debug!(?cause, "connection closed");
+            shard.connection_closed(&conn, cause);
+        }
+    }
+}
+
+async fn drive(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    stream: &mut TcpStream,
+    mut pending: BytesMut,
+    adopted: bool,
+) -> End {
+    let limits = Limits {
+        max_packet_size: shard.config().max_packet_size,
+    };
+    loop {
+        // Decode and handle every whole packet we hold.
+        loop {
+            if let Some(cause) = conn.close.get() {
+                return End::Closed(cause);
+            }
+            let len = match frame_len(&pending, &limits) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(e) => return End::Closed(shard.reject(conn, &e)),
+            };
+            if pending.len() < len {
+                pending.reserve(len - pending.len());
+                break;
+            }
+            let frame = pending.split_to(len).freeze();
+            let version = conn.version.get().unwrap_or(ProtocolVersion::V3_1_1);
+            let packet = match ringmq_codec::decode(&frame, version, &limits) {
+                Ok(Some((packet, _))) => packet,
+                // frame_len said the frame is whole; a decoder asking for more
+                // means the lengths disagree: malformed.
+                Ok(None) => {
+                    let code = ReasonCode::MALFORMED_PACKET;
+                    return End::Closed(shard.protocol_violation(conn, code, "length mismatch"));
+                }
+                Err(e) => return End::Closed(shard.reject(conn, &e)),
+            };
+            if conn.version.get().is_none() {
+                match packet {
+                    Packet::Connect(connect) => {
+                        let owner = if connect.client_id.is_empty() {
+                            shard.id
+                        } else {
+                            crate::shard_for(&connect.client_id, shard.shared.shards)
+                        };
+                        if owner != shard.id && !adopted {
+                            if hand_off(shard, conn, stream, owner, &frame, &pending) {
+                                return End::HandedOff;
+                            }
+                            return End::Closed(CloseCause::NetworkError);
+                        }
+                        if let Some(id) = shard.accept_connect(conn, *connect) {
+                            tracing::Span::current().record("client_id", field::debug(&id));
+                        }
+                    }
+                    other => {
+                        // MQTT-3.1.0-1: the first packet must be CONNECT.
+                        debug!(packet = ?other.packet_type(), "first packet is not CONNECT");
+                        ShardStats::inc(&shard.stats.protocol_errors);
+                        return End::Closed(CloseCause::ProtocolError);
+                    }
+                }
+                continue;
+            }
+            if let Err(cause) = handle_packet(shard, conn, packet).await {
+                return End::Closed(cause);
+            }
+        }
+
+        let event = poll_fn(|cx| {
+            if let Some(cause) = conn.close.get() {
+                return Poll::Ready(Event::Close(cause));
+            }
+            if let Err(e) = conn.poll_flush(stream, cx) {
+                return Poll::Ready(Event::Failed(e));
+            }
+            match shard.poll_read_arena(stream, cx) {
+                Poll::Ready(Ok(data)) if data.is_empty() => Poll::Ready(Event::Eof),
+                Poll::Ready(Ok(data)) => Poll::Ready(Event::Read(data)),
+                Poll::Ready(Err(e)) => Poll::Ready(Event::Failed(e)),
+                Poll::Pending => {
+                    conn.waker.set(Some(cx.waker().clone()));
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        match event {
+            Event::Read(data) => {
+                // Only what the client sends keeps it alive.
+                conn.last_rx_tick.set(shard.stamp_tick());
+                if pending.is_empty() {
+                    pending = data;
+                } else {
+                    pending.extend_from_slice(&data);
+                }
+            }
+            Event::Eof => return End::Closed(CloseCause::NetworkError),
+            Event::Failed(e) => {
+                trace!(error = %e, "socket error");
+                return End::Closed(CloseCause::NetworkError);
+            }
+            Event::Close(cause) => return End::Closed(cause),
+        }
+    }
+}
+
+/// Moves the socket to the shard that owns its client id, with every byte
+/// read so far. Returns false if the descriptor could not be duplicated.
+fn hand_off(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    stream: &TcpStream,
+    owner: usize,
+    frame: &[u8],
+    rest: &[u8],
+) -> bool {
+    // glommio 0.9's TcpStream has no IntoRawFd: duplicate the descriptor,
+    // and let dropping the stream close the original.
+    // SAFETY: the fd is open for as long as `stream` lives, which spans
+    // this borrow.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let fd = match borrowed.try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot duplicate socket for hand-off");
+            return false;
+        }
+    };
+    let mut read = BytesMut::with_capacity(frame.len() + rest.len());
+    read.extend_from_slice(frame);
+    read.extend_from_slice(rest);
+    trace!(owner, "handing connection to its owner shard");
+    shard.shared.mesh.send_control(
+        owner,
+        Control::Adopt {
+            fd,
+            read: read.freeze(),
+            peer: conn.peer,
+        },
+    );
+    true
+}
+
+/// One packet after CONNECT.
+async fn handle_packet(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    packet: Packet,
+) -> Result<(), CloseCause> {
+    let v5 = conn.version.get() == Some(ProtocolVersion::V5);
+    match packet {
+        Packet::PingReq => {
+            conn.send(&Packet::PingResp);
+            Ok(())
+        }
+        Packet::Publish(publish) => {
+            ShardStats::inc(&shard.stats.publishes_in);
+            if publish.properties.topic_alias.is_some() || publish.topic.is_empty() {
+                // We announce Topic Alias Maximum 0 (absent): any alias is
+                // invalid (MQTT-3.3.2-9 / 3.2.2.3.8).
+                return Err(shard.protocol_violation(
+                    conn,
+                    ReasonCode::TOPIC_ALIAS_INVALID,
+                    "topic alias",
+                ));
+            }
+            match publish.qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce if !v5 => conn.send(&Packet::PubAck(PubAck {
+                    packet_id: publish.packet_id,
+                    code: ReasonCode::SUCCESS,
+                    properties: Properties::default(),
+                })),
+                QoS::ExactlyOnce if !v5 => conn.send(&Packet::PubRec(PubRec {
+                    packet_id: publish.packet_id,
+                    code: ReasonCode::SUCCESS,
+                    properties: Properties::default(),
+                })),
+                // We announced Maximum QoS 0 to v5 clients (3.2.2.3.4).
+                _ => {
+                    return Err(shard.protocol_violation(
+                        conn,
+                        ReasonCode::QOS_NOT_SUPPORTED,
+                        "QoS above maximum",
+                    ))
+                }
+            }
+            shard.route_publish(publish).await;
+            Ok(())
+        }
+        Packet::PubRel(rel) => {
+            conn.send(&Packet::PubComp(PubComp {
+                packet_id: rel.packet_id,
+                code: ReasonCode::SUCCESS,
+                properties: Properties::default(),
+            }));
+            Ok(())
+        }
+        // Acknowledgements of deliveries: QoS 0 only for now, nothing to do.
+        Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => Ok(()),
+        Packet::Subscribe(subscribe) => {
+            shard.subscribe(conn, &subscribe);
+            Ok(())
+        }
+        Packet::Unsubscribe(unsubscribe) => {
+            shard.unsubscribe(conn, &unsubscribe);
+            Ok(())
+        }
+        Packet::Disconnect(disconnect) => shard.client_disconnect(conn, &disconnect),
+        Packet::Connect(_) => {
+            // MQTT-3.1.0-2: a second CONNECT is a protocol error.
+            Err(shard.protocol_violation(conn, ReasonCode::PROTOCOL_ERROR, "second CONNECT"))
+        }
+        Packet::Auth(_) => Err(shard.protocol_violation(
+            conn,
+            ReasonCode::BAD_AUTHENTICATION_METHOD,
+            "AUTH without an authentication method",
+        )),
+        other @ (Packet::ConnAck(_)
+        | Packet::SubAck(_)
+        | Packet::UnsubAck(_)
+        | Packet::PingResp) => {
+            debug!(packet = ?other.packet_type(), "server-to-client packet from a client");
+            Err(shard.protocol_violation(
+                conn,
+                ReasonCode::PROTOCOL_ERROR,
+                "packet only a server may send",
+            ))
+        }
+    }
+}
+
+impl Shard {
+    /// A decode error: count it, tell a v5 client why, close.
+    fn reject(&self, conn: &Conn, error: &ringmq_codec::DecodeError) -> CloseCause {
+        ShardStats::inc(&self.stats.protocol_errors);
+        debug!(%error, "bad packet");
+        if conn.version.get().is_some() {
+            conn.disconnect(error.reason_code(), CloseCause::ProtocolError);
+        } else if error.reason_code() == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
+            // MQTT-3.1.2-2: answer an unknown protocol level with CONNACK
+            // 0x01 in the 3.1.1 format (the one every client can read).
+            let code = ReasonCode(ringmq_session::V3_UNACCEPTABLE_PROTOCOL);
+            let connack = Shard::connack(code, false, Properties::default());
+            conn.send_as(&connack, ProtocolVersion::V3_1_1);
+        }
+        CloseCause::ProtocolError
+    }
+
+    /// A protocol rule broken after CONNECT: v5 DISCONNECT with `code`.
+    pub(crate) fn protocol_violation(
+        &self,
+        conn: &Conn,
+        code: ReasonCode,
+        what: &str,
+    ) -> CloseCause {
+        ShardStats::inc(&self.stats.protocol_errors);
+        debug!(reason = what, code = code.0, "protocol violation");
+        conn.disconnect(code, CloseCause::ProtocolError);
+        CloseCause::ProtocolError
+    }
+
+    /// Waits a little for a full inbox to drain (back-pressure).
+    pub(crate) async fn backoff(&self) {
+        glommio::timer::sleep(Duration::from_micros(100)).await;
+    }
+
+    /// CONNACK for a refusal or acceptance.
+    pub(crate) fn connack(
+        code: ReasonCode,
+        session_present: bool,
+        properties: Properties,
+    ) -> Packet {
+        Packet::ConnAck(ConnAck {
+            session_present,
+            code,
+            properties,
+        })
+    }
+}

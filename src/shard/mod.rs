@@ -1,0 +1,305 @@
+//! One shard: everything a pinned glommio executor owns.
+//!
+//! A `Shard` is shared by the tasks of its executor through `Rc` and never
+//! leaves its thread. Its mutable state sits in one `RefCell` that is only
+//! borrowed in short synchronous sections, never across an `.await`.
+//! Other shards reach it only through its inbox (see `mesh.rs`).
+
+pub(crate) mod conn;
+mod keepalive;
+mod router;
+mod sessions;
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::Task;
+use hashbrown::HashMap;
+use ringmq_session::{KeepAliveClock, ServerPolicy};
+use ringmq_wheel::{Tick, Wheel};
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::mesh::{Control, Inbox, Incoming, Mesh};
+use crate::stats::ShardStats;
+use conn::Conn;
+use keepalive::Ticker;
+pub(crate) use keepalive::TimerEvent;
+use router::Router;
+use sessions::Sessions;
+
+/// Bytes the shard's read arena hands out before it is replaced.
+const ARENA_BYTES: usize = 64 * 1024;
+/// Below this much room left, the arena is replaced before a read.
+const ARENA_MIN_READ: usize = 16 * 1024;
+
+/// What every shard shares with the broker handle.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) shards: usize,
+    pub(crate) mesh: Mesh,
+    pub(crate) stats: Vec<Arc<ShardStats>>,
+    /// Connections open over all shards, for `--max-connections`.
+    pub(crate) open_connections: AtomicUsize,
+}
+
+/// The per-core shard.
+pub(crate) struct Shard {
+    pub(crate) id: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) stats: Arc<ShardStats>,
+    pub(crate) policy: ServerPolicy,
+    pub(crate) clock: KeepAliveClock,
+    started: Instant,
+    inbox: Inbox,
+    pub(crate) state: RefCell<State>,
+    /// Reads land here; frames are `Bytes` slices of it (no copy).
+    arena: RefCell<BytesMut>,
+    pub(crate) ticker: Ticker,
+    pub(crate) shutting_down: Cell<bool>,
+    next_conn_id: Cell<u64>,
+}
+
+/// Everything mutable a shard owns.
+pub(crate) struct State {
+    pub(crate) conns: HashMap<u64, Rc<Conn>>,
+    pub(crate) sessions: Sessions,
+    pub(crate) wheel: Wheel<TimerEvent>,
+    pub(crate) router: Router,
+    listeners: Vec<Task<()>>,
+}
+
+impl Shard {
+    pub(crate) fn new(id: usize, shared: Arc<Shared>, inbox: Inbox) -> Rc<Shard> {
+        let config = &shared.config;
+        let policy = ServerPolicy {
+            server_keep_alive: config.server_keepalive,
+            max_keep_alive: config.max_keepalive,
+            max_packet_size: config.max_packet_size,
+            v3_session_expiry_secs: config.session_expiry_default_secs,
+            max_qos: ringmq_codec::QoS::AtMostOnce,
+            receive_maximum: u16::MAX,
+        };
+        let clock = KeepAliveClock::new(config.keepalive_tick_ms);
+        Rc::new(Shard {
+            id,
+            stats: shared.stats[id].clone(),
+            policy,
+            clock,
+            started: Instant::now(),
+            inbox,
+            state: RefCell::new(State {
+                conns: HashMap::new(),
+                sessions: Sessions::default(),
+                wheel: Wheel::new(Tick(0)),
+                router: Router::new(shared.shards),
+                listeners: Vec::new(),
+            }),
+            arena: RefCell::new(BytesMut::new()),
+            ticker: Ticker::default(),
+            shutting_down: Cell::new(false),
+            next_conn_id: Cell::new(1),
+            shared,
+        })
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    fn elapsed_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    /// The tick a packet arriving now is stamped with (rounded up).
+    pub(crate) fn stamp_tick(&self) -> u64 {
+        self.clock.stamp(self.elapsed_us())
+    }
+
+    /// The tick timers have reached (rounded down).
+    pub(crate) fn now_tick(&self) -> u64 {
+        self.clock.now(self.elapsed_us())
+    }
+
+    /// The instant at which `tick` begins.
+    pub(crate) fn tick_instant(&self, tick: u64) -> Instant {
+        self.started + Duration::from_micros(self.clock.tick_start_us(tick))
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        let id = self.next_conn_id.get();
+        self.next_conn_id.set(id + 1);
+        id
+    }
+
+    /// Binds every listener (with SO_REUSEPORT) and starts accepting.
+    pub(crate) fn listen(
+        self: &Rc<Self>,
+        addrs: &[SocketAddr],
+    ) -> std::io::Result<Vec<SocketAddr>> {
+        let mut bound = Vec::with_capacity(addrs.len());
+        let mut tasks = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let listener = TcpListener::bind(addr)?;
+            bound.push(listener.local_addr()?);
+            let shard = self.clone();
+            tasks.push(glommio::spawn_local(async move {
+                shard.accept_loop(listener).await
+            }));
+        }
+        self.state.borrow_mut().listeners = tasks;
+        Ok(bound)
+    }
+
+    async fn accept_loop(self: Rc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    let peer = stream
+                        .peer_addr()
+                        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                    // Small MQTT packets must not wait for Nagle.
+                    let _ = stream.set_nodelay(true);
+                    self.spawn_connection(stream, peer, BytesMut::new(), false);
+                }
+                Err(e) => {
+                    // Out of descriptors or similar: say so, back off a little
+                    // rather than spin.
+                    warn!(shard = self.id, error = %e, "accept failed");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            if self.shutting_down.get() {
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn spawn_connection(
+        self: &Rc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        read: BytesMut,
+        adopted: bool,
+    ) {
+        if !adopted {
+            ShardStats::inc(&self.stats.connections);
+            self.shared.open_connections.fetch_add(1, Ordering::Relaxed);
+        }
+        let shard = self.clone();
+        glommio::spawn_local(conn::run(shard, stream, peer, read, adopted)).detach();
+    }
+
+    /// Reads from `stream` into the shard's arena. Returns the bytes read
+    /// as their own `BytesMut` (a slice of the arena, no copy).
+    pub(crate) fn poll_read_arena(
+        &self,
+        stream: &mut TcpStream,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<BytesMut>> {
+        use futures_lite::AsyncRead;
+        use std::task::Poll;
+        let mut arena = self.arena.borrow_mut();
+        if arena.len() < ARENA_MIN_READ {
+            // Frames still alive keep the old block; it is freed with them.
+            *arena = BytesMut::zeroed(ARENA_BYTES);
+        }
+        match std::pin::Pin::new(stream).poll_read(cx, &mut arena[..]) {
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(arena.split_to(n))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Handles every message waiting in the inbox. Called by the inbox task
+    /// and, before routing a publish, by connection tasks (so a route added
+    /// before a SUBACK is known before any publish that follows it).
+    pub(crate) fn drain_inbox(self: &Rc<Self>) {
+        while let Some(msg) = self.inbox.try_recv() {
+            self.handle_incoming(msg);
+        }
+    }
+
+    fn handle_incoming(self: &Rc<Self>, msg: Incoming) {
+        match msg {
+            Incoming::Publish(routed) => self.deliver_local(&routed.into_publish()),
+            Incoming::Control(Control::Publish(publish)) => self.deliver_local(&publish),
+            Incoming::Control(Control::RouteAdd { filter, shard }) => {
+                self.state.borrow_mut().router.add_remote(&filter, shard);
+            }
+            Incoming::Control(Control::RouteDrop { filter, shard }) => {
+                self.state.borrow_mut().router.drop_remote(&filter, shard);
+            }
+            Incoming::Control(Control::Adopt { fd, read, peer }) => {
+                ShardStats::inc(&self.stats.handoffs);
+                // SAFETY: `fd` is an open socket we own; ownership moves into
+                // the stream, which closes it when dropped.
+                let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+                self.spawn_connection(stream, peer, BytesMut::from(&read[..]), true);
+            }
+            Incoming::Control(Control::Shutdown) => self.begin_shutdown(),
+        }
+    }
+
+    async fn inbox_loop(self: Rc<Self>) {
+        loop {
+            let msg = self.inbox.recv().await;
+            self.handle_incoming(msg);
+            self.drain_inbox();
+            if self.shutting_down.get() {
+                return;
+            }
+        }
+    }
+
+    fn begin_shutdown(self: &Rc<Self>) {
+        if self.shutting_down.replace(true) {
+            return;
+        }
+        info!(shard = self.id, "shutting down: disconnecting clients");
+        let conns: Vec<Rc<Conn>> = {
+            let mut state = self.state.borrow_mut();
+            state.listeners.clear(); // dropping the tasks stops accepting
+            state.conns.values().cloned().collect()
+        };
+        for conn in conns {
+            conn.disconnect(
+                ringmq_codec::ReasonCode::SERVER_SHUTTING_DOWN,
+                ringmq_session::CloseCause::ServerShutdown,
+            );
+        }
+        self.ticker.notify();
+    }
+
+    /// The shard's life: the inbox task, the keep-alive ticker, until
+    /// shutdown has closed every connection.
+    pub(crate) async fn run(self: Rc<Self>) {
+        glommio::spawn_local(self.clone().inbox_loop()).detach();
+        let ticker = glommio::spawn_local(self.clone().ticker_loop());
+        ticker.await;
+        // Give connection tasks a bounded moment to flush their DISCONNECTs.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.state.borrow().conns.is_empty() && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        debug!(shard = self.id, "stopped");
+    }
+
+    /// Picks a client id for a client that sent none, one this shard owns.
+    pub(crate) fn assign_client_id(&self, counter: &mut u64) -> Bytes {
+        loop {
+            *counter += 1;
+            let id = format!("ringmq-{}-{:x}", self.id, *counter);
+            if crate::shard_for(id.as_bytes(), self.shared.shards) == self.id {
+                return Bytes::from(id);
+            }
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! The client-id -> session table: CONNECT acceptance, take-over, will
+//! delay, expiry.
+//!
+//! A client id always maps to this shard (its owner), so take-over is a
+//! local operation: no lock, no cross-shard round trip. At most one
+//! connection is attached to a session at any time: the new connection is
+//! attached in the same synchronous step that detaches and closes the old.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use hashbrown::HashMap;
+use ringmq_codec::{Connect, Disconnect, Properties, ProtocolVersion, ReasonCode, Will};
+use ringmq_session::{keepalive_timeout_ms, negotiate, will_due_on_close, CloseCause, Session};
+use ringmq_wheel::TimerKey;
+use tracing::{debug, warn};
+
+use super::conn::Conn;
+use super::{Shard, TimerEvent};
+use crate::stats::ShardStats;
+
+/// One session and what the shard tracks about it.
+pub(crate) struct SessionEntry {
+    session: Session,
+    conn: Option<Rc<Conn>>,
+    will_delay_secs: u32,
+    /// A due will waiting for its Will Delay Interval.
+    pending_will: Option<Will>,
+    will_timer: Option<TimerKey>,
+    expiry_timer: Option<TimerKey>,
+}
+
+/// Every session this shard owns.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    by_serial: HashMap<u64, SessionEntry>,
+    by_client: HashMap<Bytes, u64>,
+    next_serial: u64,
+    assigned_ids: u64,
+}
+
+impl Sessions {
+    /// The live connection of a session, if any.
+    pub(crate) fn conn_of(&self, serial: u64) -> Option<&Rc<Conn>> {
+        self.by_serial.get(&serial).and_then(|e| e.conn.as_ref())
+    }
+
+    pub(crate) fn session_mut(&mut self, serial: u64) -> Option<&mut Session> {
+        self.by_serial.get_mut(&serial).map(|e| &mut e.session)
+    }
+}
+
+/// A copy that does not pin the read arena the original slices.
+fn owned(b: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(b)
+}
+
+fn owned_will(will: &Will) -> Will {
+    let p = &will.properties;
+    let properties = Properties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        content_type: p.content_type.as_ref().map(owned),
+        response_topic: p.response_topic.as_ref().map(owned),
+        correlation_data: p.correlation_data.as_ref().map(owned),
+        user_properties: p
+            .user_properties
+            .iter()
+            .map(|(k, v)| (owned(k), owned(v)))
+            .collect(),
+        ..Properties::default()
+    };
+    Will {
+        topic: owned(&will.topic),
+        payload: owned(&will.payload),
+        qos: will.qos,
+        retain: will.retain,
+        properties,
+    }
+}
+
+impl Shard {
+    /// Refuses a CONNECT with `code` (in the client's version) and closes.
+    fn refuse(&self, conn: &Conn, version: ProtocolVersion, code: ReasonCode, why: &str) {
+        ShardStats::inc(&self.stats.connects_refused);
+        debug!(reason = why, code = code.0, "CONNECT refused");
+        conn.send_as(&Shard::connack(code, false, Properties::default()), version);
+        conn.request_close(CloseCause::ProtocolError);
+    }
+
+    /// Runs a CONNECT against the session table and answers it. Returns
+    /// the client id on success.
+    pub(crate) fn accept_connect(
+        self: &Rc<Self>,
+        conn: &Rc<Conn>,
+        connect: Connect,
+    ) -> Option<Bytes> {
+        let version = connect.protocol;
+        let v5 = version == ProtocolVersion::V5;
+        let max = self.config().max_connections;
+        if max > 0 && self.shared.open_connections.load(Ordering::Relaxed) > max {
+            warn!(max, "--max-connections reached: refusing CONNECT");
+            // v3 has no quota code: 0x03 is "server unavailable".
+            let code = if v5 {
+                ReasonCode::QUOTA_EXCEEDED
+            } else {
+                ReasonCode(0x03)
+            };
+            self.refuse(conn, version, code, "max connections");
+            return None;
+        }
+        let negotiated = match negotiate(&connect, &self.policy) {
+            Ok(n) => n,
+            Err(refusal) => {
+                self.refuse(conn, version, refusal.code, refusal.why);
+                return None;
+            }
+        };
+        if let Some(will) = &connect.will {
+            let valid = std::str::from_utf8(&will.topic)
+                .map(|t| ringmq_topic::validate_topic_name(t).is_ok())
+                .unwrap_or(false);
+            if !valid {
+                // MQTT-3.1.3-11: the will topic is a topic name.
+                let code = if v5 {
+                    ReasonCode::TOPIC_NAME_INVALID
+                } else {
+                    ReasonCode(0x02)
+                };
+                self.refuse(conn, version, code, "invalid will topic");
+                return None;
+            }
+        }
+
+        let client_id = if negotiated.assign_client_id {
+            let mut counter = self.state.borrow().sessions.assigned_ids;
+            let id = self.assign_client_id(&mut counter);
+            self.state.borrow_mut().sessions.assigned_ids = counter;
+            id
+        } else {
+            owned(&connect.client_id)
+        };
+        let mut properties = negotiated.connack_properties.clone();
+        if negotiated.assign_client_id && v5 {
+            properties.assigned_client_identifier = Some(client_id.clone());
+        }
+
+        // Take-over and resumption.
+        let existing = self
+            .state
+            .borrow()
+            .sessions
+            .by_client
+            .get(&client_id)
+            .copied();
+        let mut session_present = false;
+        if let Some(serial) = existing {
+            let (old_conn, old_will, timers) = {
+                let mut state = self.state.borrow_mut();
+                let entry = state.sessions.by_serial.get_mut(&serial)?;
+                let old_conn = entry.conn.take();
+                let old_will = match &old_conn {
+                    Some(_)
+                        if will_due_on_close(CloseCause::TakenOver, entry.session.protocol)
+                            && entry.will_delay_secs == 0 =>
+                    {
+                        entry.session.will.take()
+                    }
+                    _ => None,
+                };
+                // A reconnection cancels a delayed will (3.1.2.5) and the expiry.
+                entry.pending_will = None;
+                (
+                    old_conn,
+                    old_will,
+                    [entry.will_timer.take(), entry.expiry_timer.take()],
+                )
+            };
+            for key in timers {
+                self.cancel_timer(key);
+            }
+            if let Some(old) = old_conn {
+                ShardStats::inc(&self.stats.takeovers);
+                debug!(client_id = ?client_id, old_peer = %old.peer, "take-over");
+                old.session.set(None);
+                old.disconnect(ReasonCode::SESSION_TAKEN_OVER, CloseCause::TakenOver);
+                // Its connection goes away: it no longer counts as open.
+            }
+            if let Some(will) = old_will {
+                self.publish_will(will);
+            }
+            if connect.clean_start {
+                self.end_session(serial);
+            } else {
+                session_present = true;
+            }
+        }
+
+        let serial = if session_present {
+            existing?
+        } else {
+            let mut state = self.state.borrow_mut();
+            let sessions = &mut state.sessions;
+            sessions.next_serial += 1;
+            let serial = sessions.next_serial;
+            sessions.by_serial.insert(
+                serial,
+                SessionEntry {
+                    session: Session::new(client_id.clone(), version),
+                    conn: None,
+                    will_delay_secs: 0,
+                    pending_will: None,
+                    will_timer: None,
+                    expiry_timer: None,
+                },
+            );
+            sessions.by_client.insert(client_id.clone(), serial);
+            ShardStats::inc(&self.stats.sessions);
+            serial
+        };
+        {
+            let mut state = self.state.borrow_mut();
+            let entry = state.sessions.by_serial.get_mut(&serial)?;
+            entry.session.protocol = version;
+            entry.session.will = connect.will.as_ref().map(owned_will);
+            entry.session.session_expiry_secs = negotiated.session_expiry_secs;
+            entry.will_delay_secs = negotiated.will_delay_secs;
+            entry.conn = Some(conn.clone());
+        }
+        conn.session.set(Some(serial));
+        conn.version.set(Some(version));
+        conn.client_max_packet
+            .set(negotiated.client_max_packet_size);
+
+        // The CONNECT deadline gives way to keep-alive.
+        self.cancel_timer(conn.timer.take());
+        if let Some(ms) =
+            keepalive_timeout_ms(negotiated.keep_alive_secs, self.config().keepalive_backoff)
+        {
+            let ticks = self.clock.ticks(ms);
+            conn.keepalive_ticks.set(ticks);
+            let key = self.arm_timer(
+                conn.last_rx_tick.get() + ticks,
+                TimerEvent::KeepAlive(conn.id),
+            );
+            conn.timer.set(Some(key));
+        }
+        ShardStats::inc(&self.stats.connects);
+        conn.send(&Shard::connack(
+            ReasonCode::SUCCESS,
+            session_present,
+            properties,
+        ));
+        debug!(
+            client_id = ?client_id,
+            ?version,
+            keep_alive = negotiated.keep_alive_secs,
+            session_present,
+            "connected"
+        );
+        Some(client_id)
+    }
+
+    /// DISCONNECT from the client: the cause that ends the connection.
+    pub(crate) fn client_disconnect(
+        &self,
+        conn: &Conn,
+        packet: &Disconnect,
+    ) -> Result<(), CloseCause> {
+        if let (Some(serial), Some(new_expiry)) = (
+            conn.session.get(),
+            packet.properties.session_expiry_interval,
+        ) {
+            let mut state = self.state.borrow_mut();
+            if let Some(session) = state.sessions.session_mut(serial) {
+                if session.session_expiry_secs == 0 && new_expiry != 0 {
+                    drop(state);
+                    // MQTT-3.14.2-2: cannot turn a 0 expiry into another.
+                    return Err(self.protocol_violation(
+                        conn,
+                        ReasonCode::PROTOCOL_ERROR,
+                        "session expiry raised from 0",
+                    ));
+                }
+                session.session_expiry_secs = new_expiry;
+            }
+        }
+        Err(CloseCause::ClientDisconnect(packet.code))
+    }
+
+    /// Removes a connection from the shard's table and the wheel.
+    pub(crate) fn forget_connection(&self, conn: &Conn) {
+        self.state.borrow_mut().conns.remove(&conn.id);
+        self.cancel_timer(conn.timer.take());
+    }
+
+    /// A connection has ended: its will, its session's expiry.
+    pub(crate) fn connection_closed(self: &Rc<Self>, conn: &Rc<Conn>, cause: CloseCause) {
+        self.forget_connection(conn);
+        ShardStats::dec(&self.stats.connections);
+        self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+        let Some(serial) = conn.session.take() else {
+            return;
+        };
+        let (will, expiry_secs, delay_secs) = {
+            let mut state = self.state.borrow_mut();
+            let Some(entry) = state.sessions.by_serial.get_mut(&serial) else {
+                return;
+            };
+            if !entry.conn.as_ref().is_some_and(|c| Rc::ptr_eq(c, conn)) {
+                return;
+            }
+            entry.conn = None;
+            let protocol = entry.session.protocol;
+            let will = entry
+                .session
+                .will
+                .take()
+                .filter(|_| will_due_on_close(cause, protocol));
+            (
+                will,
+                entry.session.session_expiry_secs,
+                entry.will_delay_secs,
+            )
+        };
+        if let Some(will) = will {
+            if delay_secs == 0 || expiry_secs == 0 {
+                self.publish_will(will);
+            } else {
+                // Published when the delay passes or the session ends,
+                // whichever comes first.
+                let secs = delay_secs.min(expiry_secs);
+                let at = self.now_tick() + self.clock.ticks(u64::from(secs) * 1000) + 1;
+                let key = self.arm_timer(at, TimerEvent::WillDelay(serial));
+                let mut state = self.state.borrow_mut();
+                if let Some(entry) = state.sessions.by_serial.get_mut(&serial) {
+                    entry.pending_will = Some(will);
+                    entry.will_timer = Some(key);
+                }
+            }
+        }
+        if expiry_secs == 0 {
+            self.end_session(serial);
+        } else if expiry_secs != u32::MAX {
+            let at = self.now_tick() + self.clock.ticks(u64::from(expiry_secs) * 1000) + 1;
+            let key = self.arm_timer(at, TimerEvent::SessionExpiry(serial));
+            if let Some(entry) = self.state.borrow_mut().sessions.by_serial.get_mut(&serial) {
+                entry.expiry_timer = Some(key);
+            }
+        }
+    }
+
+    pub(crate) fn will_delay_elapsed(self: &Rc<Self>, serial: u64) {
+        let will = {
+            let mut state = self.state.borrow_mut();
+            let Some(entry) = state.sessions.by_serial.get_mut(&serial) else {
+                return;
+            };
+            entry.will_timer = None;
+            entry.pending_will.take()
+        };
+        if let Some(will) = will {
+            debug!(serial, "will delay elapsed");
+            self.publish_will(will);
+        }
+    }
+
+    pub(crate) fn session_expired(self: &Rc<Self>, serial: u64) {
+        let will = {
+            let mut state = self.state.borrow_mut();
+            let Some(entry) = state.sessions.by_serial.get_mut(&serial) else {
+                return;
+            };
+            entry.expiry_timer = None;
+            if entry.conn.is_some() {
+                return;
+            }
+            entry.pending_will.take()
+        };
+        // The session ends before the will delay: the will goes now.
+        if let Some(will) = will {
+            self.publish_will(will);
+        }
+        debug!(serial, "session expired");
+        self.end_session(serial);
+    }
+
+    /// Drops a session: its subscriptions, timers and table entries.
+    fn end_session(&self, serial: u64) {
+        let Some(mut entry) = ({
+            let mut state = self.state.borrow_mut();
+            let entry = state.sessions.by_serial.remove(&serial);
+            if let Some(e) = &entry {
+                state.sessions.by_client.remove(&e.session.client_id);
+            }
+            entry
+        }) else {
+            return;
+        };
+        ShardStats::dec(&self.stats.sessions);
+        self.cancel_timer(entry.will_timer.take());
+        self.cancel_timer(entry.expiry_timer.take());
+        for filter in entry.session.clear_subscriptions() {
+            self.unroute(&filter, serial);
+        }
+    }
+}
