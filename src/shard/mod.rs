@@ -189,8 +189,9 @@ impl Shard {
         read: BytesMut,
         adopted: bool,
     ) {
+        ShardStats::inc(&self.stats.connections);
+        // An adopted socket was counted by the shard that accepted it.
         if !adopted {
-            ShardStats::inc(&self.stats.connections);
             self.shared.open_connections.fetch_add(1, Ordering::Relaxed);
         }
         let shard = self.clone();
