@@ -30,6 +30,7 @@ use ringmq_session::CloseCause;
 use ringmq_wheel::TimerKey;
 use tracing::{debug, field, trace, Instrument};
 
+use super::router::BlockedRoute;
 use super::{Shard, TimerEvent};
 use crate::mesh::Control;
 use crate::stats::ShardStats;
@@ -269,8 +270,12 @@ async fn drive(
                 }
                 continue;
             }
-            if let Err(cause) = handle_packet(shard, conn, packet).await {
-                return End::Closed(cause);
+            match handle_packet(shard, conn, packet) {
+                Ok(None) => {}
+                // Back-pressure: read nothing more until the inboxes take it.
+                // Boxed because it is rare and would bloat every connection.
+                Ok(Some(blocked)) => Box::pin(shard.clone().finish_route(blocked)).await,
+                Err(cause) => return End::Closed(cause),
             }
         }
 
@@ -349,17 +354,18 @@ fn hand_off(
     true
 }
 
-/// One packet after CONNECT.
-async fn handle_packet(
+/// One packet after CONNECT. `Ok(Some(_))`: a publish waits for a full
+/// inbox.
+fn handle_packet(
     shard: &Rc<Shard>,
     conn: &Rc<Conn>,
     packet: Packet,
-) -> Result<(), CloseCause> {
+) -> Result<Option<BlockedRoute>, CloseCause> {
     let v5 = conn.version.get() == Some(ProtocolVersion::V5);
     match packet {
         Packet::PingReq => {
             conn.send(&Packet::PingResp);
-            Ok(())
+            Ok(None)
         }
         Packet::Publish(publish) => {
             ShardStats::inc(&shard.stats.publishes_in);
@@ -393,8 +399,7 @@ async fn handle_packet(
                     ))
                 }
             }
-            shard.route_publish(publish).await;
-            Ok(())
+            Ok(shard.route_publish(publish))
         }
         Packet::PubRel(rel) => {
             conn.send(&Packet::PubComp(PubComp {
@@ -402,19 +407,19 @@ async fn handle_packet(
                 code: ReasonCode::SUCCESS,
                 properties: Properties::default(),
             }));
-            Ok(())
+            Ok(None)
         }
         // Acknowledgements of deliveries: QoS 0 only for now, nothing to do.
-        Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => Ok(()),
+        Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => Ok(None),
         Packet::Subscribe(subscribe) => {
             shard.subscribe(conn, &subscribe);
-            Ok(())
+            Ok(None)
         }
         Packet::Unsubscribe(unsubscribe) => {
             shard.unsubscribe(conn, &unsubscribe);
-            Ok(())
+            Ok(None)
         }
-        Packet::Disconnect(disconnect) => shard.client_disconnect(conn, &disconnect),
+        Packet::Disconnect(disconnect) => shard.client_disconnect(conn, &disconnect).map(|()| None),
         Packet::Connect(_) => {
             // MQTT-3.1.0-2: a second CONNECT is a protocol error.
             Err(shard.protocol_violation(conn, ReasonCode::PROTOCOL_ERROR, "second CONNECT"))

@@ -24,6 +24,12 @@ use super::Shard;
 use crate::mesh::{Control, RoutedPublish};
 use crate::stats::ShardStats;
 
+/// A publish some target shards could not take yet (inbox full).
+pub(crate) struct BlockedRoute {
+    mask: u64,
+    routed: RoutedPublish,
+}
+
 /// The local trie plus the replica of other shards' routes.
 pub(crate) struct Router {
     /// filter -> session serial -> granted options (this shard's sessions).
@@ -89,37 +95,84 @@ fn prepare_outbound(publish: &mut Publish) {
 }
 
 impl Shard {
-    /// Routes a PUBLISH read on this shard to every subscriber, waiting
-    /// (back-pressure) while a target shard's inbox is full.
-    pub(crate) async fn route_publish(self: &Rc<Self>, mut publish: Publish) {
+    /// Routes a PUBLISH read on this shard: once to each other shard with
+    /// subscribers, then to local subscribers. Returns what could not be
+    /// sent because a target inbox was full; the caller then waits with
+    /// [`Shard::finish_route`] (back-pressure) before reading more.
+    pub(crate) fn route_publish(self: &Rc<Self>, mut publish: Publish) -> Option<BlockedRoute> {
         self.drain_inbox();
         prepare_outbound(&mut publish);
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
-            return;
+            return None;
         };
-        let mut mask = self.state.borrow().router.remote_targets(topic);
-        let mut routed = None;
+        let mask = self.state.borrow().router.remote_targets(topic);
+        let blocked = if mask == 0 {
+            None
+        } else {
+            self.send_remote(mask, None, &publish)
+        };
+        self.deliver_local(&publish);
+        blocked
+    }
+
+    /// Sends to every shard in `mask`; gives back the ones whose inbox was
+    /// full.
+    fn send_remote(
+        &self,
+        mut mask: u64,
+        mut routed: Option<RoutedPublish>,
+        publish: &Publish,
+    ) -> Option<BlockedRoute> {
+        let mut blocked = 0u64;
         while mask != 0 {
-            let mut blocked = 0u64;
-            let mut rest = mask;
-            while rest != 0 {
-                let target = rest.trailing_zeros() as usize;
-                rest &= rest - 1;
-                let msg = routed
-                    .take()
-                    .unwrap_or_else(|| RoutedPublish::new(&publish));
-                if let Err(msg) = self.shared.mesh.try_send_publish(target, msg) {
-                    routed = Some(msg);
-                    blocked |= 1 << target;
-                }
-            }
-            mask = blocked;
-            if mask != 0 {
-                self.backoff().await;
-                self.drain_inbox();
+            let target = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let msg = routed.take().unwrap_or_else(|| RoutedPublish::new(publish));
+            if let Err(msg) = self.shared.mesh.try_send_publish(target, msg) {
+                routed = Some(msg);
+                blocked |= 1 << target;
             }
         }
-        self.deliver_local(&publish);
+        (blocked != 0).then(|| BlockedRoute {
+            mask: blocked,
+            routed: routed.unwrap_or_else(|| RoutedPublish::new(publish)),
+        })
+    }
+
+    /// Waits until every blocked target has taken the publish. Rare: the
+    /// caller boxes this future so connection tasks stay small.
+    pub(crate) async fn finish_route(self: Rc<Self>, mut blocked: BlockedRoute) {
+        loop {
+            self.backoff().await;
+            self.drain_inbox();
+            let mut mask = blocked.mask;
+            let mut still = 0u64;
+            let mut routed = Some(blocked.routed);
+            while mask != 0 {
+                let target = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let msg = match routed.take() {
+                    Some(m) => m,
+                    None => return,
+                };
+                let copy = RoutedPublish {
+                    topic: msg.topic.clone(),
+                    payload: msg.payload.clone(),
+                    properties: msg.properties.clone(),
+                };
+                match self.shared.mesh.try_send_publish(target, msg) {
+                    Ok(()) => routed = Some(copy),
+                    Err(msg) => {
+                        still |= 1 << target;
+                        routed = Some(msg);
+                    }
+                }
+            }
+            match (still, routed) {
+                (0, _) | (_, None) => return,
+                (mask, Some(routed)) => blocked = BlockedRoute { mask, routed },
+            }
+        }
     }
 
     /// Queues `publish` to every local subscriber whose filter matches.
@@ -167,7 +220,8 @@ impl Shard {
     }
 
     /// Publishes a will (never dropped: it goes through control inboxes).
-    pub(crate) fn publish_will(self: &Rc<Self>, will: Will) {
+    pub(crate) fn publish_will(self: &Rc<Self>, will: Box<Will>) {
+        let will = *will;
         ShardStats::inc(&self.stats.wills_published);
         let mut publish = Publish {
             dup: false,

@@ -26,7 +26,7 @@ pub(crate) struct SessionEntry {
     conn: Option<Rc<Conn>>,
     will_delay_secs: u32,
     /// A due will waiting for its Will Delay Interval.
-    pending_will: Option<Will>,
+    pending_will: Option<Box<Will>>,
     will_timer: Option<TimerKey>,
     expiry_timer: Option<TimerKey>,
 }
@@ -56,7 +56,7 @@ fn owned(b: &Bytes) -> Bytes {
     Bytes::copy_from_slice(b)
 }
 
-fn owned_will(will: &Will) -> Will {
+fn owned_will(will: &Will) -> Box<Will> {
     let p = &will.properties;
     let properties = Properties {
         payload_format_indicator: p.payload_format_indicator,
@@ -71,13 +71,13 @@ fn owned_will(will: &Will) -> Will {
             .collect(),
         ..Properties::default()
     };
-    Will {
+    Box::new(Will {
         topic: owned(&will.topic),
         payload: owned(&will.payload),
         qos: will.qos,
         retain: will.retain,
         properties,
-    }
+    })
 }
 
 impl Shard {

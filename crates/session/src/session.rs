@@ -20,8 +20,9 @@ pub struct Session {
     pub protocol: ProtocolVersion,
     /// Filter -> options granted.
     subscriptions: HashMap<Bytes, SubscriptionOptions>,
-    /// The will of the current (or last) connection.
-    pub will: Option<Will>,
+    /// The will of the current (or last) connection (boxed: a `Will` with
+    /// its v5 properties is ~450 bytes and most sessions have none).
+    pub will: Option<Box<Will>>,
     /// Seconds the session outlives its connection (`u32::MAX` = forever).
     pub session_expiry_secs: u32,
 }
