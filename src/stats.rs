@@ -57,11 +57,16 @@ counters! {
 }
 
 impl ShardStats {
+    // Only the owning shard writes its counters, so a plain load and store
+    // suffice (no locked read-modify-write on the hot path).
     pub(crate) fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     pub(crate) fn dec(counter: &AtomicU64) {
-        counter.fetch_sub(1, Ordering::Relaxed);
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_sub(1),
+            Ordering::Relaxed,
+        );
     }
 }

@@ -35,6 +35,9 @@ use super::{Shard, TimerEvent};
 use crate::mesh::Control;
 use crate::stats::ShardStats;
 
+/// Read batches a connection handles before yielding to other tasks.
+const READS_PER_YIELD: u32 = 1;
+
 /// The shard's handle on one connection.
 pub(crate) struct Conn {
     pub(crate) id: u64,
@@ -216,6 +219,7 @@ async fn drive(
     let limits = Limits {
         max_packet_size: shard.config().max_packet_size,
     };
+    let mut reads_since_yield = 0u32;
     loop {
         // Decode and handle every whole packet we hold.
         loop {
@@ -306,6 +310,13 @@ async fn drive(
                 } else {
                     pending.extend_from_slice(&data);
                 }
+                if reads_since_yield >= READS_PER_YIELD {
+                    // Let the subscribers this batch woke flush before reading
+                    // more, or a fast publisher would starve them.
+                    reads_since_yield = 0;
+                    futures_lite::future::yield_now().await;
+                }
+                reads_since_yield += 1;
             }
             Event::Eof => return End::Closed(CloseCause::NetworkError),
             Event::Failed(e) => {
