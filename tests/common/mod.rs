@@ -1,0 +1,1024 @@
+//! Shared helpers for the black-box tests in `tests/`.
+//!
+//! Owns: starting a broker on a loopback port 0 with small timings, a
+//! poll-until-deadline helper, hand-written MQTT byte builders (CONNECT
+//! 3.1.1/5.0 with will, keep alive, clean flag, session expiry and will
+//! delay; SUBSCRIBE, UNSUBSCRIBE, PUBLISH, PINGREQ, DISCONNECT), a raw
+//! socket client that reads one packet at a time with a deadline and parses
+//! the few packets the broker sends back, and thin wrappers around the
+//! synchronous rumqttc clients (v3.1.1 and v5).
+//!
+//! Invariants: nothing here sleeps for a fixed time to wait for the broker;
+//! every wait is a read with a socket timeout or `poll_until` with a
+//! deadline. The byte builders are written from the standards, not from the
+//! broker's codec, so a codec bug cannot hide itself.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+pub use ringmq::{shard_for, Broker, Config, Stats};
+
+/// Shards every test broker runs.
+pub const SHARDS: usize = 2;
+/// Keep-alive monitoring tick of every test broker, in milliseconds.
+pub const TICK_MS: u64 = 20;
+/// Generous allowance for scheduling noise on a shared 2-core CI machine.
+pub const MARGIN: Duration = Duration::from_millis(1000);
+/// How long a test waits for something that should happen "at once".
+pub const PROMPT: Duration = Duration::from_secs(5);
+
+/// MQTT control packet types (high nibble of the first byte).
+pub const CONNECT: u8 = 1;
+/// CONNACK packet type.
+pub const CONNACK: u8 = 2;
+/// PUBLISH packet type.
+pub const PUBLISH: u8 = 3;
+/// PUBACK packet type.
+pub const PUBACK: u8 = 4;
+/// SUBACK packet type.
+pub const SUBACK: u8 = 9;
+/// UNSUBACK packet type.
+pub const UNSUBACK: u8 = 11;
+/// PINGRESP packet type.
+pub const PINGRESP: u8 = 13;
+/// DISCONNECT packet type.
+pub const DISCONNECT: u8 = 14;
+
+/// The default flags of a test broker; `extra` adds flags or overrides these
+/// (a default is dropped when `extra` names the same flag).
+pub fn args(extra: &[&str]) -> Vec<String> {
+    let defaults: [(&str, &str); 4] = [
+        ("--listen", "127.0.0.1:0"),
+        ("--shards", "2"),
+        ("--keepalive-tick-ms", "20"),
+        ("--io-memory-kib", "256"),
+    ];
+    let mut out = vec!["ringmq".to_string()];
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            out.push(flag.to_string());
+            out.push(value.to_string());
+        }
+    }
+    out.extend(extra.iter().map(|s| s.to_string()));
+    out
+}
+
+/// Starts a broker with the default test flags plus `extra`.
+pub fn start(extra: &[&str]) -> Broker {
+    let args = args(extra);
+    let config = Config::from_args(args.clone())
+        .unwrap_or_else(|e| panic!("Config::from_args({args:?}) failed: {e}"));
+    Broker::start(config).unwrap_or_else(|e| {
+        panic!("Broker::start failed (io_uring needs locked memory: check `ulimit -l`): {e}")
+    })
+}
+
+/// Calls `cond` until it returns true or `timeout` passes; answers whether it
+/// became true. Polls every 5 ms.
+pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until `cond(stats)` holds, panicking with the last stats otherwise.
+pub fn wait_stats(broker: &Broker, what: &str, mut cond: impl FnMut(&Stats) -> bool) -> Stats {
+    let mut last = broker.stats();
+    if poll_until(PROMPT, || {
+        last = broker.stats();
+        cond(&last)
+    }) {
+        last
+    } else {
+        panic!("timed out waiting for stats: {what}; last stats: {last:?}")
+    }
+}
+
+/// A client id that `shard_for` places on `shard`, built from `prefix`.
+pub fn id_on_shard(prefix: &str, shard: usize) -> String {
+    (0..10_000)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|id| shard_for(id.as_bytes(), SHARDS) == shard)
+        .expect("some id maps to every shard")
+}
+
+// ---------------------------------------------------------------------------
+// Byte builders
+// ---------------------------------------------------------------------------
+
+/// Appends a variable byte integer (MQTT 1.5.5 / 2.2.3).
+pub fn put_varint(out: &mut Vec<u8>, mut value: usize) {
+    loop {
+        let mut byte = (value % 128) as u8;
+        value /= 128;
+        if value > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if value == 0 {
+            break;
+        }
+    }
+}
+
+/// Appends a two-byte length prefixed string or binary value.
+pub fn put_bin(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    out.extend_from_slice(data);
+}
+
+/// A whole packet from its first byte and body.
+pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    put_varint(&mut out, body.len());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Protocol levels.
+pub const V3: u8 = 4;
+/// MQTT 5.0 protocol level.
+pub const V5: u8 = 5;
+
+/// A will for `ConnectOpts`.
+#[derive(Clone, Debug)]
+pub struct WillOpts {
+    /// Will topic.
+    pub topic: String,
+    /// Will payload.
+    pub payload: Vec<u8>,
+    /// Will QoS (0..=2).
+    pub qos: u8,
+    /// Will retain flag.
+    pub retain: bool,
+    /// v5 Will Delay Interval property.
+    pub delay_secs: Option<u32>,
+}
+
+impl WillOpts {
+    /// A QoS 0 will on `topic` with `payload`.
+    pub fn new(topic: &str, payload: &str) -> WillOpts {
+        WillOpts {
+            topic: topic.to_string(),
+            payload: payload.as_bytes().to_vec(),
+            qos: 0,
+            retain: false,
+            delay_secs: None,
+        }
+    }
+
+    /// Sets the v5 Will Delay Interval.
+    pub fn delay(mut self, secs: u32) -> WillOpts {
+        self.delay_secs = Some(secs);
+        self
+    }
+}
+
+/// What goes into a hand-built CONNECT.
+#[derive(Clone, Debug)]
+pub struct ConnectOpts {
+    /// Protocol level: `V3` (4) or `V5` (5); other values are sent as is.
+    pub level: u8,
+    /// Client identifier (may be empty).
+    pub client_id: String,
+    /// Clean session (3.1.1) / clean start (5.0).
+    pub clean: bool,
+    /// Keep alive in seconds.
+    pub keep_alive: u16,
+    /// v5 Session Expiry Interval property.
+    pub session_expiry: Option<u32>,
+    /// The will, if any.
+    pub will: Option<WillOpts>,
+}
+
+impl ConnectOpts {
+    /// A v3.1.1 CONNECT: clean session, keep alive 60.
+    pub fn v3(client_id: &str) -> ConnectOpts {
+        ConnectOpts {
+            level: V3,
+            client_id: client_id.to_string(),
+            clean: true,
+            keep_alive: 60,
+            session_expiry: None,
+            will: None,
+        }
+    }
+
+    /// A v5 CONNECT: clean start, keep alive 60, no properties.
+    pub fn v5(client_id: &str) -> ConnectOpts {
+        ConnectOpts {
+            level: V5,
+            ..ConnectOpts::v3(client_id)
+        }
+    }
+
+    /// Sets keep alive (seconds).
+    pub fn keep_alive(mut self, secs: u16) -> ConnectOpts {
+        self.keep_alive = secs;
+        self
+    }
+
+    /// Sets clean session / clean start.
+    pub fn clean(mut self, clean: bool) -> ConnectOpts {
+        self.clean = clean;
+        self
+    }
+
+    /// Sets the v5 Session Expiry Interval.
+    pub fn session_expiry(mut self, secs: u32) -> ConnectOpts {
+        self.session_expiry = Some(secs);
+        self
+    }
+
+    /// Sets the will.
+    pub fn will(mut self, will: WillOpts) -> ConnectOpts {
+        self.will = Some(will);
+        self
+    }
+
+    /// Whether this speaks MQTT 5.
+    pub fn is_v5(&self) -> bool {
+        self.level == V5
+    }
+
+    /// The CONNECT packet bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let v5 = self.is_v5();
+        let mut body = Vec::new();
+        put_bin(&mut body, b"MQTT");
+        body.push(self.level);
+        let mut flags = 0u8;
+        if self.clean {
+            flags |= 0x02;
+        }
+        if let Some(w) = &self.will {
+            flags |= 0x04 | (w.qos << 3);
+            if w.retain {
+                flags |= 0x20;
+            }
+        }
+        body.push(flags);
+        body.extend_from_slice(&self.keep_alive.to_be_bytes());
+        if v5 {
+            let mut props = Vec::new();
+            if let Some(e) = self.session_expiry {
+                props.push(0x11);
+                props.extend_from_slice(&e.to_be_bytes());
+            }
+            put_varint(&mut body, props.len());
+            body.extend_from_slice(&props);
+        }
+        put_bin(&mut body, self.client_id.as_bytes());
+        if let Some(w) = &self.will {
+            if v5 {
+                let mut props = Vec::new();
+                if let Some(d) = w.delay_secs {
+                    props.push(0x18);
+                    props.extend_from_slice(&d.to_be_bytes());
+                }
+                put_varint(&mut body, props.len());
+                body.extend_from_slice(&props);
+            }
+            put_bin(&mut body, w.topic.as_bytes());
+            put_bin(&mut body, &w.payload);
+        }
+        packet(0x10, &body)
+    }
+}
+
+/// SUBSCRIBE with `filters` as (filter, requested QoS).
+pub fn subscribe_packet(packet_id: u16, filters: &[(&str, u8)], v5: bool) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    if v5 {
+        body.push(0);
+    }
+    for (filter, qos) in filters {
+        put_bin(&mut body, filter.as_bytes());
+        body.push(*qos);
+    }
+    packet(0x82, &body)
+}
+
+/// UNSUBSCRIBE of `filters`.
+pub fn unsubscribe_packet(packet_id: u16, filters: &[&str], v5: bool) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    if v5 {
+        body.push(0);
+    }
+    for filter in filters {
+        put_bin(&mut body, filter.as_bytes());
+    }
+    packet(0xA2, &body)
+}
+
+/// PUBLISH (no DUP, no properties). `packet_id` is ignored for QoS 0.
+pub fn publish_packet(
+    topic: &str,
+    payload: &[u8],
+    qos: u8,
+    packet_id: u16,
+    retain: bool,
+    v5: bool,
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_bin(&mut body, topic.as_bytes());
+    if qos > 0 {
+        body.extend_from_slice(&packet_id.to_be_bytes());
+    }
+    if v5 {
+        body.push(0);
+    }
+    body.extend_from_slice(payload);
+    packet(0x30 | (qos << 1) | u8::from(retain), &body)
+}
+
+/// PINGREQ.
+pub const PINGREQ_BYTES: [u8; 2] = [0xC0, 0x00];
+
+/// DISCONNECT for v3.1.1 (empty body).
+pub const DISCONNECT_V3: [u8; 2] = [0xE0, 0x00];
+
+/// A v5 DISCONNECT with `reason` and an empty property list.
+pub fn disconnect_v5(reason: u8) -> Vec<u8> {
+    packet(0xE0, &[reason, 0])
+}
+
+/// PUBACK for `packet_id` (short form, valid in both versions).
+pub fn puback_packet(packet_id: u16) -> Vec<u8> {
+    packet(0x40, &packet_id.to_be_bytes())
+}
+
+// ---------------------------------------------------------------------------
+// Parsing what the broker sends
+// ---------------------------------------------------------------------------
+
+/// One packet as read from the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawPacket {
+    /// Packet type (high nibble of the first byte).
+    pub kind: u8,
+    /// Fixed header flags (low nibble).
+    pub flags: u8,
+    /// Everything after the remaining length.
+    pub body: Vec<u8>,
+}
+
+/// A cursor over a packet body; every read panics with a clear message when
+/// the broker sent fewer bytes than the standard requires.
+pub struct Cursor<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// A cursor at the start of `data`.
+    pub fn new(data: &'a [u8]) -> Cursor<'a> {
+        Cursor { data, pos: 0 }
+    }
+
+    /// Bytes left.
+    pub fn remaining(&self) -> usize {
+        self.data.len() - self.pos
+    }
+
+    /// Takes `n` bytes.
+    pub fn take(&mut self, n: usize) -> &'a [u8] {
+        assert!(
+            self.remaining() >= n,
+            "broker packet too short: wanted {n} more bytes at {} of {:?}",
+            self.pos,
+            self.data
+        );
+        let out = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        out
+    }
+
+    /// One byte.
+    pub fn u8(&mut self) -> u8 {
+        self.take(1)[0]
+    }
+
+    /// A big-endian u16.
+    pub fn u16(&mut self) -> u16 {
+        let b = self.take(2);
+        u16::from_be_bytes([b[0], b[1]])
+    }
+
+    /// A big-endian u32.
+    pub fn u32(&mut self) -> u32 {
+        let b = self.take(4);
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    /// A variable byte integer.
+    pub fn varint(&mut self) -> usize {
+        let mut value = 0usize;
+        for i in 0..4 {
+            let b = self.u8();
+            value |= usize::from(b & 0x7F) << (7 * i);
+            if b & 0x80 == 0 {
+                return value;
+            }
+        }
+        panic!("broker sent a variable byte integer over 4 bytes")
+    }
+
+    /// A two-byte length prefixed value.
+    pub fn bin(&mut self) -> &'a [u8] {
+        let n = usize::from(self.u16());
+        self.take(n)
+    }
+
+    /// The rest.
+    pub fn rest(&mut self) -> &'a [u8] {
+        let n = self.remaining();
+        self.take(n)
+    }
+}
+
+/// A v5 property value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PropValue {
+    /// Byte, two-byte, four-byte or variable byte integer.
+    Int(u32),
+    /// UTF-8 string or binary data.
+    Bin(Vec<u8>),
+    /// User property.
+    Pair(Vec<u8>, Vec<u8>),
+}
+
+/// A parsed v5 property list, in wire order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Props(pub Vec<(u8, PropValue)>);
+
+impl Props {
+    /// Parses a length-prefixed property list at the cursor.
+    pub fn parse(c: &mut Cursor<'_>) -> Props {
+        let len = c.varint();
+        let mut inner = Cursor::new(c.take(len));
+        let mut out = Vec::new();
+        while inner.remaining() > 0 {
+            let id = inner.varint() as u8;
+            let value = match id {
+                0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => {
+                    PropValue::Int(u32::from(inner.u8()))
+                }
+                0x13 | 0x21 | 0x22 | 0x23 => PropValue::Int(u32::from(inner.u16())),
+                0x02 | 0x11 | 0x18 | 0x27 => PropValue::Int(inner.u32()),
+                0x0B => PropValue::Int(inner.varint() as u32),
+                0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => {
+                    PropValue::Bin(inner.bin().to_vec())
+                }
+                0x26 => {
+                    let k = inner.bin().to_vec();
+                    PropValue::Pair(k, inner.bin().to_vec())
+                }
+                other => panic!("broker sent unknown property id {other:#04x}"),
+            };
+            out.push((id, value));
+        }
+        Props(out)
+    }
+
+    /// An integer property.
+    pub fn int(&self, id: u8) -> Option<u32> {
+        self.0.iter().find_map(|(i, v)| match v {
+            PropValue::Int(n) if *i == id => Some(*n),
+            _ => None,
+        })
+    }
+
+    /// A string or binary property.
+    pub fn bin(&self, id: u8) -> Option<Vec<u8>> {
+        self.0.iter().find_map(|(i, v)| match v {
+            PropValue::Bin(b) if *i == id => Some(b.clone()),
+            _ => None,
+        })
+    }
+}
+
+/// Property ids used by the tests.
+pub const PROP_SERVER_KEEP_ALIVE: u8 = 0x13;
+/// Assigned Client Identifier property id.
+pub const PROP_ASSIGNED_CLIENT_ID: u8 = 0x12;
+
+/// A parsed CONNACK.
+#[derive(Clone, Debug)]
+pub struct ConnAckInfo {
+    /// Session present flag.
+    pub session_present: bool,
+    /// Return code (v3) / reason code (v5).
+    pub code: u8,
+    /// v5 properties (empty for v3).
+    pub props: Props,
+}
+
+/// A parsed PUBLISH.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishInfo {
+    /// Topic name.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// QoS.
+    pub qos: u8,
+    /// Retain flag.
+    pub retain: bool,
+    /// Packet identifier (0 for QoS 0).
+    pub packet_id: u16,
+}
+
+impl RawPacket {
+    /// Parses a CONNACK (panics when this is another packet).
+    pub fn connack(&self, v5: bool) -> ConnAckInfo {
+        assert_eq!(self.kind, CONNACK, "expected CONNACK, got {self:?}");
+        let mut c = Cursor::new(&self.body);
+        let ack_flags = c.u8();
+        assert_eq!(
+            ack_flags & 0xFE,
+            0,
+            "CONNACK reserved ack flags set: {self:?}"
+        );
+        let code = c.u8();
+        let props = if v5 && c.remaining() > 0 {
+            Props::parse(&mut c)
+        } else {
+            Props::default()
+        };
+        assert_eq!(c.remaining(), 0, "trailing bytes in CONNACK {self:?}");
+        ConnAckInfo {
+            session_present: ack_flags & 1 == 1,
+            code,
+            props,
+        }
+    }
+
+    /// The reason code of a DISCONNECT (0x00 when the body is empty).
+    pub fn disconnect_reason(&self) -> u8 {
+        assert_eq!(self.kind, DISCONNECT, "expected DISCONNECT, got {self:?}");
+        self.body.first().copied().unwrap_or(0)
+    }
+
+    /// Whether this is a DISCONNECT with `reason`.
+    pub fn is_disconnect(&self, reason: u8) -> bool {
+        self.kind == DISCONNECT && self.body.first().copied().unwrap_or(0) == reason
+    }
+
+    /// Parses a PUBLISH (panics when this is another packet).
+    pub fn publish(&self, v5: bool) -> PublishInfo {
+        assert_eq!(self.kind, PUBLISH, "expected PUBLISH, got {self:?}");
+        let qos = (self.flags >> 1) & 3;
+        let mut c = Cursor::new(&self.body);
+        let topic = String::from_utf8(c.bin().to_vec()).expect("topic is UTF-8");
+        let packet_id = if qos > 0 { c.u16() } else { 0 };
+        if v5 {
+            Props::parse(&mut c);
+        }
+        PublishInfo {
+            topic,
+            payload: c.rest().to_vec(),
+            qos,
+            retain: self.flags & 1 == 1,
+            packet_id,
+        }
+    }
+
+    /// Parses a SUBACK or UNSUBACK into (packet id, reason codes).
+    pub fn ack_codes(&self, kind: u8, v5: bool) -> (u16, Vec<u8>) {
+        assert_eq!(self.kind, kind, "expected packet type {kind}, got {self:?}");
+        let mut c = Cursor::new(&self.body);
+        let id = c.u16();
+        if v5 {
+            Props::parse(&mut c);
+        }
+        (id, c.rest().to_vec())
+    }
+}
+
+/// Why `RawClient::read_packet` returned no packet.
+#[derive(Debug)]
+pub enum ReadError {
+    /// Nothing complete arrived before the deadline.
+    Timeout,
+    /// The broker closed the connection (EOF or reset).
+    Closed,
+    /// Another socket error.
+    Io(io::Error),
+    /// The broker sent bytes that do not frame as MQTT.
+    Malformed(Vec<u8>),
+}
+
+/// A raw TCP MQTT client that writes hand-built bytes and reads whole packets.
+pub struct RawClient {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// Whether to parse incoming packets as MQTT 5.
+    pub v5: bool,
+}
+
+impl RawClient {
+    /// Opens a TCP connection (no MQTT yet).
+    pub fn open(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).expect("TCP connect to the broker");
+        stream.set_nodelay(true).expect("set_nodelay");
+        RawClient {
+            stream,
+            buf: Vec::new(),
+            v5: false,
+        }
+    }
+
+    /// Opens a connection, sends `opts`' CONNECT and answers the CONNACK
+    /// (whatever its code).
+    pub fn connect(addr: SocketAddr, opts: &ConnectOpts) -> (RawClient, ConnAckInfo) {
+        let mut c = RawClient::open(addr);
+        c.v5 = opts.is_v5();
+        c.send(&opts.encode()).expect("send CONNECT");
+        let p = c.expect_packet(PROMPT, "CONNACK");
+        let ack = p.connack(c.v5);
+        (c, ack)
+    }
+
+    /// Like `connect`, asserting the CONNACK code is success.
+    pub fn connected(addr: SocketAddr, opts: &ConnectOpts) -> (RawClient, ConnAckInfo) {
+        let (c, ack) = RawClient::connect(addr, opts);
+        assert_eq!(ack.code, 0, "CONNACK for {opts:?} refused: {ack:?}");
+        (c, ack)
+    }
+
+    /// Writes bytes.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Half-closes our side for writing (the broker reads EOF).
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    fn frame(&mut self) -> Result<Option<RawPacket>, ReadError> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        let mut len = 0usize;
+        let mut i = 1;
+        loop {
+            let Some(&b) = self.buf.get(i) else {
+                return Ok(None);
+            };
+            len |= usize::from(b & 0x7F) << (7 * (i - 1));
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+            if i > 4 {
+                return Err(ReadError::Malformed(self.buf.clone()));
+            }
+        }
+        if self.buf.len() < i + len {
+            return Ok(None);
+        }
+        let first = self.buf[0];
+        let body = self.buf[i..i + len].to_vec();
+        self.buf.drain(..i + len);
+        Ok(Some(RawPacket {
+            kind: first >> 4,
+            flags: first & 0x0F,
+            body,
+        }))
+    }
+
+    /// Reads one whole packet, waiting at most `timeout`.
+    pub fn read_packet(&mut self, timeout: Duration) -> Result<RawPacket, ReadError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(p) = self.frame()? {
+                return Ok(p);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ReadError::Timeout);
+            }
+            let wait = (deadline - now).max(Duration::from_millis(1));
+            self.stream
+                .set_read_timeout(Some(wait))
+                .map_err(ReadError::Io)?;
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(ReadError::Closed),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {}
+                    io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                        return Err(ReadError::Closed)
+                    }
+                    _ => return Err(ReadError::Io(e)),
+                },
+            }
+        }
+    }
+
+    /// Reads one packet, panicking (naming `what`) on timeout or close.
+    pub fn expect_packet(&mut self, timeout: Duration, what: &str) -> RawPacket {
+        match self.read_packet(timeout) {
+            Ok(p) => p,
+            Err(e) => panic!("waiting for {what}: {e:?}"),
+        }
+    }
+
+    /// Reads the next packet and parses it as a PUBLISH; QoS 1 is acked.
+    pub fn expect_publish(&mut self, timeout: Duration) -> PublishInfo {
+        let p = self.expect_packet(timeout, "PUBLISH");
+        let info = p.publish(self.v5);
+        if info.qos == 1 {
+            self.send(&puback_packet(info.packet_id))
+                .expect("send PUBACK");
+        }
+        info
+    }
+
+    /// Asserts that neither a packet nor a close arrives within `dur`.
+    pub fn expect_silence(&mut self, dur: Duration, why: &str) {
+        match self.read_packet(dur) {
+            Err(ReadError::Timeout) => {}
+            other => panic!("expected silence for {dur:?} ({why}), got {other:?}"),
+        }
+    }
+
+    /// Reads until the broker closes the connection; answers the packets that
+    /// came first. Panics when the connection is still open at `timeout`.
+    pub fn expect_closed(&mut self, timeout: Duration, why: &str) -> Vec<RawPacket> {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_packet(left) {
+                Ok(p) => got.push(p),
+                Err(ReadError::Closed) => return got,
+                Err(ReadError::Timeout) => {
+                    panic!("connection not closed within {timeout:?} ({why}); got {got:?}")
+                }
+                // Trash after a packet still means the broker is tearing down;
+                // an error other than a reset is a test environment problem.
+                Err(e) => panic!("reading until close ({why}): {e:?}; got {got:?}"),
+            }
+        }
+    }
+
+    /// Like `expect_closed`, also answering when (after the call began) the
+    /// close was seen.
+    pub fn expect_closed_at(&mut self, timeout: Duration, why: &str) -> (Vec<RawPacket>, Instant) {
+        let got = self.expect_closed(timeout, why);
+        (got, Instant::now())
+    }
+
+    /// Sends PINGREQ and asserts the next packet is PINGRESP.
+    pub fn ping(&mut self) {
+        self.send(&PINGREQ_BYTES).expect("send PINGREQ");
+        let p = self.expect_packet(PROMPT, "PINGRESP");
+        assert_eq!(p.kind, PINGRESP, "expected PINGRESP, got {p:?}");
+        assert!(p.body.is_empty(), "PINGRESP with a body: {p:?}");
+    }
+
+    /// Subscribes and answers the SUBACK codes (asserting the packet id).
+    pub fn subscribe(&mut self, packet_id: u16, filters: &[(&str, u8)]) -> Vec<u8> {
+        let v5 = self.v5;
+        self.send(&subscribe_packet(packet_id, filters, v5))
+            .expect("send SUBSCRIBE");
+        let p = self.expect_packet(PROMPT, "SUBACK");
+        let (id, codes) = p.ack_codes(SUBACK, v5);
+        assert_eq!(id, packet_id, "SUBACK packet id");
+        codes
+    }
+
+    /// Publishes at QoS 0.
+    pub fn publish0(&mut self, topic: &str, payload: &[u8]) {
+        let v5 = self.v5;
+        self.send(&publish_packet(topic, payload, 0, 0, false, v5))
+            .expect("send PUBLISH");
+    }
+
+    /// Publishes at QoS 1 and waits for the PUBACK.
+    pub fn publish1(&mut self, topic: &str, payload: &[u8], packet_id: u16) {
+        let v5 = self.v5;
+        self.send(&publish_packet(topic, payload, 1, packet_id, false, v5))
+            .expect("send PUBLISH");
+        let p = self.expect_packet(PROMPT, "PUBACK");
+        assert_eq!(p.kind, PUBACK, "expected PUBACK, got {p:?}");
+        assert_eq!(&p.body[..2], &packet_id.to_be_bytes(), "PUBACK packet id");
+    }
+}
+
+/// Asserts a fresh v3.1.1 and a fresh v5 client can connect and ping: the
+/// broker still serves after whatever a test did to it.
+pub fn assert_serves(addr: SocketAddr) {
+    let (mut a, _) = RawClient::connected(addr, &ConnectOpts::v3("fresh-v3"));
+    a.ping();
+    let (mut b, _) = RawClient::connected(addr, &ConnectOpts::v5("fresh-v5"));
+    b.ping();
+}
+
+// ---------------------------------------------------------------------------
+// rumqttc wrappers
+// ---------------------------------------------------------------------------
+
+/// A synchronous rumqttc v3.1.1 client plus its connection, pumped by the
+/// test thread.
+pub struct V3Client {
+    /// Request handle.
+    pub client: rumqttc::Client,
+    /// Event loop, pumped by `pump_until`.
+    pub conn: rumqttc::Connection,
+}
+
+impl V3Client {
+    /// Connects with id `id`; `tweak` may change options. Waits for a
+    /// successful CONNACK and answers it.
+    pub fn connect(
+        addr: SocketAddr,
+        id: &str,
+        tweak: impl FnOnce(&mut rumqttc::MqttOptions),
+    ) -> (V3Client, rumqttc::ConnAck) {
+        let mut opts = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        opts.set_keep_alive(Duration::from_secs(60));
+        tweak(&mut opts);
+        let (client, conn) = rumqttc::Client::new(opts, 64);
+        let mut c = V3Client { client, conn };
+        let ack = c.pump_until(PROMPT, "CONNACK", |e| match e {
+            rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a)) => Some(a.clone()),
+            _ => None,
+        });
+        assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success, "{ack:?}");
+        (c, ack)
+    }
+
+    /// Pumps events until `f` answers Some, panicking on error or timeout.
+    pub fn pump_until<T>(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut f: impl FnMut(&rumqttc::Event) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.conn.recv_timeout(left) {
+                Ok(Ok(e)) => {
+                    if let Some(t) = f(&e) {
+                        return t;
+                    }
+                }
+                Ok(Err(e)) => panic!("rumqttc v3 error while waiting for {what}: {e:?}"),
+                Err(e) => panic!("rumqttc v3: no {what} within {timeout:?}: {e:?}"),
+            }
+        }
+    }
+
+    /// Subscribes and waits for the SUBACK; answers its return codes.
+    pub fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: rumqttc::QoS,
+    ) -> Vec<rumqttc::SubscribeReasonCode> {
+        self.client.subscribe(filter, qos).expect("queue SUBSCRIBE");
+        self.pump_until(PROMPT, "SUBACK", |e| match e {
+            rumqttc::Event::Incoming(rumqttc::Packet::SubAck(a)) => Some(a.return_codes.clone()),
+            _ => None,
+        })
+    }
+
+    /// Publishes and waits until it was written (QoS 0) or acked (QoS 1).
+    pub fn publish(&mut self, topic: &str, qos: rumqttc::QoS, payload: &[u8]) {
+        self.client
+            .publish(topic, qos, false, payload.to_vec())
+            .expect("queue PUBLISH");
+        self.pump_until(PROMPT, "publish sent/acked", |e| match (qos, e) {
+            (rumqttc::QoS::AtMostOnce, rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(_))) => {
+                Some(())
+            }
+            (_, rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => Some(()),
+            _ => None,
+        })
+    }
+
+    /// Waits for the next incoming PUBLISH; answers (topic, payload).
+    pub fn recv_publish(&mut self, timeout: Duration) -> (String, Vec<u8>) {
+        self.pump_until(timeout, "PUBLISH", |e| match e {
+            rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
+                Some((p.topic.clone(), p.payload.to_vec()))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// A synchronous rumqttc v5 client plus its connection.
+pub struct V5Client {
+    /// Request handle.
+    pub client: rumqttc::v5::Client,
+    /// Event loop, pumped by `pump_until`.
+    pub conn: rumqttc::v5::Connection,
+}
+
+impl V5Client {
+    /// Connects with id `id`; `tweak` may change options. Waits for a
+    /// successful CONNACK and answers it.
+    pub fn connect(
+        addr: SocketAddr,
+        id: &str,
+        tweak: impl FnOnce(&mut rumqttc::v5::MqttOptions),
+    ) -> (V5Client, rumqttc::v5::mqttbytes::v5::ConnAck) {
+        let mut opts = rumqttc::v5::MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        opts.set_keep_alive(Duration::from_secs(60));
+        tweak(&mut opts);
+        let (client, conn) = rumqttc::v5::Client::new(opts, 64);
+        let mut c = V5Client { client, conn };
+        let ack = c.pump_until(PROMPT, "CONNACK", |e| match e {
+            rumqttc::v5::Event::Incoming(rumqttc::v5::Incoming::ConnAck(a)) => Some(a.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            ack.code,
+            rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success,
+            "{ack:?}"
+        );
+        (c, ack)
+    }
+
+    /// Pumps events until `f` answers Some, panicking on error or timeout.
+    pub fn pump_until<T>(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut f: impl FnMut(&rumqttc::v5::Event) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.conn.recv_timeout(left) {
+                Ok(Ok(e)) => {
+                    if let Some(t) = f(&e) {
+                        return t;
+                    }
+                }
+                Ok(Err(e)) => panic!("rumqttc v5 error while waiting for {what}: {e:?}"),
+                Err(e) => panic!("rumqttc v5: no {what} within {timeout:?}: {e:?}"),
+            }
+        }
+    }
+
+    /// Subscribes and waits for the SUBACK; answers its reason codes.
+    pub fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: rumqttc::v5::mqttbytes::QoS,
+    ) -> Vec<rumqttc::v5::mqttbytes::v5::SubscribeReasonCode> {
+        self.client.subscribe(filter, qos).expect("queue SUBSCRIBE");
+        self.pump_until(PROMPT, "SUBACK", |e| match e {
+            rumqttc::v5::Event::Incoming(rumqttc::v5::Incoming::SubAck(a)) => {
+                Some(a.return_codes.clone())
+            }
+            _ => None,
+        })
+    }
+
+    /// Publishes and waits until it was written (QoS 0) or acked (QoS 1).
+    pub fn publish(&mut self, topic: &str, qos: rumqttc::v5::mqttbytes::QoS, payload: &[u8]) {
+        use rumqttc::v5::mqttbytes::QoS;
+        self.client
+            .publish(topic, qos, false, payload.to_vec())
+            .expect("queue PUBLISH");
+        self.pump_until(PROMPT, "publish sent/acked", |e| match (qos, e) {
+            (QoS::AtMostOnce, rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Publish(_))) => {
+                Some(())
+            }
+            (_, rumqttc::v5::Event::Incoming(rumqttc::v5::Incoming::PubAck(_))) => Some(()),
+            _ => None,
+        })
+    }
+
+    /// Waits for the next incoming PUBLISH; answers (topic, payload).
+    pub fn recv_publish(&mut self, timeout: Duration) -> (String, Vec<u8>) {
+        self.pump_until(timeout, "PUBLISH", |e| match e {
+            rumqttc::v5::Event::Incoming(rumqttc::v5::Incoming::Publish(p)) => Some((
+                String::from_utf8_lossy(&p.topic).into_owned(),
+                p.payload.to_vec(),
+            )),
+            _ => None,
+        })
+    }
+}

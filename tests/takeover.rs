@@ -1,0 +1,273 @@
+//! Black-box take-over and session tests (MQTT 3.1.4, 4.1): a second CONNECT
+//! with a live client id closes the old connection (v5: DISCONNECT 0x8E
+//! first); clean start 0 resumes the session (session present, subscriptions
+//! and queued QoS 1 messages), clean start 1 discards it; a storm of
+//! take-overs leaves exactly one live connection; empty client ids.
+
+mod common;
+
+use common::*;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+#[test]
+fn v5_takeover_sends_0x8e_and_resumes_session_then_clean_start_discards_it() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let id = id_on_shard("tk5-", 1);
+    let (mut publisher, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("tkp-", 0)));
+    let keep = ConnectOpts::v5(&id).clean(false).session_expiry(60);
+
+    let (mut first, ack) = RawClient::connected(addr, &keep);
+    assert!(!ack.session_present, "brand-new session: {ack:?}");
+    assert_eq!(first.subscribe(1, &[("tk/x", 0)]), [0]);
+
+    let (mut second, ack) = RawClient::connected(addr, &keep);
+    assert!(ack.session_present, "clean start 0 resumes: {ack:?}");
+    let old = first.expect_closed(PROMPT, "taken over");
+    assert!(
+        matches!(old.last(), Some(p) if p.is_disconnect(0x8E)),
+        "old connection must get DISCONNECT 0x8E (session taken over): {old:?}"
+    );
+
+    // The subscription came along: no SUBSCRIBE on the new connection.
+    publisher.publish0("tk/x", b"resumed");
+    let p = second.expect_publish(PROMPT);
+    assert_eq!(
+        (p.topic.as_str(), p.payload.as_slice()),
+        ("tk/x", &b"resumed"[..])
+    );
+    let stats = broker.stats();
+    assert_eq!(stats.takeovers, 1, "{stats:?}");
+
+    // Clean start 1: the session (and its subscription) is gone.
+    let (mut third, ack) = RawClient::connected(addr, &ConnectOpts::v5(&id).clean(true));
+    assert!(!ack.session_present, "clean start 1 discards: {ack:?}");
+    let old = second.expect_closed(PROMPT, "taken over again");
+    assert!(
+        matches!(old.last(), Some(p) if p.is_disconnect(0x8E)),
+        "{old:?}"
+    );
+    assert_eq!(third.subscribe(1, &[("tk/sentinel", 0)]), [0]);
+    publisher.publish0("tk/x", b"must not arrive");
+    publisher.publish0("tk/sentinel", b"s");
+    let p = third.expect_publish(PROMPT);
+    assert_eq!(
+        p.topic, "tk/sentinel",
+        "old subscription survived clean start 1"
+    );
+    wait_stats(&broker, "two take-overs, two connections", |s| {
+        s.takeovers == 2 && s.connections == 2
+    });
+}
+
+#[test]
+fn v3_takeover_closes_old_and_clean_session_0_resumes() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let id = id_on_shard("tk3-", 0);
+    let (mut publisher, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("tkp-", 1)));
+    let keep = ConnectOpts::v3(&id).clean(false);
+
+    let (mut first, ack) = RawClient::connected(addr, &keep);
+    assert!(!ack.session_present);
+    assert_eq!(first.subscribe(1, &[("tk3/+", 0)]), [0]);
+    let (mut second, ack) = RawClient::connected(addr, &keep);
+    assert!(ack.session_present, "{ack:?}");
+    let old = first.expect_closed(PROMPT, "taken over");
+    assert!(old.is_empty(), "v3.1.1 has no server DISCONNECT: {old:?}");
+
+    publisher.publish0("tk3/a", b"resumed");
+    let p = second.expect_publish(PROMPT);
+    assert_eq!(
+        (p.topic.as_str(), p.payload.as_slice()),
+        ("tk3/a", &b"resumed"[..])
+    );
+
+    // clean session 1 discards; a later clean session 0 starts fresh.
+    let (third, ack) = RawClient::connected(addr, &ConnectOpts::v3(&id).clean(true));
+    assert!(!ack.session_present, "{ack:?}");
+    second.expect_closed(PROMPT, "taken over by clean session");
+    drop(third);
+    wait_stats(&broker, "clean session ended", |s| s.connections == 1);
+    let (_fourth, ack) = RawClient::connected(addr, &keep);
+    assert!(!ack.session_present, "session was discarded: {ack:?}");
+}
+
+fn resume_after_disconnect_round(v5: bool) {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let id = id_on_shard("off-", 1);
+    let keep = if v5 {
+        ConnectOpts::v5(&id).clean(false).session_expiry(60)
+    } else {
+        ConnectOpts::v3(&id).clean(false)
+    };
+    let (mut publisher, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("offp-", 0)));
+    let (mut sub, _) = RawClient::connected(addr, &keep);
+    assert_eq!(sub.subscribe(1, &[("off/q", 0)]), [0]);
+    sub.send(&if v5 {
+        disconnect_v5(0)
+    } else {
+        DISCONNECT_V3.to_vec()
+    })
+    .unwrap();
+    sub.expect_closed(PROMPT, "after DISCONNECT");
+    let stats = wait_stats(&broker, "subscriber offline", |s| s.connections == 1);
+    assert_eq!(stats.sessions, 2, "offline session kept: {stats:?}");
+    // QoS 0 while nobody is connected: may be dropped, must not break anything.
+    publisher.publish0("off/q", b"while away");
+
+    let (mut back, ack) = RawClient::connected(addr, &keep);
+    assert!(ack.session_present, "{ack:?}");
+    publisher.publish0("off/q", b"after");
+    let mut p = back.expect_publish(PROMPT);
+    if p.payload == b"while away" {
+        p = back.expect_publish(PROMPT);
+    }
+    assert_eq!(
+        (p.topic.as_str(), p.payload.as_slice()),
+        ("off/q", &b"after"[..])
+    );
+    assert_eq!(broker.stats().sessions, 2);
+}
+
+#[test]
+fn subscriptions_survive_disconnect_and_resume_v3() {
+    resume_after_disconnect_round(false);
+}
+
+#[test]
+fn subscriptions_survive_disconnect_and_resume_v5() {
+    resume_after_disconnect_round(true);
+}
+
+#[test]
+fn v5_session_expiry_0_ends_with_the_connection() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let opts = ConnectOpts::v5("short").clean(false);
+    let (mut c, _) = RawClient::connected(addr, &opts);
+    assert_eq!(c.subscribe(1, &[("short/x", 0)]), [0]);
+    c.send(&disconnect_v5(0)).unwrap();
+    c.expect_closed(PROMPT, "after DISCONNECT");
+    wait_stats(&broker, "session gone", |s| {
+        s.connections == 0 && s.sessions == 0
+    });
+    let (_c, ack) = RawClient::connected(addr, &opts);
+    assert!(!ack.session_present, "expiry 0: {ack:?}");
+}
+
+#[test]
+fn takeover_storm_leaves_exactly_one_connection() {
+    const PER_THREAD: usize = 25;
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut bystander0, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("by-", 0)));
+    let (mut bystander1, _) = RawClient::connected(addr, &ConnectOpts::v5(&id_on_shard("by-", 1)));
+
+    let barrier = Arc::new(Barrier::new(2));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                let opts = ConnectOpts::v5("storm").clean(false).session_expiry(60);
+                let mut conns = Vec::new();
+                for _ in 0..PER_THREAD {
+                    let mut c = RawClient::open(addr);
+                    c.v5 = true;
+                    c.send(&opts.encode()).unwrap();
+                    // CONNACK, or closed when the other thread took over first.
+                    let acked = match c.read_packet(PROMPT) {
+                        Ok(p) => {
+                            assert_eq!(p.connack(true).code, 0, "{p:?}");
+                            true
+                        }
+                        Err(ReadError::Closed) => false,
+                        Err(e) => panic!("storm CONNECT: {e:?}"),
+                    };
+                    conns.push((c, acked));
+                }
+                conns
+            })
+        })
+        .collect();
+    let mut conns: Vec<(RawClient, bool)> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("storm thread"))
+        .collect();
+
+    let stats = wait_stats(&broker, "storm settled", |s| s.connections == 3);
+    assert_eq!(stats.sessions, 3, "{stats:?}");
+    let mut alive = 0;
+    for (c, acked) in &mut conns {
+        match c.read_packet(std::time::Duration::from_millis(50)) {
+            Err(ReadError::Timeout) => {
+                alive += 1;
+                c.ping();
+            }
+            Ok(p) => {
+                assert!(*acked, "packet before CONNACK: {p:?}");
+                assert!(p.is_disconnect(0x8E), "taken-over connection got {p:?}");
+                let rest = c.expect_closed(PROMPT, "taken over in the storm");
+                assert!(rest.is_empty(), "{rest:?}");
+            }
+            Err(ReadError::Closed) => {
+                assert!(!*acked, "acked connection closed without DISCONNECT 0x8E");
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(alive, 1, "exactly one storm connection must survive");
+    let stats = broker.stats();
+    let storm_connects = stats.connects - 2;
+    assert_eq!(
+        stats.takeovers,
+        storm_connects - 1,
+        "every storm CONNECT but the first takes over: {stats:?}"
+    );
+    bystander0.ping();
+    bystander1.ping();
+    assert_serves(addr);
+}
+
+#[test]
+fn empty_client_id_v5_gets_assigned_identifier() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut a, ack) = RawClient::connected(addr, &ConnectOpts::v5(""));
+    let assigned = ack
+        .props
+        .bin(PROP_ASSIGNED_CLIENT_ID)
+        .unwrap_or_else(|| panic!("no Assigned Client Identifier: {ack:?}"));
+    assert!(!assigned.is_empty());
+    let (mut b, ack) = RawClient::connected(addr, &ConnectOpts::v5(""));
+    let other = ack.props.bin(PROP_ASSIGNED_CLIENT_ID).expect("assigned id");
+    assert_ne!(assigned, other, "assigned ids must be unique");
+    // Both work, neither took the other over.
+    assert_eq!(a.subscribe(1, &[("anon/#", 0)]), [0]);
+    b.publish0("anon/1", b"hi");
+    assert_eq!(a.expect_publish(PROMPT).topic, "anon/1");
+    b.ping();
+    assert_eq!(broker.stats().takeovers, 0);
+}
+
+#[test]
+fn empty_client_id_v3_needs_clean_session() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut ok, ack) = RawClient::connect(addr, &ConnectOpts::v3("").clean(true));
+    assert_eq!(ack.code, 0, "{ack:?}");
+    ok.ping();
+    let (mut ok2, ack) = RawClient::connect(addr, &ConnectOpts::v3("").clean(true));
+    assert_eq!(ack.code, 0, "{ack:?}");
+    ok2.ping();
+    ok.ping();
+
+    let (mut refused, ack) = RawClient::connect(addr, &ConnectOpts::v3("").clean(false));
+    assert_eq!(ack.code, 0x02, "identifier rejected: {ack:?}");
+    assert!(!ack.session_present);
+    refused.expect_closed(PROMPT, "refused empty id with clean session 0");
+    assert_serves(addr);
+}
