@@ -226,6 +226,13 @@ async fn drive(
             if let Some(cause) = conn.close.get() {
                 return End::Closed(cause);
             }
+            if conn.version.get().is_none() && pending.first().is_some_and(|b| *b != 0x10) {
+                // MQTT-3.1.0-1: nothing but CONNECT (0x10) may come first;
+                // close at once rather than wait for a frame that is not MQTT.
+                debug!(first_byte = pending[0], "first packet is not CONNECT");
+                ShardStats::inc(&shard.stats.protocol_errors);
+                return End::Closed(CloseCause::ProtocolError);
+            }
             let len = match frame_len(&pending, &limits) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
@@ -388,6 +395,12 @@ fn handle_packet(
                     ReasonCode::TOPIC_ALIAS_INVALID,
                     "topic alias",
                 ));
+            }
+            if v5 && publish.retain {
+                // We announced Retain Available 0 (3.3.1.3): retained
+                // messages arrive with issue 6.
+                let code = ReasonCode::RETAIN_NOT_SUPPORTED;
+                return Err(shard.protocol_violation(conn, code, "retain not supported"));
             }
             match publish.qos {
                 QoS::AtMostOnce => {}

@@ -11,8 +11,9 @@ mod router;
 mod sessions;
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -64,6 +65,8 @@ pub(crate) struct Shard {
     arena: RefCell<BytesMut>,
     pub(crate) ticker: Ticker,
     pub(crate) shutting_down: Cell<bool>,
+    /// Accept loops waiting for a connection, woken to stop on shutdown.
+    accept_wakers: RefCell<Vec<std::task::Waker>>,
     next_conn_id: Cell<u64>,
 }
 
@@ -86,6 +89,7 @@ impl Shard {
             v3_session_expiry_secs: config.session_expiry_default_secs,
             max_qos: ringmq_codec::QoS::AtMostOnce,
             receive_maximum: u16::MAX,
+            retain_available: false,
         };
         let clock = KeepAliveClock::new(config.keepalive_tick_ms);
         Rc::new(Shard {
@@ -105,6 +109,7 @@ impl Shard {
             arena: RefCell::new(BytesMut::new()),
             ticker: Ticker::default(),
             shutting_down: Cell::new(false),
+            accept_wakers: RefCell::new(Vec::new()),
             next_conn_id: Cell::new(1),
             shared,
         })
@@ -147,8 +152,13 @@ impl Shard {
         let mut bound = Vec::with_capacity(addrs.len());
         let mut tasks = Vec::with_capacity(addrs.len());
         for addr in addrs {
-            let listener = TcpListener::bind(addr)?;
+            let fd = bind_reuseport(addr)?;
+            let raw = fd.as_raw_fd();
+            // SAFETY: `fd` is an open listening socket we own; the listener
+            // takes ownership and closes it when dropped.
+            let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
             bound.push(listener.local_addr()?);
+            let listener = (listener, raw);
             let shard = self.clone();
             tasks.push(glommio::spawn_local(async move {
                 shard.accept_loop(listener).await
@@ -158,9 +168,35 @@ impl Shard {
         Ok(bound)
     }
 
-    async fn accept_loop(self: Rc<Self>, listener: TcpListener) {
+    async fn accept_loop(self: Rc<Self>, (listener, raw_fd): (TcpListener, RawFd)) {
         loop {
-            match listener.accept().await {
+            let accept = std::pin::pin!(listener.accept());
+            let mut accept = accept;
+            let accepted = std::future::poll_fn(|cx| {
+                if self.shutting_down.get() {
+                    return std::task::Poll::Ready(None);
+                }
+                match accept.as_mut().poll(cx) {
+                    std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+                    std::task::Poll::Pending => {
+                        let mut wakers = self.accept_wakers.borrow_mut();
+                        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                            wakers.push(cx.waker().clone());
+                        }
+                        std::task::Poll::Pending
+                    }
+                }
+            })
+            .await;
+            let Some(accepted) = accepted else {
+                // An io_uring accept in flight keeps the socket listening
+                // after close(); shutdown() stops it at once, so the port is
+                // closed before `Broker::shutdown` returns.
+                // SAFETY: `raw_fd` belongs to `listener`, still alive here.
+                unsafe { libc::shutdown(raw_fd, libc::SHUT_RDWR) };
+                return;
+            };
+            match accepted {
                 Ok(stream) => {
                     let peer = stream
                         .peer_addr()
@@ -175,9 +211,6 @@ impl Shard {
                     warn!(shard = self.id, error = %e, "accept failed");
                     glommio::timer::sleep(Duration::from_millis(10)).await;
                 }
-            }
-            if self.shutting_down.get() {
-                return;
             }
         }
     }
@@ -267,7 +300,6 @@ impl Shard {
         info!(shard = self.id, "shutting down: disconnecting clients");
         let conns: Vec<Rc<Conn>> = {
             let mut state = self.state.borrow_mut();
-            state.listeners.clear(); // dropping the tasks stops accepting
             state.conns.values().cloned().collect()
         };
         for conn in conns {
@@ -277,6 +309,9 @@ impl Shard {
             );
         }
         self.ticker.notify();
+        for waker in self.accept_wakers.borrow_mut().drain(..) {
+            waker.wake();
+        }
     }
 
     /// The shard's life: the inbox task, the keep-alive ticker, until
@@ -285,6 +320,11 @@ impl Shard {
         glommio::spawn_local(self.clone().inbox_loop()).detach();
         let ticker = glommio::spawn_local(self.clone().ticker_loop());
         ticker.await;
+        // The accept loops end on shutdown and drop their sockets.
+        let listeners = std::mem::take(&mut self.state.borrow_mut().listeners);
+        for task in listeners {
+            task.await;
+        }
         // Give connection tasks a bounded moment to flush their DISCONNECTs.
         let deadline = Instant::now() + Duration::from_secs(2);
         while !self.state.borrow().conns.is_empty() && Instant::now() < deadline {
@@ -301,6 +341,93 @@ impl Shard {
             if crate::shard_for(id.as_bytes(), self.shared.shards) == self.id {
                 return Bytes::from(id);
             }
+        }
+    }
+}
+
+/// Backlog of each listening socket (the kernel caps it at somaxconn).
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A listening TCP socket with SO_REUSEPORT, so every shard can bind the
+/// same address and the kernel spreads the accepts.
+fn bind_reuseport(addr: &SocketAddr) -> std::io::Result<OwnedFd> {
+    use std::io::Error;
+    let (domain, storage, len) = sockaddr(addr);
+    // SAFETY: plain socket syscalls on a descriptor we create and own;
+    // `storage` outlives the bind call and `len` is its real size.
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            let rc = libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            if rc != 0 {
+                return Err(Error::last_os_error());
+            }
+        }
+        if libc::bind(
+            fd.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        ) != 0
+        {
+            return Err(Error::last_os_error());
+        }
+        if libc::listen(fd.as_raw_fd(), LISTEN_BACKLOG) != 0 {
+            return Err(Error::last_os_error());
+        }
+        Ok(fd)
+    }
+}
+
+fn sockaddr(addr: &SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid; we fill the variant
+    // that matches the address family.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            (
+                libc::AF_INET,
+                storage,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            (
+                libc::AF_INET6,
+                storage,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct ServerPolicy {
     pub max_qos: QoS,
     /// Receive Maximum the server announces (its inbound QoS 1/2 window).
     pub receive_maximum: u16,
+    /// Whether retained messages are supported (CONNACK Retain Available).
+    pub retain_available: bool,
 }
 
 impl Default for ServerPolicy {
@@ -39,6 +41,7 @@ impl Default for ServerPolicy {
             v3_session_expiry_secs: 86_400,
             max_qos: QoS::AtMostOnce,
             receive_maximum: u16::MAX,
+            retain_available: false,
         }
     }
 }
@@ -94,6 +97,15 @@ pub fn negotiate(connect: &Connect, policy: &ServerPolicy) -> Result<Negotiated,
         }
     }
 
+    if v5 && !policy.retain_available && connect.will.as_ref().is_some_and(|w| w.retain) {
+        // MQTT-3.2.2-13: a retained will cannot be honoured without retain.
+        return Err(refuse(
+            V3_IDENTIFIER_REJECTED,
+            ReasonCode::RETAIN_NOT_SUPPORTED,
+            "will retain without retain support",
+        ));
+    }
+
     let mut props = Properties::default();
     let keep_alive_secs = if v5 {
         let granted = match policy.server_keep_alive {
@@ -147,7 +159,9 @@ pub fn negotiate(connect: &Connect, policy: &ServerPolicy) -> Result<Negotiated,
             props.maximum_packet_size = Some(policy.max_packet_size);
         }
         // Capabilities not built yet are announced as absent, truthfully.
-        props.retain_available = Some(0);
+        if !policy.retain_available {
+            props.retain_available = Some(0);
+        }
         props.shared_subscription_available = Some(0);
         props.subscription_identifier_available = Some(0);
         props.topic_alias_maximum = None;
@@ -248,6 +262,28 @@ mod tests {
         assert_eq!(err.code, ReasonCode(0x02));
         let v5 = negotiate(&connect(ProtocolVersion::V5, 0, "", false), &policy).unwrap();
         assert!(v5.assign_client_id);
+    }
+
+    #[test]
+    fn v5_will_retain_is_refused_without_retain_support() {
+        let mut c = connect(ProtocolVersion::V5, 0, "a", true);
+        c.will = Some(ringmq_codec::Will {
+            topic: Bytes::from_static(b"w"),
+            payload: Bytes::new(),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: Properties::default(),
+        });
+        let err = negotiate(&c, &ServerPolicy::default()).unwrap_err();
+        assert_eq!(err.code, ReasonCode::RETAIN_NOT_SUPPORTED);
+        let ok = negotiate(
+            &c,
+            &ServerPolicy {
+                retain_available: true,
+                ..ServerPolicy::default()
+            },
+        );
+        assert!(ok.is_ok());
     }
 
     #[test]
