@@ -310,3 +310,101 @@ fn max_connections_refuses_the_next_one() {
     d.ping();
     b.ping();
 }
+
+#[test]
+fn connack_announces_maximum_packet_size() {
+    let broker = start(&["--max-packet-size", "5000"]);
+    let addr = broker.local_addr();
+    let (_c, ack) = RawClient::connected(addr, &ConnectOpts::v5("mps"));
+    assert_eq!(ack.props.int(0x27), Some(5000), "{ack:?}");
+}
+
+#[test]
+fn client_maximum_packet_size_is_respected() {
+    // MQTT-3.1.2-24/25: the server must not send a packet over the client's
+    // Maximum Packet Size; it drops it as if delivered.
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let mut opts = ConnectOpts::v5(&id_on_shard("small-", 1));
+    opts.extra_props = vec![0x27, 0, 0, 0, 64];
+    let (mut sub, _) = RawClient::connected(addr, &opts);
+    assert_eq!(sub.subscribe(1, &[("mps/#", 0)]), [0]);
+    let (mut publisher, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("mpsp", 0)));
+    publisher.publish0("mps/big", &[7u8; 200]);
+    publisher.publish0("mps/small", b"ok");
+    let p = sub.expect_packet(PROMPT, "the small publish");
+    assert!(
+        p.body.len() + 2 <= 64,
+        "sent {} bytes to a client with max 64",
+        p.body.len() + 2
+    );
+    assert_eq!(p.publish(true).topic, "mps/small");
+    sub.ping();
+}
+
+#[test]
+fn v5_topic_alias_over_maximum_is_refused() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut c, ack) = RawClient::connected(addr, &ConnectOpts::v5("alias"));
+    let max = ack.props.int(0x22).unwrap_or(0);
+    let alias = (max + 1) as u16;
+    let mut props = vec![0x23];
+    props.extend_from_slice(&alias.to_be_bytes());
+    c.send(&publish_packet_v5_props("al/x", b"x", 0, 0, false, &props))
+        .unwrap();
+    let got = c.expect_closed(PROMPT, "topic alias over the maximum");
+    assert!(
+        matches!(got.last(), Some(p) if p.is_disconnect(0x94)),
+        "{got:?}"
+    );
+    assert_serves(addr);
+}
+
+#[test]
+fn invalid_utf8_and_nul_in_topic_are_refused() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    for (v5, topic) in [
+        (false, &b"a/\xff"[..]),
+        (true, &b"a/\xc0\x80"[..]),
+        (false, &b"a\x00b"[..]),
+    ] {
+        let mut c = RawClient::open(addr);
+        c.v5 = v5;
+        let opts = if v5 {
+            ConnectOpts::v5("utf")
+        } else {
+            ConnectOpts::v3("utf")
+        };
+        c.send(&opts.encode()).unwrap();
+        assert_eq!(c.expect_packet(PROMPT, "CONNACK").connack(v5).code, 0);
+        let mut body = Vec::new();
+        put_bin(&mut body, topic);
+        if v5 {
+            body.push(0);
+        }
+        body.extend_from_slice(b"x");
+        c.send(&packet(0x30, &body)).unwrap();
+        c.expect_closed(PROMPT, "bad topic");
+    }
+    assert_serves(addr);
+}
+
+#[test]
+fn slow_but_complete_connect_within_timeout_is_accepted() {
+    let broker = start(&["--connect-timeout-ms", "800"]);
+    let addr = broker.local_addr();
+    let mut c = RawClient::open(addr);
+    let bytes = ConnectOpts::v3("slow").encode();
+    let (a, b) = bytes.split_at(5);
+    c.send(a).unwrap();
+    c.expect_silence(Duration::from_millis(300), "half a CONNECT");
+    c.send(b).unwrap();
+    assert_eq!(c.expect_packet(PROMPT, "CONNACK").connack(false).code, 0);
+    c.expect_silence(
+        Duration::from_millis(800),
+        "connected: the connect timeout is over",
+    );
+    c.ping();
+}

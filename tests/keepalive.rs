@@ -280,3 +280,15 @@ fn max_keepalive_caps_v5_and_refuses_v3_over_the_cap() {
     assert_eq!(ack.code, 0);
     ok3.ping();
 }
+
+#[test]
+fn v3_client_is_not_held_to_server_keepalive() {
+    let broker = start(&["--server-keepalive", "1"]);
+    let addr = broker.local_addr();
+    let (mut c, _) = RawClient::connected(addr, &ConnectOpts::v3("v3free").keep_alive(0));
+    c.expect_silence(
+        Duration::from_millis(2200),
+        "v3 cannot be told a server keep alive",
+    );
+    c.ping();
+}

@@ -344,3 +344,121 @@ fn unsubscribe_stops_delivery_v3() {
 fn unsubscribe_stops_delivery_v5() {
     unsubscribe_round(true);
 }
+
+/// Connects with `opts`, writing CONNECT and `then` in one write.
+fn pipelined(addr: std::net::SocketAddr, opts: &ConnectOpts, then: &[u8]) -> RawClient {
+    let mut c = RawClient::open(addr);
+    c.v5 = opts.is_v5();
+    let mut bytes = opts.encode();
+    bytes.extend_from_slice(then);
+    c.send(&bytes).unwrap();
+    let ack = c.expect_packet(PROMPT, "CONNACK").connack(c.v5);
+    assert_eq!(ack.code, 0, "{ack:?}");
+    c
+}
+
+#[test]
+fn packets_pipelined_behind_connect_survive_the_hand_off() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut publisher, _) = RawClient::connected(addr, &ConnectOpts::v3("pl-pub"));
+    // 20 sockets, ids alternating between shards: about half need a hop, and
+    // each carries SUBSCRIBE + PINGREQ in the same write as its CONNECT.
+    let mut subs = Vec::new();
+    for i in 0..20 {
+        let v5 = i % 4 < 2;
+        let id = id_on_shard(&format!("pl{i}-"), i % 2);
+        let opts = if v5 {
+            ConnectOpts::v5(&id)
+        } else {
+            ConnectOpts::v3(&id)
+        };
+        let mut then = subscribe_packet(3, &[(&format!("pl/{id}"), 0)], v5);
+        then.extend_from_slice(&PINGREQ_BYTES);
+        let mut c = pipelined(addr, &opts, &then);
+        let p = c.expect_packet(PROMPT, "SUBACK");
+        assert_eq!(p.ack_codes(SUBACK, v5), (3, vec![0]), "{id}");
+        let p = c.expect_packet(PROMPT, "PINGRESP");
+        assert_eq!(p.kind, PINGRESP, "{p:?}");
+        subs.push((id, c));
+    }
+    for (id, _) in &subs {
+        publisher.publish0(&format!("pl/{id}"), id.as_bytes());
+    }
+    for (id, c) in &mut subs {
+        let p = c.expect_publish(PROMPT);
+        assert_eq!(p.payload, id.as_bytes());
+    }
+    assert!(broker.stats().handoffs > 0, "{:?}", broker.stats());
+}
+
+#[test]
+fn connect_and_packets_split_into_single_bytes() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut sub, _) = RawClient::connected(addr, &ConnectOpts::v3("split-sub"));
+    assert_eq!(sub.subscribe(1, &[("split/#", 0)]), [0]);
+    for shard in 0..2 {
+        for v5 in [false, true] {
+            let id = id_on_shard(&format!("split{}-", u8::from(v5)), shard);
+            let opts = if v5 {
+                ConnectOpts::v5(&id)
+            } else {
+                ConnectOpts::v3(&id)
+            };
+            let mut c = RawClient::open(addr);
+            c.v5 = v5;
+            let mut bytes = opts.encode();
+            bytes.extend_from_slice(&publish_packet("split/x", id.as_bytes(), 0, 0, false, v5));
+            bytes.extend_from_slice(&PINGREQ_BYTES);
+            for b in &bytes {
+                c.send(&[*b]).unwrap();
+            }
+            assert_eq!(c.expect_packet(PROMPT, "CONNACK").connack(v5).code, 0);
+            assert_eq!(c.expect_packet(PROMPT, "PINGRESP").kind, PINGRESP);
+            assert_eq!(sub.expect_publish(PROMPT).payload, id.as_bytes());
+        }
+    }
+}
+
+#[test]
+fn large_payload_crosses_shards_intact() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut sub, _) = RawClient::connected(addr, &ConnectOpts::v5(&id_on_shard("big-s", 0)));
+    assert_eq!(sub.subscribe(1, &[("big", 0)]), [0]);
+    let (mut publisher, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("big-p", 1)));
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    publisher.publish0("big", &payload);
+    publisher.publish0("big", b"after");
+    let p = sub.expect_publish(PROMPT);
+    assert_eq!(p.payload.len(), payload.len());
+    assert!(p.payload == payload, "payload corrupted");
+    assert_eq!(sub.expect_publish(PROMPT).payload, b"after");
+}
+
+#[test]
+fn many_messages_arrive_in_order_across_shards() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut sub, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("ord-s", 0)));
+    assert_eq!(sub.subscribe(1, &[("ord/+", 0)]), [0]);
+    let (mut publisher, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("ord-p", 1)));
+    let mut batch = Vec::new();
+    for i in 0..2000u32 {
+        batch.extend_from_slice(&publish_packet(
+            "ord/x",
+            &i.to_be_bytes(),
+            0,
+            0,
+            false,
+            false,
+        ));
+    }
+    publisher.send(&batch).unwrap();
+    for i in 0..2000u32 {
+        let p = sub.expect_publish(PROMPT);
+        assert_eq!(p.payload, i.to_be_bytes(), "message {i}");
+    }
+    publisher.ping();
+}

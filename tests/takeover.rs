@@ -9,6 +9,7 @@ mod common;
 use common::*;
 use std::sync::{Arc, Barrier};
 use std::thread;
+use std::time::{Duration, Instant};
 
 #[test]
 fn v5_takeover_sends_0x8e_and_resumes_session_then_clean_start_discards_it() {
@@ -270,4 +271,120 @@ fn empty_client_id_v3_needs_clean_session() {
     assert!(!ack.session_present);
     refused.expect_closed(PROMPT, "refused empty id with clean session 0");
     assert_serves(addr);
+}
+
+#[test]
+fn empty_client_ids_need_no_hop() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let mut keep = Vec::new();
+    for _ in 0..12 {
+        let (mut c, ack) = RawClient::connected(addr, &ConnectOpts::v5(""));
+        assert!(ack.props.bin(PROP_ASSIGNED_CLIENT_ID).is_some());
+        c.ping();
+        keep.push(c);
+    }
+    let stats = broker.stats();
+    assert_eq!(
+        stats.handoffs, 0,
+        "assigned ids map to the accepting shard: {stats:?}"
+    );
+    assert_eq!(stats.connections, 12);
+}
+
+#[test]
+fn connection_gauges_return_to_zero() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    for i in 0..40 {
+        let v5 = i % 2 == 0;
+        let id = format!("churn{i}");
+        let opts = if v5 {
+            ConnectOpts::v5(&id)
+        } else {
+            ConnectOpts::v3(&id)
+        };
+        let (mut c, _) = RawClient::connected(addr, &opts);
+        c.subscribe(1, &[("churn/#", 0)]);
+        match i % 3 {
+            0 => {
+                let bye = if v5 {
+                    disconnect_v5(0)
+                } else {
+                    DISCONNECT_V3.to_vec()
+                };
+                c.send(&bye).unwrap();
+            }
+            1 => c.shutdown_write(),
+            _ => {}
+        }
+        drop(c);
+    }
+    let stats = wait_stats(&broker, "all gone", |s| {
+        s.connections == 0 && s.sessions == 0
+    });
+    assert_eq!(stats.connects, 40, "{stats:?}");
+}
+
+#[test]
+fn v5_disconnect_cannot_raise_session_expiry_from_zero() {
+    // MQTT-3.14.2-2: Session Expiry 0 in CONNECT, non-zero in DISCONNECT is a
+    // protocol error.
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut c, _) = RawClient::connected(addr, &ConnectOpts::v5("sx0").clean(false));
+    c.send(&packet(0xE0, &[0x00, 5, 0x11, 0, 0, 0, 60]))
+        .unwrap();
+    let got = c.expect_closed(PROMPT, "DISCONNECT raising expiry");
+    // The server may answer DISCONNECT 0x82 before closing.
+    for p in &got {
+        assert!(p.is_disconnect(0x82), "{got:?}");
+    }
+    wait_stats(&broker, "session gone", |s| {
+        s.connections == 0 && s.sessions == 0
+    });
+}
+
+#[test]
+fn v5_disconnect_can_set_session_expiry() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let opts = ConnectOpts::v5("sxk").clean(false).session_expiry(1);
+    let (mut c, _) = RawClient::connected(addr, &opts);
+    assert_eq!(c.subscribe(1, &[("sx/x", 0)]), [0]);
+    // Lengthen to 60 s on the way out.
+    c.send(&packet(0xE0, &[0x00, 5, 0x11, 0, 0, 0, 60]))
+        .unwrap();
+    c.expect_closed(PROMPT, "DISCONNECT");
+    // Past the original 1 s: still present.
+    let (mut w, _) = RawClient::connected(addr, &ConnectOpts::v3("sx-w"));
+    w.expect_silence(Duration::from_millis(1600), "waiting past the old expiry");
+    let (_c, ack) = RawClient::connected(
+        addr,
+        &ConnectOpts::v5("sxk").clean(false).session_expiry(60),
+    );
+    assert!(ack.session_present, "{ack:?}");
+}
+
+#[test]
+fn v5_session_expires_after_its_interval() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let opts = ConnectOpts::v5("sxe").clean(false).session_expiry(1);
+    let (mut c, _) = RawClient::connected(addr, &opts);
+    c.send(&disconnect_v5(0)).unwrap();
+    c.expect_closed(PROMPT, "DISCONNECT");
+    let gone_at = Instant::now();
+    assert!(
+        poll_until(Duration::from_secs(5), || broker.stats().sessions == 0),
+        "{:?}",
+        broker.stats()
+    );
+    assert!(
+        gone_at.elapsed() >= Duration::from_millis(900),
+        "expired after {:?}",
+        gone_at.elapsed()
+    );
+    let (_c, ack) = RawClient::connected(addr, &opts);
+    assert!(!ack.session_present, "{ack:?}");
 }

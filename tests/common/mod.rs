@@ -199,6 +199,8 @@ pub struct ConnectOpts {
     pub keep_alive: u16,
     /// v5 Session Expiry Interval property.
     pub session_expiry: Option<u32>,
+    /// Extra v5 CONNECT properties, already encoded (id + value ...).
+    pub extra_props: Vec<u8>,
     /// The will, if any.
     pub will: Option<WillOpts>,
 }
@@ -212,6 +214,7 @@ impl ConnectOpts {
             clean: true,
             keep_alive: 60,
             session_expiry: None,
+            extra_props: Vec::new(),
             will: None,
         }
     }
@@ -277,6 +280,7 @@ impl ConnectOpts {
                 props.push(0x11);
                 props.extend_from_slice(&e.to_be_bytes());
             }
+            props.extend_from_slice(&self.extra_props);
             put_varint(&mut body, props.len());
             body.extend_from_slice(&props);
         }
@@ -340,6 +344,26 @@ pub fn publish_packet(
     if v5 {
         body.push(0);
     }
+    body.extend_from_slice(payload);
+    packet(0x30 | (qos << 1) | u8::from(retain), &body)
+}
+
+/// A v5 PUBLISH with already encoded `props` (no DUP).
+pub fn publish_packet_v5_props(
+    topic: &str,
+    payload: &[u8],
+    qos: u8,
+    packet_id: u16,
+    retain: bool,
+    props: &[u8],
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_bin(&mut body, topic.as_bytes());
+    if qos > 0 {
+        body.extend_from_slice(&packet_id.to_be_bytes());
+    }
+    put_varint(&mut body, props.len());
+    body.extend_from_slice(props);
     body.extend_from_slice(payload);
     packet(0x30 | (qos << 1) | u8::from(retain), &body)
 }
