@@ -298,10 +298,7 @@ impl Shard {
             return;
         }
         info!(shard = self.id, "shutting down: disconnecting clients");
-        let conns: Vec<Rc<Conn>> = {
-            let mut state = self.state.borrow_mut();
-            state.conns.values().cloned().collect()
-        };
+        let conns: Vec<Rc<Conn>> = self.state.borrow().conns.values().cloned().collect();
         for conn in conns {
             conn.disconnect(
                 ringmq_codec::ReasonCode::SERVER_SHUTTING_DOWN,
