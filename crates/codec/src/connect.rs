@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::packet::{frame_size, write_frame};
 use crate::properties::Allowed;
-use crate::varint::{binary_len, has_wildcard, put_binary, Reader};
+use crate::varint::{binary_len, put_binary, Reader};
 use crate::{DecodeError, EncodeError, Properties, ProtocolVersion, QoS};
 
 /// CONNECT: the first packet a client sends.
@@ -56,17 +56,6 @@ const WILL_QOS_SHIFT: u8 = 3;
 const WILL_FLAG: u8 = 0x04;
 const CLEAN_START: u8 = 0x02;
 const RESERVED: u8 = 0x01;
-
-/// A will topic is a topic name (MQTT 5 section 3.1.3.3).
-fn check_will_topic(topic: &[u8]) -> Result<(), DecodeError> {
-    if topic.is_empty() {
-        return Err(DecodeError::EmptyTopicName); // MQTT-4.7.3-1
-    }
-    if has_wildcard(topic) {
-        return Err(DecodeError::WildcardInTopicName); // MQTT-3.3.2-2
-    }
-    Ok(())
-}
 
 impl Connect {
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Connect, DecodeError> {
@@ -117,8 +106,11 @@ impl Connect {
             } else {
                 Properties::default()
             };
-            let topic = r.string()?;
-            check_will_topic(&topic)?;
+            // A will topic is a topic name (MQTT 5 section 3.1.3.3).
+            let topic = r.topic_name()?;
+            if topic.is_empty() {
+                return Err(DecodeError::EmptyTopicName); // MQTT-4.7.3-1
+            }
             let payload = r.binary()?;
             Some(Will {
                 topic,

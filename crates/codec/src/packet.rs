@@ -316,6 +316,11 @@ fn fixed_header(buf: &[u8], limits: &Limits) -> Result<Option<(usize, usize)>, D
 /// Decode one packet from the front of `buf`. `Ok(None)`: need more bytes.
 /// `Ok(Some((packet, consumed)))`: a whole packet and the bytes it used.
 /// `version` is ignored for CONNECT (read from the packet itself).
+///
+/// String and binary fields are slices of `buf`. Slicing a `Bytes` that
+/// was built from a `Vec` makes the bytes crate allocate its shared header
+/// once; a `Bytes` frozen from a split `BytesMut` (as [`decode_buf`] uses)
+/// is already shared, so decoding a v3.x QoS 0 PUBLISH allocates nothing.
 pub fn decode(
     buf: &Bytes,
     version: ProtocolVersion,
@@ -330,6 +335,13 @@ pub fn decode(
     };
     if buf.len() < total {
         return Ok(None);
+    }
+    if packet_type == PacketType::Publish {
+        // The hot path: build the packet straight into the return value.
+        let mut r = Reader::new(buf, header, total);
+        return Publish::decode_into(first & 0x0F, &mut r, version, |p| {
+            Some((Packet::Publish(p), total))
+        });
     }
     let packet = decode_frame(buf, header, total, packet_type, first & 0x0F, version)?;
     Ok(Some((packet, total)))
@@ -355,6 +367,10 @@ pub fn decode_buf(
         return Ok(None);
     }
     let frame = buf.split_to(total).freeze();
+    if packet_type == PacketType::Publish {
+        let mut r = Reader::new(&frame, header, total);
+        return Publish::decode_into(first & 0x0F, &mut r, version, |p| Some(Packet::Publish(p)));
+    }
     decode_frame(&frame, header, total, packet_type, first & 0x0F, version).map(Some)
 }
 
@@ -379,7 +395,7 @@ fn decode_frame(
     let mut r = Reader::new(buf, header, total);
     let r = &mut r;
     let packet = match packet_type {
-        PacketType::Publish => Packet::Publish(Publish::decode(flags, r, version)?),
+        PacketType::Publish => Publish::decode_into(flags, r, version, Packet::Publish)?,
         PacketType::Connect => Packet::Connect(Box::new(Connect::decode(r)?)),
         PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(r, version)?),
         PacketType::PubAck => Packet::PubAck(PubAck::decode(r, version)?),

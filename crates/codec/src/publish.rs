@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::packet::{frame_size, write_frame};
 use crate::properties::Allowed;
-use crate::varint::{binary_len, has_wildcard, put_binary, varint_len, Reader};
+use crate::varint::{binary_len, put_binary, varint_len, Reader};
 use crate::{DecodeError, EncodeError, Properties, ProtocolVersion, QoS};
 
 /// PUBLISH: an application message.
@@ -33,49 +33,82 @@ pub struct Publish {
     pub payload: Bytes,
 }
 
-impl Publish {
-    /// Decode the body; `flags` is the fixed header's low nibble, already
-    /// validated.
-    #[inline]
-    pub(crate) fn decode(
-        flags: u8,
-        r: &mut Reader<'_>,
-        version: ProtocolVersion,
-    ) -> Result<Publish, DecodeError> {
+/// Everything in a PUBLISH before its properties. Small, so the large
+/// [`Publish`] (its `Properties` are 400 bytes) is built once, in the
+/// caller's return slot, instead of being copied through each layer.
+pub(crate) struct PublishHead {
+    flags: u8,
+    qos: QoS,
+    topic: Bytes,
+    packet_id: u16,
+}
+
+impl PublishHead {
+    /// `flags` is the fixed header's low nibble, already validated.
+    #[inline(always)]
+    fn decode(flags: u8, r: &mut Reader<'_>) -> Result<PublishHead, DecodeError> {
         let qos = match (flags >> 1) & 0b11 {
             0 => QoS::AtMostOnce,
             1 => QoS::AtLeastOnce,
             2 => QoS::ExactlyOnce,
             _ => return Err(DecodeError::InvalidQoS), // MQTT-3.3.1-4
         };
-        let topic = r.string()?;
-        if has_wildcard(&topic) {
-            return Err(DecodeError::WildcardInTopicName); // MQTT-3.3.2-2
-        }
+        let topic = r.topic_name()?; // MQTT-1.5.4-1/2, MQTT-3.3.2-2
         let packet_id = if qos == QoS::AtMostOnce {
             0
         } else {
             r.packet_id()? // MQTT-2.2.1-3
         };
-        let properties = if version.is_v5() {
-            Properties::decode(r, Allowed::PUBLISH)?
-        } else {
-            Properties::default()
-        };
-        // MQTT-4.7.3-1; MQTT 5 section 3.3.2.1: an empty topic name only
-        // with a Topic Alias.
-        if topic.is_empty() && properties.topic_alias.is_none() {
-            return Err(DecodeError::EmptyTopicName);
-        }
-        Ok(Publish {
-            dup: flags & 0b1000 != 0,
+        Ok(PublishHead {
+            flags,
             qos,
-            retain: flags & 0b0001 != 0,
             topic,
             packet_id,
-            properties,
-            payload: r.rest(),
         })
+    }
+
+    #[inline(always)]
+    fn finish(self, properties: Properties, payload: Bytes) -> Publish {
+        Publish {
+            dup: self.flags & 0b1000 != 0,
+            qos: self.qos,
+            retain: self.flags & 0b0001 != 0,
+            topic: self.topic,
+            packet_id: self.packet_id,
+            properties,
+            payload,
+        }
+    }
+}
+
+impl Publish {
+    /// Decode the body (it runs to the end of the frame, so `r` is empty
+    /// afterwards) and hand the packet to `wrap`, which builds the
+    /// caller's return value around it.
+    #[inline(always)]
+    pub(crate) fn decode_into<T>(
+        flags: u8,
+        r: &mut Reader<'_>,
+        version: ProtocolVersion,
+        wrap: impl FnOnce(Publish) -> T,
+    ) -> Result<T, DecodeError> {
+        let head = PublishHead::decode(flags, r)?;
+        if version.is_v5() {
+            let properties = Properties::decode(r, Allowed::PUBLISH)?;
+            // MQTT 5 section 3.3.2.1: an empty topic name only with a
+            // Topic Alias.
+            if head.topic.is_empty() && properties.topic_alias.is_none() {
+                return Err(DecodeError::EmptyTopicName);
+            }
+            let payload = r.rest();
+            Ok(wrap(head.finish(properties, payload)))
+        } else {
+            if head.topic.is_empty() {
+                return Err(DecodeError::EmptyTopicName); // MQTT-4.7.3-1
+            }
+            let payload = r.rest();
+            Ok(wrap(head.finish(Properties::default(), payload)))
+        }
     }
 
     fn first_byte(&self) -> u8 {

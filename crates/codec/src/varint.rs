@@ -86,9 +86,12 @@ pub(crate) fn binary_len(data: &[u8]) -> usize {
 /// MQTT-1.5.4-1 / MQTT-1.5.4-2: well-formed UTF-8 without U+0000.
 #[inline]
 pub(crate) fn check_string(data: &[u8]) -> Result<(), DecodeError> {
+    if plain_ascii(data, false) {
+        return Ok(());
+    }
     // Rust's UTF-8 validation also rejects the surrogates U+D800..U+DFFF
     // that MQTT-1.5.4-1 forbids.
-    if !data.is_ascii() && core::str::from_utf8(data).is_err() {
+    if core::str::from_utf8(data).is_err() {
         return Err(DecodeError::InvalidUtf8);
     }
     if data.contains(&0) {
@@ -97,10 +100,59 @@ pub(crate) fn check_string(data: &[u8]) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// A topic name: a valid string (as [`check_string`]) without `+` or `#`
+/// (MQTT-3.3.2-2). Emptiness is the caller's rule.
+#[inline]
+pub(crate) fn check_topic_name(data: &[u8]) -> Result<(), DecodeError> {
+    // One pass for the common case: printable ASCII, no wildcard.
+    if plain_ascii(data, true) {
+        return Ok(());
+    }
+    check_string(data)?;
+    if has_wildcard(data) {
+        return Err(DecodeError::WildcardInTopicName);
+    }
+    Ok(())
+}
+
 /// True when `data` holds a `+` or `#` wildcard.
 #[inline]
 pub(crate) fn has_wildcard(data: &[u8]) -> bool {
     data.iter().any(|&c| c == b'+' || c == b'#')
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// True when one of the eight bytes of `word` equals `byte` (exact: the
+/// borrow trick only errs in bytes above a true match).
+#[inline(always)]
+fn has_byte(word: u64, byte: u8) -> bool {
+    let x = word ^ (LO * u64::from(byte));
+    x.wrapping_sub(LO) & !x & HI != 0
+}
+
+/// True when every byte is ASCII and not NUL (and, with `no_wildcards`,
+/// neither `+` nor `#`), checked eight bytes at a time. `false` means
+/// "look closer", not "invalid".
+#[inline]
+fn plain_ascii(data: &[u8], no_wildcards: bool) -> bool {
+    let mut chunks = data.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        if word & HI != 0 || has_byte(word, 0) {
+            return false;
+        }
+        if no_wildcards && (has_byte(word, b'+') || has_byte(word, b'#')) {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&c| c != 0 && c < 0x80 && !(no_wildcards && (c == b'+' || c == b'#')))
 }
 
 /// A bounds-checked cursor over `buf[pos..end]`.
@@ -206,6 +258,14 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
+    /// A topic name string (see [`check_topic_name`]).
+    #[inline]
+    pub(crate) fn topic_name(&mut self) -> Result<Bytes, DecodeError> {
+        let s = self.binary()?;
+        check_topic_name(&s)?;
+        Ok(s)
+    }
+
     /// A non-zero packet identifier (MQTT-2.2.1-3).
     #[inline]
     pub(crate) fn packet_id(&mut self) -> Result<u16, DecodeError> {
@@ -304,9 +364,61 @@ mod tests {
             check_string(&[0xED, 0xA0, 0x80]),
             Err(DecodeError::InvalidUtf8)
         );
+        assert_eq!(check_topic_name(b"a/b/c/d/e/f/g/h/i"), Ok(()));
+        assert_eq!(check_topic_name("a/é".as_bytes()), Ok(()));
+        assert_eq!(
+            check_topic_name(b"a/b/c/d/+"),
+            Err(DecodeError::WildcardInTopicName)
+        );
+        assert_eq!(
+            check_topic_name(b"a/b/c/d/#/x"),
+            Err(DecodeError::WildcardInTopicName)
+        );
+        assert_eq!(
+            check_topic_name(b"a\0/b/c/d/+"),
+            Err(DecodeError::NullCharacter)
+        );
+        assert_eq!(
+            check_topic_name(&[b'+', 0xFF]),
+            Err(DecodeError::InvalidUtf8)
+        );
         assert!(has_wildcard(b"a/+"));
         assert!(has_wildcard(b"#"));
         assert!(!has_wildcard(b"a/b"));
+    }
+
+    #[test]
+    fn word_scan_finds_every_position() {
+        // Each special byte at each offset of 1..=20 byte strings, so both
+        // the 8-byte chunks and the tail are covered.
+        for len in 1..=20 {
+            let clean = vec![b'a'; len];
+            assert!(plain_ascii(&clean, true));
+            for at in 0..len {
+                for (byte, wild_only) in [
+                    (0u8, false),
+                    (0x80, false),
+                    (0xFF, false),
+                    (b'+', true),
+                    (b'#', true),
+                ] {
+                    let mut s = clean.clone();
+                    s[at] = byte;
+                    assert!(!plain_ascii(&s, true), "{byte:#x} at {at} of {len}");
+                    assert_eq!(
+                        plain_ascii(&s, false),
+                        wild_only,
+                        "{byte:#x} at {at} of {len}"
+                    );
+                }
+                // Neighbours of the special bytes are not mistaken for them.
+                for byte in [1u8, 0x7F, b'*', b',', b'"', b'$'] {
+                    let mut s = clean.clone();
+                    s[at] = byte;
+                    assert!(plain_ascii(&s, true), "{byte:#x} at {at} of {len}");
+                }
+            }
+        }
     }
 
     #[test]
