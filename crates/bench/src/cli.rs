@@ -1,0 +1,812 @@
+//! Command line: one subcommand per scenario (clap derive) and the
+//! validation that turns bad values into an [`ArgError`] naming the flag
+//! before any socket is opened.
+//!
+//! Owns: flag definitions, value parsers (MQTT version, rate, CPU list)
+//! and the per-scenario checks. Pure: nothing here touches the network.
+
+use std::fmt;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand};
+use ringmq_codec::ProtocolVersion;
+
+use crate::payload::{MAX_PUBLISHERS, STAMP_LEN};
+
+/// ringmq-bench: a load generator for MQTT 3.1.1 / 5.0 brokers.
+#[derive(Parser, Debug)]
+#[command(name = "ringmq-bench", version, about, long_about = None)]
+pub struct Cli {
+    /// The scenario to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The scenarios.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Open N connections at a target rate: connects/s, CONNACK latency,
+    /// failures by reason.
+    Conn(ConnArgs),
+    /// Hold N connections that ping every K seconds: broker CPU and
+    /// resident memory per connection (with --broker-pid).
+    Idle(IdleArgs),
+    /// N clients with Keep Alive K and a will go silent: when does the
+    /// broker close each one and publish its will?
+    Keepalive(KeepaliveArgs),
+    /// Take over N client ids with a second connection: CONNECT -> CONNACK
+    /// time, DISCONNECT 0x8E to the old one, queued QoS 1 messages.
+    Takeover(TakeoverArgs),
+    /// P publishers, S subscribers over T topics: delivered msgs/s,
+    /// end-to-end latency, lost and duplicated messages.
+    Pubsub(PubsubArgs),
+    /// A trivial MQTT sink (answers CONNECT, SUBSCRIBE, PINGREQ, QoS 1
+    /// PUBLISH; discards the rest) to measure the tool itself.
+    #[command(hide = true)]
+    Sink(SinkArgs),
+}
+
+/// Flags every scenario takes.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Broker host name or address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker port.
+    #[arg(long, default_value_t = 1883)]
+    pub port: u16,
+    /// MQTT version: 3.1.1 (also "4" or "311"), 5 (also "5.0") or 3.1.
+    #[arg(long, value_name = "VERSION", default_value = "3.1.1")]
+    pub mqtt_version: MqttVersion,
+    /// Load threads: one glommio executor each; clients are spread round
+    /// robin over them.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Pin executor i to the i-th CPU of this list (e.g. "1" or "0,2-3").
+    /// Default: unpinned (the process affinity, e.g. from taskset, holds).
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<CpuList>,
+    /// Print one machine-readable JSON line on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// The broker's process id: report its CPU use over the measurement
+    /// window (and, for idle, its memory per connection).
+    #[arg(long, value_name = "PID")]
+    pub broker_pid: Option<u32>,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Prefix of every client id (ids are PREFIX-SCENARIO-INDEX).
+    #[arg(long, default_value = "rb")]
+    pub client_prefix: String,
+    /// Time allowed for TCP connect + CONNECT -> CONNACK, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub connect_timeout_ms: u64,
+    /// io_uring registered memory per executor, in KiB (must fit ulimit -l).
+    #[arg(long, value_name = "KIB", default_value_t = 256, hide = true)]
+    pub io_memory_kib: usize,
+}
+
+/// `conn` flags.
+#[derive(Args, Debug, Clone)]
+pub struct ConnArgs {
+    /// Flags shared by every scenario.
+    #[command(flatten)]
+    pub common: Common,
+    /// Connections to open.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub connections: u64,
+    /// Target connects per second over all threads, or "max".
+    #[arg(long, default_value = "max")]
+    pub rate: Rate,
+    /// Handshakes in progress at once per thread (limits "max").
+    #[arg(long, default_value_t = 128)]
+    pub concurrency: usize,
+    /// Keep Alive sent in CONNECT, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub keepalive: u16,
+}
+
+/// `idle` flags.
+#[derive(Args, Debug, Clone)]
+pub struct IdleArgs {
+    /// Flags shared by every scenario.
+    #[command(flatten)]
+    pub common: Common,
+    /// Connections to hold.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub connections: u64,
+    /// Target connects per second while opening them, or "max".
+    #[arg(long, default_value = "max")]
+    pub rate: Rate,
+    /// Handshakes in progress at once per thread.
+    #[arg(long, default_value_t = 128)]
+    pub concurrency: usize,
+    /// Keep Alive sent in CONNECT, seconds; each connection sends PINGREQ
+    /// every this many seconds (or --ping-secs).
+    #[arg(long, default_value_t = 60)]
+    pub keepalive: u16,
+    /// Seconds between PINGREQs of one connection (default: --keepalive).
+    #[arg(long)]
+    pub ping_secs: Option<f64>,
+    /// Seconds to hold the connections once all are up and settled (the
+    /// broker CPU window).
+    #[arg(long, default_value_t = 30.0)]
+    pub hold_secs: f64,
+    /// Milliseconds to let the broker settle after the last CONNACK before
+    /// its memory is read.
+    #[arg(long, default_value_t = 1000)]
+    pub settle_ms: u64,
+}
+
+/// `keepalive` flags.
+#[derive(Args, Debug, Clone)]
+pub struct KeepaliveArgs {
+    /// Flags shared by every scenario.
+    #[command(flatten)]
+    pub common: Common,
+    /// Silent clients.
+    #[arg(short = 'n', long, default_value_t = 200)]
+    pub clients: u64,
+    /// Keep Alive of each client, seconds.
+    #[arg(short = 'k', long, default_value_t = 2)]
+    pub keepalive: u16,
+    /// A close or will later than 1.5 x Keep Alive + this many milliseconds
+    /// counts as late.
+    #[arg(long, default_value_t = 100)]
+    pub margin_ms: u64,
+    /// PINGREQs each client sends (one per Keep Alive) before going silent.
+    #[arg(long, default_value_t = 0)]
+    pub pings: u32,
+    /// Will topics are PREFIX/INDEX; the watcher subscribes to PREFIX/+.
+    #[arg(long, default_value = "ringmq-bench/wills")]
+    pub will_prefix: String,
+    /// Seconds to keep waiting after the latest expected close.
+    #[arg(long, default_value_t = 5.0)]
+    pub extra_wait_secs: f64,
+    /// Half-open test: the clients' link is cut after they connect, so they
+    /// never see the close; keep their sockets open (never send FIN or RST)
+    /// and measure wills only.
+    #[arg(long)]
+    pub half_open: bool,
+    /// Open the clients' sockets inside this network namespace
+    /// (/var/run/netns/NAME, as made by `ip netns add`; needs root). The
+    /// will watcher stays in the tool's own namespace.
+    #[arg(long, value_name = "NAME")]
+    pub client_netns: Option<String>,
+    /// Shell command run once every client has its CONNACK (e.g. the
+    /// command that cuts the clients' link).
+    #[arg(long, value_name = "CMD")]
+    pub after_connect: Option<String>,
+}
+
+/// `takeover` flags.
+#[derive(Args, Debug, Clone)]
+pub struct TakeoverArgs {
+    /// Client ids to take over.
+    #[arg(short = 'n', long, default_value_t = 200)]
+    pub ids: u64,
+    /// Flags shared by every scenario.
+    #[command(flatten)]
+    pub common: Common,
+    /// Clean Start (v5) / Clean Session (3.1.1) of the second connection.
+    /// With false the first one subscribes at QoS 1 and leaves --queued
+    /// messages unacknowledged, which should reach the second one.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub clean_start: bool,
+    /// Unacknowledged QoS 1 messages left in each session (with
+    /// --clean-start false).
+    #[arg(long, default_value_t = 3)]
+    pub queued: u32,
+    /// Take-overs in progress at once per thread.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Milliseconds to wait for the old connection's DISCONNECT and close,
+    /// and for the queued messages.
+    #[arg(long, default_value_t = 2000)]
+    pub wait_ms: u64,
+}
+
+/// `pubsub` flags.
+#[derive(Args, Debug, Clone)]
+pub struct PubsubArgs {
+    /// Flags shared by every scenario.
+    #[command(flatten)]
+    pub common: Common,
+    /// Publishers (0: only subscribe, e.g. to the sink's firehose).
+    #[arg(short = 'P', long, default_value_t = 1)]
+    pub publishers: u32,
+    /// Subscribers.
+    #[arg(short = 'S', long, default_value_t = 1)]
+    pub subscribers: u32,
+    /// Topics: publisher p writes PREFIX/(p % T); subscriber s reads its
+    /// share of them (see --wildcard).
+    #[arg(short = 'T', long, default_value_t = 1)]
+    pub topics: u32,
+    /// Every subscriber subscribes to PREFIX/+ (every topic) instead of
+    /// its own topics.
+    #[arg(long)]
+    pub wildcard: bool,
+    /// Topic prefix.
+    #[arg(long, default_value = "ringmq-bench/t")]
+    pub topic_prefix: String,
+    /// QoS of publishes and subscriptions (0 or 1).
+    #[arg(long, default_value_t = 0)]
+    pub qos: u8,
+    /// Payload bytes (at least 16: sequence number + send time).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Messages per second over all publishers, or "max".
+    #[arg(long, default_value = "max")]
+    pub rate: Rate,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// QoS 1 messages in flight per publisher.
+    #[arg(long, default_value_t = 64)]
+    pub inflight: u32,
+    /// Most PUBLISH packets encoded into one write.
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
+    /// Milliseconds to wait after publishing for the last deliveries (and
+    /// QoS 1 acknowledgements).
+    #[arg(long, default_value_t = 2000)]
+    pub drain_ms: u64,
+}
+
+/// `sink` flags.
+#[derive(Args, Debug, Clone)]
+pub struct SinkArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:1884")]
+    pub listen: String,
+    /// Seconds to run before exiting.
+    #[arg(long, default_value_t = 60.0)]
+    pub duration_secs: f64,
+    /// Send a stream of stamped QoS 0 PUBLISH packets (this size) to every
+    /// subscriber, as fast as the socket takes them.
+    #[arg(long, value_name = "PAYLOAD_BYTES")]
+    pub firehose: Option<usize>,
+    /// Pin the sink to this CPU.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+    /// One JSON line instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// An MQTT protocol version given on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MqttVersion(pub ProtocolVersion);
+
+impl FromStr for MqttVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MqttVersion, String> {
+        match s {
+            "3.1.1" | "311" | "4" => Ok(MqttVersion(ProtocolVersion::V3_1_1)),
+            "5" | "5.0" | "50" => Ok(MqttVersion(ProtocolVersion::V5)),
+            "3.1" | "31" | "3" => Ok(MqttVersion(ProtocolVersion::V3_1)),
+            _ => Err(format!("unknown MQTT version {s:?} (use 3.1.1 or 5)")),
+        }
+    }
+}
+
+impl fmt::Display for MqttVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            ProtocolVersion::V3_1 => "3.1",
+            ProtocolVersion::V3_1_1 => "3.1.1",
+            ProtocolVersion::V5 => "5",
+        })
+    }
+}
+
+/// A target rate: a number per second or as fast as possible.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rate {
+    /// As fast as possible.
+    Max,
+    /// This many per second (finite, above zero).
+    PerSec(f64),
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    /// "max", or a positive number with an optional k (thousand) or m
+    /// (million) suffix: "500", "2.5k", "1M".
+    fn from_str(s: &str) -> Result<Rate, String> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("max") {
+            return Ok(Rate::Max);
+        }
+        let (digits, scale) = match t.char_indices().last() {
+            Some((i, 'k' | 'K')) => (&t[..i], 1e3),
+            Some((i, 'm' | 'M')) => (&t[..i], 1e6),
+            _ => (t, 1.0),
+        };
+        let value: f64 = digits
+            .parse()
+            .map_err(|_| format!("{s:?} is neither \"max\" nor a number"))?;
+        let value = value * scale;
+        if value.is_finite() && value > 0.0 {
+            Ok(Rate::PerSec(value))
+        } else {
+            Err(format!("{s:?}: a rate must be above zero"))
+        }
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rate::Max => f.write_str("max"),
+            Rate::PerSec(r) => write!(f, "{r}/s"),
+        }
+    }
+}
+
+/// A list of CPU numbers: "1", "0,2", "0-3", "1-2,5".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+/// Highest CPU number accepted (the size of `cpu_set_t`).
+pub const MAX_CPU: usize = 1023;
+
+impl FromStr for CpuList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<CpuList, String> {
+        let mut cpus = Vec::new();
+        for part in s.split(',') {
+            let part = part.trim();
+            let parse = |n: &str| {
+                n.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&c| c <= MAX_CPU)
+                    .ok_or_else(|| format!("{n:?} is not a CPU number (0..={MAX_CPU})"))
+            };
+            match part.split_once('-') {
+                Some((lo, hi)) => {
+                    let (lo, hi) = (parse(lo)?, parse(hi)?);
+                    if lo > hi {
+                        return Err(format!("range {part:?} runs backwards"));
+                    }
+                    cpus.extend(lo..=hi);
+                }
+                None => cpus.push(parse(part)?),
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        cpus.retain(|c| seen.insert(*c));
+        Ok(CpuList(cpus))
+    }
+}
+
+/// A flag value the tool cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgError {
+    /// The flag at fault, without the leading dashes.
+    pub flag: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid --{}: {}", self.flag, self.reason)
+    }
+}
+
+impl std::error::Error for ArgError {}
+
+fn bad<T>(flag: &'static str, reason: impl Into<String>) -> Result<T, ArgError> {
+    Err(ArgError {
+        flag,
+        reason: reason.into(),
+    })
+}
+
+fn positive_secs(flag: &'static str, secs: f64) -> Result<(), ArgError> {
+    if secs.is_finite() && secs > 0.0 && secs <= 7.0 * 86_400.0 {
+        Ok(())
+    } else {
+        bad(
+            flag,
+            format!("{secs} is not a number of seconds in (0, 604800]"),
+        )
+    }
+}
+
+fn at_least_one(flag: &'static str, n: u64) -> Result<(), ArgError> {
+    if n == 0 {
+        bad(flag, "must be at least 1")
+    } else {
+        Ok(())
+    }
+}
+
+impl Common {
+    /// Checks shared by every scenario.
+    pub fn validate(&self) -> Result<(), ArgError> {
+        if self.threads == 0 || self.threads > 64 {
+            return bad("threads", format!("{} is not in 1..=64", self.threads));
+        }
+        if let Some(cpus) = &self.cpus {
+            if cpus.0.is_empty() {
+                return bad("cpus", "the list is empty");
+            }
+        }
+        if self.host.is_empty() {
+            return bad("host", "empty");
+        }
+        if self.client_prefix.is_empty() || self.client_prefix.len() > 64 {
+            return bad("client-prefix", "must be 1 to 64 bytes");
+        }
+        if self.client_prefix.contains(['+', '#', '/']) {
+            return bad("client-prefix", "must not contain '+', '#' or '/'");
+        }
+        at_least_one("connect-timeout-ms", self.connect_timeout_ms)?;
+        if self.io_memory_kib < 64 {
+            return bad("io-memory-kib", "glommio needs at least 64 KiB");
+        }
+        Ok(())
+    }
+
+    /// The CPU executor `thread` is pinned to, if pinning was asked for.
+    pub fn cpu_of_thread(&self, thread: usize) -> Option<usize> {
+        self.cpus.as_ref().map(|c| c.0[thread % c.0.len()])
+    }
+}
+
+fn topic_prefix_ok(flag: &'static str, prefix: &str) -> Result<(), ArgError> {
+    if prefix.is_empty() || prefix.contains(['+', '#']) || prefix.ends_with('/') {
+        return bad(
+            flag,
+            "a topic prefix must be non-empty, without '+', '#' or a trailing '/'",
+        );
+    }
+    if prefix.len() > 1024 {
+        return bad(flag, "longer than 1024 bytes");
+    }
+    Ok(())
+}
+
+impl ConnArgs {
+    /// Checks before running.
+    pub fn validate(&self) -> Result<(), ArgError> {
+        self.common.validate()?;
+        at_least_one("connections", self.connections)?;
+        at_least_one("concurrency", self.concurrency as u64)
+    }
+}
+
+impl IdleArgs {
+    /// Seconds between PINGREQs of one connection.
+    pub fn ping_secs(&self) -> f64 {
+        self.ping_secs.unwrap_or(f64::from(self.keepalive))
+    }
+
+    /// Checks before running.
+    pub fn validate(&self) -> Result<(), ArgError> {
+        self.common.validate()?;
+        at_least_one("connections", self.connections)?;
+        at_least_one("concurrency", self.concurrency as u64)?;
+        at_least_one("keepalive", u64::from(self.keepalive))?;
+        positive_secs("hold-secs", self.hold_secs)?;
+        let ping = self.ping_secs();
+        positive_secs("ping-secs", ping)?;
+        if ping > f64::from(self.keepalive) {
+            return bad(
+                "ping-secs",
+                format!(
+                    "{ping} s between pings exceeds Keep Alive {} s: the broker may close the \
+                     connections",
+                    self.keepalive
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl KeepaliveArgs {
+    /// Checks before running.
+    pub fn validate(&self) -> Result<(), ArgError> {
+        self.common.validate()?;
+        at_least_one("clients", self.clients)?;
+        at_least_one("keepalive", u64::from(self.keepalive))?;
+        positive_secs("extra-wait-secs", self.extra_wait_secs)?;
+        topic_prefix_ok("will-prefix", &self.will_prefix)?;
+        if let Some(ns) = &self.client_netns {
+            if ns.is_empty() || ns.contains('/') || ns == "." || ns == ".." {
+                return bad("client-netns", "a namespace name, as in `ip netns list`");
+            }
+        }
+        Ok(())
+    }
+
+    /// When a client's close or will counts as early or late: the
+    /// standard's 1.5 x Keep Alive, and that plus the margin, in ns.
+    pub fn window_ns(&self) -> (u64, u64) {
+        let expected = u64::from(self.keepalive) * 1_500_000_000;
+        (expected, expected + self.margin_ms * 1_000_000)
+    }
+}
+
+impl TakeoverArgs {
+    /// Checks before running.
+    pub fn validate(&self) -> Result<(), ArgError> {
+        self.common.validate()?;
+        at_least_one("ids", self.ids)?;
+        at_least_one("concurrency", self.concurrency as u64)?;
+        at_least_one("wait-ms", self.wait_ms)?;
+        if self.queued > 10_000 {
+            return bad("queued", "at most 10000");
+        }
+        Ok(())
+    }
+}
+
+impl PubsubArgs {
+    /// Checks before running.
+    pub fn validate(&self) -> Result<(), ArgError> {
+        self.common.validate()?;
+        if self.publishers == 0 && self.subscribers == 0 {
+            return bad("publishers", "need at least one publisher or subscriber");
+        }
+        if self.publishers >= MAX_PUBLISHERS {
+            return bad("publishers", format!("at most {}", MAX_PUBLISHERS - 1));
+        }
+        at_least_one("topics", u64::from(self.topics))?;
+        topic_prefix_ok("topic-prefix", &self.topic_prefix)?;
+        if self.qos > 1 {
+            return bad("qos", "0 or 1 (QoS 2 is not implemented by the tool)");
+        }
+        if self.payload < STAMP_LEN {
+            return bad(
+                "payload",
+                format!(
+                    "{} bytes cannot hold the {STAMP_LEN}-byte stamp",
+                    self.payload
+                ),
+            );
+        }
+        if self.payload > 64 * 1024 * 1024 {
+            return bad("payload", "at most 64 MiB");
+        }
+        positive_secs("duration-secs", self.duration_secs)?;
+        if self.inflight == 0 || self.inflight > 65_535 {
+            return bad("inflight", format!("{} is not in 1..=65535", self.inflight));
+        }
+        if self.batch == 0 || self.batch > 65_536 {
+            return bad("batch", format!("{} is not in 1..=65536", self.batch));
+        }
+        Ok(())
+    }
+}
+
+impl SinkArgs {
+    /// Checks before running.
+    pub fn validate(&self) -> Result<(), ArgError> {
+        positive_secs("duration-secs", self.duration_secs)?;
+        if let Some(p) = self.firehose {
+            if !(STAMP_LEN..=1024 * 1024).contains(&p) {
+                return bad("firehose", format!("payload {p} is not in 16..=1048576"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuse a run that needs more sockets than the open-files limit allows
+/// (`limit`, after raising the soft limit to the hard one).
+pub fn check_fd_budget(flag: &'static str, sockets: u64, limit: u64) -> Result<(), ArgError> {
+    // Executors, rings, stdio, /proc reads: keep some descriptors spare.
+    const SPARE: u64 = 64;
+    if sockets + SPARE > limit {
+        return bad(
+            flag,
+            format!(
+                "{sockets} sockets do not fit the open-files limit {limit} (ulimit -n); \
+                 use fewer or run several processes"
+            ),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        let mut all = vec!["ringmq-bench"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|c| c.command)
+    }
+
+    fn flag_of(e: ArgError) -> &'static str {
+        e.flag
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!("3.1.1".parse(), Ok(MqttVersion(ProtocolVersion::V3_1_1)));
+        assert_eq!("4".parse(), Ok(MqttVersion(ProtocolVersion::V3_1_1)));
+        assert_eq!("5".parse(), Ok(MqttVersion(ProtocolVersion::V5)));
+        assert_eq!("5.0".parse(), Ok(MqttVersion(ProtocolVersion::V5)));
+        assert_eq!("3.1".parse(), Ok(MqttVersion(ProtocolVersion::V3_1)));
+        assert!("6".parse::<MqttVersion>().is_err());
+        assert_eq!(MqttVersion(ProtocolVersion::V5).to_string(), "5");
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!("max".parse(), Ok(Rate::Max));
+        assert_eq!("MAX".parse(), Ok(Rate::Max));
+        assert_eq!("1000".parse(), Ok(Rate::PerSec(1000.0)));
+        assert_eq!("2.5k".parse(), Ok(Rate::PerSec(2500.0)));
+        assert_eq!("1M".parse(), Ok(Rate::PerSec(1e6)));
+        for bad in ["0", "-5", "k", "", "fast", "inf", "NaN"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!("1".parse(), Ok(CpuList(vec![1])));
+        assert_eq!("0,2-4".parse(), Ok(CpuList(vec![0, 2, 3, 4])));
+        assert_eq!("3,1,3".parse(), Ok(CpuList(vec![3, 1])));
+        for bad in ["", "a", "3-1", "1-", "-1", "5000", "1,,2"] {
+            assert!(bad.parse::<CpuList>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_parse_and_validate() {
+        for args in [
+            &["conn"][..],
+            &["idle"],
+            &["keepalive"],
+            &["takeover"],
+            &["pubsub"],
+            &["sink"],
+        ] {
+            let cmd = parse(args).expect("defaults parse");
+            let ok = match &cmd {
+                Command::Conn(a) => a.validate(),
+                Command::Idle(a) => a.validate(),
+                Command::Keepalive(a) => a.validate(),
+                Command::Takeover(a) => a.validate(),
+                Command::Pubsub(a) => a.validate(),
+                Command::Sink(a) => a.validate(),
+            };
+            assert_eq!(ok, Ok(()), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn flags_reach_the_right_fields() {
+        let Ok(Command::Pubsub(p)) = parse(&[
+            "pubsub",
+            "--host",
+            "10.0.0.1",
+            "--port",
+            "1999",
+            "--mqtt-version",
+            "5",
+            "-P",
+            "3",
+            "-S",
+            "4",
+            "-T",
+            "2",
+            "--qos",
+            "1",
+            "--rate",
+            "10k",
+            "--cpus",
+            "1",
+            "--json",
+        ]) else {
+            panic!("pubsub parses");
+        };
+        assert_eq!(p.common.host, "10.0.0.1");
+        assert_eq!(p.common.port, 1999);
+        assert_eq!(p.common.mqtt_version.0, ProtocolVersion::V5);
+        assert_eq!((p.publishers, p.subscribers, p.topics, p.qos), (3, 4, 2, 1));
+        assert_eq!(p.rate, Rate::PerSec(10_000.0));
+        assert!(p.common.json);
+        assert_eq!(p.common.cpu_of_thread(5), Some(1));
+        let Ok(Command::Takeover(t)) = parse(&["takeover", "--clean-start", "false"]) else {
+            panic!("takeover parses");
+        };
+        assert!(!t.clean_start);
+    }
+
+    #[test]
+    fn unknown_and_malformed_flags_are_refused() {
+        assert!(parse(&["conn", "--rate", "fast"]).is_err());
+        assert!(parse(&["conn", "--nope"]).is_err());
+        assert!(parse(&["pubsub", "--mqtt-version", "7"]).is_err());
+        assert!(parse(&[]).is_err());
+    }
+
+    #[test]
+    fn invalid_values_name_their_flag() {
+        let pubsub = |args: &[&str]| {
+            let mut all = vec!["pubsub"];
+            all.extend_from_slice(args);
+            match parse(&all) {
+                Ok(Command::Pubsub(p)) => p.validate().map_err(flag_of),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(pubsub(&["--payload", "15"]), Err("payload"));
+        assert_eq!(pubsub(&["--payload", "16"]), Ok(()));
+        assert_eq!(pubsub(&["--qos", "2"]), Err("qos"));
+        assert_eq!(pubsub(&["-P", "0", "-S", "0"]), Err("publishers"));
+        assert_eq!(pubsub(&["-P", "0", "-S", "1"]), Ok(()));
+        assert_eq!(pubsub(&["-T", "0"]), Err("topics"));
+        assert_eq!(pubsub(&["--inflight", "0"]), Err("inflight"));
+        assert_eq!(pubsub(&["--inflight", "65536"]), Err("inflight"));
+        assert_eq!(pubsub(&["--duration-secs", "0"]), Err("duration-secs"));
+        assert_eq!(pubsub(&["--duration-secs", "NaN"]), Err("duration-secs"));
+        assert_eq!(pubsub(&["--topic-prefix", "a/+"]), Err("topic-prefix"));
+        assert_eq!(pubsub(&["--topic-prefix", "a/"]), Err("topic-prefix"));
+        assert_eq!(pubsub(&["--threads", "0"]), Err("threads"));
+        assert_eq!(pubsub(&["--client-prefix", "a/b"]), Err("client-prefix"));
+        assert_eq!(pubsub(&["--batch", "0"]), Err("batch"));
+
+        let Ok(Command::Idle(idle)) = parse(&["idle", "--keepalive", "10", "--ping-secs", "11"])
+        else {
+            panic!("idle parses");
+        };
+        assert_eq!(idle.validate().map_err(flag_of), Err("ping-secs"));
+        let Ok(Command::Idle(idle)) = parse(&["idle", "--keepalive", "0"]) else {
+            panic!("idle parses");
+        };
+        assert_eq!(idle.validate().map_err(flag_of), Err("keepalive"));
+        let Ok(Command::Keepalive(ka)) = parse(&["keepalive", "-k", "0"]) else {
+            panic!("keepalive parses");
+        };
+        assert_eq!(ka.validate().map_err(flag_of), Err("keepalive"));
+        let Ok(Command::Keepalive(ka)) = parse(&["keepalive", "--client-netns", "../x"]) else {
+            panic!("keepalive parses");
+        };
+        assert_eq!(ka.validate().map_err(flag_of), Err("client-netns"));
+        let Ok(Command::Conn(c)) = parse(&["conn", "-n", "0"]) else {
+            panic!("conn parses");
+        };
+        assert_eq!(c.validate().map_err(flag_of), Err("connections"));
+        let Ok(Command::Sink(s)) = parse(&["sink", "--firehose", "8"]) else {
+            panic!("sink parses");
+        };
+        assert_eq!(s.validate().map_err(flag_of), Err("firehose"));
+    }
+
+    #[test]
+    fn keepalive_window() {
+        let Ok(Command::Keepalive(ka)) = parse(&["keepalive", "-k", "2", "--margin-ms", "100"])
+        else {
+            panic!("keepalive parses");
+        };
+        assert_eq!(ka.window_ns(), (3_000_000_000, 3_100_000_000));
+    }
+
+    #[test]
+    fn fd_budget() {
+        assert!(check_fd_budget("connections", 15_000, 20_000).is_ok());
+        let e = check_fd_budget("connections", 19_990, 20_000).unwrap_err();
+        assert_eq!(e.flag, "connections");
+        assert!(e
+            .to_string()
+            .starts_with("invalid --connections: 19990 sockets"));
+    }
+}

@@ -1,0 +1,406 @@
+//! The tool's runtime: one glommio executor per `--threads` (pinned with
+//! `--cpus`), the counters behind the progress line, the progress line
+//! itself and [`Latch`], the one cross-thread synchronisation primitive
+//! the scenarios use for their phases (all subscribed, all connected, stop).
+//!
+//! Owns: thread start/join and the main thread's wait loop.
+//!
+//! Invariants:
+//! - Executors use a small `io_memory` (`--io-memory-kib`, 256 KiB by
+//!   default) so several fit the locked-memory limit.
+//! - Hot paths touch the shared counters once per batch, never per message.
+//! - The main thread never sleeps blindly: it waits on the executors'
+//!   completion channel with a one-second timeout and prints the progress
+//!   line at each timeout.
+//! - [`Latch`] waits are futures: a task waiting on a phase never blocks
+//!   its executor, so other tasks on that thread keep running. Wakers are
+//!   kept in slots freed when the waiting future is dropped, so waits raced
+//!   against reads in a loop do not accumulate.
+
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::cli::Common;
+use crate::error::BenchError;
+use crate::procfs::now_ns;
+
+/// Counters shown by the progress line (and read by some scenarios).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Connections currently up.
+    pub up: AtomicU64,
+    /// Connections the scenario wants up.
+    pub target: AtomicU64,
+    /// Messages (or packets) sent.
+    pub sent: AtomicU64,
+    /// Messages received.
+    pub received: AtomicU64,
+    /// Failures so far.
+    pub errors: AtomicU64,
+}
+
+impl Progress {
+    /// Add to a counter (relaxed: these are statistics).
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Subtract from a counter, saturating at zero.
+    #[inline]
+    pub fn sub(counter: &AtomicU64, n: u64) {
+        let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(n))
+        });
+    }
+
+    fn snapshot(&self) -> [u64; 5] {
+        [
+            self.up.load(Ordering::Relaxed),
+            self.target.load(Ordering::Relaxed),
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        ]
+    }
+}
+
+/// Human form of a rate or count: 950, 12.3k, 1.25M.
+pub fn si(value: f64) -> String {
+    let abs = value.abs();
+    if abs >= 1e9 {
+        format!("{:.2}G", value / 1e9)
+    } else if abs >= 1e6 {
+        format!("{:.2}M", value / 1e6)
+    } else if abs >= 1e4 {
+        format!("{:.1}k", value / 1e3)
+    } else {
+        format!("{value:.0}")
+    }
+}
+
+/// The progress line for two snapshots `secs` apart.
+pub fn progress_line(elapsed_secs: f64, before: [u64; 5], now: [u64; 5], secs: f64) -> String {
+    let [up, target, sent, received, errors] = now;
+    let rate = |i: usize| (now[i].saturating_sub(before[i])) as f64 / secs.max(1e-9);
+    let mut line = format!("[{elapsed_secs:6.1}s] conns {up}/{target}");
+    if sent > 0 {
+        line.push_str(&format!(" | sent {}/s ({})", si(rate(2)), si(sent as f64)));
+    }
+    if received > 0 {
+        line.push_str(&format!(
+            " | recv {}/s ({})",
+            si(rate(3)),
+            si(received as f64)
+        ));
+    }
+    line.push_str(&format!(" | errors {errors}"));
+    line
+}
+
+/// Start `common.threads` executors, run `make(thread)` on each, print the
+/// progress line every second until all finish, and return their results
+/// in thread order.
+pub fn run_executors<T, F, Fut>(
+    common: &Common,
+    name: &str,
+    progress: &Arc<Progress>,
+    make: F,
+) -> Result<Vec<T>, BenchError>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    let make = Arc::new(make);
+    let (done_tx, done_rx) = mpsc::channel::<usize>();
+    let mut handles = Vec::with_capacity(common.threads);
+    for thread in 0..common.threads {
+        let placement = match common.cpu_of_thread(thread) {
+            Some(cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
+        };
+        let make = Arc::clone(&make);
+        let done = done_tx.clone();
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("{name}-{thread}"))
+            .io_memory(common.io_memory_kib * 1024)
+            .spawn(move || async move {
+                let result = make(thread).await;
+                let _ = done.send(thread);
+                result
+            })
+            .map_err(|e| BenchError::Executor(format!("thread {thread}: {e}")))?;
+        handles.push(handle);
+    }
+    drop(done_tx);
+
+    let start = now_ns();
+    let mut last = progress.snapshot();
+    let mut last_at = start;
+    let mut finished = 0;
+    while finished < common.threads {
+        match done_rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(_) => finished += 1,
+            Err(RecvTimeoutError::Timeout) => {
+                let now = now_ns();
+                let snap = progress.snapshot();
+                if !common.quiet {
+                    let line = progress_line(
+                        (now - start) as f64 / 1e9,
+                        last,
+                        snap,
+                        (now - last_at) as f64 / 1e9,
+                    );
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                }
+                last = snap;
+                last_at = now;
+            }
+            // A thread died without reporting: join tells why.
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let mut results = Vec::with_capacity(handles.len());
+    for (thread, handle) in handles.into_iter().enumerate() {
+        match handle.join() {
+            Ok(r) => results.push(r),
+            Err(e) => return Err(BenchError::Executor(format!("thread {thread}: {e}"))),
+        }
+    }
+    Ok(results)
+}
+
+#[derive(Debug, Default)]
+struct Waiters {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
+}
+
+/// A count-down latch whose wait is a future, usable across executors.
+#[derive(Debug)]
+pub struct Latch {
+    count: AtomicUsize,
+    waiters: Mutex<Waiters>,
+}
+
+impl Latch {
+    /// A latch that opens after `count` count-downs (0: open already).
+    pub fn new(count: usize) -> Arc<Latch> {
+        Arc::new(Latch {
+            count: AtomicUsize::new(count),
+            waiters: Mutex::new(Waiters::default()),
+        })
+    }
+
+    /// True once open.
+    #[inline]
+    pub fn is_open(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+
+    /// Count down by one (no effect once open); the last one opens it.
+    pub fn count_down(&self) {
+        let prev = self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
+        if prev == Ok(1) {
+            self.wake_all();
+        }
+    }
+
+    /// Open now, whatever the count.
+    pub fn open(&self) {
+        if self.count.swap(0, Ordering::AcqRel) != 0 {
+            self.wake_all();
+        }
+    }
+
+    fn wake_all(&self) {
+        let wakers: Vec<Waker> = {
+            let mut w = lock(&self.waiters);
+            w.free.clear();
+            std::mem::take(&mut w.slots).into_iter().flatten().collect()
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// Wait until open.
+    pub fn wait(&self) -> LatchWait<'_> {
+        LatchWait {
+            latch: self,
+            slot: None,
+        }
+    }
+}
+
+fn lock(m: &Mutex<Waiters>) -> std::sync::MutexGuard<'_, Waiters> {
+    // A panic while holding this lock leaves plain data behind: keep going.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Future of [`Latch::wait`].
+#[derive(Debug)]
+pub struct LatchWait<'a> {
+    latch: &'a Latch,
+    slot: Option<usize>,
+}
+
+impl Future for LatchWait<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.latch.is_open() {
+            return Poll::Ready(());
+        }
+        let latch = self.latch;
+        let mut w = lock(&latch.waiters);
+        // Re-check under the lock: wake_all takes the lock after opening.
+        if latch.is_open() {
+            return Poll::Ready(());
+        }
+        match self.slot {
+            Some(i) if i < w.slots.len() => match &mut w.slots[i] {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                entry => *entry = Some(cx.waker().clone()),
+            },
+            _ => {
+                let i = match w.free.pop() {
+                    Some(i) => {
+                        w.slots[i] = Some(cx.waker().clone());
+                        i
+                    }
+                    None => {
+                        w.slots.push(Some(cx.waker().clone()));
+                        w.slots.len() - 1
+                    }
+                };
+                drop(w);
+                self.slot = Some(i);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for LatchWait<'_> {
+    fn drop(&mut self) {
+        let Some(i) = self.slot else { return };
+        if self.latch.is_open() {
+            return;
+        }
+        let mut w = lock(&self.latch.waiters);
+        if i < w.slots.len() && w.slots[i].is_some() {
+            w.slots[i] = None;
+            w.free.push(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::task::Wake;
+
+    struct Flag(AtomicBool);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn poll_once(fut: &mut LatchWait<'_>, flag: &Arc<Flag>) -> Poll<()> {
+        let waker = Waker::from(Arc::clone(flag));
+        let mut cx = Context::from_waker(&waker);
+        Pin::new(fut).poll(&mut cx)
+    }
+
+    #[test]
+    fn latch_opens_on_last_count_down_and_wakes() {
+        let latch = Latch::new(2);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let mut wait = latch.wait();
+        assert!(poll_once(&mut wait, &flag).is_pending());
+        latch.count_down();
+        assert!(!flag.0.load(Ordering::SeqCst));
+        assert!(!latch.is_open());
+        latch.count_down();
+        assert!(flag.0.load(Ordering::SeqCst), "woken");
+        assert!(latch.is_open());
+        assert!(poll_once(&mut wait, &flag).is_ready());
+        latch.count_down();
+        assert!(latch.is_open(), "stays open");
+    }
+
+    #[test]
+    fn dropped_waits_free_their_slot() {
+        let latch = Latch::new(1);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        for _ in 0..100 {
+            let mut wait = latch.wait();
+            assert!(poll_once(&mut wait, &flag).is_pending());
+            assert!(
+                poll_once(&mut wait, &flag).is_pending(),
+                "re-poll keeps its slot"
+            );
+        }
+        assert_eq!(lock(&latch.waiters).slots.len(), 1);
+        latch.open();
+        assert!(latch.is_open());
+        assert!(
+            !flag.0.load(Ordering::SeqCst),
+            "nobody was waiting any more"
+        );
+    }
+
+    #[test]
+    fn open_latch_is_ready_at_once() {
+        let latch = Latch::new(0);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        assert!(poll_once(&mut latch.wait(), &flag).is_ready());
+    }
+
+    #[test]
+    fn latch_across_threads() {
+        let latch = Latch::new(4);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let l = Arc::clone(&latch);
+                std::thread::spawn(move || l.count_down())
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("count-down thread");
+        }
+        assert!(latch.is_open());
+    }
+
+    #[test]
+    fn human_numbers() {
+        assert_eq!(si(950.0), "950");
+        assert_eq!(si(12_345.0), "12.3k");
+        assert_eq!(si(1_250_000.0), "1.25M");
+        assert_eq!(si(3.2e9), "3.20G");
+    }
+
+    #[test]
+    fn progress_line_shows_rates() {
+        let line = progress_line(2.0, [0, 10, 0, 0, 0], [10, 10, 2_000_000, 0, 1], 1.0);
+        assert_eq!(
+            line,
+            "[   2.0s] conns 10/10 | sent 2.00M/s (2.00M) | errors 1"
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! `conn`: open N connections at a target rate (or as fast as the
+//! concurrency allows) and report connects/s, TCP connect and CONNACK
+//! latency and failures by reason.
+//!
+//! Every connection stays open until all threads are done, so the broker
+//! really holds N connections at the end; then each sends DISCONNECT.
+//! CONNACK latency runs from the CONNECT write (TCP already up) to the
+//! CONNACK read. Connects/s is successful connections over the time from
+//! the first TCP connect to the last CONNACK.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::cli::{ConnArgs, Rate};
+use crate::conn::{Conn, ConnectSpec, ReadSize};
+use crate::error::BenchError;
+use crate::hist::Histogram;
+use crate::procfs::now_ns;
+use crate::report::{Report, Value};
+use crate::runtime::{run_executors, Latch, Progress};
+use crate::scenario::{
+    check_fds, common_params, due_offset_ns, machine_note, share_of, sleep_until, CpuWindow,
+    Failures, Target,
+};
+
+/// What one thread measured.
+#[derive(Debug, Default)]
+struct ThreadResult {
+    ok: u64,
+    failures: Failures,
+    connack: Histogram,
+    tcp: Histogram,
+    first_start_ns: Option<u64>,
+    last_connack_ns: Option<u64>,
+}
+
+/// Open N connections; one report.
+pub fn run(args: &ConnArgs) -> Result<Report, BenchError> {
+    args.validate()?;
+    check_fds("connections", args.connections)?;
+    let target = Target::from_common(&args.common)?;
+    target
+        .progress
+        .target
+        .store(args.connections, std::sync::atomic::Ordering::Relaxed);
+    let threads = args.common.threads;
+    let all_done = Latch::new(threads);
+    let cpu = CpuWindow::start(args.common.broker_pid);
+    let run_args = args.clone();
+    let t = Arc::clone(&target);
+    let results = run_executors(&args.common, "conn", &target.progress, move |thread| {
+        thread_main(
+            thread,
+            Arc::clone(&t),
+            run_args.clone(),
+            Arc::clone(&all_done),
+        )
+    })?;
+
+    let mut total = ThreadResult::default();
+    for r in results {
+        total.ok += r.ok;
+        total.failures.merge(&r.failures);
+        total.connack.merge(&r.connack);
+        total.tcp.merge(&r.tcp);
+        total.first_start_ns = min_opt(total.first_start_ns, r.first_start_ns);
+        total.last_connack_ns = total.last_connack_ns.max(r.last_connack_ns);
+    }
+    let mut report = Report::new("conn");
+    common_params(&mut report, &args.common);
+    report.param("connections", Value::Int(args.connections));
+    report.param("rate", Value::Text(args.rate.to_string()));
+    report.param("concurrency", Value::Int(args.concurrency as u64));
+    machine_note(&mut report);
+    report.int("connections_ok", "connections ok", total.ok);
+    total.failures.report(&mut report, "connections");
+    let span_ns = match (total.first_start_ns, total.last_connack_ns) {
+        (Some(a), Some(b)) if b > a => b - a,
+        _ => 0,
+    };
+    report.float("elapsed_s", "elapsed (s)", span_ns as f64 / 1e9, 3);
+    let per_s = if span_ns > 0 {
+        total.ok as f64 / (span_ns as f64 / 1e9)
+    } else {
+        0.0
+    };
+    report.float("connects_per_s", "connects/s", per_s, 0);
+    report.latency("connack", "CONNACK latency", total.connack.summary(), false);
+    report.latency("tcp_connect", "TCP connect", total.tcp.summary(), false);
+    cpu.report(&mut report);
+    Ok(report)
+}
+
+fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+async fn thread_main(
+    thread: usize,
+    target: Arc<Target>,
+    args: ConnArgs,
+    all_done: Arc<Latch>,
+) -> ThreadResult {
+    let threads = args.common.threads;
+    let mine: Rc<Vec<u64>> = Rc::new(share_of(thread, threads, args.connections).collect());
+    let next = Rc::new(Cell::new(0usize));
+    let result = Rc::new(RefCell::new(ThreadResult::default()));
+    let held: Rc<RefCell<Vec<Conn>>> = Rc::new(RefCell::new(Vec::new()));
+    let per_thread_rate = match args.rate {
+        Rate::Max => None,
+        Rate::PerSec(r) => Some(r / threads as f64),
+    };
+    let start_ns = now_ns();
+    let workers: Vec<_> = (0..args.concurrency.min(mine.len()))
+        .map(|_| {
+            let (mine, next, result, held, target) = (
+                Rc::clone(&mine),
+                Rc::clone(&next),
+                Rc::clone(&result),
+                Rc::clone(&held),
+                Arc::clone(&target),
+            );
+            let keepalive = args.keepalive;
+            glommio::spawn_local(async move {
+                loop {
+                    let k = next.get();
+                    let Some(&index) = mine.get(k) else { break };
+                    next.set(k + 1);
+                    if let Some(rate) = per_thread_rate {
+                        sleep_until(start_ns + due_offset_ns(k as u64, rate)).await;
+                    }
+                    let spec = ConnectSpec::new(target.client_id("conn", index), keepalive);
+                    let outcome = target.establish(&spec, ReadSize::SMALL).await;
+                    let mut r = result.borrow_mut();
+                    match outcome {
+                        Ok(e) => {
+                            r.ok += 1;
+                            r.connack.record(e.connack_ns - e.connect_sent_ns);
+                            r.tcp.record(e.connect_sent_ns - e.tcp_start_ns);
+                            r.first_start_ns = min_opt(r.first_start_ns, Some(e.tcp_start_ns));
+                            r.last_connack_ns = r.last_connack_ns.max(Some(e.connack_ns));
+                            Progress::add(&target.progress.up, 1);
+                            held.borrow_mut().push(e.conn);
+                        }
+                        Err(e) => {
+                            r.failures.add(&e);
+                            Progress::add(&target.progress.errors, 1);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await;
+    }
+    // Hold everything until every thread is through, then say goodbye.
+    all_done.count_down();
+    all_done.wait().await;
+    let conns: Vec<Conn> = std::mem::take(&mut *held.borrow_mut());
+    for conn in conns {
+        conn.disconnect().await;
+        Progress::sub(&target.progress.up, 1);
+    }
+    let r = std::mem::take(&mut *result.borrow_mut());
+    r
+}

@@ -1,0 +1,309 @@
+//! What every scenario shares: the resolved target, the connection
+//! handshake with its timings, failure tallies, pacing maths and the
+//! report rows about the run itself (parameters, machine, tool CPU, broker
+//! CPU).
+//!
+//! Owns: helpers only; each scenario lives in its own file and exposes
+//! `run(&Args) -> Result<Report, BenchError>`.
+
+pub mod conn;
+pub mod idle;
+pub mod keepalive;
+pub mod pubsub;
+pub mod sink;
+pub mod takeover;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringmq_codec::{ConnAck, ProtocolVersion};
+
+use crate::cli::Common;
+use crate::conn::{within, Conn, ConnectSpec, ReadSize};
+use crate::error::{BenchError, ConnError};
+use crate::procfs::{cpu_model, now_ns, raise_nofile_limit, CpuSample};
+use crate::report::{Report, Value};
+use crate::runtime::Progress;
+
+/// What every task of a run needs to know, shared across executors.
+#[derive(Debug)]
+pub struct Target {
+    /// The broker's address.
+    pub addr: SocketAddr,
+    /// Protocol version of every connection.
+    pub version: ProtocolVersion,
+    /// Time allowed for TCP connect and for CONNACK.
+    pub connect_timeout: Duration,
+    /// Client id prefix.
+    pub prefix: String,
+    /// Progress counters.
+    pub progress: Arc<Progress>,
+}
+
+impl Target {
+    /// Resolve `--host`/`--port`.
+    pub fn from_common(common: &Common) -> Result<Arc<Target>, BenchError> {
+        let target = format!("{}:{}", common.host, common.port);
+        let addr = (common.host.as_str(), common.port)
+            .to_socket_addrs()
+            .map_err(|source| BenchError::Resolve {
+                target: target.clone(),
+                source,
+            })?
+            .next()
+            .ok_or_else(|| BenchError::Resolve {
+                target,
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+            })?;
+        Ok(Arc::new(Target {
+            addr,
+            version: common.mqtt_version.0,
+            connect_timeout: Duration::from_millis(common.connect_timeout_ms),
+            prefix: common.client_prefix.clone(),
+            progress: Arc::new(Progress::default()),
+        }))
+    }
+
+    /// Client id `PREFIX-ROLE-INDEX`.
+    pub fn client_id(&self, role: &str, index: u64) -> String {
+        format!("{}-{role}-{index}", self.prefix)
+    }
+
+    /// TCP connect, send CONNECT, wait for CONNACK, each within the
+    /// connect timeout.
+    pub async fn establish(
+        &self,
+        spec: &ConnectSpec,
+        sizes: ReadSize,
+    ) -> Result<Established, ConnError> {
+        let tcp_start_ns = now_ns();
+        let mut conn = within(
+            self.connect_timeout,
+            "TCP connect",
+            Conn::open(self.addr, self.version, sizes),
+        )
+        .await?;
+        let connect_sent_ns = now_ns();
+        let connack = within(
+            self.connect_timeout,
+            "CONNACK",
+            conn.handshake(&spec.packet(self.version)),
+        )
+        .await?;
+        let connack_ns = now_ns();
+        Ok(Established {
+            conn,
+            connack,
+            tcp_start_ns,
+            connect_sent_ns,
+            connack_ns,
+        })
+    }
+}
+
+/// A connection right after its CONNACK, with its timings.
+pub struct Established {
+    /// The connection.
+    pub conn: Conn,
+    /// The broker's answer.
+    pub connack: ConnAck,
+    /// When the TCP connect started.
+    pub tcp_start_ns: u64,
+    /// When CONNECT was written (TCP was up).
+    pub connect_sent_ns: u64,
+    /// When CONNACK arrived.
+    pub connack_ns: u64,
+}
+
+/// Failures counted by [`ConnError::label`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Failures(pub BTreeMap<String, u64>);
+
+impl Failures {
+    /// Count one failure.
+    pub fn add(&mut self, e: &ConnError) {
+        *self.0.entry(e.label()).or_insert(0) += 1;
+    }
+
+    /// Add another tally.
+    pub fn merge(&mut self, other: &Failures) {
+        for (k, v) in &other.0 {
+            *self.0.entry(k.clone()).or_insert(0) += v;
+        }
+    }
+
+    /// Total failures.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// One row per reason (`failures.<label>`), after a total row.
+    pub fn report(&self, report: &mut Report, what: &str) {
+        report.int(
+            &format!("{what}_failed"),
+            &format!("{what} failed"),
+            self.total(),
+        );
+        for (label, n) in &self.0 {
+            report.int(
+                &format!("{what}_failed.{label}"),
+                &format!("  {what} failed: {label}"),
+                *n,
+            );
+        }
+    }
+}
+
+/// When the `k`-th event (0-based) of a stream paced at `per_sec` is due,
+/// in ns after the start.
+pub fn due_offset_ns(k: u64, per_sec: f64) -> u64 {
+    (k as f64 * 1e9 / per_sec) as u64
+}
+
+/// How many events of a stream paced at `per_sec` are due `elapsed_ns`
+/// after its start (the first one is due at once).
+pub fn due_count(elapsed_ns: u64, per_sec: f64) -> u64 {
+    (elapsed_ns as f64 * per_sec / 1e9) as u64 + 1
+}
+
+/// Sleep until CLOCK_MONOTONIC reaches `at_ns` (no-op if past).
+pub async fn sleep_until(at_ns: u64) {
+    let now = now_ns();
+    if at_ns > now {
+        glommio::timer::sleep(Duration::from_nanos(at_ns - now)).await;
+    }
+}
+
+/// The parameters every report starts with.
+pub fn common_params(report: &mut Report, common: &Common) {
+    report.param("host", Value::Text(common.host.clone()));
+    report.param("port", Value::Int(u64::from(common.port)));
+    report.param("mqtt_version", Value::Text(common.mqtt_version.to_string()));
+    report.param("threads", Value::Int(common.threads as u64));
+    if let Some(cpus) = &common.cpus {
+        let list: Vec<String> = cpus.0.iter().map(usize::to_string).collect();
+        report.param("cpus", Value::Text(list.join(",")));
+    }
+}
+
+/// CPU samples of the tool and (with `--broker-pid`) the broker, taken at
+/// the start of a measurement window.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuWindow {
+    own: CpuSample,
+    broker: Option<(u32, Option<CpuSample>)>,
+}
+
+impl CpuWindow {
+    /// Start a window now.
+    pub fn start(broker_pid: Option<u32>) -> CpuWindow {
+        CpuWindow {
+            own: CpuSample::own(),
+            broker: broker_pid.map(|pid| (pid, CpuSample::of(pid))),
+        }
+    }
+
+    /// Close the window now and add its rows: the tool's CPU and the
+    /// broker's, as % of one core.
+    pub fn report(&self, report: &mut Report) {
+        self.report_until(report, CpuSample::own(), self.broker_now());
+    }
+
+    /// The broker's CPU sample now, if a broker is watched.
+    pub fn broker_now(&self) -> Option<CpuSample> {
+        self.broker.and_then(|(pid, _)| CpuSample::of(pid))
+    }
+
+    /// Like [`CpuWindow::report`] with samples taken earlier.
+    pub fn report_until(&self, report: &mut Report, own: CpuSample, broker: Option<CpuSample>) {
+        report.float(
+            "tool_cpu_pct",
+            "tool CPU (% of one core)",
+            self.own.percent_until(&own),
+            1,
+        );
+        if let Some((pid, start)) = self.broker {
+            match (start, broker) {
+                (Some(a), Some(b)) => report.float(
+                    "broker_cpu_pct",
+                    "broker CPU (% of one core)",
+                    a.percent_until(&b),
+                    2,
+                ),
+                _ => report.text(
+                    "broker_cpu_pct",
+                    "broker CPU (% of one core)",
+                    format!("n/a: cannot read /proc/{pid}/stat"),
+                ),
+            }
+        }
+    }
+}
+
+/// Closing rows: the machine.
+pub fn machine_note(report: &mut Report) {
+    report.param("machine", Value::Text(cpu_model()));
+}
+
+/// Make sure `sockets` descriptors fit the open-files limit.
+pub fn check_fds(flag: &'static str, sockets: u64) -> Result<(), BenchError> {
+    let limit = raise_nofile_limit();
+    crate::cli::check_fd_budget(flag, sockets, limit)?;
+    Ok(())
+}
+
+/// The indices `0..count` that thread `thread` of `threads` handles.
+pub fn share_of(thread: usize, threads: usize, count: u64) -> impl Iterator<Item = u64> {
+    (thread as u64..count).step_by(threads.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_maths() {
+        assert_eq!(due_offset_ns(0, 1000.0), 0);
+        assert_eq!(due_offset_ns(1, 1000.0), 1_000_000);
+        assert_eq!(due_offset_ns(3, 2.0), 1_500_000_000);
+        assert_eq!(due_count(0, 1000.0), 1);
+        assert_eq!(due_count(999_999, 1000.0), 1);
+        assert_eq!(due_count(1_000_000, 1000.0), 2);
+        assert_eq!(due_count(1_000_000_000, 1e6), 1_000_001);
+    }
+
+    #[test]
+    fn shares_cover_every_index_once() {
+        let threads = 3;
+        let mut all: Vec<u64> = (0..threads)
+            .flat_map(|t| share_of(t, threads, 10))
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        assert_eq!(share_of(2, 3, 10).collect::<Vec<_>>(), vec![2, 5, 8]);
+    }
+
+    #[test]
+    fn failures_merge_and_report() {
+        let mut a = Failures::default();
+        a.add(&ConnError::Closed);
+        a.add(&ConnError::Closed);
+        let mut b = Failures::default();
+        b.add(&ConnError::Timeout("CONNACK"));
+        a.merge(&b);
+        assert_eq!(a.total(), 3);
+        let mut r = Report::new("t");
+        a.report(&mut r, "connections");
+        assert_eq!(r.get("connections_failed"), Some(&Value::Int(3)));
+        assert_eq!(
+            r.get("connections_failed.closed by broker"),
+            Some(&Value::Int(2))
+        );
+        assert_eq!(
+            r.get("connections_failed.timeout: CONNACK"),
+            Some(&Value::Int(1))
+        );
+    }
+}

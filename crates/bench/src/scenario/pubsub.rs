@@ -1,0 +1,782 @@
+//! `pubsub`: P publishers and S subscribers over T topics (layout in
+//! [`Layout`]): delivered msgs/s, end-to-end latency from the stamp in
+//! every payload, lost and duplicated messages per publisher sequence.
+//!
+//! Phases: every subscriber connects and gets its SUBACK; every publisher
+//! connects; then all publishers start together and publish for
+//! `--duration-secs` (paced to `--rate` over all publishers, or as fast as
+//! the socket takes them), then wait up to `--drain-ms` for the last
+//! deliveries (and QoS 1 acknowledgements).
+//!
+//! Hot paths: a publisher appends stamped copies of a pre-encoded PUBLISH
+//! ([`PublishTemplate`]) into one buffer, up to `--batch` per write, with
+//! one clock read per batch; at QoS 1 it keeps at most `--inflight`
+//! unacknowledged (fewer if a v5 broker's Receive Maximum says so). A
+//! subscriber reads up to 256 KiB per syscall, decodes without copying,
+//! reads the clock once per read and records every message's latency and
+//! sequence number; QoS 1 PUBACKs of one read go out in one write.
+//!
+//! Rates: messages sent / publishing time; deliveries / time from the first
+//! publish to the last delivery (so a broker that queues and drains late
+//! is not flattered). Lost = expected (sent x subscribers of its topic) -
+//! distinct (publisher, sequence) pairs delivered, per subscriber.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_lite::future::or;
+use ringmq_codec::{Packet, Properties, PubAck, QoS, ReasonCode};
+
+use crate::cli::{PubsubArgs, Rate};
+use crate::conn::{ConnectSpec, ReadSize};
+use crate::error::{BenchError, ConnError};
+use crate::hist::Histogram;
+use crate::payload::{Deliveries, DeliveryTotals, Layout, Stamp};
+use crate::procfs::{now_ns, CpuSample};
+use crate::report::{Report, Value};
+use crate::runtime::{run_executors, Latch, Progress};
+use crate::scenario::{
+    check_fds, common_params, due_count, due_offset_ns, machine_note, sleep_until, CpuWindow,
+    Target,
+};
+use crate::template::PublishTemplate;
+
+/// Packet identifiers of in-flight QoS 1 messages (1..=65535).
+#[derive(Clone, Debug)]
+pub struct PidPool {
+    in_use: Vec<u64>,
+    next: u16,
+    used: u32,
+}
+
+impl Default for PidPool {
+    fn default() -> PidPool {
+        PidPool {
+            in_use: vec![0; 1024],
+            next: 1,
+            used: 0,
+        }
+    }
+}
+
+impl PidPool {
+    /// An empty pool.
+    pub fn new() -> PidPool {
+        PidPool::default()
+    }
+
+    /// Identifiers in use.
+    pub fn used(&self) -> u32 {
+        self.used
+    }
+
+    fn bit(id: u16) -> (usize, u64) {
+        (usize::from(id / 64), 1u64 << (id % 64))
+    }
+
+    /// Take the next free identifier; `None` when all 65535 are in use.
+    pub fn alloc(&mut self) -> Option<u16> {
+        if self.used >= 65_535 {
+            return None;
+        }
+        loop {
+            let id = self.next;
+            self.next = if self.next == u16::MAX {
+                1
+            } else {
+                self.next + 1
+            };
+            let (w, b) = PidPool::bit(id);
+            if self.in_use[w] & b == 0 {
+                self.in_use[w] |= b;
+                self.used += 1;
+                return Some(id);
+            }
+        }
+    }
+
+    /// Free `id`; false if it was not in use (an unexpected PUBACK).
+    pub fn release(&mut self, id: u16) -> bool {
+        if id == 0 {
+            return false;
+        }
+        let (w, b) = PidPool::bit(id);
+        if self.in_use[w] & b == 0 {
+            return false;
+        }
+        self.in_use[w] &= !b;
+        self.used -= 1;
+        true
+    }
+}
+
+#[derive(Debug, Default)]
+struct SubResult {
+    deliveries: Deliveries,
+    latency: Histogram,
+    last_delivery_ns: Option<u64>,
+    granted: Vec<u8>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct PubResult {
+    sent: u64,
+    acked: u64,
+    unacked: u64,
+    unexpected_acks: u64,
+    start_ns: Option<u64>,
+    end_ns: Option<u64>,
+    window: u32,
+    error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct ThreadResult {
+    subs: Vec<SubResult>,
+    pubs: Vec<(u32, PubResult)>,
+}
+
+struct Shared {
+    layout: Layout,
+    subs_ready: Arc<Latch>,
+    pubs_ready: Arc<Latch>,
+    pubs_done: Arc<Latch>,
+    stop: Arc<Latch>,
+    expected: AtomicU64,
+    setup_error: Mutex<Option<String>>,
+    cpu_start: Mutex<Option<CpuWindow>>,
+    cpu_end: Mutex<Option<(CpuSample, Option<CpuSample>)>>,
+}
+
+impl Shared {
+    fn fail(&self, why: String) {
+        self.setup_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(why);
+        for latch in [
+            &self.subs_ready,
+            &self.pubs_ready,
+            &self.pubs_done,
+            &self.stop,
+        ] {
+            latch.open();
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.setup_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+}
+
+/// Run the pubsub scenario; one report.
+pub fn run(args: &PubsubArgs) -> Result<Report, BenchError> {
+    args.validate()?;
+    check_fds(
+        "subscribers",
+        u64::from(args.publishers) + u64::from(args.subscribers),
+    )?;
+    let target = Target::from_common(&args.common)?;
+    target.progress.target.store(
+        u64::from(args.publishers) + u64::from(args.subscribers),
+        Ordering::Relaxed,
+    );
+    let layout = Layout {
+        publishers: args.publishers,
+        subscribers: args.subscribers,
+        topics: args.topics,
+        wildcard: args.wildcard,
+    };
+    let shared = Arc::new(Shared {
+        layout,
+        subs_ready: Latch::new(args.subscribers as usize),
+        pubs_ready: Latch::new(args.publishers as usize),
+        pubs_done: Latch::new(args.publishers as usize),
+        stop: Latch::new(1),
+        expected: AtomicU64::new(0),
+        setup_error: Mutex::new(None),
+        cpu_start: Mutex::new(None),
+        cpu_end: Mutex::new(None),
+    });
+    let (t, a, s) = (Arc::clone(&target), args.clone(), Arc::clone(&shared));
+    let results = run_executors(&args.common, "pubsub", &target.progress, move |thread| {
+        thread_main(thread, Arc::clone(&t), a.clone(), Arc::clone(&s))
+    })?;
+    if let Some(e) = shared
+        .setup_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        return Err(BenchError::Setup(e));
+    }
+
+    let mut subs = Vec::new();
+    let mut pubs = Vec::new();
+    for r in results {
+        subs.extend(r.subs);
+        pubs.extend(r.pubs);
+    }
+    Ok(build_report(args, &layout, &subs, &pubs, &shared))
+}
+
+fn build_report(
+    args: &PubsubArgs,
+    layout: &Layout,
+    subs: &[SubResult],
+    pubs: &[(u32, PubResult)],
+    shared: &Shared,
+) -> Report {
+    let mut report = Report::new("pubsub");
+    common_params(&mut report, &args.common);
+    report.param("publishers", Value::Int(u64::from(args.publishers)));
+    report.param("subscribers", Value::Int(u64::from(args.subscribers)));
+    report.param("topics", Value::Int(u64::from(args.topics)));
+    report.param("wildcard", Value::Text(args.wildcard.to_string()));
+    report.param("qos", Value::Int(u64::from(args.qos)));
+    report.param("payload_bytes", Value::Int(args.payload as u64));
+    report.param("rate", Value::Text(args.rate.to_string()));
+    report.param("duration_s", Value::Float(args.duration_secs, 1));
+    if args.qos == 1 {
+        report.param("inflight", Value::Int(u64::from(args.inflight)));
+    }
+    machine_note(&mut report);
+
+    let sent: u64 = pubs.iter().map(|(_, p)| p.sent).sum();
+    let expected: u64 = pubs.iter().map(|(i, p)| layout.expected(*i, p.sent)).sum();
+    let mut totals = DeliveryTotals::default();
+    let mut latency = Histogram::new();
+    let mut foreign = 0;
+    for s in subs {
+        totals.add(s.deliveries.totals());
+        latency.merge(&s.latency);
+        foreign += s.deliveries.foreign();
+    }
+    let start = pubs.iter().filter_map(|(_, p)| p.start_ns).min();
+    let pub_end = pubs.iter().filter_map(|(_, p)| p.end_ns).max();
+    let last_delivery = subs.iter().filter_map(|s| s.last_delivery_ns).max();
+    let secs = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
+        _ => 0.0,
+    };
+    let rate = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+    let publish_secs = secs(start, pub_end);
+    let delivery_secs = secs(start, last_delivery);
+
+    report.int("sent", "messages sent", sent);
+    report.float("sent_per_s", "sent msgs/s", rate(sent, publish_secs), 0);
+    report.int("delivered", "messages delivered", totals.delivered);
+    report.float(
+        "delivered_per_s",
+        "delivered msgs/s",
+        rate(totals.delivered, delivery_secs),
+        0,
+    );
+    if args.publishers > 0 {
+        report.int("expected", "deliveries expected", expected);
+        report.int("lost", "lost", totals.lost(expected));
+    } else {
+        report.int("lost", "lost (sequence gaps)", totals.gaps);
+    }
+    report.int("duplicates", "duplicated", totals.duplicates);
+    if foreign > 0 {
+        report.int("foreign", "unstamped payloads (not ours)", foreign);
+    }
+    report.latency("latency", "end-to-end latency", latency.summary(), true);
+    report.float("publish_s", "publishing time (s)", publish_secs, 3);
+    report.float(
+        "delivery_s",
+        "first publish to last delivery (s)",
+        delivery_secs,
+        3,
+    );
+    if args.qos == 1 && args.publishers > 0 {
+        let acked: u64 = pubs.iter().map(|(_, p)| p.acked).sum();
+        let unacked: u64 = pubs.iter().map(|(_, p)| p.unacked).sum();
+        let odd: u64 = pubs.iter().map(|(_, p)| p.unexpected_acks).sum();
+        let window = pubs.iter().map(|(_, p)| p.window).min().unwrap_or(0);
+        report.int("puback", "PUBACK received", acked);
+        report.int("unacked", "unacknowledged at the end", unacked);
+        if odd > 0 {
+            report.int("puback_unexpected", "PUBACK for no message in flight", odd);
+        }
+        report.int("inflight_used", "in-flight window used", u64::from(window));
+    }
+    let granted: Vec<u8> = subs
+        .iter()
+        .flat_map(|s| s.granted.iter().copied())
+        .collect();
+    if let Some(&min) = granted.iter().min() {
+        if min < args.qos {
+            report.note(format!(
+                "the broker granted QoS {min} to some subscriptions (asked {})",
+                args.qos
+            ));
+        }
+    }
+    for (i, p) in pubs {
+        if let Some(e) = &p.error {
+            report.note(format!("publisher {i}: {e}"));
+        }
+    }
+    for (i, s) in subs.iter().enumerate() {
+        if let Some(e) = &s.error {
+            report.note(format!("subscriber {i}: {e}"));
+        }
+    }
+    let start_window = *shared.cpu_start.lock().unwrap_or_else(|p| p.into_inner());
+    let end = *shared.cpu_end.lock().unwrap_or_else(|p| p.into_inner());
+    if let (Some(w), Some((own, broker))) = (start_window, end) {
+        w.report_until(&mut report, own, broker);
+    }
+    report
+}
+
+fn thread_of_subscriber(s: u32, threads: usize) -> usize {
+    s as usize % threads
+}
+
+fn thread_of_publisher(p: u32, subscribers: u32, threads: usize) -> usize {
+    (subscribers as usize + p as usize) % threads
+}
+
+async fn thread_main(
+    thread: usize,
+    target: Arc<Target>,
+    args: PubsubArgs,
+    shared: Arc<Shared>,
+) -> ThreadResult {
+    let threads = args.common.threads;
+    let result = Rc::new(RefCell::new(ThreadResult::default()));
+    let mut tasks = Vec::new();
+    for s in (0..args.subscribers).filter(|&s| thread_of_subscriber(s, threads) == thread) {
+        tasks.push(glommio::spawn_local(subscriber(
+            s,
+            Arc::clone(&target),
+            args.clone(),
+            Arc::clone(&shared),
+            Rc::clone(&result),
+        )));
+    }
+    for p in (0..args.publishers)
+        .filter(|&p| thread_of_publisher(p, args.subscribers, threads) == thread)
+    {
+        tasks.push(glommio::spawn_local(publisher(
+            p,
+            Arc::clone(&target),
+            args.clone(),
+            Arc::clone(&shared),
+            Rc::clone(&result),
+        )));
+    }
+    if thread == 0 {
+        tasks.push(glommio::spawn_local(drain(
+            args.clone(),
+            Arc::clone(&target),
+            Arc::clone(&shared),
+        )));
+    }
+    for t in tasks {
+        t.await;
+    }
+    let r = std::mem::take(&mut *result.borrow_mut());
+    r
+}
+
+/// Thread 0: the CPU window and the end of the run.
+async fn drain(args: PubsubArgs, target: Arc<Target>, shared: Arc<Shared>) {
+    let set_start = || {
+        *shared.cpu_start.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(CpuWindow::start(args.common.broker_pid));
+    };
+    if args.publishers == 0 {
+        shared.subs_ready.wait().await;
+        set_start();
+        or(
+            shared.stop.wait(),
+            glommio::timer::sleep(Duration::from_secs_f64(args.duration_secs)),
+        )
+        .await;
+    } else {
+        shared.pubs_ready.wait().await;
+        set_start();
+        shared.pubs_done.wait().await;
+        let complete = target.progress.received.load(Ordering::Acquire)
+            >= shared.expected.load(Ordering::Acquire);
+        if !complete && args.subscribers > 0 {
+            or(
+                shared.stop.wait(),
+                glommio::timer::sleep(Duration::from_millis(args.drain_ms)),
+            )
+            .await;
+        }
+    }
+    shared.stop.open();
+    let window = *shared.cpu_start.lock().unwrap_or_else(|p| p.into_inner());
+    let broker = window.and_then(|w| w.broker_now());
+    *shared.cpu_end.lock().unwrap_or_else(|p| p.into_inner()) = Some((CpuSample::own(), broker));
+}
+
+fn topic(args: &PubsubArgs, t: u32) -> String {
+    format!("{}/{t}", args.topic_prefix)
+}
+
+fn qos_of(args: &PubsubArgs) -> QoS {
+    if args.qos == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+async fn subscriber(
+    s: u32,
+    target: Arc<Target>,
+    args: PubsubArgs,
+    shared: Arc<Shared>,
+    result: Rc<RefCell<ThreadResult>>,
+) {
+    let mut out = SubResult::default();
+    let filters: Vec<(String, QoS)> = if args.wildcard {
+        vec![(format!("{}/+", args.topic_prefix), qos_of(&args))]
+    } else {
+        shared
+            .layout
+            .topics_of_subscriber(s)
+            .into_iter()
+            .map(|t| (topic(&args, t), qos_of(&args)))
+            .collect()
+    };
+    let spec = ConnectSpec::new(target.client_id("sub", u64::from(s)), 0);
+    let setup = async {
+        let mut e = target.establish(&spec, ReadSize::LARGE).await?;
+        let codes = e.conn.subscribe(1, &filters).await?;
+        Ok::<_, ConnError>((e.conn, codes))
+    }
+    .await;
+    let mut conn = match setup {
+        Ok((conn, codes)) => {
+            if let Some(bad) = codes.iter().find(|c| c.0 >= 0x80) {
+                shared.fail(format!(
+                    "subscriber {s}: SUBSCRIBE refused (0x{:02X} {})",
+                    bad.0,
+                    bad.name()
+                ));
+                return;
+            }
+            out.granted = codes.iter().map(|c| c.0).collect();
+            conn
+        }
+        Err(e) => {
+            shared.fail(format!("subscriber {s}: {e}"));
+            return;
+        }
+    };
+    Progress::add(&target.progress.up, 1);
+    shared.subs_ready.count_down();
+    let progress = &target.progress;
+    loop {
+        let read = or(async { Some(conn.fill().await) }, async {
+            shared.stop.wait().await;
+            None
+        })
+        .await;
+        let Some(read) = read else { break };
+        if let Err(e) = read {
+            out.error = Some(format!("connection ended: {}", e.label()));
+            break;
+        }
+        let now = now_ns();
+        let mut n = 0u64;
+        let mut failure = None;
+        loop {
+            match conn.next_buffered() {
+                Ok(Some(Packet::Publish(p))) => {
+                    n += 1;
+                    if let Some(stamp) = out.deliveries.record(&p.payload) {
+                        out.latency.record(now.saturating_sub(stamp.sent_ns));
+                    }
+                    if p.qos != QoS::AtMostOnce {
+                        let ack = Packet::PubAck(PubAck {
+                            packet_id: p.packet_id,
+                            code: ReasonCode::SUCCESS,
+                            properties: Properties::default(),
+                        });
+                        if let Err(e) = conn.queue(&ack) {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+                Ok(Some(Packet::Disconnect(d))) => {
+                    failure = Some(ConnError::Disconnected(d.code));
+                    break;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if n > 0 {
+            out.last_delivery_ns = Some(now);
+            Progress::add(&progress.received, n);
+        }
+        if failure.is_none() {
+            if let Err(e) = conn.flush().await {
+                failure = Some(e);
+            }
+        }
+        if let Some(e) = failure {
+            out.error = Some(format!("connection ended: {}", e.label()));
+            break;
+        }
+        if shared.pubs_done.is_open()
+            && args.publishers > 0
+            && progress.received.load(Ordering::Acquire) >= shared.expected.load(Ordering::Acquire)
+        {
+            shared.stop.open();
+        }
+        glommio::yield_if_needed().await;
+    }
+    if out.error.is_some() {
+        Progress::add(&progress.errors, 1);
+    }
+    Progress::sub(&progress.up, 1);
+    conn.disconnect().await;
+    result.borrow_mut().subs.push(out);
+}
+
+async fn publisher(
+    p: u32,
+    target: Arc<Target>,
+    args: PubsubArgs,
+    shared: Arc<Shared>,
+    result: Rc<RefCell<ThreadResult>>,
+) {
+    let mut out = PubResult::default();
+    let qos = qos_of(&args);
+    let spec = ConnectSpec::new(target.client_id("pub", u64::from(p)), 0);
+    let mut e = match target.establish(&spec, ReadSize::LARGE).await {
+        Ok(e) => e,
+        Err(e) => {
+            shared.fail(format!("publisher {p}: {e}"));
+            return;
+        }
+    };
+    if qos == QoS::AtLeastOnce && e.connack.properties.maximum_qos == Some(0) {
+        shared.fail(format!(
+            "publisher {p}: the broker announced Maximum QoS 0 in CONNACK; QoS 1 cannot be measured"
+        ));
+        return;
+    }
+    let window = match e.connack.properties.receive_maximum {
+        Some(rm) => args.inflight.min(u32::from(rm)),
+        None => args.inflight,
+    };
+    out.window = window;
+    let topic = topic(&args, shared.layout.topic_of_publisher(p));
+    let template = match PublishTemplate::new(target.version, &topic, qos, args.payload) {
+        Ok(t) => t,
+        Err(err) => {
+            shared.fail(format!("publisher {p}: {err}"));
+            return;
+        }
+    };
+    Progress::add(&target.progress.up, 1);
+    shared.pubs_ready.count_down();
+    shared.subs_ready.wait().await;
+    shared.pubs_ready.wait().await;
+    if shared.failed() {
+        return;
+    }
+
+    let conn = &mut e.conn;
+    let qos1 = qos == QoS::AtLeastOnce;
+    let rate = match args.rate {
+        Rate::Max => None,
+        Rate::PerSec(r) => Some(r / f64::from(args.publishers)),
+    };
+    let batch = args.batch as u64;
+    let mut pool = PidPool::new();
+    let mut seq = 0u64;
+    let start = now_ns();
+    let end = start + (args.duration_secs * 1e9) as u64;
+    out.start_ns = Some(start);
+    let progress = &target.progress;
+    let mut failure: Option<ConnError> = None;
+    'publish: loop {
+        let now = now_ns();
+        if now >= end {
+            break;
+        }
+        let mut n = batch;
+        if let Some(r) = rate {
+            n = n.min(due_count(now - start, r).saturating_sub(seq));
+        }
+        if qos1 {
+            n = n.min(u64::from(window.saturating_sub(pool.used())));
+        }
+        if n > 0 {
+            let stamp_ns = now_ns();
+            for _ in 0..n {
+                let pid = if qos1 { pool.alloc().unwrap_or(0) } else { 0 };
+                let stamp = Stamp {
+                    publisher: p,
+                    sequence: seq,
+                    sent_ns: stamp_ns,
+                };
+                template.append(conn.wbuf(), &stamp, pid);
+                seq += 1;
+            }
+            if let Err(err) = conn.flush().await {
+                failure = Some(err);
+                break;
+            }
+            Progress::add(&progress.sent, n);
+            glommio::yield_if_needed().await;
+            if rate.is_none() && (!qos1 || pool.used() < window) {
+                continue;
+            }
+        }
+        let wake_at = match rate {
+            Some(r) => (start + due_offset_ns(seq, r)).min(end),
+            None => end,
+        };
+        if qos1 && pool.used() > 0 {
+            let read = or(async { Some(conn.fill().await) }, async {
+                sleep_until(wake_at).await;
+                None
+            })
+            .await;
+            match read {
+                None => {}
+                Some(Err(err)) => {
+                    failure = Some(err);
+                    break 'publish;
+                }
+                Some(Ok(_)) => {
+                    if let Err(err) = take_acks(conn, &mut pool, &mut out) {
+                        failure = Some(err);
+                        break 'publish;
+                    }
+                }
+            }
+        } else {
+            sleep_until(wake_at).await;
+        }
+    }
+    out.end_ns = Some(now_ns());
+    out.sent = seq;
+    // Account before waiting for acknowledgements: subscribers may stop as
+    // soon as everything expected has arrived.
+    shared
+        .expected
+        .fetch_add(shared.layout.expected(p, seq), Ordering::AcqRel);
+    shared.pubs_done.count_down();
+    if qos1 && failure.is_none() {
+        let deadline = now_ns() + args.drain_ms * 1_000_000;
+        while pool.used() > 0 {
+            let read = or(async { Some(conn.fill().await) }, async {
+                sleep_until(deadline).await;
+                None
+            })
+            .await;
+            match read {
+                None => break,
+                Some(Err(err)) => {
+                    failure = Some(err);
+                    break;
+                }
+                Some(Ok(_)) => {
+                    if let Err(err) = take_acks(conn, &mut pool, &mut out) {
+                        failure = Some(err);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    out.unacked = u64::from(pool.used());
+    if let Some(err) = failure {
+        out.error = Some(format!("connection ended: {}", err.label()));
+        Progress::add(&progress.errors, 1);
+    }
+    Progress::sub(&progress.up, 1);
+    e.conn.disconnect().await;
+    result.borrow_mut().pubs.push((p, out));
+}
+
+fn take_acks(
+    conn: &mut crate::conn::Conn,
+    pool: &mut PidPool,
+    out: &mut PubResult,
+) -> Result<(), ConnError> {
+    while let Some(packet) = conn.next_buffered()? {
+        match packet {
+            Packet::PubAck(ack) => {
+                if pool.release(ack.packet_id) {
+                    out.acked += 1;
+                } else {
+                    out.unexpected_acks += 1;
+                }
+            }
+            Packet::Disconnect(d) => return Err(ConnError::Disconnected(d.code)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_pool_cycles_and_skips_ids_in_use() {
+        let mut pool = PidPool::new();
+        assert_eq!(pool.alloc(), Some(1));
+        assert_eq!(pool.alloc(), Some(2));
+        assert!(pool.release(1));
+        assert!(!pool.release(1), "double release");
+        assert!(!pool.release(0), "0 is never an id");
+        assert_eq!(pool.used(), 1);
+        // Take every id: 2 is still in use, so 65534 more fit.
+        let mut taken = 0;
+        while pool.alloc().is_some() {
+            taken += 1;
+        }
+        assert_eq!(taken, 65_534);
+        assert_eq!(pool.used(), 65_535);
+        assert!(pool.release(40_000));
+        assert_eq!(pool.alloc(), Some(40_000), "the only free one");
+    }
+
+    #[test]
+    fn pid_pool_wraps_past_65535() {
+        let mut pool = PidPool::new();
+        for _ in 0..65_535 {
+            let id = pool.alloc().expect("free");
+            assert!(pool.release(id));
+        }
+        assert_eq!(pool.alloc(), Some(1), "wrapped, skipping 0");
+    }
+
+    #[test]
+    fn roles_spread_over_threads() {
+        // 1 -> 1 on two threads: subscriber on 0, publisher on 1.
+        assert_eq!(thread_of_subscriber(0, 2), 0);
+        assert_eq!(thread_of_publisher(0, 1, 2), 1);
+        // Everything on one thread.
+        assert_eq!(thread_of_publisher(7, 3, 1), 0);
+    }
+}
