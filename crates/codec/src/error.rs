@@ -364,3 +364,95 @@ impl fmt::Display for EncodeError {
 }
 
 impl std::error::Error for EncodeError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DecodeError::*;
+
+    #[test]
+    fn reason_codes() {
+        let table: &[(DecodeError, ReasonCode)] = &[
+            (
+                PacketTooLarge { size: 10, max: 5 },
+                ReasonCode::PACKET_TOO_LARGE,
+            ),
+            (
+                UnsupportedProtocolVersion(6),
+                ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+            ),
+            (
+                InvalidProtocolName,
+                ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+            ),
+            (WildcardInTopicName, ReasonCode::TOPIC_NAME_INVALID),
+            (EmptyTopicFilter, ReasonCode::TOPIC_FILTER_INVALID),
+            (TopicAliasZero, ReasonCode::TOPIC_ALIAS_INVALID),
+            (DuplicateProperty(1), ReasonCode::PROTOCOL_ERROR),
+            (ZeroPacketIdentifier, ReasonCode::PROTOCOL_ERROR),
+            (InvalidRetainHandling, ReasonCode::PROTOCOL_ERROR),
+            (ReceiveMaximumZero, ReasonCode::PROTOCOL_ERROR),
+            (NoTopicFilters, ReasonCode::PROTOCOL_ERROR),
+            (
+                ReservedFlagSet {
+                    packet_type: PacketType::Subscribe,
+                    flags: 0,
+                },
+                ReasonCode::MALFORMED_PACKET,
+            ),
+            (ConnectReservedFlagSet, ReasonCode::MALFORMED_PACKET),
+            (UnexpectedEndOfPacket, ReasonCode::MALFORMED_PACKET),
+            (TrailingBytes, ReasonCode::MALFORMED_PACKET),
+            (InvalidUtf8, ReasonCode::MALFORMED_PACKET),
+            (MalformedVariableByteInteger, ReasonCode::MALFORMED_PACKET),
+            (UnknownProperty(0x7F), ReasonCode::MALFORMED_PACKET),
+        ];
+        for (err, code) in table {
+            assert_eq!(err.reason_code(), *code, "{err:?}");
+            assert!(err.reason_code().is_error());
+        }
+    }
+
+    #[test]
+    fn display_cites_conformance_ids() {
+        let table: &[(DecodeError, &str)] = &[
+            (
+                ConnectReservedFlagSet,
+                "MQTT-3.1.2-3: reserved connect flag set",
+            ),
+            (
+                ReservedFlagSet {
+                    packet_type: PacketType::PubRel,
+                    flags: 0,
+                },
+                "MQTT-2.1.3-1: invalid fixed header flags 0b0000 for PubRel",
+            ),
+            (DupWithQoS0, "MQTT-3.3.1-2: DUP set on a QoS 0 PUBLISH"),
+            (NullCharacter, "MQTT-1.5.4-2: string contains U+0000"),
+            (
+                NoUnsubscribeFilters,
+                "MQTT-3.10.3-2: UNSUBSCRIBE without topic filters",
+            ),
+            (
+                PasswordWithoutUsername,
+                "MQTT-3.1.2-22: password flag set without user name flag",
+            ),
+            (
+                PropertyNotAllowed {
+                    property: 0x23,
+                    packet_type: PacketType::Connect,
+                },
+                "property Topic Alias not allowed in Connect",
+            ),
+        ];
+        for (err, text) in table {
+            assert_eq!(err.to_string(), *text);
+        }
+        assert_eq!(
+            EncodeError::ValueTooLong { len: 70_000 }.to_string(),
+            "string or binary field of 70000 bytes exceeds 65535"
+        );
+        let boxed: Box<dyn std::error::Error> = Box::new(TrailingBytes);
+        assert!(boxed.to_string().contains("remaining length too long"));
+    }
+}

@@ -17,6 +17,25 @@
 //!   alias ranges, receive maximum, packet direction, client id policy) are
 //!   the session's job.
 //! - Properties are read and written only for [`ProtocolVersion::V5`].
+//!
+//! Layout: one file per packet kind holds its decode, encode and
+//! byte-literal tests; `packet.rs` the fixed header and entry points;
+//! `properties.rs` the v5 property list; `varint.rs` the wire primitives;
+//! `reason.rs` reason codes; `error.rs` the errors and their reason codes.
+//!
+//! ```
+//! use ringmq_codec::{decode_buf, BytesMut, Limits, Packet, ProtocolVersion};
+//!
+//! let mut read_buf = BytesMut::from(&[0x30, 0x05, 0x00, 0x01, b't', b'h', b'i', 0xC0][..]);
+//! let limits = Limits::default();
+//! let Ok(Some(Packet::Publish(p))) = decode_buf(&mut read_buf, ProtocolVersion::V3_1_1, &limits)
+//! else {
+//!     panic!("a PUBLISH")
+//! };
+//! assert_eq!((&p.topic[..], &p.payload[..]), (&b"t"[..], &b"hi"[..]));
+//! // Half a PINGREQ: need more bytes.
+//! assert_eq!(decode_buf(&mut read_buf, ProtocolVersion::V3_1_1, &limits), Ok(None));
+//! ```
 
 #![warn(missing_docs)]
 
