@@ -292,3 +292,53 @@ fn v3_client_is_not_held_to_server_keepalive() {
     );
     c.ping();
 }
+
+#[test]
+fn many_silent_clients_on_both_shards_each_expire_in_their_window() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut watcher, _) = RawClient::connected(addr, &ConnectOpts::v3("mw").keep_alive(0));
+    assert_eq!(watcher.subscribe(1, &[("will/many/+", 0)]), [0]);
+    // 12 clients, ids on both shards (so some sockets hop), K = 1 or 2.
+    let mut clients = Vec::new();
+    for i in 0..12u16 {
+        let k = 1 + i % 2;
+        let id = id_on_shard(&format!("many{i}-"), usize::from(i % 4 / 2));
+        let opts = ConnectOpts::v5(&id)
+            .keep_alive(k)
+            .will(WillOpts::new(&format!("will/many/{i}"), "x"));
+        let mut c = RawClient::open(addr);
+        c.v5 = true;
+        let sent = Instant::now();
+        c.send(&opts.encode()).unwrap();
+        assert_eq!(c.expect_packet(PROMPT, "CONNACK").connack(true).code, 0);
+        clients.push((i, k, sent, Instant::now(), c));
+    }
+    // One reader thread per client, so each close is seen when it happens.
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|(i, k, sent, acked, mut c)| {
+            std::thread::spawn(move || {
+                let (got, closed) = c.expect_closed_at(Duration::from_secs(8), "expiry");
+                assert!(
+                    matches!(got.last(), Some(p) if p.is_disconnect(0x8D)),
+                    "client {i}: {got:?}"
+                );
+                let lower = Duration::from_millis(1500 * u64::from(k));
+                assert_window(sent, acked, closed, lower, &format!("client {i} K={k}"));
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().expect("reader thread");
+    }
+    let mut wills: Vec<String> = (0..12)
+        .map(|_| watcher.expect_publish(PROMPT).topic)
+        .collect();
+    wills.sort();
+    let mut want: Vec<String> = (0..12).map(|i| format!("will/many/{i}")).collect();
+    want.sort();
+    assert_eq!(wills, want);
+    let stats = wait_stats(&broker, "all expired", |s| s.keepalive_expired == 12);
+    assert_eq!(stats.connections, 1, "{stats:?}");
+}

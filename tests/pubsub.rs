@@ -12,6 +12,7 @@ mod common;
 
 use common::*;
 use rumqttc::QoS;
+use std::time::Duration;
 
 /// Publishes four topics from `publisher` and checks what each wildcard
 /// subscriber saw: `plus` holds `sport/+/score`, `hash` holds `sport/#`.
@@ -461,4 +462,143 @@ fn many_messages_arrive_in_order_across_shards() {
         assert_eq!(p.payload, i.to_be_bytes(), "message {i}");
     }
     publisher.ping();
+}
+
+/// Publishes each topic then a sentinel from `publisher`; answers the topics
+/// `sub` received before the sentinel.
+fn received_before_sentinel(
+    publisher: &mut RawClient,
+    sub: &mut RawClient,
+    topics: &[&str],
+    sentinel: &str,
+) -> Vec<String> {
+    for t in topics {
+        publisher.publish0(t, t.as_bytes());
+    }
+    publisher.publish0(sentinel, b"sentinel");
+    let mut got = Vec::new();
+    loop {
+        let p = sub.expect_publish(PROMPT);
+        if p.topic == sentinel && p.payload == b"sentinel" {
+            return got;
+        }
+        got.push(p.topic);
+    }
+}
+
+#[test]
+fn wildcard_edge_levels() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut publisher, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("ep-", 0)));
+    let topics = ["/", "a", "a/", "/a", "A", "a/b", "a//b"];
+    let cases: [(&str, &[&str]); 6] = [
+        ("+", &["a", "A"]),
+        ("+/+", &["/", "a/", "/a", "a/b"]),
+        ("a/+", &["a/", "a/b"]),
+        ("a/#", &["a", "a/", "a/b", "a//b"]),
+        ("/#", &["/", "/a"]),
+        ("a/+/b", &["a//b"]),
+    ];
+    for (i, (filter, want)) in cases.iter().enumerate() {
+        let id = id_on_shard(&format!("edge{i}-"), i % 2);
+        let (mut sub, _) = RawClient::connected(addr, &ConnectOpts::v3(&id));
+        assert_eq!(sub.subscribe(1, &[(filter, 0), ("end", 0)]), [0, 0]);
+        let got = received_before_sentinel(&mut publisher, &mut sub, &topics, "end");
+        assert_eq!(got, *want, "filter {filter}");
+    }
+}
+
+#[test]
+fn subscribing_twice_replaces_the_subscription() {
+    // MQTT-3.8.4-3: an identical filter replaces the existing subscription,
+    // so one PUBLISH gives one copy.
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut sub, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("twice-", 1)));
+    let (mut publisher, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("tp-", 0)));
+    assert_eq!(sub.subscribe(1, &[("dup/x", 0), ("dup/end", 0)]), [0, 0]);
+    assert_eq!(sub.subscribe(2, &[("dup/x", 0)]), [0]);
+    let got = received_before_sentinel(&mut publisher, &mut sub, &["dup/x"], "dup/end");
+    assert_eq!(got, ["dup/x"], "one copy per matching subscription");
+
+    // One UNSUBSCRIBE removes it, however often it was subscribed.
+    sub.send(&unsubscribe_packet(3, &["dup/x"], false)).unwrap();
+    assert_eq!(sub.expect_packet(PROMPT, "UNSUBACK").kind, UNSUBACK);
+    let got = received_before_sentinel(&mut publisher, &mut sub, &["dup/x"], "dup/end");
+    assert!(got.is_empty(), "delivered after UNSUBSCRIBE: {got:?}");
+}
+
+#[test]
+fn route_counts_survive_unsubscribe_disconnect_and_resubscribe() {
+    // Two subscribers of one filter on the shard opposite the publisher: the
+    // route to that shard must stay while either holds the filter.
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut publisher, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("rp-", 0)));
+    let (mut s1, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("rs1-", 1)));
+    let (mut s2, _) = RawClient::connected(addr, &ConnectOpts::v5(&id_on_shard("rs2-", 1)));
+    for s in [&mut s1, &mut s2] {
+        assert_eq!(s.subscribe(1, &[("rc/+", 0), ("rc-end", 0)]), [0, 0]);
+    }
+    // s1 unsubscribes: s2 still receives.
+    s1.send(&unsubscribe_packet(2, &["rc/+"], false)).unwrap();
+    assert_eq!(s1.expect_packet(PROMPT, "UNSUBACK").kind, UNSUBACK);
+    assert_eq!(
+        received_before_sentinel(&mut publisher, &mut s2, &["rc/1"], "rc-end"),
+        ["rc/1"]
+    );
+    // s1 got only the sentinel of that round.
+    assert_eq!(s1.expect_publish(PROMPT).topic, "rc-end");
+    assert!(received_before_sentinel(&mut publisher, &mut s1, &["rc/2"], "rc-end").is_empty());
+    assert_eq!(s2.expect_publish(PROMPT).topic, "rc/2");
+    assert_eq!(s2.expect_publish(PROMPT).topic, "rc-end");
+
+    // s1 subscribes again, then s2 (clean) goes away: s1 still receives.
+    assert_eq!(s1.subscribe(3, &[("rc/+", 0)]), [0]);
+    s2.send(&disconnect_v5(0)).unwrap();
+    s2.expect_closed(PROMPT, "DISCONNECT");
+    wait_stats(&broker, "s2 gone", |s| s.connections == 2);
+    assert_eq!(
+        received_before_sentinel(&mut publisher, &mut s1, &["rc/3"], "rc-end"),
+        ["rc/3"]
+    );
+
+    // A new subscriber on the publisher's own shard, after all that.
+    let (mut s3, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("rs3-", 0)));
+    assert_eq!(s3.subscribe(1, &[("rc/#", 0), ("rc-end", 0)]), [0, 0]);
+    assert_eq!(
+        received_before_sentinel(&mut publisher, &mut s3, &["rc/4"], "rc-end"),
+        ["rc/4"]
+    );
+    assert_eq!(s1.expect_publish(PROMPT).topic, "rc/4");
+    assert_eq!(s1.expect_publish(PROMPT).topic, "rc-end");
+}
+
+#[test]
+fn an_expired_offline_session_takes_its_routes_along() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut publisher, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("xp-", 0)));
+    let opts = ConnectOpts::v5(&id_on_shard("xs-", 1))
+        .clean(false)
+        .session_expiry(1);
+    let (mut gone, _) = RawClient::connected(addr, &opts);
+    assert_eq!(gone.subscribe(1, &[("exp/x", 0)]), [0]);
+    gone.send(&disconnect_v5(0)).unwrap();
+    gone.expect_closed(PROMPT, "DISCONNECT");
+    assert!(
+        poll_until(Duration::from_secs(5), || broker.stats().sessions == 1),
+        "offline session never expired: {:?}",
+        broker.stats()
+    );
+    // Publishing to the dead session's filter is harmless; a new subscriber
+    // on the same shard gets exactly what it should.
+    publisher.publish0("exp/x", b"nobody");
+    let (mut fresh, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("xf-", 1)));
+    assert_eq!(fresh.subscribe(1, &[("exp/x", 0)]), [0]);
+    publisher.publish0("exp/x", b"fresh");
+    assert_eq!(fresh.expect_publish(PROMPT).payload, b"fresh");
+    let (_back, ack) = RawClient::connected(addr, &opts);
+    assert!(!ack.session_present);
 }
