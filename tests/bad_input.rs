@@ -408,3 +408,30 @@ fn slow_but_complete_connect_within_timeout_is_accepted() {
     );
     c.ping();
 }
+
+#[test]
+fn garbage_first_byte_is_refused_without_waiting_for_a_whole_frame() {
+    // "GET " frames as PUBACK (0x47, invalid flags) with remaining length
+    // 0x45 = 69 bytes; the request is shorter. A first byte that is not
+    // 0x10 can never start a CONNECT: close at once, not after the connect
+    // timeout (10 s by default).
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let mut c = RawClient::open(addr);
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let got = c.expect_closed(Duration::from_secs(3), "HTTP request as first bytes");
+    assert!(got.is_empty(), "{got:?}");
+}
+
+#[test]
+fn auth_packet_without_method_is_a_protocol_error() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut c, _) = RawClient::connected(addr, &ConnectOpts::v5("auth"));
+    c.send(&packet(0xF0, &[0x18, 0])).unwrap();
+    let got = c.expect_closed(PROMPT, "AUTH without Authentication Method");
+    for p in &got {
+        assert!(p.kind == DISCONNECT && p.body[0] >= 0x80, "{got:?}");
+    }
+    assert_serves(addr);
+}

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Asserts `from_args(args)` fails with a message naming `flag`.
 fn assert_rejected(extra: &[&str], flag: &str) {
@@ -157,4 +157,24 @@ fn dropping_the_broker_closes_connections_and_listener() {
         poll_until(PROMPT, || std::net::TcpStream::connect(addr).is_err()),
         "listener still accepts after drop"
     );
+}
+
+#[test]
+fn listener_is_closed_when_shutdown_returns() {
+    for round in 0..20 {
+        let broker = start(&[]);
+        let addr = broker.local_addr();
+        let (mut c, _) = RawClient::connected(addr, &ConnectOpts::v3("sd"));
+        c.ping();
+        broker.shutdown();
+        let t = Instant::now();
+        if let Ok(s) = std::net::TcpStream::connect(addr) {
+            panic!(
+                "round {round}: {addr} still accepted a TCP connection after \
+                 Broker::shutdown returned ({:?} after; local {:?})",
+                t.elapsed(),
+                s.local_addr()
+            );
+        }
+    }
 }

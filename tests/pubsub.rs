@@ -602,3 +602,110 @@ fn an_expired_offline_session_takes_its_routes_along() {
     let (_back, ack) = RawClient::connected(addr, &opts);
     assert!(!ack.session_present);
 }
+
+#[test]
+fn v5_retained_publish_follows_retain_available() {
+    // Retain Available 0 in CONNACK and a PUBLISH with RETAIN 1 => DISCONNECT
+    // 0x9A (MQTT 5.0 3.3.1.3); otherwise a later subscriber gets the message
+    // with RETAIN set (MQTT-3.3.1-9).
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut c, ack) = RawClient::connected(addr, &ConnectOpts::v5("ret"));
+    c.send(&publish_packet("r/x", b"kept", 0, 0, true, true))
+        .unwrap();
+    if ack.props.int(0x25) == Some(0) {
+        let got = c.expect_closed(PROMPT, "retained PUBLISH with Retain Available 0");
+        assert!(
+            matches!(got.last(), Some(p) if p.is_disconnect(0x9A)),
+            "{got:?}"
+        );
+    } else {
+        c.ping();
+        let (mut late, _) = RawClient::connected(addr, &ConnectOpts::v5("ret-late"));
+        assert_eq!(late.subscribe(1, &[("r/+", 0)]), [0]);
+        let p = late.expect_publish(PROMPT);
+        assert_eq!(
+            (p.topic.as_str(), p.payload.as_slice(), p.retain),
+            ("r/x", &b"kept"[..], true)
+        );
+    }
+}
+
+#[test]
+fn v5_publish_properties_are_forwarded_unaltered() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut sub5, _) = RawClient::connected(addr, &ConnectOpts::v5(&id_on_shard("pp5-", 1)));
+    let (mut sub3, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("pp3-", 0)));
+    assert_eq!(sub5.subscribe(1, &[("pp/#", 0)]), [0]);
+    assert_eq!(sub3.subscribe(1, &[("pp/#", 0)]), [0]);
+    let (mut publisher, _) = RawClient::connected(addr, &ConnectOpts::v5(&id_on_shard("ppp-", 0)));
+    let mut props = message_props();
+    props.extend_from_slice(&[0x02, 0, 0, 0, 60]); // message expiry 60 s
+    publisher
+        .send(&publish_packet_v5_props(
+            "pp/x", b"hello", 0, 0, false, &props,
+        ))
+        .unwrap();
+    let p = sub5.expect_publish(PROMPT);
+    assert_eq!(p.payload, b"hello");
+    assert_message_props(&p.props, "PUBLISH");
+    let expiry = p
+        .props
+        .int(0x02)
+        .expect("message expiry forwarded (MQTT-3.3.2-6)");
+    assert!((55..=60).contains(&expiry), "remaining expiry {expiry}");
+    let p = sub3.expect_publish(PROMPT);
+    assert_eq!(p.payload, b"hello", "v3 subscriber gets the bare message");
+}
+
+#[test]
+fn nothing_after_disconnect_is_processed() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut sub, _) = RawClient::connected(addr, &ConnectOpts::v3("after-sub"));
+    assert_eq!(sub.subscribe(1, &[("after/#", 0)]), [0]);
+    for v5 in [false, true] {
+        let opts = if v5 {
+            ConnectOpts::v5("after5")
+        } else {
+            ConnectOpts::v3("after3")
+        };
+        let (mut c, _) = RawClient::connected(addr, &opts);
+        let mut bytes = if v5 {
+            disconnect_v5(0)
+        } else {
+            DISCONNECT_V3.to_vec()
+        };
+        bytes.extend_from_slice(&publish_packet("after/x", b"late", 0, 0, false, v5));
+        c.send(&bytes).unwrap();
+        c.expect_closed(PROMPT, "DISCONNECT");
+    }
+    let (mut s, _) = RawClient::connected(addr, &ConnectOpts::v3("after-s"));
+    s.publish0("after/end", b"end");
+    assert_eq!(
+        sub.expect_publish(PROMPT).topic,
+        "after/end",
+        "PUBLISH after DISCONNECT routed"
+    );
+}
+
+#[test]
+fn shared_subscription_follows_shared_subscription_available() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut c5, ack) = RawClient::connected(addr, &ConnectOpts::v5("share5"));
+    let codes = c5.subscribe(1, &[("$share/g/t", 0), ("ok", 0)]);
+    if ack.props.int(0x2A) == Some(0) {
+        assert_eq!(codes, [0x9E, 0], "shared subscriptions not supported");
+        let (mut c3, _) = RawClient::connected(addr, &ConnectOpts::v3("share3"));
+        assert_eq!(c3.subscribe(1, &[("$share/g/t", 0)]), [0x80]);
+        c3.ping();
+    } else {
+        assert_eq!(codes, [0, 0]);
+    }
+    // Malformed share names are invalid filters either way (MQTT 4.8.2).
+    let codes = c5.subscribe(2, &[("$share/g", 0), ("$share//t", 0), ("$share/g+/t", 0)]);
+    assert!(codes.iter().all(|&c| c == 0x8F || c == 0x9E), "{codes:?}");
+    c5.ping();
+}

@@ -388,3 +388,17 @@ fn v5_session_expires_after_its_interval() {
     let (_c, ack) = RawClient::connected(addr, &opts);
     assert!(!ack.session_present, "{ack:?}");
 }
+
+#[test]
+fn long_and_case_different_client_ids() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let long = "L".repeat(200);
+    let (mut a, _) = RawClient::connected(addr, &ConnectOpts::v3(&long));
+    let (mut b, _) = RawClient::connected(addr, &ConnectOpts::v5("Case"));
+    let (mut c, _) = RawClient::connected(addr, &ConnectOpts::v5("case"));
+    a.ping();
+    b.ping();
+    c.ping();
+    assert_eq!(broker.stats().takeovers, 0);
+}

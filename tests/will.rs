@@ -250,3 +250,40 @@ fn v3_takeover_does_not_publish_the_will() {
     assert_no_will(&broker, &mut w, &mut s, 3);
     new.ping();
 }
+
+#[test]
+fn v5_will_retain_follows_retain_available() {
+    // MQTT-3.2.2-13: Will Retain 1 when retained messages are unsupported =>
+    // CONNACK 0x9A and close; otherwise the will is retained.
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let mut will = WillOpts::new("will/kept", "w");
+    will.retain = true;
+    let (mut c, ack) = RawClient::connect(addr, &ConnectOpts::v5("retw").will(will));
+    if ack.props.int(0x25) == Some(0) || ack.code != 0 {
+        assert_eq!(ack.code, 0x9A, "{ack:?}");
+        c.expect_closed(PROMPT, "refused");
+    } else {
+        drop(c);
+        wait_stats(&broker, "will published", |s| s.wills_published == 1);
+        let (mut late, _) = RawClient::connected(addr, &ConnectOpts::v5("retw-late"));
+        assert_eq!(late.subscribe(1, &[("will/+", 0)]), [0]);
+        let p = late.expect_publish(PROMPT);
+        assert_eq!((p.topic.as_str(), p.retain), ("will/kept", true));
+    }
+}
+
+#[test]
+fn v5_will_properties_apply_to_the_published_will() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut w, _) = RawClient::connected(addr, &ConnectOpts::v5(&id_on_shard("wp-w", 0)));
+    assert_eq!(w.subscribe(1, &[("will/props", 0)]), [0]);
+    let mut will = WillOpts::new("will/props", "bye");
+    will.extra_props = message_props();
+    let (c, _) = RawClient::connected(addr, &ConnectOpts::v5(&id_on_shard("wp-c", 1)).will(will));
+    drop(c);
+    let p = w.expect_publish(PROMPT);
+    assert_eq!(p.payload, b"bye");
+    assert_message_props(&p.props, "will");
+}

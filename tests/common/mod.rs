@@ -165,6 +165,8 @@ pub struct WillOpts {
     pub retain: bool,
     /// v5 Will Delay Interval property.
     pub delay_secs: Option<u32>,
+    /// Extra v5 will properties, already encoded (id + value ...).
+    pub extra_props: Vec<u8>,
 }
 
 impl WillOpts {
@@ -176,6 +178,7 @@ impl WillOpts {
             qos: 0,
             retain: false,
             delay_secs: None,
+            extra_props: Vec::new(),
         }
     }
 
@@ -292,6 +295,7 @@ impl ConnectOpts {
                     props.push(0x18);
                     props.extend_from_slice(&d.to_be_bytes());
                 }
+                props.extend_from_slice(&w.extra_props);
                 put_varint(&mut body, props.len());
                 body.extend_from_slice(&props);
             }
@@ -525,6 +529,17 @@ impl Props {
         })
     }
 
+    /// Every user property, in order.
+    pub fn user_properties(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.0
+            .iter()
+            .filter_map(|(_, v)| match v {
+                PropValue::Pair(k, v) => Some((k.clone(), v.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A string or binary property.
     pub fn bin(&self, id: u8) -> Option<Vec<u8>> {
         self.0.iter().find_map(|(i, v)| match v {
@@ -563,6 +578,8 @@ pub struct PublishInfo {
     pub retain: bool,
     /// Packet identifier (0 for QoS 0).
     pub packet_id: u16,
+    /// v5 properties (empty for v3).
+    pub props: Props,
 }
 
 impl RawPacket {
@@ -608,15 +625,18 @@ impl RawPacket {
         let mut c = Cursor::new(&self.body);
         let topic = String::from_utf8(c.bin().to_vec()).expect("topic is UTF-8");
         let packet_id = if qos > 0 { c.u16() } else { 0 };
-        if v5 {
-            Props::parse(&mut c);
-        }
+        let props = if v5 {
+            Props::parse(&mut c)
+        } else {
+            Props::default()
+        };
         PublishInfo {
             topic,
             payload: c.rest().to_vec(),
             qos,
             retain: self.flags & 1 == 1,
             packet_id,
+            props,
         }
     }
 
@@ -845,6 +865,56 @@ impl RawClient {
         assert_eq!(p.kind, PUBACK, "expected PUBACK, got {p:?}");
         assert_eq!(&p.body[..2], &packet_id.to_be_bytes(), "PUBACK packet id");
     }
+}
+
+/// Encodes v5 properties: user property, content type, payload format,
+/// correlation data, response topic.
+pub fn message_props() -> Vec<u8> {
+    let mut p = vec![0x01, 1]; // payload format indicator: UTF-8
+    p.push(0x03);
+    put_bin(&mut p, b"text/plain");
+    p.push(0x08);
+    put_bin(&mut p, b"reply/here");
+    p.push(0x09);
+    put_bin(&mut p, b"\x00\x01corr");
+    p.push(0x26);
+    put_bin(&mut p, b"k1");
+    put_bin(&mut p, b"v1");
+    p.push(0x26);
+    put_bin(&mut p, b"k1");
+    put_bin(&mut p, b"v2");
+    p
+}
+
+pub fn assert_message_props(props: &Props, what: &str) {
+    assert_eq!(
+        props.int(0x01),
+        Some(1),
+        "{what}: payload format: {props:?}"
+    );
+    assert_eq!(
+        props.bin(0x03).as_deref(),
+        Some(&b"text/plain"[..]),
+        "{what}: content type"
+    );
+    assert_eq!(
+        props.bin(0x08).as_deref(),
+        Some(&b"reply/here"[..]),
+        "{what}: response topic"
+    );
+    assert_eq!(
+        props.bin(0x09).as_deref(),
+        Some(&b"\x00\x01corr"[..]),
+        "{what}: correlation data"
+    );
+    assert_eq!(
+        props.user_properties(),
+        [
+            (b"k1".to_vec(), b"v1".to_vec()),
+            (b"k1".to_vec(), b"v2".to_vec())
+        ],
+        "{what}: user properties, in order (MQTT-3.3.2-17/18)"
+    );
 }
 
 /// Asserts a fresh v3.1.1 and a fresh v5 client can connect and ping: the
