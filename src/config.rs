@@ -88,6 +88,16 @@ pub struct Config {
     #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_outbuf_bytes: usize,
 
+    /// Most retained messages kept over all shards (each shard keeps its
+    /// share); a new retained topic beyond it is not stored (counted).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_retained: usize,
+
+    /// Topic aliases a v5 client may use towards the broker (CONNACK Topic
+    /// Alias Maximum); 0 turns inbound aliases off.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub topic_alias_maximum: u16,
+
     /// Log filter (tracing syntax, e.g. "info" or "ringmq=debug"). RUST_LOG
     /// is used when this flag is absent.
     #[arg(long, value_name = "FILTER", env = "RUST_LOG", default_value = "info")]

@@ -23,7 +23,9 @@ use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
-use ringmq_codec::Publish;
+use ringmq_codec::{Properties, Publish, QoS};
+use ringmq_session::Subscription;
+use std::time::Instant;
 
 /// A message for another shard's control channel.
 #[derive(Debug)]
@@ -35,19 +37,37 @@ pub(crate) enum Control {
         read: Bytes,
         peer: SocketAddr,
     },
-    /// The sending shard now has subscribers for `filter`.
-    RouteAdd { filter: Bytes, shard: usize },
+    /// The sending shard now has subscribers for `filter` (in shared
+    /// subscription `group` when set; `filter` is then the inner filter).
+    RouteAdd {
+        filter: Bytes,
+        group: Option<u64>,
+        shard: usize,
+    },
     /// The sending shard no longer has subscribers for `filter`.
-    RouteDrop { filter: Bytes, shard: usize },
+    RouteDrop {
+        filter: Bytes,
+        group: Option<u64>,
+        shard: usize,
+    },
     /// A publish that must not be dropped (a will).
-    Publish(Box<Publish>),
+    Publish(RoutedPublish),
+    /// Retained messages matching `filter`, for a new subscription of
+    /// session `serial` on shard `reply_to`.
+    RetainedQuery {
+        filter: Bytes,
+        reply_to: usize,
+        serial: u64,
+        subscription: Subscription,
+    },
+    /// The answer to a `RetainedQuery`.
+    RetainedReply {
+        serial: u64,
+        subscription: Subscription,
+        messages: Vec<Publish>,
+    },
     /// Stop accepting, disconnect every client, stop the shard.
     Shutdown,
-}
-
-struct WakeSlot {
-    parked: AtomicBool,
-    waker: Mutex<Option<Waker>>,
 }
 
 /// A publish on its way to another shard, kept small for the bounded
@@ -57,12 +77,22 @@ struct WakeSlot {
 pub(crate) struct RoutedPublish {
     pub(crate) topic: Bytes,
     pub(crate) payload: Bytes,
-    pub(crate) properties: Option<Box<ringmq_codec::Properties>>,
+    pub(crate) properties: Option<Box<Properties>>,
+    pub(crate) qos: QoS,
+    /// The RETAIN flag as published (for Retain As Published).
+    pub(crate) retain: bool,
+    /// When the message expires (v5 Message Expiry Interval).
+    pub(crate) expires_at: Option<Instant>,
+    /// Deliver to the target's ordinary subscribers.
+    pub(crate) deliver: bool,
+    /// The target owns this topic's retained slot: store (or clear) it.
+    pub(crate) store_retained: bool,
+    /// Shared subscription groups the target serves with this message.
+    pub(crate) groups: Vec<u64>,
 }
 
 impl RoutedPublish {
-    /// Splits an outbound publish (QoS 0, no DUP/RETAIN) for the channel.
-    pub(crate) fn new(publish: &Publish) -> Self {
+    pub(crate) fn new(publish: &Publish, expires_at: Option<Instant>) -> Self {
         let properties = if publish.properties.is_empty() {
             None
         } else {
@@ -72,19 +102,25 @@ impl RoutedPublish {
             topic: publish.topic.clone(),
             payload: publish.payload.clone(),
             properties,
+            qos: publish.qos,
+            retain: publish.retain,
+            expires_at,
+            deliver: false,
+            store_retained: false,
+            groups: Vec::new(),
         }
     }
 
-    /// The outbound publish again.
-    pub(crate) fn into_publish(self) -> Publish {
+    /// The publish again (DUP clear, no packet id).
+    pub(crate) fn to_publish(&self) -> Publish {
         Publish {
             dup: false,
-            qos: ringmq_codec::QoS::AtMostOnce,
-            retain: false,
-            topic: self.topic,
+            qos: self.qos,
+            retain: self.retain,
+            topic: self.topic.clone(),
             packet_id: 0,
-            properties: self.properties.map(|p| *p).unwrap_or_default(),
-            payload: self.payload,
+            properties: self.properties.as_deref().cloned().unwrap_or_default(),
+            payload: self.payload.clone(),
         }
     }
 }
@@ -95,6 +131,11 @@ pub(crate) struct Mesh {
     data: Vec<Sender<RoutedPublish>>,
     control: Vec<Sender<Control>>,
     wake: Vec<Arc<WakeSlot>>,
+}
+
+struct WakeSlot {
+    parked: AtomicBool,
+    waker: Mutex<Option<Waker>>,
 }
 
 /// One shard's receiving side.

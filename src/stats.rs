@@ -50,6 +50,8 @@ counters! {
     publishes_out,
     /// Deliveries dropped because a client's output buffer was full.
     publishes_dropped,
+    /// Retained messages not stored because --max-retained was reached.
+    retained_dropped,
     /// Sockets handed to the shard that owns their client id.
     handoffs,
     /// Sessions alive (connected or not).

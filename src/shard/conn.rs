@@ -20,8 +20,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use glommio::net::TcpStream;
+use hashbrown::HashMap;
 use ringmq_codec::{
     frame_len, ConnAck, Disconnect, Limits, Packet, Properties, ProtocolVersion, PubAck, PubComp,
     PubRec, Publish, QoS, ReasonCode,
@@ -57,6 +58,17 @@ pub(crate) struct Conn {
     pub(crate) timer: Cell<Option<TimerKey>>,
     /// The client's Maximum Packet Size (what we may send it).
     pub(crate) client_max_packet: Cell<u32>,
+    /// Inbound topic aliases (index = alias - 1); empty until used.
+    aliases_in: RefCell<Vec<Bytes>>,
+    /// Outbound topic aliases, when the client accepts any.
+    aliases_out: RefCell<Option<Box<OutAliases>>>,
+}
+
+/// Topic aliases the broker assigned towards one client (v5 3.3.2.3.4):
+/// first come, first served until the client's maximum, then plain topics.
+struct OutAliases {
+    max: u16,
+    by_topic: HashMap<Bytes, u16>,
 }
 
 impl Conn {
@@ -73,7 +85,54 @@ impl Conn {
             keepalive_ticks: Cell::new(0),
             timer: Cell::new(None),
             client_max_packet: Cell::new(ringmq_codec::MAX_PACKET_SIZE),
+            aliases_in: RefCell::new(Vec::new()),
+            aliases_out: RefCell::new(None),
         }
+    }
+
+    /// Lets the broker use up to `max` topic aliases towards this client.
+    pub(crate) fn set_outbound_alias_maximum(&self, max: u16) {
+        *self.aliases_out.borrow_mut() = (max > 0).then(|| {
+            Box::new(OutAliases {
+                max,
+                by_topic: HashMap::new(),
+            })
+        });
+    }
+
+    /// Applies an inbound Topic Alias (v5 3.3.2.3.4): registers a new one,
+    /// or fills in the topic of an aliased PUBLISH with an empty topic.
+    fn resolve_topic_alias(
+        &self,
+        publish: &mut Publish,
+        maximum: u16,
+    ) -> Result<(), (ReasonCode, &'static str)> {
+        let Some(alias) = publish.properties.topic_alias else {
+            if publish.topic.is_empty() {
+                return Err((ReasonCode::PROTOCOL_ERROR, "empty topic without alias"));
+            }
+            return Ok(());
+        };
+        if alias == 0 || alias > maximum {
+            // MQTT-3.3.2-8/9: 0 and values above our maximum are invalid.
+            return Err((ReasonCode::TOPIC_ALIAS_INVALID, "topic alias out of range"));
+        }
+        let slot = usize::from(alias - 1);
+        let mut aliases = self.aliases_in.borrow_mut();
+        if publish.topic.is_empty() {
+            match aliases.get(slot) {
+                Some(topic) if !topic.is_empty() => publish.topic = topic.clone(),
+                _ => return Err((ReasonCode::PROTOCOL_ERROR, "unknown topic alias")),
+            }
+        } else {
+            if aliases.len() <= slot {
+                aliases.resize(slot + 1, Bytes::new());
+            }
+            // Kept for the connection's life: copy it out of the read arena.
+            aliases[slot] = Bytes::copy_from_slice(&publish.topic);
+        }
+        publish.properties.topic_alias = None;
+        Ok(())
     }
 
     fn wake(&self) {
@@ -105,10 +164,24 @@ impl Conn {
     /// Queues a publish (already fitted to this client) and wakes the task.
     pub(crate) fn send_publish(&self, publish: &Publish) {
         let version = self.version.get().unwrap_or(ProtocolVersion::V3_1_1);
-        if publish
-            .encode(version, &mut self.outbuf.borrow_mut())
-            .is_ok()
-        {
+        let mut aliases = self.aliases_out.borrow_mut();
+        let encoded = match aliases.as_deref_mut() {
+            None => publish.encode(version, &mut self.outbuf.borrow_mut()),
+            Some(out) => {
+                let mut aliased = publish.clone();
+                if let Some(alias) = out.by_topic.get(&publish.topic) {
+                    aliased.topic = Bytes::new();
+                    aliased.properties.topic_alias = Some(*alias);
+                } else if out.by_topic.len() < usize::from(out.max) {
+                    let alias = out.by_topic.len() as u16 + 1;
+                    out.by_topic
+                        .insert(Bytes::copy_from_slice(&publish.topic), alias);
+                    aliased.properties.topic_alias = Some(alias);
+                }
+                aliased.encode(version, &mut self.outbuf.borrow_mut())
+            }
+        };
+        if encoded.is_ok() {
             self.wake();
         }
     }
@@ -385,22 +458,12 @@ fn handle_packet(
             conn.send(&Packet::PingResp);
             Ok(None)
         }
-        Packet::Publish(publish) => {
+        Packet::Publish(mut publish) => {
             ShardStats::inc(&shard.stats.publishes_in);
-            if publish.properties.topic_alias.is_some() || publish.topic.is_empty() {
-                // We announce Topic Alias Maximum 0 (absent): any alias is
-                // invalid (MQTT-3.3.2-9 / 3.2.2.3.8).
-                return Err(shard.protocol_violation(
-                    conn,
-                    ReasonCode::TOPIC_ALIAS_INVALID,
-                    "topic alias",
-                ));
-            }
-            if v5 && publish.retain {
-                // We announced Retain Available 0 (3.3.1.3): retained
-                // messages arrive with issue 6.
-                let code = ReasonCode::RETAIN_NOT_SUPPORTED;
-                return Err(shard.protocol_violation(conn, code, "retain not supported"));
+            if let Err((code, what)) =
+                conn.resolve_topic_alias(&mut publish, shard.config().topic_alias_maximum)
+            {
+                return Err(shard.protocol_violation(conn, code, what));
             }
             match publish.qos {
                 QoS::AtMostOnce => {}
@@ -423,7 +486,7 @@ fn handle_packet(
                     ))
                 }
             }
-            Ok(shard.route_publish(publish))
+            Ok(shard.route_publish(publish, conn.session.get()))
         }
         Packet::PubRel(rel) => {
             conn.send(&Packet::PubComp(PubComp {
@@ -435,10 +498,7 @@ fn handle_packet(
         }
         // Acknowledgements of deliveries: QoS 0 only for now, nothing to do.
         Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => Ok(None),
-        Packet::Subscribe(subscribe) => {
-            shard.subscribe(conn, &subscribe);
-            Ok(None)
-        }
+        Packet::Subscribe(subscribe) => shard.subscribe(conn, &subscribe).map(|()| None),
         Packet::Unsubscribe(unsubscribe) => {
             shard.unsubscribe(conn, &unsubscribe);
             Ok(None)

@@ -7,6 +7,7 @@
 
 pub(crate) mod conn;
 mod keepalive;
+mod retained;
 mod router;
 mod sessions;
 
@@ -33,6 +34,7 @@ use crate::stats::ShardStats;
 use conn::Conn;
 use keepalive::Ticker;
 pub(crate) use keepalive::TimerEvent;
+use retained::Retained;
 use router::Router;
 use sessions::Sessions;
 
@@ -76,6 +78,7 @@ pub(crate) struct State {
     pub(crate) sessions: Sessions,
     pub(crate) wheel: Wheel<TimerEvent>,
     pub(crate) router: Router,
+    pub(crate) retained: Retained,
     listeners: Vec<Task<()>>,
 }
 
@@ -89,7 +92,8 @@ impl Shard {
             v3_session_expiry_secs: config.session_expiry_default_secs,
             max_qos: ringmq_codec::QoS::AtMostOnce,
             receive_maximum: u16::MAX,
-            retain_available: false,
+            retain_available: true,
+            topic_alias_maximum: config.topic_alias_maximum,
         };
         let clock = KeepAliveClock::new(config.keepalive_tick_ms);
         Rc::new(Shard {
@@ -103,7 +107,8 @@ impl Shard {
                 conns: HashMap::new(),
                 sessions: Sessions::default(),
                 wheel: Wheel::new(Tick(0)),
-                router: Router::new(shared.shards),
+                router: Router::new(),
+                retained: Retained::default(),
                 listeners: Vec::new(),
             }),
             arena: RefCell::new(BytesMut::new()),
@@ -263,14 +268,40 @@ impl Shard {
 
     fn handle_incoming(self: &Rc<Self>, msg: Incoming) {
         match msg {
-            Incoming::Publish(routed) => self.deliver_local(&routed.into_publish()),
-            Incoming::Control(Control::Publish(publish)) => self.deliver_local(&publish),
-            Incoming::Control(Control::RouteAdd { filter, shard }) => {
-                self.state.borrow_mut().router.add_remote(&filter, shard);
+            Incoming::Publish(routed) | Incoming::Control(Control::Publish(routed)) => {
+                self.handle_routed(routed)
             }
-            Incoming::Control(Control::RouteDrop { filter, shard }) => {
-                self.state.borrow_mut().router.drop_remote(&filter, shard);
+            Incoming::Control(Control::RouteAdd {
+                filter,
+                group,
+                shard,
+            }) => {
+                self.state
+                    .borrow_mut()
+                    .router
+                    .add_remote(&filter, group, shard);
             }
+            Incoming::Control(Control::RouteDrop {
+                filter,
+                group,
+                shard,
+            }) => {
+                self.state
+                    .borrow_mut()
+                    .router
+                    .drop_remote(&filter, group, shard);
+            }
+            Incoming::Control(Control::RetainedQuery {
+                filter,
+                reply_to,
+                serial,
+                subscription,
+            }) => self.answer_retained_query(&filter, reply_to, serial, subscription),
+            Incoming::Control(Control::RetainedReply {
+                serial,
+                subscription,
+                messages,
+            }) => self.deliver_retained(serial, subscription, messages),
             Incoming::Control(Control::Adopt { fd, read, peer }) => {
                 ShardStats::inc(&self.stats.handoffs);
                 // SAFETY: `fd` is an open socket we own; ownership moves into

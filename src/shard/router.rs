@@ -1,9 +1,14 @@
-//! Routing: this shard's subscription trie and its replica of the route
+//! Routing: this shard's subscription tries and its replica of the route
 //! table (filter -> shards with subscribers).
 //!
 //! A PUBLISH read here is matched once against the replica and sent once to
 //! each other shard with subscribers; each shard then matches its own trie
 //! and queues to each subscriber. Payloads travel as shared `Bytes`.
+//!
+//! Shared subscriptions (`$share/group/filter`) live in their own tries,
+//! keyed by (group hash, session) locally and (group hash, shard) in the
+//! replica: the publishing shard picks one shard per matching group (round
+//! robin among the shards with members) and that shard picks one member.
 //!
 //! Ordering invariant: a shard drains its inbox before routing a publish it
 //! read, and a SUBACK is written only after the route-add is in every
@@ -11,12 +16,14 @@
 //! missed, even across shards.
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hashbrown::HashMap;
 use ringmq_codec::{
-    Packet, Properties, Publish, QoS, SubAck, Subscribe, SubscriptionOptions, UnsubAck,
-    Unsubscribe, Will,
+    Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
 };
+use ringmq_session::{CloseCause, Subscription};
 use ringmq_topic::Trie;
 
 use super::conn::Conn;
@@ -26,239 +33,474 @@ use crate::stats::ShardStats;
 
 /// A publish some target shards could not take yet (inbox full).
 pub(crate) struct BlockedRoute {
-    mask: u64,
-    routed: RoutedPublish,
+    pending: Vec<(usize, RoutedPublish)>,
 }
 
-/// The local trie plus the replica of other shards' routes.
+/// The local tries plus the replica of other shards' routes.
 pub(crate) struct Router {
-    /// filter -> session serial -> granted options (this shard's sessions).
-    local: Trie<u64, SubscriptionOptions>,
+    /// filter -> session serial -> grant (this shard's sessions).
+    local: Trie<u64, Subscription>,
+    /// inner filter -> (group hash, session serial) -> grant.
+    shared_local: Trie<(u64, u64), Subscription>,
     /// filter -> other shards that have subscribers for it.
     remote: Trie<usize, ()>,
+    /// inner filter -> (group hash, shard) with members of that group.
+    shared_remote: Trie<(u64, usize), ()>,
     /// Reused by `deliver_local` so matching allocates nothing.
-    matched: Vec<u64>,
+    matched: Vec<(u64, Subscription)>,
+    /// Reused for shared-group matching.
+    group_matched: Vec<((u64, u64), Subscription)>,
+    /// (inner filter, group) -> members on this shard.
+    group_members: HashMap<(Box<str>, u64), u32>,
+    /// Round-robin cursor for shared subscriptions.
+    cursor: u64,
+}
+
+/// The group part of `$share/group/filter` as a stable 64-bit key.
+pub(crate) fn group_key(group: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in group.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// A filter split into (inner filter, group key) for shared subscriptions.
+fn split_filter(filter: &str) -> (&str, Option<u64>) {
+    match ringmq_topic::parse_shared(filter) {
+        Ok(Some(shared)) => (shared.filter, Some(group_key(shared.group))),
+        _ => (filter, None),
+    }
 }
 
 impl Router {
-    pub(crate) fn new(_shards: usize) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             local: Trie::new(),
+            shared_local: Trie::new(),
             remote: Trie::new(),
+            shared_remote: Trie::new(),
             matched: Vec::new(),
+            group_matched: Vec::new(),
+            group_members: HashMap::new(),
+            cursor: 0,
         }
     }
 
-    /// Adds a local subscription; true when it is the filter's first here.
-    fn add_local(&mut self, filter: &str, serial: u64, options: SubscriptionOptions) -> bool {
-        let first = self.local.filter_len(filter) == 0;
-        self.local.insert(filter, serial, options);
-        first
+    /// Adds a local subscription; true when it is the first here for that
+    /// filter (and group).
+    fn add_local(&mut self, filter: &str, serial: u64, sub: Subscription) -> bool {
+        match split_filter(filter) {
+            (inner, Some(group)) => {
+                if self
+                    .shared_local
+                    .insert(inner, (group, serial), sub)
+                    .is_some()
+                {
+                    return false;
+                }
+                let members = self.group_members.entry((inner.into(), group)).or_insert(0);
+                *members += 1;
+                *members == 1
+            }
+            (filter, None) => {
+                let first = self.local.filter_len(filter) == 0;
+                self.local.insert(filter, serial, sub);
+                first
+            }
+        }
     }
 
-    /// Removes a local subscription; true when it was the filter's last here.
+    /// Removes a local subscription; true when it was the last here.
     fn remove_local(&mut self, filter: &str, serial: u64) -> bool {
-        self.local.remove(filter, serial).is_some() && self.local.filter_len(filter) == 0
-    }
-
-    pub(crate) fn add_remote(&mut self, filter: &[u8], shard: usize) {
-        if let Ok(filter) = std::str::from_utf8(filter) {
-            self.remote.insert(filter, shard, ());
+        match split_filter(filter) {
+            (inner, Some(group)) => {
+                if self.shared_local.remove(inner, (group, serial)).is_none() {
+                    return false;
+                }
+                let key: (Box<str>, u64) = (inner.into(), group);
+                match self.group_members.get_mut(&key) {
+                    Some(n) if *n > 1 => {
+                        *n -= 1;
+                        false
+                    }
+                    _ => {
+                        self.group_members.remove(&key);
+                        true
+                    }
+                }
+            }
+            (filter, None) => {
+                self.local.remove(filter, serial).is_some() && self.local.filter_len(filter) == 0
+            }
         }
     }
 
-    pub(crate) fn drop_remote(&mut self, filter: &[u8], shard: usize) {
+    pub(crate) fn add_remote(&mut self, filter: &[u8], group: Option<u64>, shard: usize) {
         if let Ok(filter) = std::str::from_utf8(filter) {
-            self.remote.remove(filter, shard);
+            match group {
+                Some(group) => {
+                    self.shared_remote.insert(filter, (group, shard), ());
+                }
+                None => {
+                    self.remote.insert(filter, shard, ());
+                }
+            }
         }
     }
 
-    /// Other shards with a subscriber matching `topic`, as a bit mask.
+    pub(crate) fn drop_remote(&mut self, filter: &[u8], group: Option<u64>, shard: usize) {
+        if let Ok(filter) = std::str::from_utf8(filter) {
+            match group {
+                Some(group) => {
+                    self.shared_remote.remove(filter, (group, shard));
+                }
+                None => {
+                    self.remote.remove(filter, shard);
+                }
+            }
+        }
+    }
+
+    /// Other shards with an ordinary subscriber matching `topic`.
     fn remote_targets(&self, topic: &str) -> u64 {
         let mut mask = 0u64;
         self.remote
             .for_each_match(topic, |shard, _| mask |= 1 << shard);
         mask
     }
+
+    /// For each shared group matching `topic`, the shard chosen to serve it
+    /// (`own` stands for this shard). Appends (shard, group) to `out`.
+    fn pick_group_shards(&mut self, topic: &str, own: usize, out: &mut Vec<(usize, u64)>) {
+        // group -> shard mask with members.
+        let mut groups: Vec<(u64, u64)> = Vec::new();
+        let mut add = |group: u64, shard: usize| match groups.iter_mut().find(|(g, _)| *g == group)
+        {
+            Some((_, mask)) => *mask |= 1 << shard,
+            None => groups.push((group, 1 << shard)),
+        };
+        self.shared_remote
+            .for_each_match(topic, |(group, shard), _| add(group, shard));
+        self.shared_local
+            .for_each_match(topic, |(group, _), _| add(group, own));
+        for (group, mask) in groups {
+            let n = u64::from(mask.count_ones());
+            self.cursor = self.cursor.wrapping_add(1);
+            let mut pick = self.cursor % n;
+            let mut rest = mask;
+            loop {
+                let shard = rest.trailing_zeros() as usize;
+                if pick == 0 {
+                    out.push((shard, group));
+                    break;
+                }
+                pick -= 1;
+                rest &= rest - 1;
+            }
+        }
+    }
 }
 
-/// Turns a received PUBLISH into the one delivered to subscribers: QoS 0,
-/// no DUP, RETAIN cleared (MQTT-3.3.1-9 for normal deliveries), and no
-/// properties that belong to the publisher's connection only.
-fn prepare_outbound(publish: &mut Publish) {
+/// Removes what belongs to the publisher's connection only.
+fn strip_connection_properties(publish: &mut Publish) {
     publish.dup = false;
-    publish.qos = QoS::AtMostOnce;
     publish.packet_id = 0;
-    publish.retain = false;
     publish.properties.topic_alias = None;
     publish.properties.subscription_identifiers.clear();
 }
 
+/// Seconds left before `expires_at`, rounded up; `None` once expired.
+pub(crate) fn remaining_secs(expires_at: Instant, now: Instant) -> Option<u32> {
+    let left = expires_at.checked_duration_since(now)?;
+    if left.is_zero() {
+        return None;
+    }
+    Some(
+        left.as_secs()
+            .saturating_add(u64::from(left.subsec_nanos() > 0)) as u32,
+    )
+}
+
 impl Shard {
-    /// Routes a PUBLISH read on this shard: once to each other shard with
-    /// subscribers, then to local subscribers. Returns what could not be
-    /// sent because a target inbox was full; the caller then waits with
-    /// [`Shard::finish_route`] (back-pressure) before reading more.
-    pub(crate) fn route_publish(self: &Rc<Self>, mut publish: Publish) -> Option<BlockedRoute> {
+    /// Routes a PUBLISH read on this shard (or a will): once to each other
+    /// shard with subscribers, to the retained owner when RETAIN is set,
+    /// then to local subscribers. Returns what could not be sent because a
+    /// target inbox was full; the caller waits with [`Shard::finish_route`]
+    /// (back-pressure) before reading more. `origin` is the publishing
+    /// session (for No Local).
+    pub(crate) fn route_publish(
+        self: &Rc<Self>,
+        mut publish: Publish,
+        origin: Option<u64>,
+    ) -> Option<BlockedRoute> {
         self.drain_inbox();
-        prepare_outbound(&mut publish);
+        strip_connection_properties(&mut publish);
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
             return None;
         };
-        let mask = self.state.borrow().router.remote_targets(topic);
-        let blocked = if mask == 0 {
-            None
-        } else {
-            self.send_remote(mask, None, &publish)
-        };
-        self.deliver_local(&publish);
-        blocked
-    }
+        let expires_at = publish
+            .properties
+            .message_expiry_interval
+            .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
 
-    /// Sends to every shard in `mask`; gives back the ones whose inbox was
-    /// full.
-    fn send_remote(
-        &self,
-        mut mask: u64,
-        mut routed: Option<RoutedPublish>,
-        publish: &Publish,
-    ) -> Option<BlockedRoute> {
-        let mut blocked = 0u64;
-        while mask != 0 {
-            let target = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            let msg = routed.take().unwrap_or_else(|| RoutedPublish::new(publish));
-            if let Err(msg) = self.shared.mesh.try_send_publish(target, msg) {
-                routed = Some(msg);
-                blocked |= 1 << target;
+        let mut targets: Vec<(usize, RoutedPublish)> = Vec::new();
+        let mut own_groups: Vec<u64> = Vec::new();
+        let (mask, group_picks) = {
+            let mut state = self.state.borrow_mut();
+            let mask = state.router.remote_targets(topic);
+            let mut picks = Vec::new();
+            state.router.pick_group_shards(topic, self.id, &mut picks);
+            (mask, picks)
+        };
+        let target = |shard: usize, targets: &mut Vec<(usize, RoutedPublish)>| -> usize {
+            match targets.iter().position(|(s, _)| *s == shard) {
+                Some(i) => i,
+                None => {
+                    targets.push((shard, RoutedPublish::new(&publish, expires_at)));
+                    targets.len() - 1
+                }
+            }
+        };
+        let mut rest = mask;
+        while rest != 0 {
+            let shard = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            let i = target(shard, &mut targets);
+            targets[i].1.deliver = true;
+        }
+        for (shard, group) in group_picks {
+            if shard == self.id {
+                own_groups.push(group);
+            } else {
+                let i = target(shard, &mut targets);
+                targets[i].1.groups.push(group);
             }
         }
-        (blocked != 0).then(|| BlockedRoute {
-            mask: blocked,
-            routed: routed.unwrap_or_else(|| RoutedPublish::new(publish)),
-        })
+        if publish.retain {
+            let owner = crate::shard_for(&publish.topic, self.shared.shards);
+            if owner == self.id {
+                self.store_retained(&publish, expires_at);
+            } else {
+                let i = target(owner, &mut targets);
+                targets[i].1.store_retained = true;
+            }
+        }
+
+        let mut blocked = Vec::new();
+        for (shard, msg) in targets {
+            if let Err(msg) = self.shared.mesh.try_send_publish(shard, msg) {
+                blocked.push((shard, msg));
+            }
+        }
+        self.deliver_local(&publish, origin, true, &own_groups);
+        (!blocked.is_empty()).then_some(BlockedRoute { pending: blocked })
     }
 
     /// Waits until every blocked target has taken the publish. Rare: the
     /// caller boxes this future so connection tasks stay small.
     pub(crate) async fn finish_route(self: Rc<Self>, mut blocked: BlockedRoute) {
-        loop {
+        while !blocked.pending.is_empty() {
             self.backoff().await;
             self.drain_inbox();
-            let mut mask = blocked.mask;
-            let mut still = 0u64;
-            let mut routed = Some(blocked.routed);
-            while mask != 0 {
-                let target = mask.trailing_zeros() as usize;
-                mask &= mask - 1;
-                let msg = match routed.take() {
-                    Some(m) => m,
-                    None => return,
-                };
-                let copy = RoutedPublish {
-                    topic: msg.topic.clone(),
-                    payload: msg.payload.clone(),
-                    properties: msg.properties.clone(),
-                };
-                match self.shared.mesh.try_send_publish(target, msg) {
-                    Ok(()) => routed = Some(copy),
-                    Err(msg) => {
-                        still |= 1 << target;
-                        routed = Some(msg);
-                    }
+            let pending = std::mem::take(&mut blocked.pending);
+            for (shard, msg) in pending {
+                if let Err(msg) = self.shared.mesh.try_send_publish(shard, msg) {
+                    blocked.pending.push((shard, msg));
                 }
-            }
-            match (still, routed) {
-                (0, _) | (_, None) => return,
-                (mask, Some(routed)) => blocked = BlockedRoute { mask, routed },
             }
         }
     }
 
-    /// Queues `publish` to every local subscriber whose filter matches.
-    pub(crate) fn deliver_local(&self, publish: &Publish) {
+    /// A publish routed here by another shard.
+    pub(crate) fn handle_routed(self: &Rc<Self>, routed: RoutedPublish) {
+        let publish = routed.to_publish();
+        if routed.store_retained {
+            self.store_retained(&publish, routed.expires_at);
+        }
+        if let Some(expires_at) = routed.expires_at {
+            if remaining_secs(expires_at, Instant::now()).is_none() {
+                return;
+            }
+        }
+        self.deliver_local(&publish, None, routed.deliver, &routed.groups);
+    }
+
+    /// Queues `publish` to every local subscriber whose filter matches
+    /// (when `ordinary`), and to one member of each group in `groups`.
+    pub(crate) fn deliver_local(
+        &self,
+        publish: &Publish,
+        origin: Option<u64>,
+        ordinary: bool,
+        groups: &[u64],
+    ) {
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
             return;
         };
-        let mut state = self.state.borrow_mut();
-        let state = &mut *state;
-        let matched = &mut state.router.matched;
+        let mut matched = {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            let router = &mut state.router;
+            let mut matched = std::mem::take(&mut router.matched);
+            matched.clear();
+            if ordinary {
+                router
+                    .local
+                    .for_each_match(topic, |serial, sub| matched.push((serial, *sub)));
+            }
+            if !groups.is_empty() {
+                let mut members = std::mem::take(&mut router.group_matched);
+                members.clear();
+                router.shared_local.for_each_match(topic, |key, sub| {
+                    if groups.contains(&key.0) {
+                        members.push((key, *sub));
+                    }
+                });
+                for group in groups {
+                    if let Some(pick) =
+                        pick_member(&state.sessions, &members, *group, &mut router.cursor)
+                    {
+                        matched.push(pick);
+                    }
+                }
+                router.group_matched = members;
+            }
+            matched
+        };
+        if !matched.is_empty() {
+            // Overlapping subscriptions deliver once with the highest QoS
+            // and every Subscription Identifier (MQTT-3.3.4-2, 3.3.4-3).
+            matched.sort_unstable_by_key(|(serial, _)| *serial);
+            let mut i = 0;
+            while i < matched.len() {
+                let serial = matched[i].0;
+                let mut j = i;
+                let mut qos = QoS::AtMostOnce;
+                let mut retain_as_published = false;
+                let mut ids: [u32; 4] = [0; 4];
+                let mut n_ids = 0;
+                let mut any = false;
+                while j < matched.len() && matched[j].0 == serial {
+                    let sub = matched[j].1;
+                    j += 1;
+                    // MQTT-3.8.3-3: No Local skips the publisher's own session.
+                    if sub.options.no_local && origin == Some(serial) {
+                        continue;
+                    }
+                    any = true;
+                    qos = qos.max(sub.options.qos);
+                    retain_as_published |= sub.options.retain_as_published;
+                    if sub.id != 0 && n_ids < ids.len() {
+                        ids[n_ids] = sub.id;
+                        n_ids += 1;
+                    }
+                }
+                if any {
+                    let retain = retain_as_published && publish.retain;
+                    self.deliver_to(serial, publish, qos, retain, &ids[..n_ids]);
+                }
+                i = j;
+            }
+        }
         matched.clear();
-        state
-            .router
-            .local
-            .for_each_match(topic, |serial, _| matched.push(serial));
-        if matched.is_empty() {
+        self.state.borrow_mut().router.matched = matched;
+    }
+
+    /// Sends (or, later, queues) one message to one session.
+    pub(crate) fn deliver_to(
+        &self,
+        serial: u64,
+        publish: &Publish,
+        granted: QoS,
+        retain: bool,
+        ids: &[u32],
+    ) {
+        let state = self.state.borrow();
+        let Some(conn) = state.sessions.conn_of(serial) else {
+            return;
+        };
+        if conn.is_closing() {
             return;
         }
-        // Overlapping subscriptions deliver once (MQTT-3.3.5-1).
-        matched.sort_unstable();
-        matched.dedup();
-        let max_outbuf = self.config().max_outbuf_bytes;
-        for serial in matched.iter() {
-            let Some(conn) = state.sessions.conn_of(*serial) else {
-                continue;
-            };
-            if conn.is_closing() {
-                continue;
-            }
-            if conn.queued_bytes() > max_outbuf {
-                ShardStats::inc(&self.stats.publishes_dropped);
-                continue;
-            }
-            if let Some(version) = conn.version.get() {
-                // The client's Maximum Packet Size: skip what it cannot take
-                // (MQTT-3.1.2-25).
-                if publish.encoded_len(version) > conn.client_max_packet.get() as usize {
-                    ShardStats::inc(&self.stats.publishes_dropped);
-                    continue;
-                }
-            }
-            conn.send_publish(publish);
-            ShardStats::inc(&self.stats.publishes_out);
+        if conn.queued_bytes() > self.config().max_outbuf_bytes {
+            ShardStats::inc(&self.stats.publishes_dropped);
+            return;
         }
+        let qos = publish.qos.min(granted);
+        let v5 = conn.version.get() == Some(ringmq_codec::ProtocolVersion::V5);
+        // The shared message is sent as is only when nothing about it changes
+        // for this subscriber.
+        let plain =
+            publish.qos == QoS::AtMostOnce && !retain && !publish.retain && (ids.is_empty() || !v5);
+        if plain {
+            self.send_checked(conn, publish);
+            return;
+        }
+        let mut out = publish.clone();
+        out.qos = qos;
+        out.retain = retain;
+        if v5 {
+            out.properties
+                .subscription_identifiers
+                .extend_from_slice(ids);
+        }
+        self.send_checked(conn, &out);
+    }
+
+    fn send_checked(&self, conn: &Conn, publish: &Publish) {
+        if let Some(version) = conn.version.get() {
+            // The client's Maximum Packet Size: skip what it cannot take
+            // (MQTT-3.1.2-25).
+            if publish.encoded_len(version) > conn.client_max_packet.get() as usize {
+                ShardStats::inc(&self.stats.publishes_dropped);
+                return;
+            }
+        }
+        conn.send_publish(publish);
+        ShardStats::inc(&self.stats.publishes_out);
     }
 
     /// Publishes a will (never dropped: it goes through control inboxes).
     pub(crate) fn publish_will(self: &Rc<Self>, will: Box<Will>) {
         let will = *will;
         ShardStats::inc(&self.stats.wills_published);
-        let mut publish = Publish {
+        let mut properties = will.properties;
+        // Will-only properties do not travel with the message.
+        properties.will_delay_interval = None;
+        let publish = Publish {
             dup: false,
             qos: will.qos,
             retain: will.retain,
             topic: will.topic,
             packet_id: 0,
-            properties: will.properties,
+            properties,
             payload: will.payload,
         };
-        // Will-only properties do not travel with the message.
-        publish.properties.will_delay_interval = None;
-        prepare_outbound(&mut publish);
-        let Ok(topic) = std::str::from_utf8(&publish.topic) else {
-            return;
-        };
-        let mut mask = self.state.borrow().router.remote_targets(topic);
-        while mask != 0 {
-            let target = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            self.shared
-                .mesh
-                .send_control(target, Control::Publish(Box::new(publish.clone())));
+        if let Some(blocked) = self.route_publish(publish, None) {
+            // Wills must not be lost to a full inbox: use the control path.
+            for (shard, msg) in blocked.pending {
+                self.shared.mesh.send_control(shard, Control::Publish(msg));
+            }
         }
-        self.deliver_local(&publish);
     }
 
-    fn broadcast_route(&self, filter: &Bytes, add: bool) {
+    fn broadcast_route(&self, filter: &str, add: bool) {
+        let (inner, group) = split_filter(filter);
+        let inner = Bytes::copy_from_slice(inner.as_bytes());
         for target in (0..self.shared.shards).filter(|&s| s != self.id) {
+            let filter = inner.clone();
             let msg = if add {
                 Control::RouteAdd {
-                    filter: filter.clone(),
+                    filter,
+                    group,
                     shard: self.id,
                 }
             } else {
                 Control::RouteDrop {
-                    filter: filter.clone(),
+                    filter,
+                    group,
                     shard: self.id,
                 }
             };
@@ -266,7 +508,7 @@ impl Shard {
         }
     }
 
-    /// Removes one session's subscription from the trie (and the route
+    /// Removes one session's subscription from the tries (and the route
     /// table when it was the filter's last subscriber here).
     pub(crate) fn unroute(&self, filter: &Bytes, serial: u64) {
         let Ok(text) = std::str::from_utf8(filter) else {
@@ -274,41 +516,56 @@ impl Shard {
         };
         let last = self.state.borrow_mut().router.remove_local(text, serial);
         if last {
-            self.broadcast_route(filter, false);
+            self.broadcast_route(text, false);
         }
     }
 
-    /// SUBSCRIBE: update the session and the routes, then SUBACK.
-    pub(crate) fn subscribe(&self, conn: &Conn, packet: &Subscribe) {
-        let Some(serial) = conn.session.get() else {
+    /// Puts one subscription into the tries (and the route table).
+    pub(crate) fn route_subscription(&self, filter: &Bytes, serial: u64, sub: Subscription) {
+        let Ok(text) = std::str::from_utf8(filter) else {
             return;
+        };
+        let first = self.state.borrow_mut().router.add_local(text, serial, sub);
+        if first {
+            // Into every inbox before the SUBACK (ordering invariant).
+            self.broadcast_route(text, true);
+        }
+    }
+
+    /// SUBSCRIBE: update the session and the routes, SUBACK, then the
+    /// retained messages the Retain Handling option asks for.
+    pub(crate) fn subscribe(
+        self: &Rc<Self>,
+        conn: &Conn,
+        packet: &Subscribe,
+    ) -> Result<(), CloseCause> {
+        let Some(serial) = conn.session.get() else {
+            return Ok(());
         };
         let outcome = {
             let mut state = self.state.borrow_mut();
             let Some(session) = state.sessions.session_mut(serial) else {
-                return;
+                return Ok(());
             };
             session.subscribe(packet, self.policy.max_qos)
         };
-        for (filter, options) in outcome.added.iter().chain(outcome.replaced.iter()) {
-            let Ok(text) = std::str::from_utf8(filter) else {
-                continue;
-            };
-            let first = self
-                .state
-                .borrow_mut()
-                .router
-                .add_local(text, serial, *options);
-            if first {
-                // Into every inbox before the SUBACK (ordering invariant).
-                self.broadcast_route(filter, true);
-            }
+        if let Some(what) = outcome.protocol_error {
+            return Err(self.protocol_violation(conn, ReasonCode::PROTOCOL_ERROR, what));
+        }
+        for (filter, sub) in outcome.added.iter().chain(outcome.replaced.iter()) {
+            self.route_subscription(filter, serial, *sub);
         }
         conn.send(&Packet::SubAck(SubAck {
             packet_id: packet.packet_id,
             properties: Properties::default(),
             codes: outcome.codes,
         }));
+        let new = outcome.added.iter().map(|s| (s, true));
+        let old = outcome.replaced.iter().map(|s| (s, false));
+        for ((filter, sub), is_new) in new.chain(old) {
+            self.send_retained_for(filter, serial, *sub, is_new);
+        }
+        Ok(())
     }
 
     /// UNSUBSCRIBE: update the session and the routes, then UNSUBACK.
@@ -332,4 +589,34 @@ impl Shard {
             codes: outcome.codes,
         }));
     }
+}
+
+/// One member of `group` among `members`, preferring connected sessions,
+/// round robin.
+fn pick_member(
+    sessions: &super::sessions::Sessions,
+    members: &[((u64, u64), Subscription)],
+    group: u64,
+    cursor: &mut u64,
+) -> Option<(u64, Subscription)> {
+    let in_group = || members.iter().filter(move |((g, _), _)| *g == group);
+    let connected = in_group()
+        .filter(|((_, serial), _)| sessions.conn_of(*serial).is_some())
+        .count();
+    *cursor = cursor.wrapping_add(1);
+    if connected > 0 {
+        let pick = (*cursor % connected as u64) as usize;
+        return in_group()
+            .filter(|((_, serial), _)| sessions.conn_of(*serial).is_some())
+            .nth(pick)
+            .map(|((_, serial), sub)| (*serial, *sub));
+    }
+    let total = in_group().count();
+    if total == 0 {
+        return None;
+    }
+    let pick = (*cursor % total as u64) as usize;
+    in_group()
+        .nth(pick)
+        .map(|((_, serial), sub)| (*serial, *sub))
 }

@@ -160,16 +160,23 @@ impl Shard {
                 let mut state = self.state.borrow_mut();
                 let entry = state.sessions.by_serial.get_mut(&serial)?;
                 let old_conn = entry.conn.take();
+                // The old connection's will: due on a v5 take-over; its delay
+                // is cut short when clean start 1 ends the session now
+                // (3.1.2.5: "when the delay passes or the session ends").
+                let ends_session = connect.clean_start;
                 let old_will = match &old_conn {
                     Some(_)
                         if will_due_on_close(CloseCause::TakenOver, entry.session.protocol)
-                            && entry.will_delay_secs == 0 =>
+                            && (entry.will_delay_secs == 0 || ends_session) =>
                     {
                         entry.session.will.take()
                     }
-                    _ => None,
+                    Some(_) => None,
+                    // Disconnected with a delayed will pending: a reconnection
+                    // cancels it, unless it ends the session.
+                    None if ends_session => entry.pending_will.take(),
+                    None => None,
                 };
-                // A reconnection cancels a delayed will (3.1.2.5) and the expiry.
                 entry.pending_will = None;
                 (
                     old_conn,
@@ -232,6 +239,10 @@ impl Shard {
         conn.version.set(Some(version));
         conn.client_max_packet
             .set(negotiated.client_max_packet_size);
+        if v5 {
+            let max = connect.properties.topic_alias_maximum.unwrap_or(0);
+            conn.set_outbound_alias_maximum(max);
+        }
 
         // The CONNECT deadline gives way to keep-alive.
         self.cancel_timer(conn.timer.take());

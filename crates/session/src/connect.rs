@@ -30,6 +30,8 @@ pub struct ServerPolicy {
     pub receive_maximum: u16,
     /// Whether retained messages are supported (CONNACK Retain Available).
     pub retain_available: bool,
+    /// `--topic-alias-maximum`: aliases a client may use towards the server.
+    pub topic_alias_maximum: u16,
 }
 
 impl Default for ServerPolicy {
@@ -42,6 +44,7 @@ impl Default for ServerPolicy {
             max_qos: QoS::AtMostOnce,
             receive_maximum: u16::MAX,
             retain_available: false,
+            topic_alias_maximum: 0,
         }
     }
 }
@@ -158,13 +161,14 @@ pub fn negotiate(connect: &Connect, policy: &ServerPolicy) -> Result<Negotiated,
         if policy.max_packet_size < ringmq_codec::MAX_PACKET_SIZE {
             props.maximum_packet_size = Some(policy.max_packet_size);
         }
-        // Capabilities not built yet are announced as absent, truthfully.
         if !policy.retain_available {
             props.retain_available = Some(0);
         }
-        props.shared_subscription_available = Some(0);
-        props.subscription_identifier_available = Some(0);
-        props.topic_alias_maximum = None;
+        // Absent means available for wildcard, shared and identifier
+        // subscriptions (3.2.2.3.11-13): all three are supported.
+        if policy.topic_alias_maximum > 0 {
+            props.topic_alias_maximum = Some(policy.topic_alias_maximum);
+        }
     }
 
     Ok(Negotiated {

@@ -21,5 +21,5 @@ pub use connect::{
     V3_UNACCEPTABLE_PROTOCOL,
 };
 pub use keepalive::{keepalive_timeout_ms, ms_to_ticks_ceil, KeepAliveClock};
-pub use session::{Session, SubscribeOutcome, UnsubscribeOutcome};
+pub use session::{Session, SubscribeOutcome, Subscription, UnsubscribeOutcome};
 pub use will::{will_due_on_close, CloseCause};

@@ -11,6 +11,15 @@ use ringmq_codec::{
     ProtocolVersion, QoS, ReasonCode, Subscribe, SubscriptionOptions, Unsubscribe, Will,
 };
 
+/// One granted subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// The options granted (QoS already capped).
+    pub options: SubscriptionOptions,
+    /// v5 Subscription Identifier (0 = none).
+    pub id: u32,
+}
+
 /// The server-side state of one client id.
 #[derive(Debug)]
 pub struct Session {
@@ -18,8 +27,8 @@ pub struct Session {
     pub client_id: Bytes,
     /// The protocol of the connection that last owned the session.
     pub protocol: ProtocolVersion,
-    /// Filter -> options granted.
-    subscriptions: HashMap<Bytes, SubscriptionOptions>,
+    /// Filter (as the client wrote it, `$share/...` included) -> grant.
+    subscriptions: HashMap<Bytes, Subscription>,
     /// The will of the current (or last) connection (boxed: a `Will` with
     /// its v5 properties is ~450 bytes and most sessions have none).
     pub will: Option<Box<Will>>,
@@ -34,9 +43,11 @@ pub struct SubscribeOutcome {
     pub codes: Vec<ReasonCode>,
     /// Filters that were not subscribed before (the shard adds them to its
     /// trie); re-subscribing an existing filter only replaces its options.
-    pub added: Vec<(Bytes, SubscriptionOptions)>,
+    pub added: Vec<(Bytes, Subscription)>,
     /// Filters that already existed and got new options.
-    pub replaced: Vec<(Bytes, SubscriptionOptions)>,
+    pub replaced: Vec<(Bytes, Subscription)>,
+    /// A rule broken that ends the connection (v5 DISCONNECT 0x82).
+    pub protocol_error: Option<&'static str>,
 }
 
 /// The answer to an UNSUBSCRIBE.
@@ -61,7 +72,7 @@ impl Session {
     }
 
     /// The session's subscriptions.
-    pub fn subscriptions(&self) -> impl Iterator<Item = (&Bytes, &SubscriptionOptions)> {
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&Bytes, &Subscription)> {
         self.subscriptions.iter()
     }
 
@@ -78,39 +89,41 @@ impl Session {
     /// Applies a SUBSCRIBE; the granted QoS is min(requested, `max_qos`).
     pub fn subscribe(&mut self, packet: &Subscribe, max_qos: QoS) -> SubscribeOutcome {
         let v5 = self.protocol == ProtocolVersion::V5;
+        let failure = |code: ReasonCode| if v5 { code } else { ReasonCode(0x80) };
+        let id = packet
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied()
+            .unwrap_or(0);
         let mut out = SubscribeOutcome::default();
         for (filter, options) in &packet.filters {
-            let code = match check_filter(filter) {
-                Err(FilterProblem::Invalid) => {
-                    // 0x8F in v5; v3 has only the failure code 0x80.
-                    Err(if v5 {
-                        ReasonCode::TOPIC_FILTER_INVALID
-                    } else {
-                        ReasonCode(0x80)
-                    })
+            let shared = match check_filter(filter) {
+                // 0x8F in v5; v3 has only the failure code 0x80.
+                Err(()) => {
+                    out.codes.push(failure(ReasonCode::TOPIC_FILTER_INVALID));
+                    continue;
                 }
-                Err(FilterProblem::Shared) => Err(if v5 {
-                    ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
-                } else {
-                    ReasonCode(0x80)
-                }),
-                Ok(()) => Ok(()),
+                Ok(shared) => shared,
             };
-            match code {
-                Err(code) => out.codes.push(code),
-                Ok(()) => {
-                    let granted = SubscriptionOptions {
-                        qos: options.qos.min(max_qos),
-                        ..*options
-                    };
-                    out.codes.push(ReasonCode(granted.qos as u8));
-                    let key = Bytes::copy_from_slice(filter);
-                    if self.subscriptions.insert(key.clone(), granted).is_some() {
-                        out.replaced.push((key, granted));
-                    } else {
-                        out.added.push((key, granted));
-                    }
-                }
+            if shared && options.no_local {
+                // MQTT-3.8.3-4: No Local on a shared subscription.
+                out.protocol_error = Some("No Local on a shared subscription");
+                return out;
+            }
+            let grant = Subscription {
+                options: SubscriptionOptions {
+                    qos: options.qos.min(max_qos),
+                    ..*options
+                },
+                id,
+            };
+            out.codes.push(ReasonCode(grant.options.qos as u8));
+            let key = Bytes::copy_from_slice(filter);
+            if self.subscriptions.insert(key.clone(), grant).is_some() {
+                out.replaced.push((key, grant));
+            } else {
+                out.added.push((key, grant));
             }
         }
         out
@@ -137,19 +150,13 @@ impl Session {
     }
 }
 
-enum FilterProblem {
-    Invalid,
-    Shared,
-}
-
-fn check_filter(filter: &[u8]) -> Result<(), FilterProblem> {
-    let text = std::str::from_utf8(filter).map_err(|_| FilterProblem::Invalid)?;
-    ringmq_topic::validate_topic_filter(text).map_err(|_| FilterProblem::Invalid)?;
-    // Shared subscriptions arrive with the QoS issue; say so honestly.
+/// Ok(is_shared) for a valid filter.
+fn check_filter(filter: &[u8]) -> Result<bool, ()> {
+    let text = std::str::from_utf8(filter).map_err(|_| ())?;
+    ringmq_topic::validate_topic_filter(text).map_err(|_| ())?;
     match ringmq_topic::parse_shared(text) {
-        Ok(None) => Ok(()),
-        Ok(Some(_)) => Err(FilterProblem::Shared),
-        Err(_) => Err(FilterProblem::Invalid),
+        Ok(shared) => Ok(shared.is_some()),
+        Err(_) => Err(()),
     }
 }
 
@@ -194,15 +201,31 @@ mod tests {
             vec![
                 ReasonCode::GRANTED_QOS_0,
                 ReasonCode::TOPIC_FILTER_INVALID,
-                ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+                ReasonCode::GRANTED_QOS_0
             ]
         );
-        assert_eq!(out.added.len(), 1);
-        assert_eq!(s.subscription_count(), 1);
+        assert_eq!(out.added.len(), 2);
+        assert_eq!(s.subscription_count(), 2);
 
         let mut v3 = Session::new(Bytes::from_static(b"c"), ProtocolVersion::V3_1_1);
         let out = v3.subscribe(&subscribe(&[("a/#/b", QoS::AtMostOnce)]), QoS::AtMostOnce);
         assert_eq!(out.codes, vec![ReasonCode(0x80)]);
+    }
+
+    #[test]
+    fn no_local_on_shared_is_a_protocol_error_and_ids_are_kept() {
+        let mut s = Session::new(Bytes::from_static(b"c"), ProtocolVersion::V5);
+        let mut packet = subscribe(&[("$share/g/a", QoS::AtMostOnce)]);
+        packet.filters[0].1.no_local = true;
+        assert!(s
+            .subscribe(&packet, QoS::ExactlyOnce)
+            .protocol_error
+            .is_some());
+        let mut packet = subscribe(&[("a/#", QoS::AtLeastOnce)]);
+        packet.properties.subscription_identifiers = vec![7];
+        let out = s.subscribe(&packet, QoS::ExactlyOnce);
+        assert_eq!(out.added[0].1.id, 7);
+        assert_eq!(out.added[0].1.options.qos, QoS::AtLeastOnce);
     }
 
     #[test]
