@@ -196,11 +196,23 @@ impl Conn {
 
     /// v5: DISCONNECT with `code` first; then close.
     pub(crate) fn disconnect(&self, code: ReasonCode, cause: CloseCause) {
+        self.disconnect_with_reason(code, cause, None);
+    }
+
+    /// v5: DISCONNECT with `code` and a Reason String (always allowed on
+    /// DISCONNECT, 3.14.2.2.3); then close.
+    pub(crate) fn disconnect_with_reason(
+        &self,
+        code: ReasonCode,
+        cause: CloseCause,
+        reason: Option<&'static str>,
+    ) {
         if self.close.get().is_none() && self.version.get() == Some(ProtocolVersion::V5) {
-            self.send(&Packet::Disconnect(Disconnect {
-                code,
-                properties: Properties::default(),
-            }));
+            let properties = Properties {
+                reason_string: reason.map(|r| Bytes::from_static(r.as_bytes())),
+                ..Properties::default()
+            };
+            self.send(&Packet::Disconnect(Disconnect { code, properties }));
         }
         self.request_close(cause);
     }
@@ -549,11 +561,11 @@ impl Shard {
         &self,
         conn: &Conn,
         code: ReasonCode,
-        what: &str,
+        what: &'static str,
     ) -> CloseCause {
         ShardStats::inc(&self.stats.protocol_errors);
         debug!(reason = what, code = code.0, "protocol violation");
-        conn.disconnect(code, CloseCause::ProtocolError);
+        conn.disconnect_with_reason(code, CloseCause::ProtocolError, Some(what));
         CloseCause::ProtocolError
     }
 
