@@ -12,7 +12,9 @@
 #![warn(missing_docs)]
 
 mod connect;
+mod inbound;
 mod keepalive;
+mod outbound;
 mod session;
 mod will;
 
@@ -20,6 +22,8 @@ pub use connect::{
     negotiate, ConnectRefusal, Negotiated, ServerPolicy, V3_IDENTIFIER_REJECTED,
     V3_UNACCEPTABLE_PROTOCOL,
 };
+pub use inbound::{Inbound, InboundAction};
 pub use keepalive::{keepalive_timeout_ms, ms_to_ticks_ceil, KeepAliveClock};
+pub use outbound::{DropReason, Offer, Outbound, OutboundConfig, QosError};
 pub use session::{Session, SubscribeOutcome, Subscription, UnsubscribeOutcome};
 pub use will::{will_due_on_close, CloseCause};
