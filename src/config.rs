@@ -88,6 +88,21 @@ pub struct Config {
     #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_outbuf_bytes: usize,
 
+    /// Highest QoS granted to subscriptions (0, 1 or 2); announced to v5
+    /// clients as Maximum QoS when below 2.
+    #[arg(long, value_name = "QOS", default_value_t = 2)]
+    pub max_qos: u8,
+
+    /// How many QoS 1/2 messages a client may have unacknowledged towards
+    /// the broker (v5 Receive Maximum); more gets DISCONNECT 0x93.
+    #[arg(long, value_name = "N", default_value_t = 65_535)]
+    pub receive_maximum: u16,
+
+    /// QoS 1/2 messages kept per session while its client is away or its
+    /// window is full; beyond it new ones are dropped (counted, logged).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_queued_messages: usize,
+
     /// Most retained messages kept over all shards (each shard keeps its
     /// share); a new retained topic beyond it is not stored (counted).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
@@ -179,10 +194,21 @@ impl Config {
         if self.io_memory_kib < 64 {
             return bad("io-memory-kib", "glommio needs at least 64 KiB".into());
         }
+        if self.max_qos > 2 {
+            return bad("max-qos", format!("{} is not 0, 1 or 2", self.max_qos));
+        }
+        if self.receive_maximum == 0 {
+            return bad("receive-maximum", "must be at least 1".into());
+        }
         if self.inbox_capacity < 16 {
             return bad("inbox-capacity", "must be at least 16".into());
         }
         Ok(())
+    }
+
+    /// `--max-qos` as a QoS.
+    pub fn max_qos(&self) -> ringmq_codec::QoS {
+        ringmq_codec::QoS::from_u8(self.max_qos).unwrap_or(ringmq_codec::QoS::ExactlyOnce)
     }
 
     /// The shard count: the flag, or one per CPU in the affinity mask.

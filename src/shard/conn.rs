@@ -24,10 +24,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use glommio::net::TcpStream;
 use hashbrown::HashMap;
 use ringmq_codec::{
-    frame_len, ConnAck, Disconnect, Limits, Packet, Properties, ProtocolVersion, PubAck, PubComp,
-    PubRec, Publish, QoS, ReasonCode,
+    frame_len, ConnAck, Disconnect, Limits, Packet, Properties, ProtocolVersion, Publish, QoS,
+    ReasonCode,
 };
-use ringmq_session::CloseCause;
+use ringmq_session::{CloseCause, InboundAction};
 use ringmq_wheel::TimerKey;
 use tracing::{debug, field, trace, Instrument};
 
@@ -477,39 +477,43 @@ fn handle_packet(
             {
                 return Err(shard.protocol_violation(conn, code, what));
             }
-            match publish.qos {
-                QoS::AtMostOnce => {}
-                QoS::AtLeastOnce if !v5 => conn.send(&Packet::PubAck(PubAck {
-                    packet_id: publish.packet_id,
-                    code: ReasonCode::SUCCESS,
-                    properties: Properties::default(),
-                })),
-                QoS::ExactlyOnce if !v5 => conn.send(&Packet::PubRec(PubRec {
-                    packet_id: publish.packet_id,
-                    code: ReasonCode::SUCCESS,
-                    properties: Properties::default(),
-                })),
-                // We announced Maximum QoS 0 to v5 clients (3.2.2.3.4).
-                _ => {
-                    return Err(shard.protocol_violation(
-                        conn,
-                        ReasonCode::QOS_NOT_SUPPORTED,
-                        "QoS above maximum",
-                    ))
+            if v5 && publish.qos > shard.config().max_qos() {
+                // Above the Maximum QoS we announced (3.2.2.3.4).
+                let code = ReasonCode::QOS_NOT_SUPPORTED;
+                return Err(shard.protocol_violation(conn, code, "QoS above Maximum QoS"));
+            }
+            if publish.qos == QoS::AtMostOnce {
+                return Ok(shard.route_publish(publish, conn.session.get()));
+            }
+            let action = shard.inbound_publish(conn, publish.qos, publish.packet_id, publish.dup);
+            match action {
+                InboundAction::Route => Ok(shard.route_publish(publish, conn.session.get())),
+                InboundAction::RouteAndPubAck(ack) => {
+                    let blocked = shard.route_publish(publish, conn.session.get());
+                    conn.send(&Packet::PubAck(ack));
+                    Ok(blocked)
+                }
+                InboundAction::RouteAndPubRec(rec) => {
+                    let blocked = shard.route_publish(publish, conn.session.get());
+                    conn.send(&Packet::PubRec(rec));
+                    Ok(blocked)
+                }
+                // A QoS 2 duplicate before PUBREL: answered, not routed again.
+                InboundAction::PubRecOnly(rec) => {
+                    conn.send(&Packet::PubRec(rec));
+                    Ok(None)
+                }
+                InboundAction::ReceiveMaximumExceeded => {
+                    // MQTT-3.3.4-9.
+                    let code = ReasonCode::RECEIVE_MAXIMUM_EXCEEDED;
+                    Err(shard.protocol_violation(conn, code, "Receive Maximum exceeded"))
                 }
             }
-            Ok(shard.route_publish(publish, conn.session.get()))
         }
-        Packet::PubRel(rel) => {
-            conn.send(&Packet::PubComp(PubComp {
-                packet_id: rel.packet_id,
-                code: ReasonCode::SUCCESS,
-                properties: Properties::default(),
-            }));
+        ack @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)) => {
+            shard.handle_ack(conn, &ack);
             Ok(None)
         }
-        // Acknowledgements of deliveries: QoS 0 only for now, nothing to do.
-        Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => Ok(None),
         Packet::Subscribe(subscribe) => shard.subscribe(conn, &subscribe).map(|()| None),
         Packet::Unsubscribe(unsubscribe) => {
             shard.unsubscribe(conn, &unsubscribe);

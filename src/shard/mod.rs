@@ -90,8 +90,8 @@ impl Shard {
             max_keep_alive: config.max_keepalive,
             max_packet_size: config.max_packet_size,
             v3_session_expiry_secs: config.session_expiry_default_secs,
-            max_qos: ringmq_codec::QoS::AtMostOnce,
-            receive_maximum: u16::MAX,
+            max_qos: config.max_qos(),
+            receive_maximum: config.receive_maximum,
             retain_available: true,
             topic_alias_maximum: config.topic_alias_maximum,
         };
@@ -136,6 +136,16 @@ impl Shard {
     /// The tick timers have reached (rounded down).
     pub(crate) fn now_tick(&self) -> u64 {
         self.clock.now(self.elapsed_us())
+    }
+
+    /// Milliseconds since the shard started (the session crate's clock).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.elapsed_us() / 1000
+    }
+
+    /// An instant as milliseconds since the shard started.
+    pub(crate) fn instant_ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
     }
 
     /// The instant at which `tick` begins.

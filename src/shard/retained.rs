@@ -207,8 +207,13 @@ impl Shard {
         } else {
             &[]
         };
+        let now = Instant::now();
         for publish in messages {
-            self.deliver_to(serial, &publish, sub.options.qos, true, ids);
+            let expires_at = publish
+                .properties
+                .message_expiry_interval
+                .map(|secs| now + std::time::Duration::from_secs(u64::from(secs)));
+            self.deliver_to(serial, &publish, sub.options.qos, true, ids, expires_at);
         }
     }
 }

@@ -294,7 +294,7 @@ impl Shard {
                 blocked.push((shard, msg));
             }
         }
-        self.deliver_local(&publish, origin, true, &own_groups);
+        self.deliver_local(&publish, origin, true, &own_groups, expires_at);
         (!blocked.is_empty()).then_some(BlockedRoute { pending: blocked })
     }
 
@@ -324,7 +324,13 @@ impl Shard {
                 return;
             }
         }
-        self.deliver_local(&publish, None, routed.deliver, &routed.groups);
+        self.deliver_local(
+            &publish,
+            None,
+            routed.deliver,
+            &routed.groups,
+            routed.expires_at,
+        );
     }
 
     /// Queues `publish` to every local subscriber whose filter matches
@@ -335,6 +341,7 @@ impl Shard {
         origin: Option<u64>,
         ordinary: bool,
         groups: &[u64],
+        expires_at: Option<Instant>,
     ) {
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
             return;
@@ -399,7 +406,7 @@ impl Shard {
                 }
                 if any {
                     let retain = retain_as_published && publish.retain;
-                    self.deliver_to(serial, publish, qos, retain, &ids[..n_ids]);
+                    self.deliver_to(serial, publish, qos, retain, &ids[..n_ids], expires_at);
                 }
                 i = j;
             }
@@ -408,7 +415,9 @@ impl Shard {
         self.state.borrow_mut().router.matched = matched;
     }
 
-    /// Sends (or, later, queues) one message to one session.
+    /// Delivers one message to one session at min(publish QoS, granted):
+    /// QoS 0 straight to its connection (not kept while offline), QoS 1/2
+    /// through the session's inflight window and queue.
     pub(crate) fn deliver_to(
         &self,
         serial: u64,
@@ -416,27 +425,34 @@ impl Shard {
         granted: QoS,
         retain: bool,
         ids: &[u32],
+        expires_at: Option<Instant>,
     ) {
-        let state = self.state.borrow();
-        let Some(conn) = state.sessions.conn_of(serial) else {
-            return;
-        };
-        if conn.is_closing() {
-            return;
-        }
-        if conn.queued_bytes() > self.config().max_outbuf_bytes {
-            ShardStats::inc(&self.stats.publishes_dropped);
-            return;
-        }
         let qos = publish.qos.min(granted);
-        let v5 = conn.version.get() == Some(ringmq_codec::ProtocolVersion::V5);
-        // The shared message is sent as is only when nothing about it changes
-        // for this subscriber.
-        let plain =
-            publish.qos == QoS::AtMostOnce && !retain && !publish.retain && (ids.is_empty() || !v5);
-        if plain {
-            self.send_checked(conn, publish);
-            return;
+        let (conn, v5) = {
+            let state = self.state.borrow();
+            let Some((conn, protocol)) = state.sessions.delivery_target(serial) else {
+                return;
+            };
+            (conn, protocol == ringmq_codec::ProtocolVersion::V5)
+        };
+        if qos == QoS::AtMostOnce {
+            let Some(conn) = &conn else {
+                return;
+            };
+            if conn.queued_bytes() > self.config().max_outbuf_bytes {
+                ShardStats::inc(&self.stats.publishes_dropped);
+                return;
+            }
+            // The shared message is sent as is only when nothing about it
+            // changes for this subscriber.
+            let plain = publish.qos == QoS::AtMostOnce
+                && !retain
+                && !publish.retain
+                && (ids.is_empty() || !v5);
+            if plain {
+                self.send_checked(conn, publish);
+                return;
+            }
         }
         let mut out = publish.clone();
         out.qos = qos;
@@ -446,10 +462,13 @@ impl Shard {
                 .subscription_identifiers
                 .extend_from_slice(ids);
         }
-        self.send_checked(conn, &out);
+        match conn {
+            Some(conn) if qos == QoS::AtMostOnce => self.send_checked(&conn, &out),
+            _ => self.offer_to_session(serial, out, expires_at),
+        }
     }
 
-    fn send_checked(&self, conn: &Conn, publish: &Publish) {
+    pub(crate) fn send_checked(&self, conn: &Conn, publish: &Publish) {
         if let Some(version) = conn.version.get() {
             // The client's Maximum Packet Size: skip what it cannot take
             // (MQTT-3.1.2-25).

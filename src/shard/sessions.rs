@@ -11,8 +11,13 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use hashbrown::HashMap;
-use ringmq_codec::{Connect, Disconnect, Properties, ProtocolVersion, ReasonCode, Will};
-use ringmq_session::{keepalive_timeout_ms, negotiate, will_due_on_close, CloseCause, Session};
+use ringmq_codec::{
+    Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode, Will,
+};
+use ringmq_session::{
+    keepalive_timeout_ms, negotiate, will_due_on_close, CloseCause, Inbound, InboundAction, Offer,
+    Outbound, OutboundConfig, Session,
+};
 use ringmq_wheel::TimerKey;
 use tracing::{debug, warn};
 
@@ -29,6 +34,10 @@ pub(crate) struct SessionEntry {
     pending_will: Option<Box<Will>>,
     will_timer: Option<TimerKey>,
     expiry_timer: Option<TimerKey>,
+    /// QoS 1/2 deliveries to the client: inflight window and queue.
+    outbound: Outbound,
+    /// QoS 2 messages from the client awaiting PUBREL.
+    inbound: Inbound,
 }
 
 /// Every session this shard owns.
@@ -44,6 +53,16 @@ impl Sessions {
     /// The live connection of a session, if any.
     pub(crate) fn conn_of(&self, serial: u64) -> Option<&Rc<Conn>> {
         self.by_serial.get(&serial).and_then(|e| e.conn.as_ref())
+    }
+
+    /// The connection (if any, and not closing) and protocol of a session.
+    pub(crate) fn delivery_target(
+        &self,
+        serial: u64,
+    ) -> Option<(Option<Rc<Conn>>, ProtocolVersion)> {
+        let entry = self.by_serial.get(&serial)?;
+        let conn = entry.conn.as_ref().filter(|c| !c.is_closing()).cloned();
+        Some((conn, entry.session.protocol))
     }
 
     pub(crate) fn session_mut(&mut self, serial: u64) -> Option<&mut Session> {
@@ -220,6 +239,15 @@ impl Shard {
                     pending_will: None,
                     will_timer: None,
                     expiry_timer: None,
+                    outbound: Outbound::new(OutboundConfig {
+                        max_queued: self.config().max_queued_messages,
+                    }),
+                    // A v3 client is never told a Receive Maximum: don't hold it to one.
+                    inbound: Inbound::new(if v5 {
+                        self.config().receive_maximum
+                    } else {
+                        u16::MAX
+                    }),
                 },
             );
             sessions.by_client.insert(client_id.clone(), serial);
@@ -263,6 +291,19 @@ impl Shard {
             session_present,
             properties,
         ));
+        // Unacknowledged messages again (DUP), PUBRELs, then the queue.
+        let mut resend = Vec::new();
+        if let Some(entry) = self.state.borrow_mut().sessions.by_serial.get_mut(&serial) {
+            let receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+            entry.outbound.set_receive_maximum(receive_maximum);
+            entry.outbound.resume(self.now_ms(), &mut resend);
+        }
+        for packet in &resend {
+            match packet {
+                Packet::Publish(p) => self.send_checked(conn, p),
+                other => conn.send(other),
+            }
+        }
         debug!(
             client_id = ?client_id,
             ?version,
@@ -414,6 +455,122 @@ impl Shard {
         self.cancel_timer(entry.expiry_timer.take());
         for filter in entry.session.clear_subscriptions() {
             self.unroute(&filter, serial);
+        }
+    }
+}
+
+impl Shard {
+    /// Offers a QoS 1/2 message to a session: sent now if its connection
+    /// and window allow, queued otherwise (bounded, counted when dropped).
+    pub(crate) fn offer_to_session(
+        &self,
+        serial: u64,
+        publish: Publish,
+        expires_at: Option<std::time::Instant>,
+    ) {
+        let now_ms = self.now_ms();
+        let expires_ms = expires_at.map(|t| self.instant_ms(t));
+        let (offer, conn) = {
+            let mut state = self.state.borrow_mut();
+            let Some(entry) = state.sessions.by_serial.get_mut(&serial) else {
+                return;
+            };
+            let conn = entry.conn.as_ref().filter(|c| !c.is_closing()).cloned();
+            if let Some(c) = &conn {
+                // Too large for the client: discarded as if delivered
+                // (MQTT-3.1.2-25), never stuck in the window.
+                if publish.encoded_len(entry.session.protocol) > c.client_max_packet.get() as usize
+                {
+                    ShardStats::inc(&self.stats.publishes_dropped);
+                    return;
+                }
+            }
+            let offer = entry
+                .outbound
+                .offer(publish, expires_ms, now_ms, conn.is_some());
+            (offer, conn)
+        };
+        match offer {
+            Offer::Send(p) => {
+                if let Some(conn) = conn {
+                    conn.send_publish(&p);
+                    ShardStats::inc(&self.stats.publishes_out);
+                }
+            }
+            Offer::Queued => {}
+            Offer::Dropped(reason) => {
+                ShardStats::inc(&self.stats.publishes_dropped);
+                debug!(serial, ?reason, "delivery dropped");
+            }
+        }
+    }
+
+    /// A QoS 1/2 PUBLISH from the client: what to answer, whether to route.
+    pub(crate) fn inbound_publish(
+        &self,
+        conn: &Conn,
+        qos: QoS,
+        packet_id: u16,
+        dup: bool,
+    ) -> InboundAction {
+        let Some(serial) = conn.session.get() else {
+            return InboundAction::Route;
+        };
+        let mut state = self.state.borrow_mut();
+        match state.sessions.by_serial.get_mut(&serial) {
+            Some(entry) => entry.inbound.handle_publish(qos, packet_id, dup),
+            None => InboundAction::Route,
+        }
+    }
+
+    /// PUBACK, PUBREC, PUBREL or PUBCOMP from the client.
+    pub(crate) fn handle_ack(&self, conn: &Conn, packet: &Packet) {
+        let Some(serial) = conn.session.get() else {
+            return;
+        };
+        let now_ms = self.now_ms();
+        let mut next = Vec::new();
+        let mut reply = None;
+        let result = {
+            let mut state = self.state.borrow_mut();
+            let Some(entry) = state.sessions.by_serial.get_mut(&serial) else {
+                return;
+            };
+            match packet {
+                Packet::PubAck(ack) => {
+                    entry
+                        .outbound
+                        .handle_puback(ack.packet_id, now_ms, &mut next)
+                }
+                Packet::PubRec(rec) => {
+                    reply = entry
+                        .outbound
+                        .handle_pubrec(rec.packet_id, rec.code, now_ms, &mut next)
+                        .map(Packet::PubRel);
+                    Ok(())
+                }
+                Packet::PubComp(comp) => {
+                    entry
+                        .outbound
+                        .handle_pubcomp(comp.packet_id, now_ms, &mut next)
+                }
+                Packet::PubRel(rel) => {
+                    reply = Some(Packet::PubComp(entry.inbound.handle_pubrel(rel.packet_id)));
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        };
+        if let Err(e) = result {
+            // v5 4.3: an acknowledgement for an unknown id is ignored.
+            debug!(error = %e, "unexpected acknowledgement");
+        }
+        if let Some(reply) = reply {
+            conn.send(&reply);
+        }
+        for publish in &next {
+            conn.send_publish(publish);
+            ShardStats::inc(&self.stats.publishes_out);
         }
     }
 }
