@@ -255,13 +255,17 @@ enum End {
 }
 
 /// The connection task.
-pub(crate) async fn run(
+/// The connection task: registers the connection and its CONNECT
+/// deadline, then runs it inside its span. Set-up happens here, outside
+/// the future, so the task's state holds only what the connection needs
+/// while it lives.
+pub(crate) fn run(
     shard: Rc<Shard>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     read: BytesMut,
     adopted: bool,
-) {
+) -> impl std::future::Future<Output = ()> {
     let conn = Rc::new(Conn::new(shard.next_conn_id(), peer));
     conn.last_rx_tick.set(shard.stamp_tick());
     shard.state.borrow_mut().conns.insert(conn.id, conn.clone());
@@ -271,23 +275,26 @@ pub(crate) async fn run(
         conn.timer.set(Some(key));
     }
     let span = tracing::debug_span!("conn", shard = shard.id, %peer, client_id = field::Empty);
-    let end = drive(&shard, &conn, &mut stream, read, adopted)
-        .instrument(span.clone())
-        .await;
+    live(shard, conn, stream, read, adopted).instrument(span)
+}
+
+async fn live(
+    shard: Rc<Shard>,
+    conn: Rc<Conn>,
+    mut stream: TcpStream,
+    read: BytesMut,
+    adopted: bool,
+) {
+    let end = drive(&shard, &conn, &mut stream, read, adopted).await;
     match end {
         End::HandedOff => {
             shard.forget_connection(&conn);
             ShardStats::dec(&shard.stats.connections);
         }
         End::Closed(cause) => {
-            // Last chance for a queued DISCONNECT to leave.
-            poll_fn(|cx| {
-                let _ = conn.poll_flush(&mut stream, cx);
-                Poll::Ready(())
-            })
-            .await;
+            // Last chance for a queued DISCONNECT to leave (no waiting).
+            let _ = conn.poll_flush(&mut stream, &mut Context::from_waker(Waker::noop()));
             drop(stream);
-            let _enter = span.enter();
             debug!(?cause, "connection closed");
             shard.connection_closed(&conn, cause);
         }
@@ -370,7 +377,10 @@ async fn drive(
                 Ok(None) => {}
                 // Back-pressure: read nothing more until the inboxes take it.
                 // Boxed because it is rare and would bloat every connection.
-                Ok(Some(blocked)) => Box::pin(shard.clone().finish_route(blocked)).await,
+                Ok(Some(blocked)) => {
+                    drop(frame);
+                    Box::pin(shard.clone().finish_route(blocked)).await
+                }
                 Err(cause) => return End::Closed(cause),
             }
         }

@@ -34,16 +34,44 @@ pub(crate) struct SessionEntry {
     pending_will: Option<Box<Will>>,
     will_timer: Option<TimerKey>,
     expiry_timer: Option<TimerKey>,
-    /// QoS 1/2 deliveries to the client: inflight window and queue.
+    /// QoS 1/2 state, created on first use: most device sessions never
+    /// use QoS 1/2, and an idle session should stay small.
+    qos: Option<Box<QosState>>,
+    /// The client's Receive Maximum (what the outbound window allows).
+    client_receive_maximum: u16,
+}
+
+/// A session's QoS 1/2 flows.
+struct QosState {
+    /// Deliveries to the client: inflight window and queue.
     outbound: Outbound,
     /// QoS 2 messages from the client awaiting PUBREL.
     inbound: Inbound,
 }
 
+impl SessionEntry {
+    fn qos(&mut self, max_queued: usize, server_receive_maximum: u16) -> &mut QosState {
+        let v5 = self.session.protocol == ProtocolVersion::V5;
+        let client_receive_maximum = self.client_receive_maximum;
+        self.qos.get_or_insert_with(|| {
+            let mut outbound = Outbound::new(OutboundConfig { max_queued });
+            outbound.set_receive_maximum(client_receive_maximum);
+            Box::new(QosState {
+                outbound,
+                // A v3 client is never told a Receive Maximum: don't hold
+                // it to one.
+                inbound: Inbound::new(if v5 { server_receive_maximum } else { u16::MAX }),
+            })
+        })
+    }
+}
+
 /// Every session this shard owns.
 #[derive(Default)]
 pub(crate) struct Sessions {
-    by_serial: HashMap<u64, SessionEntry>,
+    /// Boxed: the map's spare capacity then costs a pointer per slot, not
+    /// a whole entry.
+    by_serial: HashMap<u64, Box<SessionEntry>>,
     by_client: HashMap<Bytes, u64>,
     next_serial: u64,
     assigned_ids: u64,
@@ -232,23 +260,16 @@ impl Shard {
             let serial = sessions.next_serial;
             sessions.by_serial.insert(
                 serial,
-                SessionEntry {
+                Box::new(SessionEntry {
                     session: Session::new(client_id.clone(), version),
                     conn: None,
                     will_delay_secs: 0,
                     pending_will: None,
                     will_timer: None,
                     expiry_timer: None,
-                    outbound: Outbound::new(OutboundConfig {
-                        max_queued: self.config().max_queued_messages,
-                    }),
-                    // A v3 client is never told a Receive Maximum: don't hold it to one.
-                    inbound: Inbound::new(if v5 {
-                        self.config().receive_maximum
-                    } else {
-                        u16::MAX
-                    }),
-                },
+                    qos: None,
+                    client_receive_maximum: u16::MAX,
+                }),
             );
             sessions.by_client.insert(client_id.clone(), serial);
             ShardStats::inc(&self.stats.sessions);
@@ -295,8 +316,11 @@ impl Shard {
         let mut resend = Vec::new();
         if let Some(entry) = self.state.borrow_mut().sessions.by_serial.get_mut(&serial) {
             let receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
-            entry.outbound.set_receive_maximum(receive_maximum);
-            entry.outbound.resume(self.now_ms(), &mut resend);
+            entry.client_receive_maximum = receive_maximum;
+            if let Some(qos) = entry.qos.as_deref_mut() {
+                qos.outbound.set_receive_maximum(receive_maximum);
+                qos.outbound.resume(self.now_ms(), &mut resend);
+            }
         }
         for packet in &resend {
             match packet {
@@ -460,6 +484,13 @@ impl Shard {
 }
 
 impl Shard {
+    fn qos_limits(&self) -> (usize, u16) {
+        (
+            self.config().max_queued_messages,
+            self.config().receive_maximum,
+        )
+    }
+
     /// Offers a QoS 1/2 message to a session: sent now if its connection
     /// and window allow, queued otherwise (bounded, counted when dropped).
     pub(crate) fn offer_to_session(
@@ -485,9 +516,13 @@ impl Shard {
                     return;
                 }
             }
-            let offer = entry
-                .outbound
-                .offer(publish, expires_ms, now_ms, conn.is_some());
+            let (max_queued, receive_maximum) = self.qos_limits();
+            let offer = entry.qos(max_queued, receive_maximum).outbound.offer(
+                publish,
+                expires_ms,
+                now_ms,
+                conn.is_some(),
+            );
             (offer, conn)
         };
         match offer {
@@ -516,9 +551,13 @@ impl Shard {
         let Some(serial) = conn.session.get() else {
             return InboundAction::Route;
         };
+        let (max_queued, receive_maximum) = self.qos_limits();
         let mut state = self.state.borrow_mut();
         match state.sessions.by_serial.get_mut(&serial) {
-            Some(entry) => entry.inbound.handle_publish(qos, packet_id, dup),
+            Some(entry) => entry
+                .qos(max_queued, receive_maximum)
+                .inbound
+                .handle_publish(qos, packet_id, dup),
             None => InboundAction::Route,
         }
     }
@@ -536,26 +575,23 @@ impl Shard {
             let Some(entry) = state.sessions.by_serial.get_mut(&serial) else {
                 return;
             };
+            let (max_queued, receive_maximum) = self.qos_limits();
+            let qos = entry.qos(max_queued, receive_maximum);
             match packet {
-                Packet::PubAck(ack) => {
-                    entry
-                        .outbound
-                        .handle_puback(ack.packet_id, now_ms, &mut next)
-                }
+                Packet::PubAck(ack) => qos.outbound.handle_puback(ack.packet_id, now_ms, &mut next),
                 Packet::PubRec(rec) => {
-                    reply = entry
+                    reply = qos
                         .outbound
                         .handle_pubrec(rec.packet_id, rec.code, now_ms, &mut next)
                         .map(Packet::PubRel);
                     Ok(())
                 }
                 Packet::PubComp(comp) => {
-                    entry
-                        .outbound
+                    qos.outbound
                         .handle_pubcomp(comp.packet_id, now_ms, &mut next)
                 }
                 Packet::PubRel(rel) => {
-                    reply = Some(Packet::PubComp(entry.inbound.handle_pubrel(rel.packet_id)));
+                    reply = Some(Packet::PubComp(qos.inbound.handle_pubrel(rel.packet_id)));
                     Ok(())
                 }
                 _ => Ok(()),
