@@ -37,18 +37,14 @@ pub(crate) enum Control {
         read: Bytes,
         peer: SocketAddr,
     },
-    /// The sending shard now has subscribers for `filter` (in shared
-    /// subscription `group` when set; `filter` is then the inner filter).
-    RouteAdd {
+    /// The sending shard now has (`add`) or no longer has subscribers for
+    /// `filter` (in shared subscription `group` when set; `filter` is then
+    /// the inner filter).
+    Route {
         filter: Bytes,
         group: Option<u64>,
         shard: usize,
-    },
-    /// The sending shard no longer has subscribers for `filter`.
-    RouteDrop {
-        filter: Bytes,
-        group: Option<u64>,
-        shard: usize,
+        add: bool,
     },
     /// A publish that must not be dropped (a will).
     Publish(RoutedPublish),

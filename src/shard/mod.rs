@@ -281,25 +281,18 @@ impl Shard {
             Incoming::Publish(routed) | Incoming::Control(Control::Publish(routed)) => {
                 self.handle_routed(routed)
             }
-            Incoming::Control(Control::RouteAdd {
+            Incoming::Control(Control::Route {
                 filter,
                 group,
                 shard,
+                add,
             }) => {
-                self.state
-                    .borrow_mut()
-                    .router
-                    .add_remote(&filter, group, shard);
-            }
-            Incoming::Control(Control::RouteDrop {
-                filter,
-                group,
-                shard,
-            }) => {
-                self.state
-                    .borrow_mut()
-                    .router
-                    .drop_remote(&filter, group, shard);
+                let router = &mut self.state.borrow_mut().router;
+                if add {
+                    router.add_remote(&filter, group, shard);
+                } else {
+                    router.drop_remote(&filter, group, shard);
+                }
             }
             Incoming::Control(Control::RetainedQuery {
                 filter,

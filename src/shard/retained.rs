@@ -10,11 +10,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use hashbrown::HashMap;
-use ringmq_codec::{Properties, Publish};
+use ringmq_codec::Publish;
 use ringmq_session::Subscription;
 use tracing::warn;
 
 use super::router::remaining_secs;
+use super::sessions::{owned, owned_properties};
 use super::Shard;
 use crate::mesh::Control;
 use crate::stats::ShardStats;
@@ -29,26 +30,6 @@ struct Stored {
 #[derive(Default)]
 pub(crate) struct Retained {
     messages: HashMap<Bytes, Stored>,
-}
-
-fn owned(b: &Bytes) -> Bytes {
-    Bytes::copy_from_slice(b)
-}
-
-fn owned_properties(p: &Properties) -> Properties {
-    Properties {
-        payload_format_indicator: p.payload_format_indicator,
-        message_expiry_interval: p.message_expiry_interval,
-        content_type: p.content_type.as_ref().map(owned),
-        response_topic: p.response_topic.as_ref().map(owned),
-        correlation_data: p.correlation_data.as_ref().map(owned),
-        user_properties: p
-            .user_properties
-            .iter()
-            .map(|(k, v)| (owned(k), owned(v)))
-            .collect(),
-        ..Properties::default()
-    }
 }
 
 impl Retained {

@@ -509,19 +509,11 @@ impl Shard {
         let (inner, group) = split_filter(filter);
         let inner = Bytes::copy_from_slice(inner.as_bytes());
         for target in (0..self.shared.shards).filter(|&s| s != self.id) {
-            let filter = inner.clone();
-            let msg = if add {
-                Control::RouteAdd {
-                    filter,
-                    group,
-                    shard: self.id,
-                }
-            } else {
-                Control::RouteDrop {
-                    filter,
-                    group,
-                    shard: self.id,
-                }
+            let msg = Control::Route {
+                filter: inner.clone(),
+                group,
+                shard: self.id,
+                add,
             };
             self.shared.mesh.send_control(target, msg);
         }

@@ -99,13 +99,14 @@ impl Sessions {
 }
 
 /// A copy that does not pin the read arena the original slices.
-fn owned(b: &Bytes) -> Bytes {
+pub(crate) fn owned(b: &Bytes) -> Bytes {
     Bytes::copy_from_slice(b)
 }
 
-fn owned_will(will: &Will) -> Box<Will> {
-    let p = &will.properties;
-    let properties = Properties {
+/// The properties a stored message keeps (will, retained), copied out of
+/// the read arena.
+pub(crate) fn owned_properties(p: &Properties) -> Properties {
+    Properties {
         payload_format_indicator: p.payload_format_indicator,
         message_expiry_interval: p.message_expiry_interval,
         content_type: p.content_type.as_ref().map(owned),
@@ -117,13 +118,16 @@ fn owned_will(will: &Will) -> Box<Will> {
             .map(|(k, v)| (owned(k), owned(v)))
             .collect(),
         ..Properties::default()
-    };
+    }
+}
+
+fn owned_will(will: &Will) -> Box<Will> {
     Box::new(Will {
         topic: owned(&will.topic),
         payload: owned(&will.payload),
         qos: will.qos,
         retain: will.retain,
-        properties,
+        properties: owned_properties(&will.properties),
     })
 }
 
