@@ -37,6 +37,9 @@ use stats::ShardStats;
 /// arrays at the default depth of 128), on top of its registered buffers.
 const RING_LOCKED_BYTES: u64 = 64 * 1024;
 
+/// How often a busy shard stops running tasks to reap io_uring completions.
+const PREEMPT_PERIOD: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// The shard that owns `client_id` in a broker with `shards` shards.
 ///
 /// FNV-1a (64 bit), never randomly seeded: the same id always lands on
@@ -176,6 +179,12 @@ impl Broker {
                     let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
                         .name(&format!("ringmq-shard-{id}"))
                         .io_memory(shared.config.io_memory_kib * 1024)
+                        // glommio reaps io_uring completions only between
+                        // task-queue runs; while a busy publisher keeps its
+                        // queue non-empty that happens once per preempt
+                        // period (100 ms by default), which stalled every
+                        // socket waiting on the ring. Keep it short.
+                        .preempt_timer(PREEMPT_PERIOD)
                         .make();
                     let executor = match executor {
                         Ok(ex) => ex,
