@@ -85,6 +85,19 @@ pub struct Common {
     /// io_uring registered memory per executor, in KiB (must fit ulimit -l).
     #[arg(long, value_name = "KIB", default_value_t = 256, hide = true)]
     pub io_memory_kib: usize,
+    /// io_uring depth of each executor ring. The kernel sizes its table of
+    /// pending polls from it, and every cancel walks one bucket of that
+    /// table: thousands of idle sockets need a deep ring.
+    #[arg(long, value_name = "N", default_value_t = 4096, hide = true)]
+    pub ring_depth: usize,
+    /// Busy time after which a publisher or subscriber loop lets the
+    /// executor collect IO completions and timers, in microseconds.
+    #[arg(long, value_name = "US", default_value_t = 250, hide = true)]
+    pub slice_us: u64,
+    /// Period of each executor's ticker task, in microseconds (0: none).
+    /// It bounds a glommio 0.9 stall (see the runtime module docs).
+    #[arg(long, value_name = "US", default_value_t = 1000, hide = true)]
+    pub tick_us: u64,
 }
 
 /// `conn` flags.
@@ -454,6 +467,18 @@ impl Common {
         at_least_one("connect-timeout-ms", self.connect_timeout_ms)?;
         if self.io_memory_kib < 64 {
             return bad("io-memory-kib", "glommio needs at least 64 KiB");
+        }
+        if !(8..=32_768).contains(&self.ring_depth) {
+            return bad(
+                "ring-depth",
+                format!("{} is not in 8..=32768", self.ring_depth),
+            );
+        }
+        if !(10..=1_000_000).contains(&self.slice_us) {
+            return bad(
+                "slice-us",
+                format!("{} is not in 10..=1000000", self.slice_us),
+            );
         }
         Ok(())
     }

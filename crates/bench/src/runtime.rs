@@ -12,14 +12,22 @@
 //! - The main thread never sleeps blindly: it waits on the executors'
 //!   completion channel with a one-second timeout and prints the progress
 //!   line at each timeout.
+//! - Every executor runs a ticker task (a timer every `--tick-us`) while
+//!   its scenario runs. glommio 0.9 can park an executor whose own task
+//!   queue is still runnable when the preempt timer fires at the wrong
+//!   moment (fixed upstream in glommio/glommio#53); it then sleeps until
+//!   some IO or timer completes. The ticker bounds such a stall to one
+//!   tick instead of forever.
 //! - [`Latch`] waits are futures: a task waiting on a phase never blocks
 //!   its executor, so other tasks on that thread keep running. Wakers are
 //!   kept in slots freed when the waiting future is dropped, so waits raced
 //!   against reads in a loop do not accumulate.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -120,6 +128,7 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = T> + 'static,
 {
+    set_slice(Duration::from_micros(common.slice_us));
     let make = Arc::new(make);
     let (done_tx, done_rx) = mpsc::channel::<usize>();
     let mut handles = Vec::with_capacity(common.threads);
@@ -130,11 +139,19 @@ where
         };
         let make = Arc::clone(&make);
         let done = done_tx.clone();
+        let tick = Duration::from_micros(common.tick_us);
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("{name}-{thread}"))
             .io_memory(common.io_memory_kib * 1024)
+            .ring_depth(common.ring_depth)
             .spawn(move || async move {
+                let finished = Rc::new(Cell::new(false));
+                let ticker = spawn_ticker(tick, &finished);
                 let result = make(thread).await;
+                finished.set(true);
+                if let Some(t) = ticker {
+                    t.await;
+                }
                 let _ = done.send(thread);
                 result
             })
@@ -177,6 +194,57 @@ where
         }
     }
     Ok(results)
+}
+
+/// Let the other tasks of this executor run if the preempt timer says
+/// so. Busy loops (a publisher whose writes never block) call this once
+/// per batch.
+///
+/// A plain `yield_now` is not enough: glommio keeps running a task queue's
+/// runnable tasks and only visits the reactor (socket readiness, timers)
+/// when its preempt timer fires, which a busy loop on a loaded machine can
+/// postpone for seconds. So after each slice of `--slice-us` the task
+/// sleeps on a 1 µs timer: with every busy task asleep, the executor has to
+/// pass through the reactor before any of them runs again.
+pub async fn cooperate() {
+    let now = now_ns();
+    let due = SLICE_START.with(|start| {
+        if now.saturating_sub(start.get()) >= SLICE_NS.load(Ordering::Relaxed) {
+            start.set(now);
+            true
+        } else {
+            false
+        }
+    });
+    if due || glommio::executor().need_preempt() {
+        glommio::timer::sleep(Duration::from_micros(1)).await;
+    }
+}
+
+/// Busy time after which [`cooperate`] forces a reactor pass, in ns.
+static SLICE_NS: AtomicU64 = AtomicU64::new(250_000);
+
+thread_local! {
+    static SLICE_START: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Set the slice of [`cooperate`] for every executor of this process.
+pub fn set_slice(slice: Duration) {
+    SLICE_NS.store(slice.as_nanos() as u64, Ordering::Relaxed);
+}
+
+/// Spawn this executor's ticker (see the module docs); it stops once
+/// `finished` is set.
+pub fn spawn_ticker(tick: Duration, finished: &Rc<Cell<bool>>) -> Option<glommio::Task<()>> {
+    if tick.is_zero() {
+        return None;
+    }
+    let finished = Rc::clone(finished);
+    Some(glommio::spawn_local(async move {
+        while !finished.get() {
+            glommio::timer::sleep(tick).await;
+        }
+    }))
 }
 
 #[derive(Debug, Default)]

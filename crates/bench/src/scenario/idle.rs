@@ -45,6 +45,7 @@ struct ThreadResult {
 /// Samples the monitor takes around the hold window.
 #[derive(Debug, Default)]
 struct Samples {
+    own_rss_before: Option<u64>,
     rss_after: Option<u64>,
     own_rss_after: Option<u64>,
     up_at_settle: u64,
@@ -65,8 +66,9 @@ pub fn run(args: &IdleArgs) -> Result<Report, BenchError> {
         .store(args.connections, Ordering::Relaxed);
     let broker_pid = args.common.broker_pid;
     let rss_before = broker_pid.and_then(process_rss);
-    let own_rss_before = process_rss(std::process::id());
     let phases = Phases {
+        started: Latch::new(args.common.threads),
+        go: Latch::new(1),
         connected: Latch::new(args.common.threads),
         hold_end: Latch::new(1),
     };
@@ -141,7 +143,7 @@ pub fn run(args: &IdleArgs) -> Result<Report, BenchError> {
             format!("n/a: cannot read /proc/{pid}/status"),
         ),
     }
-    if let (Some(before), Some(after)) = (own_rss_before, s.own_rss_after) {
+    if let (Some(before), Some(after)) = (s.own_rss_before, s.own_rss_after) {
         report.float(
             "tool_rss_per_conn_bytes",
             "tool RSS growth per connection (bytes)",
@@ -167,6 +169,8 @@ pub fn per_connection(before: u64, after: u64, connections: u64) -> f64 {
 
 #[derive(Clone)]
 struct Phases {
+    started: Arc<Latch>,
+    go: Arc<Latch>,
     connected: Arc<Latch>,
     hold_end: Arc<Latch>,
 }
@@ -188,6 +192,18 @@ async fn thread_main(
         Rate::PerSec(r) => Some(r / threads as f64),
     };
     let ping_ns = (args.ping_secs() * 1e9) as u64;
+    // The tool's own baseline memory: every executor (and its rings) up,
+    // no connection yet.
+    phases.started.count_down();
+    phases.started.wait().await;
+    if thread == 0 {
+        samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .own_rss_before = process_rss(std::process::id());
+        phases.go.open();
+    }
+    phases.go.wait().await;
     let start_ns = now_ns();
     let workers: Vec<_> = (0..args.concurrency.min(mine.len()))
         .map(|_| {

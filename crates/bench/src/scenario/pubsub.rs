@@ -44,6 +44,9 @@ use crate::scenario::{
 };
 use crate::template::PublishTemplate;
 
+/// Shortest sleep of a paced publisher, in ns.
+const MIN_PACE_NS: u64 = 200_000;
+
 /// Packet identifiers of in-flight QoS 1 messages (1..=65535).
 #[derive(Clone, Debug)]
 pub struct PidPool {
@@ -117,6 +120,7 @@ impl PidPool {
 struct SubResult {
     deliveries: Deliveries,
     latency: Histogram,
+    first_delivery_ns: Option<u64>,
     last_delivery_ns: Option<u64>,
     granted: Vec<u8>,
     error: Option<String>,
@@ -259,7 +263,13 @@ fn build_report(
         latency.merge(&s.latency);
         foreign += s.deliveries.foreign();
     }
-    let start = pubs.iter().filter_map(|(_, p)| p.start_ns).min();
+    // Without publishers of ours (an external source), the clock starts
+    // at the first delivery.
+    let start = if pubs.is_empty() {
+        subs.iter().filter_map(|s| s.first_delivery_ns).min()
+    } else {
+        pubs.iter().filter_map(|(_, p)| p.start_ns).min()
+    };
     let pub_end = pubs.iter().filter_map(|(_, p)| p.end_ns).max();
     let last_delivery = subs.iter().filter_map(|s| s.last_delivery_ns).max();
     let secs = |a: Option<u64>, b: Option<u64>| match (a, b) {
@@ -483,6 +493,11 @@ async fn subscriber(
     shared.subs_ready.count_down();
     let progress = &target.progress;
     loop {
+        // Checked first: `or` prefers the read, and a busy socket is
+        // always readable.
+        if shared.stop.is_open() {
+            break;
+        }
         let read = or(async { Some(conn.fill().await) }, async {
             shared.stop.wait().await;
             None
@@ -528,6 +543,7 @@ async fn subscriber(
             }
         }
         if n > 0 {
+            out.first_delivery_ns.get_or_insert(now);
             out.last_delivery_ns = Some(now);
             Progress::add(&progress.received, n);
         }
@@ -546,7 +562,7 @@ async fn subscriber(
         {
             shared.stop.open();
         }
-        glommio::yield_if_needed().await;
+        crate::runtime::cooperate().await;
     }
     if out.error.is_some() {
         Progress::add(&progress.errors, 1);
@@ -643,13 +659,18 @@ async fn publisher(
                 break;
             }
             Progress::add(&progress.sent, n);
-            glommio::yield_if_needed().await;
+            crate::runtime::cooperate().await;
             if rate.is_none() && (!qos1 || pool.used() < window) {
                 continue;
             }
         }
+        // Paced: wake when the next message is due, but at most every
+        // MIN_PACE_NS, sending all that are due at once (a timer per
+        // message would cost more than the messages).
         let wake_at = match rate {
-            Some(r) => (start + due_offset_ns(seq, r)).min(end),
+            Some(r) => (start + due_offset_ns(seq, r))
+                .max(now_ns() + MIN_PACE_NS)
+                .min(end),
             None => end,
         };
         if qos1 && pool.used() > 0 {

@@ -108,6 +108,7 @@ async fn serve(
         source: e.into(),
     })?;
     let stop = Rc::new(Cell::new(false));
+    let ticker_task = crate::runtime::spawn_ticker(Duration::from_millis(1), &stop);
     let ticker = {
         let (counters, stop) = (Arc::clone(&counters), Rc::clone(&stop));
         glommio::spawn_local(async move {
@@ -150,6 +151,9 @@ async fn serve(
     or(accept_loop, glommio::timer::sleep(duration)).await;
     stop.set(true);
     ticker.await;
+    if let Some(t) = ticker_task {
+        t.await;
+    }
     Ok(())
 }
 
@@ -181,7 +185,7 @@ async fn session(
                 return;
             }
             counters.firehose_sent.fetch_add(n, Ordering::Relaxed);
-            glommio::yield_if_needed().await;
+            crate::runtime::cooperate().await;
             if conn.buffered_len() == 0 {
                 // Take whatever arrived, but do not wait for it.
                 match futures_lite::future::poll_once(conn.fill()).await {

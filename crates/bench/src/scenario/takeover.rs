@@ -44,7 +44,7 @@ const SESSION_EXPIRY_SECS: u32 = 300;
 enum Queued {
     NotTested,
     NotApplicable(String),
-    Tested { sent: u64, delivered: u64 },
+    Tested { sent: u64, reached_old: u64 },
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +61,7 @@ struct ThreadResult {
     old_closed_before_connack: u64,
     session_present: u64,
     queued_sent: u64,
+    queued_reached_old: u64,
     queued_delivered: u64,
     queued_na: Option<String>,
 }
@@ -92,6 +93,7 @@ pub fn run(args: &TakeoverArgs) -> Result<Report, BenchError> {
         total.old_closed_before_connack += r.old_closed_before_connack;
         total.session_present += r.session_present;
         total.queued_sent += r.queued_sent;
+        total.queued_reached_old += r.queued_reached_old;
         total.queued_delivered += r.queued_delivered;
         total.queued_na = total.queued_na.or(r.queued_na);
     }
@@ -170,6 +172,11 @@ pub fn run(args: &TakeoverArgs) -> Result<Report, BenchError> {
                     "queued_lost",
                     "queued QoS 1 lost",
                     sent - total.queued_delivered.min(sent),
+                );
+                report.text(
+                    "queued_reached_old",
+                    "queued QoS 1 that reached the old connection (unacked)",
+                    format!("{}/{sent}", total.queued_reached_old),
                 );
             }
         }
@@ -360,10 +367,11 @@ async fn one_takeover(
         Queued::NotApplicable(why) => {
             result.borrow_mut().queued_na.get_or_insert(why);
         }
-        Queued::Tested { sent, .. } => {
+        Queued::Tested { sent, reached_old } => {
             let delivered = collect_queued(&mut new.conn, sent, wait).await;
             let mut r = result.borrow_mut();
             r.queued_sent += sent;
+            r.queued_reached_old += reached_old;
             r.queued_delivered += delivered;
         }
     }
@@ -481,7 +489,7 @@ async fn leave_queued(
     .await;
     Queued::Tested {
         sent,
-        delivered: got,
+        reached_old: got,
     }
 }
 
