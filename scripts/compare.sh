@@ -99,11 +99,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A loopback port nobody listens on (and the one after it, for rumqttd v5).
+# A loopback port nobody listens on (and the one after it, for rumqttd v5),
+# below Linux's default ephemeral range (32768-60999) so that no client
+# socket of an earlier run can hold it.
 free_port() {
     local port
     for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 30000))
+        port=$((20000 + RANDOM % 12000))
         if ! ss -Htln "sport = :$port" 2>/dev/null | grep -q . \
             && ! ss -Htln "sport = :$((port + 1))" 2>/dev/null | grep -q .; then
             echo "$port"; return 0

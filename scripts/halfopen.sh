@@ -104,7 +104,8 @@ ip netns exec "$NS" ip addr add "$CLIENT_ADDR/30" dev "$VETH_CLIENT"
 ip netns exec "$NS" ip link set "$VETH_CLIENT" up
 ip netns exec "$NS" ip link set lo up
 
-PORT=$((20000 + RANDOM % 30000))
+# Below Linux's default ephemeral range (32768-60999).
+PORT=$((20000 + RANDOM % 12000))
 cmd="${BROKER_CMD//\{ADDR\}/$HOST_ADDR}"
 cmd="${cmd//\{PORT\}/$PORT}"
 echo "broker: $cmd (CPU $BROKER_CPU)" >&2

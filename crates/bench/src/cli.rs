@@ -98,6 +98,11 @@ pub struct Common {
     /// It bounds a glommio 0.9 stall (see the runtime module docs).
     #[arg(long, value_name = "US", default_value_t = 1000, hide = true)]
     pub tick_us: u64,
+    /// Spin this long before an idle executor sleeps, in microseconds:
+    /// trades the tool's CPU for lower wake-up latency (latency runs at
+    /// low rates on machines whose idle CPUs wake slowly).
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    pub spin_us: u64,
 }
 
 /// `conn` flags.

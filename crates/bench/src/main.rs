@@ -3,6 +3,7 @@
 //! lines and errors go to stderr. Exit status 2 for bad flags, 1 when the
 //! run could not be carried out.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -13,12 +14,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match ringmq_bench::run(&cli) {
         Ok(report) => {
-            if ringmq_bench::wants_json(&cli) {
-                println!("{}", report.to_json());
+            let text = if ringmq_bench::wants_json(&cli) {
+                report.to_json() + "\n"
             } else {
-                print!("{}", report.to_table());
+                report.to_table()
+            };
+            // A closed stdout (e.g. `| head`) is not worth a panic.
+            match std::io::stdout().write_all(text.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
             }
-            ExitCode::SUCCESS
         }
         Err(e @ BenchError::Args(_)) => {
             eprintln!("ringmq-bench: {e}");

@@ -140,7 +140,11 @@ where
         let make = Arc::clone(&make);
         let done = done_tx.clone();
         let tick = Duration::from_micros(common.tick_us);
-        let handle = LocalExecutorBuilder::new(placement)
+        let mut builder = LocalExecutorBuilder::new(placement);
+        if common.spin_us > 0 {
+            builder = builder.spin_before_park(Duration::from_micros(common.spin_us));
+        }
+        let handle = builder
             .name(&format!("{name}-{thread}"))
             .io_memory(common.io_memory_kib * 1024)
             .ring_depth(common.ring_depth)
