@@ -74,10 +74,10 @@ pub struct SeqTracker {
     highest: Option<u64>,
 }
 
-/// Largest sequence number a tracker accepts; beyond it deliveries are
-/// counted but not deduplicated (a corrupt stamp must not allocate
-/// gigabytes).
-pub const MAX_TRACKED_SEQUENCE: u64 = (1 << 34) - 1;
+/// Largest sequence number a tracker accepts (2^31 messages, a 256 MiB
+/// bitset at most); beyond it deliveries are counted but not deduplicated,
+/// so a corrupt stamp cannot allocate without bound.
+pub const MAX_TRACKED_SEQUENCE: u64 = (1 << 31) - 1;
 
 impl SeqTracker {
     /// An empty tracker.
@@ -136,23 +136,39 @@ impl SeqTracker {
 }
 
 /// Delivery accounting of one subscriber: a tracker per publisher index.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Deliveries {
     trackers: Vec<SeqTracker>,
     foreign: u64,
+    max_publishers: u32,
+}
+
+/// Publisher indices accepted when the publishers are not ours.
+pub const EXTERNAL_PUBLISHERS: u32 = 1024;
+
+impl Default for Deliveries {
+    fn default() -> Deliveries {
+        Deliveries::new(EXTERNAL_PUBLISHERS)
+    }
 }
 
 impl Deliveries {
-    /// Nothing delivered yet.
-    pub fn new() -> Deliveries {
-        Deliveries::default()
+    /// Nothing delivered yet; stamps naming a publisher index at or above
+    /// `max_publishers` count as foreign (they are not from this run, and
+    /// a bogus index must not allocate trackers up to it).
+    pub fn new(max_publishers: u32) -> Deliveries {
+        Deliveries {
+            trackers: Vec::new(),
+            foreign: 0,
+            max_publishers,
+        }
     }
 
     /// Account one delivered payload; returns its stamp, or `None` for a
     /// payload without one (counted as foreign).
     #[inline]
     pub fn record(&mut self, payload: &[u8]) -> Option<Stamp> {
-        let Some(stamp) = Stamp::read(payload) else {
+        let Some(stamp) = Stamp::read(payload).filter(|s| s.publisher < self.max_publishers) else {
             self.foreign += 1;
             return None;
         };
@@ -164,7 +180,8 @@ impl Deliveries {
         Some(stamp)
     }
 
-    /// Payloads too short to carry a stamp.
+    /// Payloads without a stamp of this run (too short, or naming a
+    /// publisher index out of range).
     pub fn foreign(&self) -> u64 {
         self.foreign
     }
@@ -310,7 +327,7 @@ mod tests {
     fn short_payload_has_no_stamp() {
         assert_eq!(Stamp::read(&[0u8; 15]), None);
         assert!(Stamp::read(&[0u8; 16]).is_some());
-        let mut d = Deliveries::new();
+        let mut d = Deliveries::new(4);
         assert!(d.record(b"hello").is_none());
         assert_eq!(d.foreign(), 1);
         assert_eq!(d.totals(), DeliveryTotals::default());
@@ -342,8 +359,31 @@ mod tests {
     }
 
     #[test]
+    fn publisher_index_out_of_range_is_foreign() {
+        let mut d = Deliveries::new(3);
+        let mut payload = [0u8; 16];
+        Stamp {
+            publisher: MAX_PUBLISHERS - 1,
+            sequence: 0,
+            sent_ns: 0,
+        }
+        .write(&mut payload);
+        assert!(d.record(&payload).is_none());
+        assert_eq!(d.foreign(), 1);
+        assert!(d.trackers.is_empty(), "no tracker allocated");
+        Stamp {
+            publisher: 2,
+            sequence: 0,
+            sent_ns: 0,
+        }
+        .write(&mut payload);
+        assert!(d.record(&payload).is_some());
+        assert_eq!(d.totals().delivered, 1);
+    }
+
+    #[test]
     fn deliveries_split_by_publisher() {
-        let mut d = Deliveries::new();
+        let mut d = Deliveries::new(3);
         let mut payload = [0u8; 64];
         for (publisher, sequence) in [(0, 0), (2, 0), (2, 1), (2, 1), (0, 2)] {
             Stamp {

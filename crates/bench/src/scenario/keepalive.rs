@@ -36,7 +36,7 @@ use crate::procfs::now_ns;
 use crate::report::{Report, Value};
 use crate::runtime::{run_executors, Latch, Progress};
 use crate::scenario::{
-    check_fds, common_params, machine_note, share_of, sleep_until, Failures, Target,
+    check_fds, common_params, machine_note, share_of, sleep_until, CpuWindow, Failures, Target,
 };
 
 /// Handshakes in progress at once per thread.
@@ -92,6 +92,7 @@ pub fn run(args: &KeepaliveArgs) -> Result<Report, BenchError> {
         last_connected_ns: AtomicU64::new(0),
         setup_error: Mutex::new(None),
     });
+    let cpu = CpuWindow::start(args.common.broker_pid);
     let (t, a, s) = (Arc::clone(&target), args.clone(), Arc::clone(&shared));
     let results = run_executors(&args.common, "keepalive", &target.progress, move |thread| {
         thread_main(thread, Arc::clone(&t), a.clone(), Arc::clone(&s))
@@ -201,6 +202,7 @@ pub fn run(args: &KeepaliveArgs) -> Result<Report, BenchError> {
             3,
         );
     }
+    cpu.report(&mut report);
     if let Some(e) = watcher_error {
         report.note(format!("the will watcher's connection ended early: {e}"));
     }

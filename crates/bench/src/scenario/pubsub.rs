@@ -454,6 +454,9 @@ async fn subscriber(
     result: Rc<RefCell<ThreadResult>>,
 ) {
     let mut out = SubResult::default();
+    if args.publishers > 0 {
+        out.deliveries = Deliveries::new(args.publishers);
+    }
     let filters: Vec<(String, QoS)> = if args.wildcard {
         vec![(format!("{}/+", args.topic_prefix), qos_of(&args))]
     } else {

@@ -32,7 +32,7 @@ use crate::procfs::now_ns;
 use crate::report::{Report, Value};
 use crate::runtime::{run_executors, Progress};
 use crate::scenario::{
-    check_fds, common_params, machine_note, share_of, sleep_until, Failures, Target,
+    check_fds, common_params, machine_note, share_of, sleep_until, CpuWindow, Failures, Target,
 };
 use crate::template::PublishTemplate;
 
@@ -75,6 +75,7 @@ pub fn run(args: &TakeoverArgs) -> Result<Report, BenchError> {
     )?;
     let target = Target::from_common(&args.common)?;
     target.progress.target.store(args.ids, Ordering::Relaxed);
+    let cpu = CpuWindow::start(args.common.broker_pid);
     let (t, a) = (Arc::clone(&target), args.clone());
     let results = run_executors(&args.common, "takeover", &target.progress, move |thread| {
         thread_main(thread, Arc::clone(&t), a.clone())
@@ -181,6 +182,7 @@ pub fn run(args: &TakeoverArgs) -> Result<Report, BenchError> {
             }
         }
     }
+    cpu.report(&mut report);
     Ok(report)
 }
 
@@ -496,7 +498,7 @@ async fn leave_queued(
 /// Read the queued messages on the new connection (acknowledging each);
 /// the number of distinct ones that arrived within `wait`.
 async fn collect_queued(conn: &mut Conn, sent: u64, wait: Duration) -> u64 {
-    let mut deliveries = Deliveries::new();
+    let mut deliveries = Deliveries::new(1);
     let _ = within(wait, "queued redelivery", async {
         while deliveries.totals().distinct < sent {
             if let Packet::Publish(p) = conn.recv().await? {
