@@ -12,12 +12,16 @@
 //! - The main thread never sleeps blindly: it waits on the executors'
 //!   completion channel with a one-second timeout and prints the progress
 //!   line at each timeout.
-//! - Every executor runs a ticker task (a timer every `--tick-us`) while
-//!   its scenario runs. glommio 0.9 can park an executor whose own task
-//!   queue is still runnable when the preempt timer fires at the wrong
-//!   moment (fixed upstream in glommio/glommio#53); it then sleeps until
-//!   some IO or timer completes. The ticker bounds such a stall to one
-//!   tick instead of forever.
+//! - A [`Kicker`] thread sends every executor a no-op signal every
+//!   `--kick-us` (2 ms) while the scenario runs. On this kernel a glommio
+//!   0.9 executor sometimes sleeps in `io_uring_enter` although completions
+//!   (socket readiness, even its own timers) are pending, and glommio 0.9
+//!   can also park while its own task queue is runnable (fixed upstream in
+//!   glommio/glommio#53). Both were seen here as multi-second stalls of a
+//!   pubsub run; the interrupted `io_uring_enter` returns EINTR, glommio
+//!   goes round its loop and finds the work, so a stall lasts at most one
+//!   kick. A kick costs a few microseconds (about 2.5 % of a core for
+//!   an otherwise idle tool).
 //! - [`Latch`] waits are futures: a task waiting on a phase never blocks
 //!   its executor, so other tasks on that thread keep running. Wakers are
 //!   kept in slots freed when the waiting future is dropped, so waits raced
@@ -27,7 +31,6 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -129,6 +132,7 @@ where
     Fut: Future<Output = T> + 'static,
 {
     set_slice(Duration::from_micros(common.slice_us));
+    let kicker = Kicker::start(Duration::from_micros(common.kick_us));
     let make = Arc::new(make);
     let (done_tx, done_rx) = mpsc::channel::<usize>();
     let mut handles = Vec::with_capacity(common.threads);
@@ -139,7 +143,7 @@ where
         };
         let make = Arc::clone(&make);
         let done = done_tx.clone();
-        let tick = Duration::from_micros(common.tick_us);
+        let kicker = kicker.handle();
         let mut builder = LocalExecutorBuilder::new(placement);
         if common.spin_us > 0 {
             builder = builder.spin_before_park(Duration::from_micros(common.spin_us));
@@ -149,13 +153,9 @@ where
             .io_memory(common.io_memory_kib * 1024)
             .ring_depth(common.ring_depth)
             .spawn(move || async move {
-                let finished = Rc::new(Cell::new(false));
-                let ticker = spawn_ticker(tick, &finished);
+                let kick = kicker.register();
                 let result = make(thread).await;
-                finished.set(true);
-                if let Some(t) = ticker {
-                    t.await;
-                }
+                drop(kick);
                 let _ = done.send(thread);
                 result
             })
@@ -237,18 +237,123 @@ pub fn set_slice(slice: Duration) {
     SLICE_NS.store(slice.as_nanos() as u64, Ordering::Relaxed);
 }
 
-/// Spawn this executor's ticker (see the module docs); it stops once
-/// `finished` is set.
-pub fn spawn_ticker(tick: Duration, finished: &Rc<Cell<bool>>) -> Option<glommio::Task<()>> {
-    if tick.is_zero() {
-        return None;
-    }
-    let finished = Rc::clone(finished);
-    Some(glommio::spawn_local(async move {
-        while !finished.get() {
-            glommio::timer::sleep(tick).await;
+/// Threads the [`Kicker`] signals, by registration slot.
+type Kicked = Arc<Mutex<Vec<Option<libc::pthread_t>>>>;
+
+/// A thread that interrupts every registered executor thread with a no-op
+/// signal once per period (see the module docs). Stops when dropped.
+#[derive(Debug)]
+pub struct Kicker {
+    threads: Kicked,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Where executor threads register with a [`Kicker`].
+#[derive(Debug, Clone)]
+pub struct KickHandle {
+    threads: Kicked,
+}
+
+/// An executor thread's registration; dropping it (on that thread, before
+/// it exits) stops the kicks, so no signal ever targets a finished thread.
+#[derive(Debug)]
+pub struct Registration {
+    threads: Kicked,
+    slot: usize,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = threads.get_mut(self.slot) {
+            *t = None;
         }
-    }))
+    }
+}
+
+impl KickHandle {
+    /// Register the calling thread (an executor) for kicks.
+    pub fn register(&self) -> Registration {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        threads.push(Some(me));
+        Registration {
+            threads: Arc::clone(&self.threads),
+            slot: threads.len() - 1,
+        }
+    }
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// The signal used for kicks: a real-time one nobody else here uses.
+fn kick_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 5
+}
+
+impl Kicker {
+    /// Start kicking every `period` (zero: never, the thread is not even
+    /// started).
+    pub fn start(period: Duration) -> Kicker {
+        let threads: Kicked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if period.is_zero() {
+            return Kicker {
+                threads,
+                stop,
+                join: None,
+            };
+        }
+        // A handler (not SIG_IGN) so that the signal interrupts a blocking
+        // io_uring_enter; no SA_RESTART so that the call returns EINTR.
+        // SAFETY: sigaction with a handler that does nothing, on a signal
+        // reserved for this purpose.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            action.sa_flags = 0;
+            libc::sigaction(kick_signal(), &action, std::ptr::null_mut());
+        }
+        let (t, s) = (Arc::clone(&threads), Arc::clone(&stop));
+        let join = std::thread::Builder::new()
+            .name("kicker".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(period);
+                    let threads = t.lock().unwrap_or_else(|p| p.into_inner());
+                    for thread in threads.iter().flatten() {
+                        // SAFETY: a registered thread is alive: it removes
+                        // itself under this lock before it finishes.
+                        unsafe { libc::pthread_kill(*thread, kick_signal()) };
+                    }
+                }
+            })
+            .ok();
+        Kicker {
+            threads,
+            stop,
+            join,
+        }
+    }
+
+    /// Where executors register.
+    pub fn handle(&self) -> KickHandle {
+        KickHandle {
+            threads: Arc::clone(&self.threads),
+        }
+    }
+}
+
+impl Drop for Kicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(join) = self.join.take() {
+            let _ = join.join();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -457,6 +562,31 @@ mod tests {
             t.join().expect("count-down thread");
         }
         assert!(latch.is_open());
+    }
+
+    #[test]
+    fn kicker_interrupts_a_blocked_registered_thread() {
+        let kicker = Kicker::start(Duration::from_millis(5));
+        let handle = kicker.handle();
+        let blocked = std::thread::spawn(move || {
+            let registration = handle.register();
+            // Blocks up to 10 s unless a kick interrupts it.
+            // SAFETY: poll on zero descriptors only sleeps.
+            let rc = unsafe { libc::poll(std::ptr::null_mut(), 0, 10_000) };
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            drop(registration);
+            (rc, errno)
+        });
+        let (rc, errno) = blocked.join().expect("thread");
+        assert_eq!((rc, errno), (-1, Some(libc::EINTR)));
+        assert!(
+            lock_kicked(&kicker).iter().all(Option::is_none),
+            "deregistered"
+        );
+    }
+
+    fn lock_kicked(k: &Kicker) -> Vec<Option<libc::pthread_t>> {
+        k.threads.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::error::{BenchError, ConnError};
 use crate::payload::Stamp;
 use crate::procfs::{now_ns, CpuSample};
 use crate::report::{Report, Value};
-use crate::runtime::si;
+use crate::runtime::{si, Kicker};
 use crate::template::PublishTemplate;
 
 #[derive(Debug, Default)]
@@ -56,10 +56,17 @@ pub fn run(args: &SinkArgs) -> Result<Report, BenchError> {
     let duration = Duration::from_secs_f64(args.duration_secs);
     let cpu = CpuSample::own();
     let start = now_ns();
+    let kicker = Kicker::start(Duration::from_millis(1));
+    let kick = kicker.handle();
     let handle = LocalExecutorBuilder::new(placement)
         .name("sink")
         .io_memory(256 * 1024)
-        .spawn(move || async move { serve(listen, c, firehose, duration, quiet).await })
+        .spawn(move || async move {
+            let registration = kick.register();
+            let served = serve(listen, c, firehose, duration, quiet).await;
+            drop(registration);
+            served
+        })
         .map_err(|e| BenchError::Executor(e.to_string()))?;
     let served = handle
         .join()
@@ -108,7 +115,6 @@ async fn serve(
         source: e.into(),
     })?;
     let stop = Rc::new(Cell::new(false));
-    let ticker_task = crate::runtime::spawn_ticker(Duration::from_millis(1), &stop);
     let ticker = {
         let (counters, stop) = (Arc::clone(&counters), Rc::clone(&stop));
         glommio::spawn_local(async move {
@@ -151,9 +157,6 @@ async fn serve(
     or(accept_loop, glommio::timer::sleep(duration)).await;
     stop.set(true);
     ticker.await;
-    if let Some(t) = ticker_task {
-        t.await;
-    }
     Ok(())
 }
 
