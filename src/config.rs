@@ -113,6 +113,27 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub topic_alias_maximum: u16,
 
+    /// Entries of each io_uring submission ring per shard (a power of two,
+    /// 128..=32768). Deeper rings also give the kernel a larger cancel hash
+    /// table: with thousands of sockets waiting on the ring, a shallow ring
+    /// makes each of glommio's timer cancellations walk long hash chains.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub ring_depth: usize,
+
+    /// Microseconds a shard that just ran out of work keeps polling its
+    /// rings before it sleeps: a reply arriving within it skips the
+    /// sleep/wake-up round trip (lower latency, higher QoS 1 throughput); an
+    /// idle shard still sleeps. 0 = sleep at once (least CPU).
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    pub busy_poll_us: u64,
+
+    /// Milliseconds between the stall guard's interruptions of each
+    /// shard's sleep. glommio 0.9 on Linux 6.x sometimes sleeps through a
+    /// completion it waits for; the guard bounds such a stall to this
+    /// period. 0 turns it off (an idle shard then never wakes by itself).
+    #[arg(long, value_name = "MS", default_value_t = 20)]
+    pub stall_guard_ms: u64,
+
     /// Log filter (tracing syntax, e.g. "info" or "ringmq=debug"). RUST_LOG
     /// is used when this flag is absent.
     #[arg(long, value_name = "FILTER", env = "RUST_LOG", default_value = "info")]
@@ -193,6 +214,24 @@ impl Config {
         }
         if self.io_memory_kib < 64 {
             return bad("io-memory-kib", "glommio needs at least 64 KiB".into());
+        }
+        if !self.ring_depth.is_power_of_two() || !(128..=32768).contains(&self.ring_depth) {
+            return bad(
+                "ring-depth",
+                format!("{} is not a power of two in 128..=32768", self.ring_depth),
+            );
+        }
+        if self.stall_guard_ms > 60_000 {
+            return bad(
+                "stall-guard-ms",
+                format!("{} is not in 0..=60000", self.stall_guard_ms),
+            );
+        }
+        if self.busy_poll_us > 10_000 {
+            return bad(
+                "busy-poll-us",
+                format!("{} is not in 0..=10000", self.busy_poll_us),
+            );
         }
         if self.max_qos > 2 {
             return bad("max-qos", format!("{} is not 0, 1 or 2", self.max_qos));

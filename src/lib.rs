@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod kick;
 mod mesh;
 mod shard;
 mod stats;
@@ -142,6 +143,8 @@ pub struct Broker {
     shared: Arc<Shared>,
     addrs: Vec<SocketAddr>,
     threads: Vec<JoinHandle<()>>,
+    /// Stopped after the shards (dropped last).
+    _guard: Option<kick::StallGuard>,
 }
 
 impl Broker {
@@ -152,7 +155,8 @@ impl Broker {
         let shards = config.shard_count();
         let locked = check_locked_memory(shards, config.io_memory_kib)?;
         let cpus = allowed_cpus();
-        let (mesh, inboxes) = Mesh::new(shards, config.inbox_capacity);
+        let (mesh, inboxes) = Mesh::new(shards, config.inbox_capacity)
+            .map_err(|e| StartError::Executor(format!("cannot create the shard mesh: {e}")))?;
         let shared = Arc::new(Shared {
             stats: (0..shards)
                 .map(|_| Arc::new(ShardStats::default()))
@@ -162,10 +166,25 @@ impl Broker {
             open_connections: AtomicUsize::new(0),
             config,
         });
+        let watches = (0..shards)
+            .map(|id| {
+                let mesh = shared.mesh.clone();
+                kick::Watch {
+                    activity: shared.stats[id].activity.clone(),
+                    backlog: Box::new(move || mesh.backlog(id)),
+                }
+            })
+            .collect();
+        let guard = kick::StallGuard::start(
+            std::time::Duration::from_millis(shared.config.stall_guard_ms),
+            watches,
+        );
+        let guard_handle = guard.as_ref().map(|g| g.handle());
         let mut broker = Broker {
             shared: shared.clone(),
             addrs: shared.config.listen.clone(),
             threads: Vec::with_capacity(shards),
+            _guard: guard,
         };
         for (id, inbox) in inboxes.into_iter().enumerate() {
             let cpu = cpus[id % cpus.len()];
@@ -173,6 +192,7 @@ impl Broker {
             let shared = shared.clone();
             // Port 0: shard 0 binds first and the others bind the port it got.
             let addrs = broker.addrs.clone();
+            let guard_handle = guard_handle.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ringmq-shard-{id}"))
                 .spawn(move || {
@@ -184,7 +204,11 @@ impl Broker {
                         // queue non-empty that happens once per preempt
                         // period (100 ms by default), which stalled every
                         // socket waiting on the ring. Keep it short.
+                        .ring_depth(shared.config.ring_depth)
                         .preempt_timer(PREEMPT_PERIOD)
+                        .spin_before_park(std::time::Duration::from_micros(
+                            shared.config.busy_poll_us,
+                        ))
                         .make();
                     let executor = match executor {
                         Ok(ex) => ex,
@@ -195,6 +219,7 @@ impl Broker {
                             return;
                         }
                     };
+                    let _kicks = guard_handle.map(|g| g.register());
                     executor.run(async move {
                         let shard = Shard::new(id, shared, inbox);
                         match shard.listen(&addrs) {

@@ -9,17 +9,18 @@
 //!   places that cannot wait (timer handlers); their volume is bounded by
 //!   subscription churn and connection rate, not by message rate.
 //!
-//! Wake-ups: the receiving task parks only after storing its waker, setting
-//! `parked` and re-checking both channels; a sender swaps `parked` back and
-//! wakes only when it was set. A busy shard therefore takes no wake-up
-//! syscalls and an idle broker burns no CPU. The waker sits behind a mutex
-//! that is touched only on park/unpark transitions, never per message.
+//! Wake-ups: the receiving task parks only after setting `parked` and
+//! re-checking both channels; a sender swaps `parked` back and rings the
+//! shard's doorbell (one byte on a socket pair the shard's io_uring polls)
+//! only when it was set. A busy shard therefore takes no wake-up syscalls
+//! and an idle broker burns no CPU; no lock is taken on either side.
 
+use std::io::Write;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
@@ -131,7 +132,8 @@ pub(crate) struct Mesh {
 
 struct WakeSlot {
     parked: AtomicBool,
-    waker: Mutex<Option<Waker>>,
+    /// The write end of the shard's doorbell (a socket pair).
+    doorbell: StdUnixStream,
 }
 
 /// One shard's receiving side.
@@ -139,6 +141,8 @@ pub(crate) struct Inbox {
     data: Receiver<RoutedPublish>,
     control: Receiver<Control>,
     wake: Arc<WakeSlot>,
+    /// The read end of the doorbell, taken by the shard's inbox task.
+    doorbell: Option<OwnedFd>,
 }
 
 /// A message taken from an inbox.
@@ -149,7 +153,7 @@ pub(crate) enum Incoming {
 
 impl Mesh {
     /// Builds the mesh for `shards` shards with data channels of `capacity`.
-    pub(crate) fn new(shards: usize, capacity: usize) -> (Mesh, Vec<Inbox>) {
+    pub(crate) fn new(shards: usize, capacity: usize) -> std::io::Result<(Mesh, Vec<Inbox>)> {
         let mut mesh = Mesh {
             data: Vec::with_capacity(shards),
             control: Vec::with_capacity(shards),
@@ -159,9 +163,12 @@ impl Mesh {
         for _ in 0..shards {
             let (dtx, drx) = crossbeam_channel::bounded(capacity);
             let (ctx, crx) = crossbeam_channel::unbounded();
+            let (ring, listen) = StdUnixStream::pair()?;
+            ring.set_nonblocking(true)?;
+            listen.set_nonblocking(true)?;
             let wake = Arc::new(WakeSlot {
                 parked: AtomicBool::new(false),
-                waker: Mutex::new(None),
+                doorbell: ring,
             });
             mesh.data.push(dtx);
             mesh.control.push(ctx);
@@ -170,14 +177,20 @@ impl Mesh {
                 data: drx,
                 control: crx,
                 wake,
+                doorbell: Some(listen.into()),
             });
         }
-        (mesh, inboxes)
+        Ok((mesh, inboxes))
     }
 
     /// Number of shards.
     pub(crate) fn len(&self) -> usize {
         self.data.len()
+    }
+
+    /// Messages waiting in shard `to`'s inbox (approximate, any thread).
+    pub(crate) fn backlog(&self, to: usize) -> usize {
+        self.data[to].len() + self.control[to].len()
     }
 
     /// Queues a control message (never full); a stopped shard drops it.
@@ -211,14 +224,12 @@ impl Mesh {
 
     fn wake(&self, to: usize) {
         let slot = &self.wake[to];
-        // Pairs with the fence in `Inbox::poll_recv`: either the receiver
-        // sees our message on its re-check, or we see `parked`.
+        // Pairs with the fence in `Inbox::recv`: either the receiver sees
+        // our message on its re-check, or we see `parked`.
         fence(Ordering::SeqCst);
         if slot.parked.swap(false, Ordering::SeqCst) {
-            let waker = slot.waker.lock().map(|mut w| w.take()).unwrap_or(None);
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+            // A full doorbell already has a ring pending: nothing to add.
+            let _ = (&slot.doorbell).write(&[1]);
         }
     }
 }
@@ -233,26 +244,75 @@ impl Inbox {
         self.data.try_recv().ok().map(Incoming::Publish)
     }
 
+    /// The read end of the doorbell (once; the inbox task owns it).
+    pub(crate) fn take_doorbell(&mut self) -> Option<OwnedFd> {
+        self.doorbell.take()
+    }
+
     /// Waits until a message is available and takes it.
-    pub(crate) async fn recv(&self) -> Incoming {
-        std::future::poll_fn(|cx| {
+    ///
+    /// Parking rings through a socket the shard's io_uring polls, not
+    /// through a waker woken from another thread: the kernel then wakes a
+    /// sleeping shard itself. (Cross-thread glommio wakers were seen to go
+    /// unnoticed for seconds when both cores were saturated.)
+    pub(crate) async fn recv(&self, doorbell: &Doorbell) -> Incoming {
+        loop {
             if let Some(m) = self.try_recv() {
-                return Poll::Ready(m);
-            }
-            if let Ok(mut w) = self.wake.waker.lock() {
-                match w.as_ref() {
-                    Some(old) if old.will_wake(cx.waker()) => {}
-                    _ => *w = Some(cx.waker().clone()),
-                }
+                return m;
             }
             self.wake.parked.store(true, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if let Some(m) = self.try_recv() {
                 self.wake.parked.store(false, Ordering::SeqCst);
-                return Poll::Ready(m);
+                return m;
             }
-            Poll::Pending
-        })
-        .await
+            // `peek` waits through a receive on glommio's latency ring, the
+            // ring a sleeping shard waits on; a readiness poll would sit on
+            // the main ring, whose completions a sleeping shard was seen to
+            // miss for seconds when both cores were saturated.
+            let mut rings = [0u8; 64];
+            match doorbell.stream.peek(&mut rings).await {
+                Ok(n) if n > 0 => doorbell.drain(),
+                // The mesh is gone (broker stopping): don't spin.
+                _ => glommio::timer::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    }
+}
+
+/// The receiving end of a shard's doorbell, owned by its inbox task.
+pub(crate) struct Doorbell {
+    stream: glommio::net::UnixStream,
+    fd: RawFd,
+}
+
+impl Doorbell {
+    /// Wraps the read end taken with [`Inbox::take_doorbell`]; must run on
+    /// the shard's executor.
+    pub(crate) fn new(fd: OwnedFd) -> Self {
+        let fd = fd.into_raw_fd();
+        // SAFETY: `fd` is an open socket we own; the stream owns it now and
+        // `self.fd` is only used while the stream lives.
+        let stream = unsafe { glommio::net::UnixStream::from_raw_fd(fd) };
+        Self { stream, fd }
+    }
+
+    /// Consumes every pending ring without waiting.
+    fn drain(&self) {
+        let mut rings = [0u8; 256];
+        loop {
+            // SAFETY: recv into a buffer we own, on a socket the stream owns.
+            let n = unsafe {
+                libc::recv(
+                    self.fd,
+                    rings.as_mut_ptr().cast(),
+                    rings.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < rings.len() as isize {
+                return;
+            }
+        }
     }
 }

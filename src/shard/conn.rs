@@ -228,7 +228,10 @@ impl Conn {
         while !out.is_empty() {
             match std::pin::Pin::new(&mut *stream).poll_write(cx, &out) {
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => out.advance(n),
+                Poll::Ready(Ok(n)) => {
+                    trace!(bytes = n, "written");
+                    out.advance(n)
+                }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => return Ok(()),
             }
@@ -407,6 +410,7 @@ async fn drive(
             Event::Read(data) => {
                 // Only what the client sends keeps it alive.
                 conn.last_rx_tick.set(shard.stamp_tick());
+                shard.bump_activity();
                 if pending.is_empty() {
                     pending = data;
                 } else {

@@ -109,6 +109,7 @@ impl Shard {
                 return;
             }
             let now = self.now_tick();
+            self.bump_activity();
             self.state.borrow_mut().wheel.advance(Tick(now), &mut fired);
             for (_, event) in fired.drain(..) {
                 self.on_timer(event, now);

@@ -29,7 +29,7 @@ use ringmq_wheel::{Tick, Wheel};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::mesh::{Control, Inbox, Incoming, Mesh};
+use crate::mesh::{Control, Doorbell, Inbox, Incoming, Mesh};
 use crate::stats::ShardStats;
 use conn::Conn;
 use keepalive::Ticker;
@@ -62,6 +62,8 @@ pub(crate) struct Shard {
     pub(crate) clock: KeepAliveClock,
     started: Instant,
     inbox: Inbox,
+    /// The inbox's doorbell, until the inbox task takes it.
+    doorbell: Cell<Option<OwnedFd>>,
     pub(crate) state: RefCell<State>,
     /// Reads land here; frames are `Bytes` slices of it (no copy).
     arena: RefCell<BytesMut>,
@@ -83,7 +85,8 @@ pub(crate) struct State {
 }
 
 impl Shard {
-    pub(crate) fn new(id: usize, shared: Arc<Shared>, inbox: Inbox) -> Rc<Shard> {
+    pub(crate) fn new(id: usize, shared: Arc<Shared>, mut inbox: Inbox) -> Rc<Shard> {
+        let doorbell = inbox.take_doorbell();
         let config = &shared.config;
         let policy = ServerPolicy {
             server_keep_alive: config.server_keepalive,
@@ -103,6 +106,7 @@ impl Shard {
             clock,
             started: Instant::now(),
             inbox,
+            doorbell: Cell::new(doorbell),
             state: RefCell::new(State {
                 conns: HashMap::new(),
                 sessions: Sessions::default(),
@@ -276,7 +280,14 @@ impl Shard {
         }
     }
 
+    /// Marks the shard as alive for the stall guard.
+    pub(crate) fn bump_activity(&self) {
+        let a = &self.stats.activity;
+        a.store(a.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
     fn handle_incoming(self: &Rc<Self>, msg: Incoming) {
+        self.bump_activity();
         match msg {
             Incoming::Publish(routed) | Incoming::Control(Control::Publish(routed)) => {
                 self.handle_routed(routed)
@@ -316,9 +327,10 @@ impl Shard {
         }
     }
 
-    async fn inbox_loop(self: Rc<Self>) {
+    async fn inbox_loop(self: Rc<Self>, doorbell: OwnedFd) {
+        let doorbell = Doorbell::new(doorbell);
         loop {
-            let msg = self.inbox.recv().await;
+            let msg = self.inbox.recv(&doorbell).await;
             self.handle_incoming(msg);
             self.drain_inbox();
             if self.shutting_down.get() {
@@ -348,7 +360,9 @@ impl Shard {
     /// The shard's life: the inbox task, the keep-alive ticker, until
     /// shutdown has closed every connection.
     pub(crate) async fn run(self: Rc<Self>) {
-        glommio::spawn_local(self.clone().inbox_loop()).detach();
+        if let Some(doorbell) = self.doorbell.take() {
+            glommio::spawn_local(self.clone().inbox_loop(doorbell)).detach();
+        }
         let ticker = glommio::spawn_local(self.clone().ticker_loop());
         ticker.await;
         // The accept loops end on shutdown and drop their sockets.

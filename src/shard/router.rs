@@ -181,6 +181,9 @@ impl Router {
             Some((_, mask)) => *mask |= 1 << shard,
             None => groups.push((group, 1 << shard)),
         };
+        if self.shared_remote.is_empty() && self.shared_local.is_empty() {
+            return;
+        }
         self.shared_remote
             .for_each_match(topic, |(group, shard), _| add(group, shard));
         self.shared_local
@@ -288,6 +291,11 @@ impl Shard {
             }
         }
 
+        tracing::trace!(
+            shard = self.id,
+            targets = targets.len(),
+            "routing a publish"
+        );
         let mut blocked = Vec::new();
         for (shard, msg) in targets {
             if let Err(msg) = self.shared.mesh.try_send_publish(shard, msg) {
@@ -315,6 +323,7 @@ impl Shard {
 
     /// A publish routed here by another shard.
     pub(crate) fn handle_routed(self: &Rc<Self>, routed: RoutedPublish) {
+        tracing::trace!(shard = self.id, "publish from another shard");
         let publish = routed.to_publish();
         if routed.store_retained {
             self.store_retained(&publish, routed.expires_at);
