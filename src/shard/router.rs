@@ -52,8 +52,12 @@ pub(crate) struct Router {
     group_matched: Vec<((u64, u64), Subscription)>,
     /// (inner filter, group) -> members on this shard.
     group_members: HashMap<(Box<str>, u64), u32>,
-    /// Round-robin cursor for shared subscriptions.
+    /// Round-robin cursor for picking a shard per shared group.
     cursor: u64,
+    /// Round-robin cursor for picking a member; separate from `cursor` so
+    /// the two choices do not fall into step (which sent every message for
+    /// this shard to one member).
+    member_cursor: u64,
 }
 
 /// The group part of `$share/group/filter` as a stable 64-bit key.
@@ -85,6 +89,7 @@ impl Router {
             group_matched: Vec::new(),
             group_members: HashMap::new(),
             cursor: 0,
+            member_cursor: 0,
         }
     }
 
@@ -298,7 +303,12 @@ impl Shard {
         );
         let mut blocked = Vec::new();
         for (shard, msg) in targets {
-            if let Err(msg) = self.shared.mesh.try_send_publish(shard, msg) {
+            if msg.store_retained {
+                // The store goes in order with retained queries (control
+                // channel), or a subscription made after the publish could
+                // overtake it and get the previous value.
+                self.shared.mesh.send_control(shard, Control::Publish(msg));
+            } else if let Err(msg) = self.shared.mesh.try_send_publish(shard, msg) {
                 blocked.push((shard, msg));
             }
         }
@@ -376,7 +386,7 @@ impl Shard {
                 });
                 for group in groups {
                     if let Some(pick) =
-                        pick_member(&state.sessions, &members, *group, &mut router.cursor)
+                        pick_member(&state.sessions, &members, *group, &mut router.member_cursor)
                     {
                         matched.push(pick);
                     }
