@@ -1116,3 +1116,393 @@ impl V5Client {
         })
     }
 }
+
+// ---------------------------------------------------------------------------
+// QoS 1/2, retained and MQTT 5 feature helpers (issue 6 black-box tests)
+// ---------------------------------------------------------------------------
+
+/// PUBREC packet type.
+pub const PUBREC: u8 = 5;
+/// PUBREL packet type.
+pub const PUBREL: u8 = 6;
+/// PUBCOMP packet type.
+pub const PUBCOMP: u8 = 7;
+
+/// Subscription option: No Local (v5).
+pub const NO_LOCAL: u8 = 0x04;
+/// Subscription option: Retain As Published (v5).
+pub const RETAIN_AS_PUBLISHED: u8 = 0x08;
+
+/// Subscription option bits for Retain Handling `n` (0, 1 or 2).
+pub fn retain_handling(n: u8) -> u8 {
+    n << 4
+}
+
+/// v5 property ids used by the issue 6 tests.
+pub const PROP_MESSAGE_EXPIRY: u8 = 0x02;
+/// Subscription Identifier property id.
+pub const PROP_SUBSCRIPTION_ID: u8 = 0x0B;
+/// Receive Maximum property id.
+pub const PROP_RECEIVE_MAXIMUM: u8 = 0x21;
+/// Topic Alias Maximum property id.
+pub const PROP_TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
+/// Topic Alias property id.
+pub const PROP_TOPIC_ALIAS: u8 = 0x23;
+/// Maximum QoS property id.
+pub const PROP_MAXIMUM_QOS: u8 = 0x24;
+/// Retain Available property id.
+pub const PROP_RETAIN_AVAILABLE: u8 = 0x25;
+/// Wildcard Subscription Available property id.
+pub const PROP_WILDCARD_AVAILABLE: u8 = 0x28;
+/// Subscription Identifiers Available property id.
+pub const PROP_SUBSCRIPTION_ID_AVAILABLE: u8 = 0x29;
+/// Shared Subscription Available property id.
+pub const PROP_SHARED_AVAILABLE: u8 = 0x2A;
+
+/// PUBREC for `packet_id` (short form).
+pub fn pubrec_packet(packet_id: u16) -> Vec<u8> {
+    packet(0x50, &packet_id.to_be_bytes())
+}
+
+/// PUBREL for `packet_id` (short form; fixed header flags 0b0010).
+pub fn pubrel_packet(packet_id: u16) -> Vec<u8> {
+    packet(0x62, &packet_id.to_be_bytes())
+}
+
+/// PUBCOMP for `packet_id` (short form).
+pub fn pubcomp_packet(packet_id: u16) -> Vec<u8> {
+    packet(0x70, &packet_id.to_be_bytes())
+}
+
+/// Any PUBLISH: `props` is the encoded v5 property list (`None` = v3.1.1,
+/// no property list at all); `dup` sets the DUP flag.
+pub fn publish_packet_full(
+    topic: &str,
+    payload: &[u8],
+    qos: u8,
+    packet_id: u16,
+    retain: bool,
+    dup: bool,
+    props: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_bin(&mut body, topic.as_bytes());
+    if qos > 0 {
+        body.extend_from_slice(&packet_id.to_be_bytes());
+    }
+    if let Some(props) = props {
+        put_varint(&mut body, props.len());
+        body.extend_from_slice(props);
+    }
+    body.extend_from_slice(payload);
+    let first = 0x30 | (u8::from(dup) << 3) | (qos << 1) | u8::from(retain);
+    packet(first, &body)
+}
+
+/// A v5 SUBSCRIBE with an optional Subscription Identifier; each filter
+/// comes with its whole subscription options byte.
+pub fn subscribe_packet_v5(packet_id: u16, sub_id: Option<u32>, filters: &[(&str, u8)]) -> Vec<u8> {
+    let mut props = Vec::new();
+    if let Some(id) = sub_id {
+        props.push(PROP_SUBSCRIPTION_ID);
+        put_varint(&mut props, id as usize);
+    }
+    let mut body = packet_id.to_be_bytes().to_vec();
+    put_varint(&mut body, props.len());
+    body.extend_from_slice(&props);
+    for (filter, options) in filters {
+        put_bin(&mut body, filter.as_bytes());
+        body.push(*options);
+    }
+    packet(0x82, &body)
+}
+
+/// Encodes a Message Expiry Interval property.
+pub fn expiry_prop(secs: u32) -> Vec<u8> {
+    let mut p = vec![PROP_MESSAGE_EXPIRY];
+    p.extend_from_slice(&secs.to_be_bytes());
+    p
+}
+
+/// Encodes a Topic Alias property.
+pub fn alias_prop(alias: u16) -> Vec<u8> {
+    let mut p = vec![PROP_TOPIC_ALIAS];
+    p.extend_from_slice(&alias.to_be_bytes());
+    p
+}
+
+/// Encodes a two-byte integer property (Receive Maximum, Topic Alias
+/// Maximum, ...).
+pub fn u16_prop(id: u8, value: u16) -> Vec<u8> {
+    let mut p = vec![id];
+    p.extend_from_slice(&value.to_be_bytes());
+    p
+}
+
+impl Props {
+    /// Every integer value of property `id`, in wire order (Subscription
+    /// Identifier may repeat).
+    pub fn ints(&self, id: u8) -> Vec<u32> {
+        self.0
+            .iter()
+            .filter_map(|(i, v)| match v {
+                PropValue::Int(n) if *i == id => Some(*n),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether property `id` is present.
+    pub fn has(&self, id: u8) -> bool {
+        self.0.iter().any(|(i, _)| *i == id)
+    }
+}
+
+impl RawPacket {
+    /// The DUP flag of a PUBLISH.
+    pub fn dup(&self) -> bool {
+        assert_eq!(self.kind, PUBLISH, "DUP of a non-PUBLISH: {self:?}");
+        self.flags & 0x08 != 0
+    }
+
+    /// Parses a PUBACK, PUBREC, PUBREL or PUBCOMP of `kind` into (packet id,
+    /// reason code); asserts the fixed header flags the standard requires.
+    pub fn ack(&self, kind: u8) -> (u16, u8) {
+        assert_eq!(self.kind, kind, "expected packet type {kind}, got {self:?}");
+        let want_flags = if kind == PUBREL { 2 } else { 0 };
+        assert_eq!(self.flags, want_flags, "fixed header flags of {self:?}");
+        let mut c = Cursor::new(&self.body);
+        let id = c.u16();
+        let code = if c.remaining() > 0 { c.u8() } else { 0 };
+        (id, code)
+    }
+}
+
+impl RawClient {
+    /// v5: subscribes with an optional Subscription Identifier and whole
+    /// options bytes; answers the SUBACK reason codes.
+    pub fn subscribe_v5(
+        &mut self,
+        packet_id: u16,
+        sub_id: Option<u32>,
+        filters: &[(&str, u8)],
+    ) -> Vec<u8> {
+        self.send(&subscribe_packet_v5(packet_id, sub_id, filters))
+            .expect("send SUBSCRIBE");
+        let p = self.expect_packet(PROMPT, "SUBACK");
+        let (id, codes) = p.ack_codes(SUBACK, true);
+        assert_eq!(id, packet_id, "SUBACK packet id");
+        codes
+    }
+
+    /// Reads the next packet, asserting it is a PUBLISH; answers it parsed
+    /// with its DUP flag and sends no acknowledgement.
+    pub fn expect_publish_raw(&mut self, timeout: Duration) -> (PublishInfo, bool) {
+        let p = self.expect_packet(timeout, "PUBLISH");
+        let info = p.publish(self.v5);
+        (info, p.dup())
+    }
+
+    /// Publishes at QoS 2 and runs the whole flow (PUBREC, PUBREL, PUBCOMP),
+    /// asserting packet ids and success codes. `props`: v5 properties.
+    pub fn publish2(&mut self, topic: &str, payload: &[u8], packet_id: u16, props: &[u8]) {
+        let props = if self.v5 { Some(props) } else { None };
+        self.send(&publish_packet_full(
+            topic, payload, 2, packet_id, false, false, props,
+        ))
+        .expect("send PUBLISH");
+        let p = self.expect_packet(PROMPT, "PUBREC");
+        assert_eq!(p.ack(PUBREC), (packet_id, 0), "PUBREC of {topic}");
+        self.send(&pubrel_packet(packet_id)).expect("send PUBREL");
+        let p = self.expect_packet(PROMPT, "PUBCOMP");
+        assert_eq!(p.ack(PUBCOMP), (packet_id, 0), "PUBCOMP of {topic}");
+    }
+
+    /// Publishes at QoS 1 with v5 `props` (ignored for v3) and waits for a
+    /// successful PUBACK.
+    pub fn publish1_props(&mut self, topic: &str, payload: &[u8], packet_id: u16, props: &[u8]) {
+        let props = if self.v5 { Some(props) } else { None };
+        self.send(&publish_packet_full(
+            topic, payload, 1, packet_id, false, false, props,
+        ))
+        .expect("send PUBLISH");
+        let p = self.expect_packet(PROMPT, "PUBACK");
+        assert_eq!(p.ack(PUBACK), (packet_id, 0), "PUBACK of {topic}");
+    }
+}
+
+/// A raw client that completes the QoS 1 and 2 flows of what it receives:
+/// PUBACK for QoS 1, PUBREC for QoS 2 and PUBCOMP for each PUBREL (which may
+/// arrive between later PUBLISHes).
+pub struct Receiver {
+    /// The connection.
+    pub raw: RawClient,
+    /// QoS 2 packet ids answered with PUBREC whose PUBREL has not come yet.
+    pub awaiting_pubrel: Vec<u16>,
+}
+
+impl Receiver {
+    /// Wraps a connected raw client.
+    pub fn new(raw: RawClient) -> Receiver {
+        Receiver {
+            raw,
+            awaiting_pubrel: Vec::new(),
+        }
+    }
+
+    /// Connects (asserting success) and answers the CONNACK.
+    pub fn connect(addr: SocketAddr, opts: &ConnectOpts) -> (Receiver, ConnAckInfo) {
+        let (raw, ack) = RawClient::connected(addr, opts);
+        (Receiver::new(raw), ack)
+    }
+
+    fn answer_pubrel(&mut self, p: &RawPacket) {
+        let (id, code) = p.ack(PUBREL);
+        assert_eq!(code, 0, "PUBREL reason code: {p:?}");
+        let Some(at) = self.awaiting_pubrel.iter().position(|&i| i == id) else {
+            panic!(
+                "PUBREL for {id}, which is not awaiting one ({:?})",
+                self.awaiting_pubrel
+            )
+        };
+        self.awaiting_pubrel.remove(at);
+        self.raw.send(&pubcomp_packet(id)).expect("send PUBCOMP");
+    }
+
+    /// The next PUBLISH (acknowledged as its QoS requires) with its DUP
+    /// flag; PUBRELs met on the way are answered.
+    pub fn next_dup(&mut self, timeout: Duration) -> (PublishInfo, bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let p = self.raw.expect_packet(left, "PUBLISH");
+            if p.kind == PUBREL {
+                self.answer_pubrel(&p);
+                continue;
+            }
+            return self.acknowledge(&p);
+        }
+    }
+
+    /// Parses a PUBLISH and acknowledges it as its QoS requires.
+    fn acknowledge(&mut self, p: &RawPacket) -> (PublishInfo, bool) {
+        let info = p.publish(self.raw.v5);
+        match info.qos {
+            1 => self
+                .raw
+                .send(&puback_packet(info.packet_id))
+                .expect("send PUBACK"),
+            2 => {
+                assert!(
+                    !self.awaiting_pubrel.contains(&info.packet_id),
+                    "QoS 2 PUBLISH with packet id {} still in flight: {info:?}",
+                    info.packet_id
+                );
+                self.raw
+                    .send(&pubrec_packet(info.packet_id))
+                    .expect("send PUBREC");
+                self.awaiting_pubrel.push(info.packet_id);
+            }
+            _ => {}
+        }
+        (info, p.dup())
+    }
+
+    /// The next PUBLISH, acknowledged, or `None` when none came within
+    /// `timeout` (PUBRELs met on the way are answered).
+    pub fn try_next(&mut self, timeout: Duration) -> Option<PublishInfo> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.raw.read_packet(left) {
+                Err(ReadError::Timeout) => return None,
+                Ok(p) if p.kind == PUBREL => self.answer_pubrel(&p),
+                Ok(p) => return Some(self.acknowledge(&p).0),
+                Err(e) => panic!("reading a PUBLISH: {e:?}"),
+            }
+        }
+    }
+
+    /// The next PUBLISH, acknowledged.
+    pub fn next(&mut self, timeout: Duration) -> PublishInfo {
+        self.next_dup(timeout).0
+    }
+
+    /// Waits for every outstanding PUBREL and answers it.
+    pub fn finish(&mut self) {
+        while !self.awaiting_pubrel.is_empty() {
+            let p = self.raw.expect_packet(PROMPT, "PUBREL");
+            self.answer_pubrel(&p);
+        }
+    }
+
+    /// Asserts no PUBLISH arrives within `dur` (PUBRELs are answered).
+    pub fn expect_no_publish(&mut self, dur: Duration, why: &str) {
+        let deadline = Instant::now() + dur;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.raw.read_packet(left) {
+                Err(ReadError::Timeout) => return,
+                Ok(p) if p.kind == PUBREL => self.answer_pubrel(&p),
+                other => panic!("expected no PUBLISH for {dur:?} ({why}), got {other:?}"),
+            }
+        }
+    }
+}
+
+/// A topic `prefix<n>` owned by `shard`.
+pub fn topic_on_shard(prefix: &str, shard: usize) -> String {
+    (0..10_000)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|t| shard_for(t.as_bytes(), SHARDS) == shard)
+        .expect("some topic maps to every shard")
+}
+
+/// Subscribes `c` to `filter` with the subscription options byte `options`
+/// (v5) or QoS (v3), then to `control`, a topic holding a retained message on
+/// the same owner shard (`shard_for(topic, 2)`), and answers the retained
+/// messages sent for `filter`. The owner answers in order, so the control
+/// message comes after every retained message of `filter`: its arrival proves
+/// the answer complete. SUBACKs and retained PUBLISHes may
+/// interleave; both SUBACKs must come and succeed.
+pub fn retained_on(
+    c: &mut RawClient,
+    packet_id: u16,
+    filter: &str,
+    options: u8,
+    control: &str,
+) -> Vec<PublishInfo> {
+    let v5 = c.v5;
+    c.send(&subscribe_packet(packet_id, &[(filter, options)], v5))
+        .expect("send SUBSCRIBE");
+    c.send(&subscribe_packet(packet_id + 1, &[(control, 0)], v5))
+        .expect("send SUBSCRIBE");
+    let mut acks = Vec::new();
+    let mut got = Vec::new();
+    let mut control_seen = false;
+    while !(control_seen && acks.len() == 2) {
+        let p = c.expect_packet(PROMPT, "SUBACK or retained PUBLISH");
+        if p.kind == SUBACK {
+            let (id, codes) = p.ack_codes(SUBACK, v5);
+            assert!(
+                codes.len() == 1 && codes[0] < 0x80,
+                "SUBACK {id} refused: {codes:?}"
+            );
+            acks.push(id);
+            continue;
+        }
+        let p = p.publish(v5);
+        assert!(
+            !control_seen,
+            "retained message after the control one: {p:?}"
+        );
+        if p.topic == control {
+            assert!(p.retain, "control message without RETAIN: {p:?}");
+            control_seen = true;
+        } else {
+            got.push(p);
+        }
+    }
+    assert_eq!(acks, [packet_id, packet_id + 1], "SUBACK order");
+    got
+}
