@@ -471,6 +471,33 @@ fn expired_queued_message_is_not_delivered() {
     );
 }
 
+#[test]
+fn queued_message_expiring_behind_a_full_window_is_not_sent() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let mut opts = ConnectOpts::v5(&id_on_shard("wx-", 1));
+    opts.extra_props = u16_prop(PROP_RECEIVE_MAXIMUM, 1);
+    let (mut sub, _) = RawClient::connected(addr, &opts);
+    assert_eq!(sub.subscribe(1, &[("wx/t", 1)]), [1]);
+    let (mut publisher, _) = RawClient::connected(addr, &ConnectOpts::v5(&id_on_shard("wx-p", 0)));
+    publisher.publish1_props("wx/t", b"first", 1, &[]);
+    publisher.publish1_props("wx/t", b"short", 2, &expiry_prop(1));
+    publisher.publish1_props("wx/t", b"last", 3, &[]);
+    let (first, _) = sub.expect_publish_raw(PROMPT);
+    assert_eq!(first.payload, b"first");
+    // The window (Receive Maximum 1) stays full until "short" expired.
+    sub.expect_silence(
+        Duration::from_secs(1) + Duration::from_millis(1500),
+        "window of one",
+    );
+    sub.send(&puback_packet(first.packet_id)).unwrap();
+    let (next, _) = sub.expect_publish_raw(PROMPT);
+    assert_eq!(
+        next.payload, b"last",
+        "an expired message was sent after waiting (MQTT-3.3.2-5): {next:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Topic aliases
 // ---------------------------------------------------------------------------
@@ -652,6 +679,46 @@ fn outbound_topic_aliases_are_used_and_reset_per_connection() {
         ("tb/x", &b"unacked"[..]),
         "resend after reconnect must name the topic (aliases are per connection, MQTT-3.3.2-7)"
     );
+}
+
+#[test]
+fn outbound_topic_aliases_stay_within_the_client_maximum() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let mut opts = ConnectOpts::v5(&id_on_shard("tam2-", 1));
+    opts.extra_props = u16_prop(PROP_TOPIC_ALIAS_MAXIMUM, 2);
+    let (mut sub, _) = RawClient::connected(addr, &opts);
+    assert_eq!(sub.subscribe(1, &[("ta2/#", 0)]), [0]);
+    let (mut publisher, _) =
+        RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("tam2-p", 0)));
+    let topics = [
+        "ta2/a", "ta2/b", "ta2/c", "ta2/d", "ta2/a", "ta2/c", "ta2/e", "ta2/b", "ta2/b",
+    ];
+    for t in topics {
+        publisher.publish0(t, t.as_bytes());
+    }
+    // Resolve what arrives the way a client must (MQTT-3.3.2-12).
+    let mut aliases = std::collections::HashMap::new();
+    for t in topics {
+        let p = sub.expect_publish(PROMPT);
+        let alias = p.props.int(PROP_TOPIC_ALIAS);
+        if let Some(a) = alias {
+            assert!(
+                (1..=2).contains(&a),
+                "alias {a} above Topic Alias Maximum 2"
+            );
+        }
+        let topic = if p.topic.is_empty() {
+            let a = alias.expect("empty topic without an alias");
+            aliases.get(&a).cloned().expect("alias never set")
+        } else {
+            if let Some(a) = alias {
+                aliases.insert(a, p.topic.clone());
+            }
+            p.topic.clone()
+        };
+        assert_eq!((&topic[..], &p.payload[..]), (t, t.as_bytes()));
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -883,4 +950,17 @@ fn no_local_drops_own_messages_only() {
     assert_eq!(watcher.raw.subscribe(1, &[("nl/own", NO_LOCAL)]), [0]);
     c.raw.publish0("nl/own", b"mine again");
     assert_eq!(watcher.next(PROMPT).payload, b"mine again");
+}
+
+#[test]
+fn no_local_on_a_shared_subscription_is_a_protocol_error() {
+    let broker = start(&[]);
+    let (mut c, _) = RawClient::connected(broker.local_addr(), &ConnectOpts::v5("nl-shared"));
+    c.send(&subscribe_packet(1, &[("$share/g/nl/t", NO_LOCAL)], true))
+        .unwrap();
+    let got = c.expect_closed(PROMPT, "No Local on a shared subscription");
+    assert!(
+        matches!(got.last(), Some(p) if p.is_disconnect(0x82)),
+        "expected DISCONNECT 0x82 (MQTT-3.8.3-4), got {got:?}"
+    );
 }

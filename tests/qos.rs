@@ -619,6 +619,54 @@ fn v3_qos2_duplicate_before_pubrel_is_delivered_once() {
     sub.finish();
 }
 
+#[test]
+fn overlapping_subscriptions_deliver_once_at_the_highest_granted_qos() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    for v5 in [false, true] {
+        let id = id_on_shard(if v5 { "ov5-" } else { "ov3-" }, 1);
+        let opts = if v5 {
+            ConnectOpts::v5(&id)
+        } else {
+            ConnectOpts::v3(&id)
+        };
+        let (mut sub, _) = Receiver::connect(addr, &opts);
+        let filters = [("ov/#", 0), ("ov/+", 2), ("+/x", 1)];
+        assert_eq!(sub.raw.subscribe(1, &filters), [0, 2, 1]);
+        let (mut publisher, _) =
+            RawClient::connected(addr, &ConnectOpts::v5(&id_on_shard("ov-p-", 0)));
+        publisher.publish2("ov/x", b"one", 1, &[]);
+        publisher.publish2("ov/end", b"end", 2, &[]);
+        let p = sub.next(PROMPT);
+        assert_eq!(
+            (&p.topic[..], p.qos),
+            ("ov/x", 2),
+            "v5 {v5}: highest QoS of the matching subscriptions"
+        );
+        let p = sub.next(PROMPT);
+        assert_eq!(p.topic, "ov/end", "v5 {v5}: ov/x delivered more than once");
+        sub.finish();
+    }
+}
+
+#[test]
+fn expired_session_takes_its_queue_with_it() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let id = id_on_shard("sx-", 1);
+    let (mut sub, _) = RawClient::connected(addr, &ConnectOpts::v5(&id).session_expiry(1));
+    assert_eq!(sub.subscribe(1, &[("sx/t", 1)]), [1]);
+    go_offline(&mut sub);
+    let (mut publisher, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("sx-p", 0)));
+    publisher.publish1("sx/t", b"queued", 1);
+    // Only the publisher's session is left once the subscriber's expired.
+    wait_stats(&broker, "subscriber session expired", |s| s.sessions == 1);
+    let opts = ConnectOpts::v5(&id).clean(false).session_expiry(60);
+    let (mut sub, ack) = RawClient::connected(addr, &opts);
+    assert!(!ack.session_present, "the session expired");
+    sub.expect_silence(QUIET, "nothing from an expired session's queue");
+}
+
 // ---------------------------------------------------------------------------
 // Receive Maximum, both directions
 // ---------------------------------------------------------------------------
@@ -835,4 +883,20 @@ fn will_qos1_is_delivered_at_granted_qos() {
         let p = sub0.next(PROMPT);
         assert_eq!((&p.payload[..], p.qos), (&b"gone"[..], 0));
     }
+}
+
+#[test]
+fn will_qos2_is_delivered_at_qos2() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut sub, _) = Receiver::connect(addr, &ConnectOpts::v5(&id_on_shard("w2-s-", 0)));
+    assert_eq!(sub.raw.subscribe(1, &[("w2/#", 2)]), [2]);
+    let mut will = WillOpts::new("w2/dead", "bye");
+    will.qos = 2;
+    let opts = ConnectOpts::v5(&id_on_shard("w2-d-", 1)).will(will);
+    let (dying, _) = RawClient::connected(addr, &opts);
+    drop(dying);
+    let p = sub.next(PROMPT);
+    assert_eq!((&p.payload[..], p.qos), (&b"bye"[..], 2));
+    sub.finish();
 }
