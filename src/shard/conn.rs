@@ -36,6 +36,9 @@ use super::{Shard, TimerEvent};
 use crate::mesh::Control;
 use crate::stats::ShardStats;
 
+/// Longest a take-over waits for the old connection to close.
+const TAKEOVER_WAIT: Duration = Duration::from_millis(100);
+
 /// Read batches a connection handles before yielding to other tasks.
 const READS_PER_YIELD: u32 = 1;
 
@@ -62,6 +65,8 @@ pub(crate) struct Conn {
     aliases_in: RefCell<Vec<Bytes>>,
     /// Outbound topic aliases, when the client accepts any.
     aliases_out: RefCell<Option<Box<OutAliases>>>,
+    /// The socket has been closed (its task is ending).
+    closed: Cell<bool>,
 }
 
 /// Topic aliases the broker assigned towards one client (v5 3.3.2.3.4):
@@ -87,6 +92,7 @@ impl Conn {
             client_max_packet: Cell::new(ringmq_codec::MAX_PACKET_SIZE),
             aliases_in: RefCell::new(Vec::new()),
             aliases_out: RefCell::new(None),
+            closed: Cell::new(false),
         }
     }
 
@@ -298,6 +304,7 @@ async fn live(
             // Last chance for a queued DISCONNECT to leave (no waiting).
             let _ = conn.poll_flush(&mut stream, &mut Context::from_waker(Waker::noop()));
             drop(stream);
+            conn.closed.set(true);
             debug!(?cause, "connection closed");
             shard.connection_closed(&conn, cause);
         }
@@ -363,8 +370,17 @@ async fn drive(
                             }
                             return End::Closed(CloseCause::NetworkError);
                         }
-                        if let Some(id) = shard.accept_connect(conn, *connect) {
+                        if let Some((id, old)) = shard.accept_connect(conn, *connect) {
                             tracing::Span::current().record("client_id", field::debug(&id));
+                            if let Some(old) = old {
+                                // MQTT-3.1.4-3: the old connection is closed
+                                // before the new one proceeds (its CONNACK
+                                // waits in our buffer until then).
+                                let deadline = std::time::Instant::now() + TAKEOVER_WAIT;
+                                while !old.closed.get() && std::time::Instant::now() < deadline {
+                                    futures_lite::future::yield_now().await;
+                                }
+                            }
                         }
                     }
                     other => {

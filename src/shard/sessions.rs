@@ -141,12 +141,12 @@ impl Shard {
     }
 
     /// Runs a CONNECT against the session table and answers it. Returns
-    /// the client id on success.
+    /// the client id on success, with the connection it took over (if any).
     pub(crate) fn accept_connect(
         self: &Rc<Self>,
         conn: &Rc<Conn>,
         connect: Connect,
-    ) -> Option<Bytes> {
+    ) -> Option<(Bytes, Option<Rc<Conn>>)> {
         let version = connect.protocol;
         let v5 = version == ProtocolVersion::V5;
         let max = self.config().max_connections;
@@ -206,6 +206,7 @@ impl Shard {
             .get(&client_id)
             .copied();
         let mut session_present = false;
+        let mut taken_over = None;
         if let Some(serial) = existing {
             let (old_conn, old_will, timers) = {
                 let mut state = self.state.borrow_mut();
@@ -243,7 +244,7 @@ impl Shard {
                 debug!(client_id = ?client_id, old_peer = %old.peer, "take-over");
                 old.session.set(None);
                 old.disconnect(ReasonCode::SESSION_TAKEN_OVER, CloseCause::TakenOver);
-                // Its connection goes away: it no longer counts as open.
+                taken_over = Some(old);
             }
             if let Some(will) = old_will {
                 self.publish_will(will);
@@ -339,7 +340,7 @@ impl Shard {
             session_present,
             "connected"
         );
-        Some(client_id)
+        Some((client_id, taken_over))
     }
 
     /// DISCONNECT from the client: the cause that ends the connection.
