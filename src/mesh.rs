@@ -86,6 +86,8 @@ pub(crate) struct RoutedPublish {
     pub(crate) store_retained: bool,
     /// Shared subscription groups the target serves with this message.
     pub(crate) groups: Vec<u64>,
+    /// Times a shared-group message was handed on (see router.rs).
+    pub(crate) hops: u8,
 }
 
 impl RoutedPublish {
@@ -105,6 +107,7 @@ impl RoutedPublish {
             deliver: false,
             store_retained: false,
             groups: Vec::new(),
+            hops: 0,
         }
     }
 

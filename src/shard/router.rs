@@ -168,6 +168,17 @@ impl Router {
         }
     }
 
+    /// Another shard with members of `group` for `topic`, if any.
+    fn other_group_shard(&self, topic: &str, group: u64, own: usize) -> Option<usize> {
+        let mut found = None;
+        self.shared_remote.for_each_match(topic, |(g, shard), _| {
+            if g == group && shard != own && found.is_none() {
+                found = Some(shard);
+            }
+        });
+        found
+    }
+
     /// Other shards with an ordinary subscriber matching `topic`.
     fn remote_targets(&self, topic: &str) -> u64 {
         let mut mask = 0u64;
@@ -210,6 +221,10 @@ impl Router {
         }
     }
 }
+
+/// How often a shared-group message may be handed on to another shard whose
+/// members are still there (bounds ping-pong while routes converge).
+const MAX_GROUP_HOPS: u8 = 2;
 
 /// Removes what belongs to the publisher's connection only.
 fn strip_connection_properties(publish: &mut Publish) {
@@ -312,7 +327,7 @@ impl Shard {
                 blocked.push((shard, msg));
             }
         }
-        self.deliver_local(&publish, origin, true, &own_groups, expires_at);
+        self.deliver_local(&publish, origin, true, &own_groups, expires_at, 0);
         (!blocked.is_empty()).then_some(BlockedRoute { pending: blocked })
     }
 
@@ -349,6 +364,7 @@ impl Shard {
             routed.deliver,
             &routed.groups,
             routed.expires_at,
+            routed.hops,
         );
     }
 
@@ -361,10 +377,12 @@ impl Shard {
         ordinary: bool,
         groups: &[u64],
         expires_at: Option<Instant>,
+        hops: u8,
     ) {
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
             return;
         };
+        let mut orphaned: Vec<(usize, u64)> = Vec::new();
         let mut matched = {
             let mut state = self.state.borrow_mut();
             let state = &mut *state;
@@ -389,6 +407,11 @@ impl Shard {
                         pick_member(&state.sessions, &members, *group, &mut router.member_cursor)
                     {
                         matched.push(pick);
+                    } else if let Some(shard) = router.other_group_shard(topic, *group, self.id) {
+                        // Our last member just left and the sender had not yet
+                        // heard: hand the message to a shard that still has
+                        // members rather than drop it.
+                        orphaned.push((shard, *group));
                     }
                 }
                 router.group_matched = members;
@@ -432,6 +455,14 @@ impl Shard {
         }
         matched.clear();
         self.state.borrow_mut().router.matched = matched;
+        for (shard, group) in orphaned {
+            if hops < MAX_GROUP_HOPS {
+                let mut msg = RoutedPublish::new(publish, expires_at);
+                msg.groups.push(group);
+                msg.hops = hops + 1;
+                self.shared.mesh.send_control(shard, Control::Publish(msg));
+            }
+        }
     }
 
     /// Delivers one message to one session at min(publish QoS, granted):
