@@ -301,18 +301,29 @@ impl Outbound {
         now_ms: u64,
         out: &mut Vec<Publish>,
     ) -> Result<(), QosError> {
+        self.complete(
+            packet_id,
+            PacketType::PubAck,
+            now_ms,
+            out,
+            |flight| matches!(flight, Flight::Published(m) if m.qos == QoS::AtLeastOnce),
+        )
+    }
+
+    /// Ends the flow of `packet_id` when `expected` accepts its state, then
+    /// refills the window from the queue.
+    fn complete(
+        &mut self,
+        packet_id: u16,
+        ack: PacketType,
+        now_ms: u64,
+        out: &mut Vec<Publish>,
+        expected: impl Fn(&Flight) -> bool,
+    ) -> Result<(), QosError> {
         match self.inflight.get(&packet_id) {
             None => return Err(QosError::UnknownPacketId(packet_id)),
-            Some(Inflight {
-                flight: Flight::Published(m),
-                ..
-            }) if m.qos == QoS::AtLeastOnce => {}
-            Some(_) => {
-                return Err(QosError::UnexpectedAck {
-                    packet_id,
-                    ack: PacketType::PubAck,
-                })
-            }
+            Some(entry) if expected(&entry.flight) => {}
+            Some(_) => return Err(QosError::UnexpectedAck { packet_id, ack }),
         }
         self.inflight.remove(&packet_id);
         self.drain(now_ms, |p| out.push(p));
@@ -364,22 +375,9 @@ impl Outbound {
         now_ms: u64,
         out: &mut Vec<Publish>,
     ) -> Result<(), QosError> {
-        match self.inflight.get(&packet_id) {
-            None => return Err(QosError::UnknownPacketId(packet_id)),
-            Some(Inflight {
-                flight: Flight::Released,
-                ..
-            }) => {}
-            Some(_) => {
-                return Err(QosError::UnexpectedAck {
-                    packet_id,
-                    ack: PacketType::PubComp,
-                })
-            }
-        }
-        self.inflight.remove(&packet_id);
-        self.drain(now_ms, |p| out.push(p));
-        Ok(())
+        self.complete(packet_id, PacketType::PubComp, now_ms, out, |flight| {
+            matches!(flight, Flight::Released)
+        })
     }
 
     /// On (re)connect, after [`Outbound::set_receive_maximum`]: appends
