@@ -53,10 +53,64 @@ impl SubAck {
         })
     }
 
+    fn wire(&self) -> CodeList<'_> {
+        CodeList {
+            header: 0x90,
+            kind: PacketType::SubAck,
+            packet_id: self.packet_id,
+            properties: &self.properties,
+            codes: &self.codes,
+            codes_before_v5: true,
+        }
+    }
+
+    pub(crate) fn len_with(&self, version: ProtocolVersion, trim: bool) -> usize {
+        self.wire().len_with(version, trim)
+    }
+
+    pub(crate) fn encode_with(
+        &self,
+        version: ProtocolVersion,
+        trim: bool,
+        buf: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        self.wire().encode_with(version, trim, buf)
+    }
+
+    /// Size of the whole encoded packet (fixed header included) in `version`.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        self.len_with(version, false)
+    }
+
+    /// Append the encoded packet to `buf`.
+    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        self.encode_with(version, false, buf)
+    }
+}
+
+/// The wire form SUBACK and UNSUBACK share: packet identifier, v5
+/// properties, one reason code per filter (UNSUBACK has none before v5).
+pub(crate) struct CodeList<'a> {
+    pub(crate) header: u8,
+    pub(crate) kind: PacketType,
+    pub(crate) packet_id: u16,
+    pub(crate) properties: &'a Properties,
+    pub(crate) codes: &'a [ReasonCode],
+    pub(crate) codes_before_v5: bool,
+}
+
+impl CodeList<'_> {
+    fn has_codes(&self, version: ProtocolVersion) -> bool {
+        version.is_v5() || self.codes_before_v5
+    }
+
     fn body_len(&self, version: ProtocolVersion, props: usize) -> usize {
-        let mut n = 2 + self.codes.len();
+        let mut n = 2;
         if version.is_v5() {
             n += varint_len(props) + props;
+        }
+        if self.has_codes(version) {
+            n += self.codes.len();
         }
         n
     }
@@ -78,31 +132,23 @@ impl SubAck {
     ) -> Result<(), EncodeError> {
         let v5 = version.is_v5();
         let props = if v5 {
-            self.properties.check(Allowed::ack(PacketType::SubAck))?;
+            self.properties.check(Allowed::ack(self.kind))?;
             self.properties.len(trim)
         } else {
             0
         };
-        write_frame(buf, 0x90, self.body_len(version, props), |buf| {
+        write_frame(buf, self.header, self.body_len(version, props), |buf| {
             buf.put_u16(self.packet_id);
             if v5 {
                 self.properties.write(buf, props, trim)?;
             }
-            for code in &self.codes {
-                buf.put_u8(code.0);
+            if self.has_codes(version) {
+                for code in self.codes {
+                    buf.put_u8(code.0);
+                }
             }
             Ok(())
         })
-    }
-
-    /// Size of the whole encoded packet (fixed header included) in `version`.
-    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
-        self.len_with(version, false)
-    }
-
-    /// Append the encoded packet to `buf`.
-    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        self.encode_with(version, false, buf)
     }
 }
 

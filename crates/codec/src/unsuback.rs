@@ -1,12 +1,12 @@
 //! UNSUBACK (MQTT 5 section 3.11, 3.1.1 section 3.11): v3.x carries only
 //! the packet identifier; v5 adds properties and one reason code per filter.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
-use crate::packet::{frame_size, write_frame};
 use crate::properties::Allowed;
 use crate::reason::UNSUBACK_V5;
-use crate::varint::{varint_len, Reader};
+use crate::suback::CodeList;
+use crate::varint::Reader;
 use crate::{DecodeError, EncodeError, PacketType, Properties, ProtocolVersion, ReasonCode};
 
 /// UNSUBACK packet.
@@ -52,21 +52,19 @@ impl UnsubAck {
         })
     }
 
-    fn body_len(&self, version: ProtocolVersion, props: usize) -> usize {
-        if version.is_v5() {
-            2 + varint_len(props) + props + self.codes.len()
-        } else {
-            2
+    fn wire(&self) -> CodeList<'_> {
+        CodeList {
+            header: 0xB0,
+            kind: PacketType::UnsubAck,
+            packet_id: self.packet_id,
+            properties: &self.properties,
+            codes: &self.codes,
+            codes_before_v5: false,
         }
     }
 
     pub(crate) fn len_with(&self, version: ProtocolVersion, trim: bool) -> usize {
-        let props = if version.is_v5() {
-            self.properties.len(trim)
-        } else {
-            0
-        };
-        frame_size(self.body_len(version, props))
+        self.wire().len_with(version, trim)
     }
 
     pub(crate) fn encode_with(
@@ -75,23 +73,7 @@ impl UnsubAck {
         trim: bool,
         buf: &mut BytesMut,
     ) -> Result<(), EncodeError> {
-        let v5 = version.is_v5();
-        let props = if v5 {
-            self.properties.check(Allowed::ack(PacketType::UnsubAck))?;
-            self.properties.len(trim)
-        } else {
-            0
-        };
-        write_frame(buf, 0xB0, self.body_len(version, props), |buf| {
-            buf.put_u16(self.packet_id);
-            if v5 {
-                self.properties.write(buf, props, trim)?;
-                for code in &self.codes {
-                    buf.put_u8(code.0);
-                }
-            }
-            Ok(())
-        })
+        self.wire().encode_with(version, trim, buf)
     }
 
     /// Size of the whole encoded packet (fixed header included) in `version`.
