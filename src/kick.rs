@@ -16,7 +16,7 @@
 //! a shard only on evidence: its inbox holds messages that were there a
 //! period ago too, or it was busy a period ago and is silent now (a busy
 //! shard that stops dead is the stall seen under load). Otherwise each
-//! shard gets one kick a second as a last resort. The guard thread itself
+//! shard gets a kick every 240 ms as a last resort. The guard thread itself
 //! wakes once a period (about 0.1 % of a core at 20 ms). `--stall-guard-ms 0`
 //! turns the guard off.
 
@@ -57,9 +57,10 @@ struct Threads {
     list: Mutex<Vec<Option<libc::pthread_t>>>,
 }
 
-/// Periods between last-resort kicks of a quiet shard (one a second at
-/// the default 20 ms period).
-const HEARTBEAT_PERIODS: u64 = 50;
+/// Periods between last-resort kicks of a quiet shard (about four a second
+/// at the default 20 ms period): a stall with no visible evidence (a
+/// missed accept or read on an otherwise idle shard) lasts at most this.
+const HEARTBEAT_PERIODS: u64 = 12;
 
 /// Events in one period that make a shard "busy": a busy shard that then
 /// shows no activity at all for a period gets kicked. Light traffic (a
