@@ -357,38 +357,15 @@ async fn drive(
                 Err(e) => return End::Closed(shard.reject(conn, &e)),
             };
             if conn.version.get().is_none() {
-                match packet {
-                    Packet::Connect(connect) => {
-                        let owner = if connect.client_id.is_empty() {
-                            shard.id
-                        } else {
-                            crate::shard_for(&connect.client_id, shard.shared.shards)
-                        };
-                        if owner != shard.id && !adopted {
-                            if hand_off(shard, conn, stream, owner, &frame, &pending) {
-                                return End::HandedOff;
-                            }
-                            return End::Closed(CloseCause::NetworkError);
-                        }
-                        if let Some((id, old)) = shard.accept_connect(conn, *connect) {
-                            tracing::Span::current().record("client_id", field::debug(&id));
-                            if let Some(old) = old {
-                                // MQTT-3.1.4-3: the old connection is closed
-                                // before the new one proceeds (its CONNACK
-                                // waits in our buffer until then).
-                                let deadline = std::time::Instant::now() + TAKEOVER_WAIT;
-                                while !old.closed.get() && std::time::Instant::now() < deadline {
-                                    futures_lite::future::yield_now().await;
-                                }
-                            }
-                        }
-                    }
-                    other => {
-                        // MQTT-3.1.0-1: the first packet must be CONNECT.
-                        debug!(packet = ?other.packet_type(), "first packet is not CONNECT");
-                        ShardStats::inc(&shard.stats.protocol_errors);
-                        return End::Closed(CloseCause::ProtocolError);
-                    }
+                let taken_over =
+                    match first_packet(shard, conn, stream, packet, &frame, &pending, adopted) {
+                        Ok(taken_over) => taken_over,
+                        Err(end) => return end,
+                    };
+                drop(frame);
+                if let Some(old) = taken_over {
+                    // Rare: boxed so it does not bloat every connection.
+                    Box::pin(wait_closed(old)).await;
                 }
                 continue;
             }
@@ -447,6 +424,52 @@ async fn drive(
             }
             Event::Close(cause) => return End::Closed(cause),
         }
+    }
+}
+
+/// The first packet: a CONNECT accepted here (with the connection it took
+/// over, if any), or how the connection ends.
+fn first_packet(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    stream: &TcpStream,
+    packet: Packet,
+    frame: &[u8],
+    rest: &[u8],
+    adopted: bool,
+) -> Result<Option<Rc<Conn>>, End> {
+    let Packet::Connect(connect) = packet else {
+        // MQTT-3.1.0-1: the first packet must be CONNECT.
+        debug!(packet = ?packet.packet_type(), "first packet is not CONNECT");
+        ShardStats::inc(&shard.stats.protocol_errors);
+        return Err(End::Closed(CloseCause::ProtocolError));
+    };
+    let owner = if connect.client_id.is_empty() {
+        shard.id
+    } else {
+        crate::shard_for(&connect.client_id, shard.shared.shards)
+    };
+    if owner != shard.id && !adopted {
+        if hand_off(shard, conn, stream, owner, frame, rest) {
+            return Err(End::HandedOff);
+        }
+        return Err(End::Closed(CloseCause::NetworkError));
+    }
+    match shard.accept_connect(conn, *connect) {
+        Some((id, taken_over)) => {
+            tracing::Span::current().record("client_id", field::debug(&id));
+            Ok(taken_over)
+        }
+        None => Ok(None),
+    }
+}
+
+/// MQTT-3.1.4-3: the old connection is closed before the new one proceeds
+/// (its CONNACK waits in the new connection's buffer until then).
+async fn wait_closed(old: Rc<Conn>) {
+    let deadline = std::time::Instant::now() + TAKEOVER_WAIT;
+    while !old.closed.get() && std::time::Instant::now() < deadline {
+        futures_lite::future::yield_now().await;
     }
 }
 
