@@ -303,6 +303,11 @@ async fn live(
         End::Closed(cause) => {
             // Last chance for a queued DISCONNECT to leave (no waiting).
             let _ = conn.poll_flush(&mut stream, &mut Context::from_waker(Waker::noop()));
+            // glommio may close the descriptor later, through the ring; the
+            // FIN goes now, so a take-over's CONNACK (which waits for
+            // `closed`) really follows the old connection's end.
+            // SAFETY: the descriptor belongs to `stream`, alive here.
+            unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR) };
             drop(stream);
             conn.closed.set(true);
             debug!(?cause, "connection closed");
