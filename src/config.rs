@@ -70,7 +70,7 @@ pub struct Config {
 
     /// io_uring registered memory per shard, in KiB. Locked memory is
     /// limited (ulimit -l): shards x 3 rings x this must fit.
-    #[arg(long, value_name = "KIB", default_value_t = 256)]
+    #[arg(long, value_name = "KIB", default_value_t = 64)]
     pub io_memory_kib: usize,
 
     /// How long a v3 session with clean session 0 outlives its connection,
