@@ -11,7 +11,7 @@ use common::*;
 /// closed its socket. A QoS 1 message published right after (from shard 0,
 /// PUBACKed) must reach the remaining member on shard 0. Seen lost: the
 /// publishing shard still picks shard 1 for the group and shard 1, with no
-/// member left, drops it.
+/// member left, dropped it; it now hands the message back.
 #[test]
 fn shared_message_right_after_a_member_left_is_not_lost() {
     let broker = start(&[]);
@@ -27,14 +27,21 @@ fn shared_message_right_after_a_member_left_is_not_lost() {
         leaving.send(&disconnect_v5(0)).unwrap();
         leaving.expect_closed(PROMPT, "DISCONNECT");
         publisher.publish1("sl/t", i.to_string().as_bytes(), i + 1);
-        // The sentinel goes after it; both must reach `stay`.
+        // The sentinel goes after it; both must reach `stay`. A message the
+        // shard without members handed on may arrive after the sentinel
+        // (shared subscriptions promise no order across paths), so the two
+        // are taken in either order; a lost one shows as a missing payload.
         publisher.publish1("sl/t", b"sentinel", 1000 + i);
-        let first = stay.next(PROMPT).payload;
-        if first == b"sentinel" {
-            lost.push(i);
-        } else {
-            assert_eq!(first, i.to_string().as_bytes());
-            assert_eq!(stay.next(PROMPT).payload, b"sentinel");
+        let mut got = vec![stay.next(PROMPT).payload];
+        match stay.try_next(PROMPT) {
+            Some(p) => got.push(p.payload),
+            None => lost.push(i),
+        }
+        got.sort();
+        if lost.last() != Some(&i) {
+            let mut want = vec![i.to_string().into_bytes(), b"sentinel".to_vec()];
+            want.sort();
+            assert_eq!(got, want, "round {i}");
         }
     }
     assert!(
