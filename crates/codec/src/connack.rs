@@ -75,12 +75,9 @@ impl ConnAck {
         buf: &mut BytesMut,
     ) -> Result<(), EncodeError> {
         let v5 = version.is_v5();
-        let props = if v5 {
-            self.properties.check(Allowed::CONNACK)?;
-            self.properties.len(trim)
-        } else {
-            0
-        };
+        let props = self
+            .properties
+            .checked_len_in(version, Allowed::CONNACK, trim)?;
         let body = 2 + if v5 {
             crate::varint::varint_len(props) + props
         } else {

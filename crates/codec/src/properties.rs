@@ -12,7 +12,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::varint::{binary_len, has_wildcard, put_binary, put_varint, varint_len, Reader};
-use crate::{DecodeError, EncodeError, PacketType, MAX_REMAINING_LENGTH};
+use crate::{DecodeError, EncodeError, PacketType, ProtocolVersion, MAX_REMAINING_LENGTH};
 
 /// Every MQTT 5 property; `None` / empty means absent. Strings and binary
 /// data are [`Bytes`] sliced from the input (strings are validated UTF-8 on
@@ -568,6 +568,30 @@ impl Properties {
 
     /// Refuse to write a property the packet kind does not allow, or a
     /// Subscription Identifier outside 1..=268 435 455.
+    /// Encoded length of these properties in `version` (0 before v5,
+    /// where packets carry none).
+    pub(crate) fn len_in(&self, version: ProtocolVersion, trim: bool) -> usize {
+        if version.is_v5() {
+            self.len(trim)
+        } else {
+            0
+        }
+    }
+
+    /// Like [`Properties::len_in`], after checking every property is
+    /// `allowed` in the packet (v5 only).
+    pub(crate) fn checked_len_in(
+        &self,
+        version: ProtocolVersion,
+        allowed: Allowed,
+        trim: bool,
+    ) -> Result<usize, EncodeError> {
+        if version.is_v5() {
+            self.check(allowed)?;
+        }
+        Ok(self.len_in(version, trim))
+    }
+
     pub(crate) fn check(&self, allowed: Allowed) -> Result<(), EncodeError> {
         let extra = self.present() & !allowed.bits;
         if extra != 0 {

@@ -129,11 +129,7 @@ impl Publish {
     /// Size of the whole encoded packet (fixed header included) in `version`.
     #[inline]
     pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
-        let props = if version.is_v5() {
-            self.properties.len(false)
-        } else {
-            0
-        };
+        let props = self.properties.len_in(version, false);
         frame_size(self.body_len(version, props))
     }
 
@@ -142,12 +138,9 @@ impl Publish {
     #[inline]
     pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
         let v5 = version.is_v5();
-        let props = if v5 {
-            self.properties.check(Allowed::PUBLISH)?;
-            self.properties.len(false)
-        } else {
-            0
-        };
+        let props = self
+            .properties
+            .checked_len_in(version, Allowed::PUBLISH, false)?;
         write_frame(
             buf,
             self.first_byte(),

@@ -116,11 +116,7 @@ impl CodeList<'_> {
     }
 
     pub(crate) fn len_with(&self, version: ProtocolVersion, trim: bool) -> usize {
-        let props = if version.is_v5() {
-            self.properties.len(trim)
-        } else {
-            0
-        };
+        let props = self.properties.len_in(version, trim);
         frame_size(self.body_len(version, props))
     }
 
@@ -131,12 +127,9 @@ impl CodeList<'_> {
         buf: &mut BytesMut,
     ) -> Result<(), EncodeError> {
         let v5 = version.is_v5();
-        let props = if v5 {
-            self.properties.check(Allowed::ack(self.kind))?;
-            self.properties.len(trim)
-        } else {
-            0
-        };
+        let props = self
+            .properties
+            .checked_len_in(version, Allowed::ack(self.kind), trim)?;
         write_frame(buf, self.header, self.body_len(version, props), |buf| {
             buf.put_u16(self.packet_id);
             if v5 {

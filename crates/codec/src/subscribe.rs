@@ -151,23 +151,16 @@ impl Subscribe {
 
     /// Size of the whole encoded packet (fixed header included) in `version`.
     pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
-        let props = if version.is_v5() {
-            self.properties.len(false)
-        } else {
-            0
-        };
+        let props = self.properties.len_in(version, false);
         frame_size(self.body_len(version, props))
     }
 
     /// Append the encoded packet to `buf`.
     pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
         let v5 = version.is_v5();
-        let props = if v5 {
-            self.properties.check(Allowed::SUBSCRIBE)?;
-            self.properties.len(false)
-        } else {
-            0
-        };
+        let props = self
+            .properties
+            .checked_len_in(version, Allowed::SUBSCRIBE, false)?;
         write_frame(buf, 0x82, self.body_len(version, props), |buf| {
             buf.put_u16(self.packet_id);
             if v5 {
