@@ -50,6 +50,10 @@ pub(crate) struct Router {
     matched: Vec<(u64, Subscription)>,
     /// Reused for shared-group matching.
     group_matched: Vec<((u64, u64), Subscription)>,
+    /// Reused by `route_publish`: the other shards a publish goes to.
+    targets: Vec<(usize, RoutedPublish)>,
+    /// Reused by `route_publish`: (shard, group) picked per shared group.
+    group_picks: Vec<(usize, u64)>,
     /// (inner filter, group) -> members on this shard.
     group_members: HashMap<(Box<str>, u64), u32>,
     /// Round-robin cursor for picking a shard per shared group.
@@ -87,6 +91,8 @@ impl Router {
             shared_remote: Trie::new(),
             matched: Vec::new(),
             group_matched: Vec::new(),
+            targets: Vec::new(),
+            group_picks: Vec::new(),
             group_members: HashMap::new(),
             cursor: 0,
             member_cursor: 0,
@@ -268,14 +274,15 @@ impl Shard {
             .message_expiry_interval
             .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
 
-        let mut targets: Vec<(usize, RoutedPublish)> = Vec::new();
         let mut own_groups: Vec<u64> = Vec::new();
-        let (mask, group_picks) = {
+        // Reused buffers: routing a publish allocates nothing per message.
+        let (mask, mut targets, mut group_picks) = {
             let mut state = self.state.borrow_mut();
-            let mask = state.router.remote_targets(topic);
-            let mut picks = Vec::new();
-            state.router.pick_group_shards(topic, self.id, &mut picks);
-            (mask, picks)
+            let router = &mut state.router;
+            let mask = router.remote_targets(topic);
+            let mut picks = std::mem::take(&mut router.group_picks);
+            router.pick_group_shards(topic, self.id, &mut picks);
+            (mask, std::mem::take(&mut router.targets), picks)
         };
         let target = |shard: usize, targets: &mut Vec<(usize, RoutedPublish)>| -> usize {
             match targets.iter().position(|(s, _)| *s == shard) {
@@ -293,7 +300,7 @@ impl Shard {
             let i = target(shard, &mut targets);
             targets[i].1.deliver = true;
         }
-        for (shard, group) in group_picks {
+        for (shard, group) in group_picks.drain(..) {
             if shard == self.id {
                 own_groups.push(group);
             } else {
@@ -317,7 +324,7 @@ impl Shard {
             "routing a publish"
         );
         let mut blocked = Vec::new();
-        for (shard, msg) in targets {
+        for (shard, msg) in targets.drain(..) {
             if msg.store_retained {
                 // The store goes in order with retained queries (control
                 // channel), or a subscription made after the publish could
@@ -326,6 +333,11 @@ impl Shard {
             } else if let Err(msg) = self.shared.mesh.try_send_publish(shard, msg) {
                 blocked.push((shard, msg));
             }
+        }
+        {
+            let router = &mut self.state.borrow_mut().router;
+            router.targets = targets;
+            router.group_picks = group_picks;
         }
         self.deliver_local(&publish, origin, true, &own_groups, expires_at, 0);
         (!blocked.is_empty()).then_some(BlockedRoute { pending: blocked })
