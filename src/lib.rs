@@ -30,8 +30,8 @@ use tracing::info;
 pub use config::{allowed_cpus, Config, ConfigError};
 pub use stats::Stats;
 
-use mesh::{Control, Mesh};
-use shard::{Shard, Shared};
+use mesh::Mesh;
+use shard::{Msg, Shard, Shared};
 use stats::ShardStats;
 
 /// Estimated locked memory of one shard's three io_uring rings (SQ, CQ and
@@ -46,12 +46,7 @@ const PREEMPT_PERIOD: std::time::Duration = std::time::Duration::from_micros(500
 /// FNV-1a (64 bit), never randomly seeded: the same id always lands on
 /// the same shard, in every process and every run.
 pub fn shard_for(client_id: &[u8], shards: usize) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in client_id {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (hash % shards.max(1) as u64) as usize
+    ringmq_route::owner_shard(client_id, shards).0
 }
 
 /// Why the broker could not start.
@@ -155,7 +150,7 @@ impl Broker {
         let shards = config.shard_count();
         let locked = check_locked_memory(shards, config.io_memory_kib)?;
         let cpus = allowed_cpus();
-        let (mesh, inboxes) = Mesh::new(shards, config.inbox_capacity)
+        let (mesh, inboxes) = Mesh::<Msg>::new(shards, config.inbox_capacity)
             .map_err(|e| StartError::Executor(format!("cannot create the shard mesh: {e}")))?;
         let shared = Arc::new(Shared {
             stats: (0..shards)
@@ -164,6 +159,7 @@ impl Broker {
             shards,
             mesh,
             open_connections: AtomicUsize::new(0),
+            epoch: std::time::Instant::now(),
             config,
         });
         let watches = (0..shards)
@@ -196,45 +192,18 @@ impl Broker {
             let thread = std::thread::Builder::new()
                 .name(format!("ringmq-shard-{id}"))
                 .spawn(move || {
-                    let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-                        .name(&format!("ringmq-shard-{id}"))
-                        .io_memory(shared.config.io_memory_kib * 1024)
-                        // glommio reaps io_uring completions only between
-                        // task-queue runs; while a busy publisher keeps its
-                        // queue non-empty that happens once per preempt
-                        // period (100 ms by default), which stalled every
-                        // socket waiting on the ring. Keep it short.
-                        .ring_depth(shared.config.ring_depth)
-                        .preempt_timer(PREEMPT_PERIOD)
-                        .spin_before_park(std::time::Duration::from_micros(
-                            shared.config.busy_poll_us,
-                        ))
-                        .make();
-                    let executor = match executor {
-                        Ok(ex) => ex,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(StartError::Executor(format!(
-                                "shard {id} on CPU {cpu}: {e}"
-                            ))));
-                            return;
-                        }
-                    };
-                    let _kicks = guard_handle.map(|g| g.register());
-                    executor.run(async move {
-                        let shard = Shard::new(id, shared, inbox);
-                        match shard.listen(&addrs) {
-                            Ok(bound) => {
-                                let _ = ready_tx.send(Ok(bound));
-                            }
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(StartError::Listen(format!(
-                                    "shard {id}: {addrs:?}: {e}"
-                                ))));
-                                return;
-                            }
-                        }
-                        shard.run().await;
+                    // A panic must not leave a half-dead broker (the other
+                    // shards running on without this one's clients): log
+                    // it and abort, so a supervisor restarts the process.
+                    // The release profile aborts on panic anyway; this
+                    // covers builds that unwind.
+                    let body = std::panic::AssertUnwindSafe(move || {
+                        run_shard(id, cpu, shared, inbox, addrs, guard_handle, ready_tx)
                     });
+                    if std::panic::catch_unwind(body).is_err() {
+                        tracing::error!(shard = id, "shard panicked: aborting the process");
+                        std::process::abort();
+                    }
                 })
                 .map_err(|e| StartError::Executor(e.to_string()))?;
             broker.threads.push(thread);
@@ -296,7 +265,7 @@ impl Broker {
 
     fn stop(&mut self) {
         for id in 0..self.shared.mesh.len() {
-            self.shared.mesh.send_control(id, Control::Shutdown);
+            self.shared.mesh.send_external(id, Msg::Shutdown);
         }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -308,6 +277,54 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// One shard thread's life: build its pinned executor, bind, serve.
+fn run_shard(
+    id: usize,
+    cpu: usize,
+    shared: Arc<Shared>,
+    inbox: mesh::Inbox<Msg>,
+    addrs: Vec<SocketAddr>,
+    guard_handle: Option<kick::GuardHandle>,
+    ready_tx: mpsc::Sender<Result<Vec<SocketAddr>, StartError>>,
+) {
+    let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name(&format!("ringmq-shard-{id}"))
+        .io_memory(shared.config.io_memory_kib * 1024)
+        // glommio reaps io_uring completions only between task-queue runs;
+        // while a busy publisher keeps its queue non-empty that happens once
+        // per preempt period (100 ms by default), which stalled every socket
+        // waiting on the ring. Keep it short.
+        .ring_depth(shared.config.ring_depth)
+        .preempt_timer(PREEMPT_PERIOD)
+        .spin_before_park(std::time::Duration::from_micros(shared.config.busy_poll_us))
+        .make();
+    let executor = match executor {
+        Ok(ex) => ex,
+        Err(e) => {
+            let _ = ready_tx.send(Err(StartError::Executor(format!(
+                "shard {id} on CPU {cpu}: {e}"
+            ))));
+            return;
+        }
+    };
+    let _kicks = guard_handle.map(|g| g.register());
+    executor.run(async move {
+        let shard = Shard::new(id, shared, inbox);
+        match shard::listen::serve(&shard, &addrs) {
+            Ok(bound) => {
+                let _ = ready_tx.send(Ok(bound));
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(StartError::Listen(format!(
+                    "shard {id}: {addrs:?}: {e}"
+                ))));
+                return;
+            }
+        }
+        shard.run().await;
+    });
 }
 
 #[cfg(test)]

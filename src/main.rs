@@ -25,6 +25,13 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // The panic goes to the log too before the process aborts (release
+    // builds abort on panic, see Cargo.toml).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(%info, "panic: aborting the process");
+        default_hook(info);
+    }));
 
     // Block the stop signals before any shard thread exists, so every
     // thread inherits the mask and only `sigwait` below receives them.

@@ -1,135 +1,42 @@
-//! Cross-shard inboxes (crossbeam channels) and their wake-ups.
+//! Cross-shard channels and their wake-ups.
 //!
-//! Each shard owns one inbox made of two channels that share one wake slot:
-//! - `data`, bounded: publishes routed from other shards. A full data
-//!   channel makes the publishing connection wait (back-pressure to its TCP
-//!   sender) instead of buffering without bound.
-//! - `control`, unbounded: route changes, adopted sockets, wills and
-//!   shutdown. These are rare, must never be dropped, and are sent from
-//!   places that cannot wait (timer handlers); their volume is bounded by
-//!   subscription churn and connection rate, not by message rate.
+//! One bounded FIFO (a crossbeam channel) per (source, target) pair
+//! carries every kind of message, data and control alike, so nothing a
+//! shard sends to another can overtake anything it sent there before: a
+//! retained PUBLISH never overtakes an earlier PUBLISH of the same client
+//! (MQTT 4.6), a will never overtakes its client's last messages, a
+//! route-add arrives before the publishes that follow its SUBACK. The
+//! sources are the shards plus one for the broker handle (shutdown).
+//!
+//! Sending never blocks and never drops: a message that finds its channel
+//! full waits, in order, in the sender's own overflow queue for that
+//! target ([`Outlet`]), and everything later to that target queues behind
+//! it. The shard stops reading from a connection while its outlet has an
+//! overflow (back-pressure to the TCP sender), so the overflow holds at
+//! most about one read batch per connection.
 //!
 //! Wake-ups: the receiving task parks only after setting `parked` and
-//! re-checking both channels; a sender swaps `parked` back and rings the
+//! re-checking every channel; a sender swaps `parked` back and rings the
 //! shard's doorbell (one byte on a socket pair the shard's io_uring polls)
-//! only when it was set. A busy shard therefore takes no wake-up syscalls
-//! and an idle broker burns no CPU; no lock is taken on either side.
+//! only when it was set. A busy shard takes no wake-up syscalls, an idle
+//! broker burns no CPU, and no lock is taken on either side.
+//!
+//! This file carries plain messages of any type `T`; it knows nothing of
+//! sessions, packets or routing.
 
+use std::collections::VecDeque;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
-use ringmq_codec::{Properties, Publish, QoS};
-use ringmq_session::Subscription;
-use std::time::Instant;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-/// A message for another shard's control channel.
-#[derive(Debug)]
-pub(crate) enum Control {
-    /// Take over a socket whose CONNECT names a client id this shard owns.
-    /// `read` holds every byte read from it so far, CONNECT first.
-    Adopt {
-        fd: OwnedFd,
-        read: Bytes,
-        peer: SocketAddr,
-    },
-    /// The sending shard now has (`add`) or no longer has subscribers for
-    /// `filter` (in shared subscription `group` when set; `filter` is then
-    /// the inner filter).
-    Route {
-        filter: Bytes,
-        group: Option<u64>,
-        shard: usize,
-        add: bool,
-    },
-    /// A publish that must not be dropped (a will).
-    Publish(RoutedPublish),
-    /// Retained messages matching `filter`, for a new subscription of
-    /// session `serial` on shard `reply_to`.
-    RetainedQuery {
-        filter: Bytes,
-        reply_to: usize,
-        serial: u64,
-        subscription: Subscription,
-    },
-    /// The answer to a `RetainedQuery`.
-    RetainedReply {
-        serial: u64,
-        subscription: Subscription,
-        messages: Vec<Publish>,
-    },
-    /// Stop accepting, disconnect every client, stop the shard.
-    Shutdown,
-}
-
-/// A publish on its way to another shard, kept small for the bounded
-/// channel's slots: properties (usually absent) are boxed only when there
-/// are any, so a plain publish crosses shards without an allocation.
-#[derive(Debug)]
-pub(crate) struct RoutedPublish {
-    pub(crate) topic: Bytes,
-    pub(crate) payload: Bytes,
-    pub(crate) properties: Option<Box<Properties>>,
-    pub(crate) qos: QoS,
-    /// The RETAIN flag as published (for Retain As Published).
-    pub(crate) retain: bool,
-    /// When the message expires (v5 Message Expiry Interval).
-    pub(crate) expires_at: Option<Instant>,
-    /// Deliver to the target's ordinary subscribers.
-    pub(crate) deliver: bool,
-    /// The target owns this topic's retained slot: store (or clear) it.
-    pub(crate) store_retained: bool,
-    /// Shared subscription groups the target serves with this message.
-    pub(crate) groups: Vec<u64>,
-    /// Times a shared-group message was handed on (see router.rs).
-    pub(crate) hops: u8,
-}
-
-impl RoutedPublish {
-    pub(crate) fn new(publish: &Publish, expires_at: Option<Instant>) -> Self {
-        let properties = if publish.properties.is_empty() {
-            None
-        } else {
-            Some(Box::new(publish.properties.clone()))
-        };
-        Self {
-            topic: publish.topic.clone(),
-            payload: publish.payload.clone(),
-            properties,
-            qos: publish.qos,
-            retain: publish.retain,
-            expires_at,
-            deliver: false,
-            store_retained: false,
-            groups: Vec::new(),
-            hops: 0,
-        }
-    }
-
-    /// The publish again (DUP clear, no packet id).
-    pub(crate) fn to_publish(&self) -> Publish {
-        Publish {
-            dup: false,
-            qos: self.qos,
-            retain: self.retain,
-            topic: self.topic.clone(),
-            packet_id: 0,
-            properties: self.properties.as_deref().cloned().unwrap_or_default(),
-            payload: self.payload.clone(),
-        }
-    }
-}
-
-/// The sending side of every shard's inbox; cloned into every shard.
-#[derive(Clone)]
-pub(crate) struct Mesh {
-    data: Vec<Sender<RoutedPublish>>,
-    control: Vec<Sender<Control>>,
+/// The sending side of every pair, shared by every shard and the broker.
+pub(crate) struct Mesh<T> {
+    /// `senders[from][to]`; `from == shards` is the broker handle.
+    senders: Vec<Vec<Sender<T>>>,
     wake: Vec<Arc<WakeSlot>>,
 }
 
@@ -139,90 +46,96 @@ struct WakeSlot {
     doorbell: StdUnixStream,
 }
 
-/// One shard's receiving side.
-pub(crate) struct Inbox {
-    data: Receiver<RoutedPublish>,
-    control: Receiver<Control>,
+/// One shard's receiving side: a channel from every source.
+pub(crate) struct Inbox<T> {
+    receivers: Vec<Receiver<T>>,
+    /// The source to look at first next time (round robin, so a busy
+    /// source cannot starve the others).
+    next: usize,
     wake: Arc<WakeSlot>,
     /// The read end of the doorbell, taken by the shard's inbox task.
     doorbell: Option<OwnedFd>,
 }
 
-/// A message taken from an inbox.
-pub(crate) enum Incoming {
-    Control(Control),
-    Publish(RoutedPublish),
+/// One shard's sending side, with its ordered overflow per target.
+pub(crate) struct Outlet<T> {
+    from: usize,
+    mesh: Arc<Mesh<T>>,
+    overflow: Vec<VecDeque<T>>,
+    /// Messages waiting in `overflow` over all targets.
+    waiting: usize,
 }
 
-impl Mesh {
-    /// Builds the mesh for `shards` shards with data channels of `capacity`.
-    pub(crate) fn new(shards: usize, capacity: usize) -> std::io::Result<(Mesh, Vec<Inbox>)> {
-        let mut mesh = Mesh {
-            data: Vec::with_capacity(shards),
-            control: Vec::with_capacity(shards),
-            wake: Vec::with_capacity(shards),
-        };
+impl<T: Send> Mesh<T> {
+    /// Builds the mesh for `shards` shards. `capacity` is the slots of each
+    /// target's inbox, split evenly over its sources (at least 16 each).
+    pub(crate) fn new(
+        shards: usize,
+        capacity: usize,
+    ) -> std::io::Result<(Arc<Self>, Vec<Inbox<T>>)> {
+        let sources = shards + 1;
+        let per_pair = (capacity / sources).max(16);
+        let mut senders: Vec<Vec<Sender<T>>> = (0..sources).map(|_| Vec::new()).collect();
+        let mut wake = Vec::with_capacity(shards);
         let mut inboxes = Vec::with_capacity(shards);
         for _ in 0..shards {
-            let (dtx, drx) = crossbeam_channel::bounded(capacity);
-            let (ctx, crx) = crossbeam_channel::unbounded();
             let (ring, listen) = StdUnixStream::pair()?;
             ring.set_nonblocking(true)?;
             listen.set_nonblocking(true)?;
-            let wake = Arc::new(WakeSlot {
+            let slot = Arc::new(WakeSlot {
                 parked: AtomicBool::new(false),
                 doorbell: ring,
             });
-            mesh.data.push(dtx);
-            mesh.control.push(ctx);
-            mesh.wake.push(wake.clone());
+            let mut receivers = Vec::with_capacity(sources);
+            for from in senders.iter_mut() {
+                let (tx, rx) = crossbeam_channel::bounded(per_pair);
+                from.push(tx);
+                receivers.push(rx);
+            }
+            wake.push(slot.clone());
             inboxes.push(Inbox {
-                data: drx,
-                control: crx,
-                wake,
+                receivers,
+                next: 0,
+                wake: slot,
                 doorbell: Some(listen.into()),
             });
         }
-        Ok((mesh, inboxes))
+        Ok((Arc::new(Mesh { senders, wake }), inboxes))
     }
 
     /// Number of shards.
     pub(crate) fn len(&self) -> usize {
-        self.data.len()
+        self.wake.len()
     }
 
     /// Messages waiting in shard `to`'s inbox (approximate, any thread).
     pub(crate) fn backlog(&self, to: usize) -> usize {
-        self.data[to].len() + self.control[to].len()
+        self.senders.iter().map(|from| from[to].len()).sum()
     }
 
-    /// Queues a control message (never full); a stopped shard drops it.
-    pub(crate) fn send_control(&self, to: usize, msg: Control) {
-        if self.control[to].send(msg).is_ok() {
+    /// The sending side for shard `from`.
+    pub(crate) fn outlet(self: &Arc<Self>, from: usize) -> Outlet<T> {
+        Outlet {
+            from,
+            mesh: self.clone(),
+            overflow: (0..self.len()).map(|_| VecDeque::new()).collect(),
+            waiting: 0,
+        }
+    }
+
+    /// Sends from the broker handle (not a shard thread), waiting while
+    /// the channel is full; a stopped shard drops the message.
+    pub(crate) fn send_external(&self, to: usize, msg: T) {
+        let from = self.len();
+        if self.senders[from][to].send(msg).is_ok() {
             self.wake(to);
         }
     }
 
-    /// Queues a publish; gives it back when the target's data channel is
-    /// full so the caller can wait and retry.
-    pub(crate) fn try_send_publish(
-        &self,
-        to: usize,
-        msg: RoutedPublish,
-    ) -> Result<(), RoutedPublish> {
-        match self.data[to].try_send(msg) {
-            Ok(()) => {
-                self.wake(to);
-                Ok(())
-            }
-            Err(TrySendError::Full(msg)) => {
-                // Make sure the full shard is draining.
-                self.wake(to);
-                Err(msg)
-            }
-            // The shard has stopped: nobody left to deliver to.
-            Err(TrySendError::Disconnected(_)) => Ok(()),
-        }
+    /// Rings shard `to`'s doorbell whether or not it is parked (a shard
+    /// waking its own inbox task for work it found while draining).
+    pub(crate) fn ring(&self, to: usize) {
+        let _ = (&self.wake[to].doorbell).write(&[1]);
     }
 
     fn wake(&self, to: usize) {
@@ -237,14 +150,81 @@ impl Mesh {
     }
 }
 
-impl Inbox {
-    /// Takes one message without waiting; control messages first.
-    pub(crate) fn try_recv(&self) -> Option<Incoming> {
-        match self.control.try_recv() {
-            Ok(c) => return Some(Incoming::Control(c)),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
+impl<T: Send> Outlet<T> {
+    /// Queues `msg` for shard `to`, behind anything already waiting for it.
+    pub(crate) fn send(&mut self, to: usize, msg: T) {
+        if self.overflow[to].is_empty() {
+            match self.mesh.senders[self.from][to].try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(msg)) => {
+                    self.overflow[to].push_back(msg);
+                    self.waiting += 1;
+                }
+                // The shard has stopped: nobody left to deliver to.
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        } else {
+            self.overflow[to].push_back(msg);
+            self.waiting += 1;
         }
-        self.data.try_recv().ok().map(Incoming::Publish)
+        // Make sure the target is draining (it may be full and parked).
+        self.mesh.wake(to);
+    }
+
+    /// Moves what the channels now take from the overflow into them, in
+    /// order. True when nothing is left waiting.
+    pub(crate) fn flush(&mut self) -> bool {
+        if self.waiting == 0 {
+            return true;
+        }
+        for to in 0..self.overflow.len() {
+            let mut moved = false;
+            while let Some(msg) = self.overflow[to].pop_front() {
+                match self.mesh.senders[self.from][to].try_send(msg) {
+                    Ok(()) => {
+                        self.waiting -= 1;
+                        moved = true;
+                    }
+                    Err(TrySendError::Full(msg)) => {
+                        self.overflow[to].push_front(msg);
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        self.waiting -= 1;
+                    }
+                }
+            }
+            if moved || !self.overflow[to].is_empty() {
+                self.mesh.wake(to);
+            }
+        }
+        self.waiting == 0
+    }
+
+    /// Whether messages wait for room in a target's channel.
+    pub(crate) fn is_congested(&self) -> bool {
+        self.waiting > 0
+    }
+}
+
+impl<T> Inbox<T> {
+    /// Takes one message without waiting, with its source's index (the
+    /// broker handle is `shards`), looking at the sources round robin
+    /// (each source's own order is kept).
+    pub(crate) fn try_recv_from(&mut self) -> Option<(usize, T)> {
+        let n = self.receivers.len();
+        for i in 0..n {
+            let from = (self.next + i) % n;
+            if let Ok(msg) = self.receivers[from].try_recv() {
+                self.next = (from + 1) % n;
+                return Some((from, msg));
+            }
+        }
+        None
+    }
+
+    fn is_empty(&self) -> bool {
+        self.receivers.iter().all(|r| r.is_empty())
     }
 
     /// The read end of the doorbell (once; the inbox task owns it).
@@ -252,34 +232,16 @@ impl Inbox {
         self.doorbell.take()
     }
 
-    /// Waits until a message is available and takes it.
-    ///
-    /// Parking rings through a socket the shard's io_uring polls, not
-    /// through a waker woken from another thread: the kernel then wakes a
-    /// sleeping shard itself. (Cross-thread glommio wakers were seen to go
-    /// unnoticed for seconds when both cores were saturated.)
-    pub(crate) async fn recv(&self, doorbell: &Doorbell) -> Incoming {
-        loop {
-            if let Some(m) = self.try_recv() {
-                return m;
-            }
-            self.wake.parked.store(true, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            if let Some(m) = self.try_recv() {
-                self.wake.parked.store(false, Ordering::SeqCst);
-                return m;
-            }
-            // `peek` waits through a receive on glommio's latency ring, the
-            // ring a sleeping shard waits on; a readiness poll would sit on
-            // the main ring, whose completions a sleeping shard was seen to
-            // miss for seconds when both cores were saturated.
-            let mut rings = [0u8; 64];
-            match doorbell.stream.peek(&mut rings).await {
-                Ok(n) if n > 0 => doorbell.drain(),
-                // The mesh is gone (broker stopping): don't spin.
-                _ => glommio::timer::sleep(std::time::Duration::from_millis(10)).await,
-            }
+    /// Declares the receiver parked. Returns false (and un-parks) when a
+    /// message arrived meanwhile: the caller must not sleep then.
+    pub(crate) fn park(&self) -> bool {
+        self.wake.parked.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if !self.is_empty() {
+            self.wake.parked.store(false, Ordering::SeqCst);
+            return false;
         }
+        true
     }
 }
 
@@ -300,7 +262,21 @@ impl Doorbell {
         Self { stream, fd }
     }
 
-    /// Consumes every pending ring without waiting.
+    /// Waits for a ring, then consumes every pending one.
+    ///
+    /// It waits through a receive on glommio's latency ring, the ring a
+    /// sleeping shard waits on; a readiness poll would sit on the main
+    /// ring, whose completions a sleeping shard was seen to miss for
+    /// seconds when both cores were saturated.
+    pub(crate) async fn wait(&self) {
+        let mut rings = [0u8; 64];
+        match self.stream.peek(&mut rings).await {
+            Ok(n) if n > 0 => self.drain(),
+            // The mesh is gone (broker stopping): don't spin.
+            _ => glommio::timer::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    }
+
     fn drain(&self) {
         let mut rings = [0u8; 256];
         loop {
@@ -317,5 +293,40 @@ impl Doorbell {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_keeps_order_and_nothing_is_lost() {
+        let (mesh, mut inboxes) = Mesh::<u32>::new(2, 32).unwrap();
+        let mut outlet = mesh.outlet(0);
+        // 16 slots per pair: the rest waits in order.
+        for i in 0..100 {
+            outlet.send(1, i);
+        }
+        assert!(outlet.is_congested());
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            while let Some((_, m)) = inboxes[1].try_recv_from() {
+                got.push(m);
+            }
+            outlet.flush();
+        }
+        assert!(outlet.flush());
+        assert!(!outlet.is_congested());
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn park_refuses_when_a_message_waits() {
+        let (mesh, inboxes) = Mesh::<u32>::new(1, 32).unwrap();
+        let mut outlet = mesh.outlet(0);
+        assert!(inboxes[0].park());
+        outlet.send(0, 7);
+        assert!(!inboxes[0].park());
     }
 }

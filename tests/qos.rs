@@ -2,7 +2,8 @@
 //! across shards (rumqttc v3/v5 and raw bytes), delivered QoS = min(publish,
 //! granted), `--max-qos`, offline queues and take-over, DUP resends and
 //! PUBREL resends on reconnect, QoS 2 duplicates from the publisher, Receive
-//! Maximum both ways, `--max-queued-messages`, and will QoS 1.
+//! Maximum both ways, a queued message over the client's Maximum Packet
+//! Size, `--max-queued-messages`, and will QoS 1 and 2.
 //!
 //! Client ids are chosen with `id_on_shard` so publisher and subscriber sit
 //! on known shards. "Not delivered" is proven with a sentinel published
@@ -620,6 +621,39 @@ fn v3_qos2_duplicate_before_pubrel_is_delivered_once() {
 }
 
 #[test]
+fn v3_qos2_publish_is_acknowledged_and_delivered_once() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut sub, _) = RawClient::connected(addr, &ConnectOpts::v3("q2-sub"));
+    assert_eq!(sub.subscribe(1, &[("q2/#", 0)]), [0]);
+    let (mut c, _) = RawClient::connected(addr, &ConnectOpts::v3("q2-pub"));
+    c.send(&publish_packet("q2/x", b"once", 2, 42, false, false))
+        .unwrap();
+    let p = c.expect_packet(PROMPT, "PUBREC");
+    assert_eq!(
+        (p.kind, p.flags, p.body.as_slice()),
+        (5, 0, &[0, 42][..]),
+        "{p:?}"
+    );
+    // Resent with DUP before PUBREL: must not be delivered twice (4.3.3).
+    let mut dup = publish_packet("q2/x", b"once", 2, 42, false, false);
+    dup[0] |= 0x08;
+    c.send(&dup).unwrap();
+    let p = c.expect_packet(PROMPT, "PUBREC again");
+    assert_eq!(p.kind, 5, "{p:?}");
+    c.send(&packet(0x62, &[0, 42])).unwrap();
+    let p = c.expect_packet(PROMPT, "PUBCOMP");
+    assert_eq!((p.kind, p.body.as_slice()), (7, &[0, 42][..]), "{p:?}");
+    c.publish0("q2/end", b"end");
+    assert_eq!(sub.expect_publish(PROMPT).payload, b"once");
+    assert_eq!(
+        sub.expect_publish(PROMPT).topic,
+        "q2/end",
+        "QoS 2 message delivered twice"
+    );
+}
+
+#[test]
 fn overlapping_subscriptions_deliver_once_at_the_highest_granted_qos() {
     let broker = start(&[]);
     let addr = broker.local_addr();
@@ -801,6 +835,115 @@ fn exceeding_the_broker_receive_maximum_gets_disconnect_0x93() {
         "expected DISCONNECT 0x93 (MQTT-3.3.4-8), got {got:?}"
     );
     assert_serves(addr);
+}
+
+/// Reads the next packet and asserts it fits the client's Maximum Packet
+/// Size `max` (MQTT-3.1.2-24).
+fn next_within(c: &mut RawClient, max: u32, what: &str) -> RawPacket {
+    let p = match c.read_packet(PROMPT) {
+        Ok(p) => p,
+        Err(e) => panic!("{what}: no packet within {PROMPT:?} ({e:?})"),
+    };
+    assert!(
+        p.wire_len() <= max as usize,
+        "{what}: sent a {}-byte packet to a client with Maximum Packet Size {max} \
+         (MQTT-3.1.2-24): {p:?}",
+        p.wire_len()
+    );
+    p
+}
+
+/// A persistent v5 session `id` (shard 1), subscribed QoS 1 to `big/#`,
+/// is offline while a 600-byte and then a small QoS 1 message arrive for it
+/// from `publisher` (also shard 1, so both are queued before their PUBACKs).
+fn queue_big_then_small(addr: std::net::SocketAddr, id: &str) -> RawClient {
+    let (mut sub, _) = RawClient::connected(addr, &session_v5(id, true));
+    assert_eq!(sub.subscribe(1, &[("big/#", 1)]), [1]);
+    go_offline(&mut sub);
+    let (mut publisher, _) =
+        RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("mpq-p-", 1)));
+    publisher.publish1("big/x", &[b'B'; 600], 1);
+    publisher.publish1("big/x", b"small", 2);
+    publisher
+}
+
+/// Reconnects session `id` with Maximum Packet Size `MAX_PACKET` and the
+/// extra CONNECT properties `props`; asserts the small message is the first
+/// packet and acknowledges it, then that nothing else was due (PINGRESP
+/// next), and goes offline again.
+fn take_only_the_small_one(addr: std::net::SocketAddr, id: &str, props: &[u8], what: &str) {
+    let mut opts = session_v5(id, false);
+    opts.extra_props = u32_prop(PROP_MAXIMUM_PACKET_SIZE, MAX_PACKET);
+    opts.extra_props.extend_from_slice(props);
+    let (mut sub, ack) = RawClient::connected(addr, &opts);
+    assert!(ack.session_present);
+    let p = next_within(&mut sub, MAX_PACKET, what);
+    let small = p.publish(true);
+    assert_eq!(
+        (&small.topic[..], &small.payload[..], small.qos),
+        ("big/x", &b"small"[..], 1),
+        "{what}: the 600-byte message must be dropped (MQTT-3.1.2-25), the small one sent"
+    );
+    sub.send(&puback_packet(small.packet_id)).unwrap();
+    sub.send(&PINGREQ_BYTES).unwrap();
+    let p = next_within(&mut sub, MAX_PACKET, "PINGRESP");
+    assert_eq!(
+        p.kind, PINGRESP,
+        "{what}: only the small message was due, then got {p:?}"
+    );
+    go_offline(&mut sub);
+}
+
+/// Maximum Packet Size of the client in the oversized-queue tests.
+const MAX_PACKET: u32 = 256;
+
+/// The queued 600-byte message, discarded for a client with Maximum Packet
+/// Size 256, must not take the one slot of its Receive Maximum 1: the small
+/// message behind it is sent, and no packet is over 256 bytes.
+#[test]
+fn queued_message_over_the_client_maximum_packet_size_does_not_hold_the_receive_window() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let id = id_on_shard("mpw-", 1);
+    let _publisher = queue_big_then_small(addr, &id);
+    take_only_the_small_one(
+        addr,
+        &id,
+        &u16_prop(PROP_RECEIVE_MAXIMUM, 1),
+        "reconnected with Receive Maximum 1 (the discarded message must not hold its one slot)",
+    );
+}
+
+/// The queued 600-byte message is discarded for a client with Maximum
+/// Packet Size 256 "as if it had completed sending" (MQTT-3.1.2-25): the
+/// client never saw its packet id and cannot acknowledge it, so it is not in
+/// flight. Once the client acked the small message, a reconnection without
+/// the size limit gets nothing resent: the first PUBLISH is a fresh one.
+#[test]
+fn queued_message_over_the_client_maximum_packet_size_is_dropped_not_left_in_flight() {
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let id = id_on_shard("mpq-", 1);
+    let mut publisher = queue_big_then_small(addr, &id);
+    take_only_the_small_one(addr, &id, &[], "reconnected with Maximum Packet Size 256");
+
+    let (mut sub, ack) = RawClient::connected(addr, &session_v5(&id, false));
+    assert!(ack.session_present);
+    publisher.publish1("big/x", b"fresh", 3);
+    let (fresh, dup) = sub.expect_publish_raw(PROMPT);
+    assert_eq!(
+        (
+            fresh.payload.len(),
+            &fresh.payload[..fresh.payload.len().min(5)],
+            dup
+        ),
+        (5, &b"fresh"[..], false),
+        "(payload length, start, DUP) of the first PUBLISH after reconnecting: the \
+         message discarded for its size was kept in flight and resent (packet id {})",
+        fresh.packet_id
+    );
+    sub.send(&puback_packet(fresh.packet_id)).unwrap();
+    sub.ping();
 }
 
 // ---------------------------------------------------------------------------

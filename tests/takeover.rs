@@ -2,7 +2,8 @@
 //! with a live client id closes the old connection (v5: DISCONNECT 0x8E
 //! first); clean start 0 resumes the session (session present, subscriptions
 //! and queued QoS 1 messages), clean start 1 discards it; a storm of
-//! take-overs leaves exactly one live connection; empty client ids.
+//! take-overs leaves exactly one live connection; empty client ids; a
+//! take-over of a connection held back by a full cross-shard inbox.
 
 mod common;
 
@@ -401,4 +402,115 @@ fn long_and_case_different_client_ids() {
     b.ping();
     c.ping();
     assert_eq!(broker.stats().takeovers, 0);
+}
+
+/// A take-over reaches a connection that waits on a full cross-shard inbox.
+/// Two shards, `--inbox-capacity 16` (the minimum): `SINKS` subscribers on
+/// shard 0 to `f/#` that never read (`--max-outbuf-bytes 65536` bounds what
+/// the broker buffers for them; one sink alone drains too fast for the
+/// inbox to stay full), and a v5 publisher on shard 1 flooding QoS 0 to
+/// `f/x` (kept up from a second thread during the take-over, so its
+/// connection keeps running into the full inbox of shard 0) until its
+/// writes stall or `FLOOD` passes. A new CONNECT with the publisher's client
+/// id must then get its CONNACK within `PROMPT`, and the old connection
+/// must be closed.
+#[test]
+fn takeover_reaches_a_publisher_waiting_on_a_full_cross_shard_inbox() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    /// Longest the flood runs before the take-over when writes never stall.
+    const FLOOD: Duration = Duration::from_secs(3);
+    /// A write that takes nothing for this long counts as stalled.
+    const STALL: Duration = Duration::from_millis(200);
+    /// Subscribers on shard 0 that never read.
+    const SINKS: usize = 100;
+    let broker = start(&["--inbox-capacity", "16", "--max-outbuf-bytes", "65536"]);
+    let addr = broker.local_addr();
+    // Many subscribers make each message slow to take on shard 0, so the
+    // inbox is full most of the time. From here on they are never read.
+    let sinks: Vec<RawClient> = (0..SINKS)
+        .map(|i| {
+            let id = id_on_shard(&format!("fl-s{i}-"), 0);
+            let (mut sink, _) = RawClient::connected(addr, &ConnectOpts::v3(&id));
+            assert_eq!(sink.subscribe(1, &[("f/#", 0)]), [0]);
+            sink
+        })
+        .collect();
+    let id = id_on_shard("fl-p-", 1);
+    let (mut flooder, _) = RawClient::connected(addr, &ConnectOpts::v5(&id));
+    let mut burst = Vec::new();
+    while burst.len() < 64 * 1024 {
+        burst.extend_from_slice(&publish_packet("f/x", &[b'f'; 64], 0, 0, false, true));
+    }
+    let stalls = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ended = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let (stalls, stop, ended) = (stalls.clone(), stop.clone(), ended.clone());
+        thread::spawn(move || {
+            // `burst` holds whole packets, so wrapping around keeps framing.
+            let mut at = 0;
+            let mut written = 0u64;
+            let error = loop {
+                if stop.load(Ordering::Relaxed) {
+                    break None;
+                }
+                match flooder.write_some(&burst[at..], STALL) {
+                    Ok(0) => break Some("write took 0 bytes".to_string()),
+                    Ok(n) => {
+                        written += n as u64;
+                        at = (at + n) % burst.len();
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        stalls.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => break Some(e.to_string()),
+                }
+            };
+            ended.store(true, Ordering::Relaxed);
+            (flooder, written, error)
+        })
+    };
+    let started = Instant::now();
+    let stalled = poll_until(FLOOD, || stalls.load(Ordering::Relaxed) > 0);
+    let flood_for = started.elapsed();
+
+    let mut new = RawClient::open(addr);
+    new.v5 = true;
+    new.send(&ConnectOpts::v5(&id).encode()).unwrap();
+    let connack = new.read_packet(PROMPT);
+    let stop_flood = || {
+        stop.store(true, Ordering::Relaxed);
+        flood.join().expect("flood thread")
+    };
+    let ack = match connack {
+        Ok(p) => p.connack(true),
+        Err(e) => {
+            drop(sinks);
+            let (_, written, error) = stop_flood();
+            panic!(
+                "take-over: no CONNACK within {PROMPT:?} ({e:?}); the old connection \
+                 flooded {written} bytes for {flood_for:?}, writes stalled: {stalled}, \
+                 flood ended by: {error:?}"
+            );
+        }
+    };
+    assert_eq!(ack.code, 0, "take-over refused: {ack:?}");
+    let closed = poll_until(PROMPT, || ended.load(Ordering::Relaxed));
+    let (mut old, written, error) = stop_flood();
+    assert!(
+        closed && error.is_some(),
+        "the taken-over connection is still open {PROMPT:?} after the new CONNACK \
+         (flooded {written} bytes, writes stalled: {stalled})"
+    );
+    old.expect_closed(PROMPT, "taken over");
+    new.ping();
+    eprintln!(
+        "flooded {written} bytes; writes stalled before the take-over: {stalled} \
+         (after {flood_for:?}); flood ended by: {error:?}"
+    );
 }

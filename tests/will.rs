@@ -2,7 +2,9 @@
 //! connection ends without a normal DISCONNECT, not after DISCONNECT 0x00,
 //! after v5 DISCONNECT 0x04; v5 Will Delay Interval delays it, a reconnection
 //! within the delay cancels it, and the end of the session cuts the delay
-//! short; a v5 take-over publishes a delay-0 will and cancels a delayed one.
+//! short; a v5 take-over publishes a delay-0 will and cancels a delayed one,
+//! unless the new connection has clean start 1: then the delayed will goes
+//! at once, as it does for a clean-start-1 reconnection within the delay.
 //!
 //! "No will" is proven with a sentinel: once the broker counts the
 //! connection as gone (the will decision is made by then), a sentinel is
@@ -286,4 +288,51 @@ fn v5_will_properties_apply_to_the_published_will() {
     let p = w.expect_publish(PROMPT);
     assert_eq!(p.payload, b"bye");
     assert_message_props(&p.props, "will");
+}
+
+#[test]
+fn v5_takeover_with_clean_start_1_sends_a_delayed_will_at_once() {
+    // MQTT 5.0 3.1.3.2.2 (non-normative) / 3.1.4: the old connection's will
+    // is sent unless the new connection has clean start 0 and the will delay
+    // is > 0. Clean start 1 ends the session, so the will goes at once: well
+    // within the 30 s delay.
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut w, _) = RawClient::connected(addr, &ConnectOpts::v3("tc-w"));
+    assert_eq!(w.subscribe(1, &[("will/#", 0)]), [0]);
+    let opts = ConnectOpts::v5("tc1").clean(false).session_expiry(60);
+    let (mut old, _) = RawClient::connected(
+        addr,
+        &opts
+            .clone()
+            .will(WillOpts::new("will/tc1", "old").delay(30)),
+    );
+    let (mut new, ack) = RawClient::connected(addr, &ConnectOpts::v5("tc1").clean(true));
+    assert!(!ack.session_present);
+    old.expect_closed(PROMPT, "taken over");
+    let p = w.expect_publish(Duration::from_secs(3));
+    assert_eq!(p.topic, "will/tc1");
+    new.ping();
+}
+
+#[test]
+fn reconnect_with_clean_start_1_within_will_delay_sends_the_will() {
+    // The session ends at the new clean-start-1 connection: "publish when the
+    // delay passes or the session ends, whichever first".
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let (mut w, _) = RawClient::connected(addr, &ConnectOpts::v3("rc-w"));
+    assert_eq!(w.subscribe(1, &[("will/#", 0)]), [0]);
+    let opts = ConnectOpts::v5("rc1")
+        .clean(false)
+        .session_expiry(60)
+        .will(WillOpts::new("will/rc1", "old").delay(30));
+    let (c, _) = RawClient::connected(addr, &opts);
+    drop(c);
+    wait_stats(&broker, "gone", |s| s.connections == 1);
+    let (mut new, ack) = RawClient::connected(addr, &ConnectOpts::v5("rc1").clean(true));
+    assert!(!ack.session_present);
+    let p = w.expect_publish(Duration::from_secs(3));
+    assert_eq!(p.topic, "will/rc1");
+    new.ping();
 }

@@ -1506,3 +1506,39 @@ pub fn retained_on(
     assert_eq!(acks, [packet_id, packet_id + 1], "SUBACK order");
     got
 }
+
+// ---------------------------------------------------------------------------
+// Packet sizes and writes that may block
+// ---------------------------------------------------------------------------
+
+/// Maximum Packet Size property id.
+pub const PROP_MAXIMUM_PACKET_SIZE: u8 = 0x27;
+
+/// Encodes a four-byte integer property (Maximum Packet Size, Session Expiry
+/// Interval, ...).
+pub fn u32_prop(id: u8, value: u32) -> Vec<u8> {
+    let mut p = vec![id];
+    p.extend_from_slice(&value.to_be_bytes());
+    p
+}
+
+impl RawPacket {
+    /// The size of the whole packet on the wire: fixed header byte, remaining
+    /// length and body (what Maximum Packet Size limits, MQTT 3.1.2.11.4).
+    pub fn wire_len(&self) -> usize {
+        let mut len = Vec::new();
+        put_varint(&mut len, self.body.len());
+        1 + len.len() + self.body.len()
+    }
+}
+
+impl RawClient {
+    /// One `write` of a prefix of `bytes`, waiting at most `timeout` for the
+    /// socket to take anything; answers how many bytes it took. A timeout is
+    /// an error of kind `WouldBlock` or `TimedOut` and leaves the stream
+    /// usable (nothing was written).
+    pub fn write_some(&mut self, bytes: &[u8], timeout: Duration) -> io::Result<usize> {
+        self.stream.set_write_timeout(Some(timeout))?;
+        self.stream.write(bytes)
+    }
+}

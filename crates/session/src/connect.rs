@@ -32,6 +32,12 @@ pub struct ServerPolicy {
     pub retain_available: bool,
     /// `--topic-alias-maximum`: aliases a client may use towards the server.
     pub topic_alias_maximum: u16,
+    /// `--max-queued-messages`: QoS 1/2 messages kept per session while
+    /// its client is away or its window is full.
+    pub max_queued_messages: usize,
+    /// `--keepalive-backoff`: a client is closed after
+    /// `keep alive x backoff x 2` of silence (0.75 = the standard's 1.5).
+    pub keepalive_backoff: f64,
 }
 
 impl Default for ServerPolicy {
@@ -45,6 +51,8 @@ impl Default for ServerPolicy {
             receive_maximum: u16::MAX,
             retain_available: false,
             topic_alias_maximum: 0,
+            max_queued_messages: 1000,
+            keepalive_backoff: 0.75,
         }
     }
 }
@@ -107,6 +115,20 @@ pub fn negotiate(connect: &Connect, policy: &ServerPolicy) -> Result<Negotiated,
             ReasonCode::RETAIN_NOT_SUPPORTED,
             "will retain without retain support",
         ));
+    }
+
+    if let Some(will) = &connect.will {
+        let valid = std::str::from_utf8(&will.topic)
+            .map(|t| ringmq_topic::validate_topic_name(t).is_ok())
+            .unwrap_or(false);
+        if !valid {
+            // MQTT-3.1.3-11: the will topic is a topic name.
+            return Err(refuse(
+                V3_IDENTIFIER_REJECTED,
+                ReasonCode::TOPIC_NAME_INVALID,
+                "invalid will topic",
+            ));
+        }
     }
 
     let mut props = Properties::default();

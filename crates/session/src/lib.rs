@@ -1,29 +1,39 @@
-//! ringmq-session: the sans-IO MQTT state of one client.
+//! ringmq-session: one client's MQTT state machine, sans-IO.
 //!
-//! Owns the protocol decisions the broker makes about one client: CONNECT
-//! negotiation (keep-alive, session expiry, client identifier rules),
-//! keep-alive deadline arithmetic, the subscription set with its SUBACK and
-//! UNSUBACK reason codes, and when a Last Will is due.
+//! [`Session`] is everything the broker keeps about one client id:
+//! subscriptions, QoS 1/2 state both ways ([`Outbound`], [`Inbound`]),
+//! topic aliases both ways, the peer's limits, keep-alive, the will and
+//! its delay, the session expiry. Its inputs take a [`Tick`] and write
+//! packets and effects into an [`Outbox`] the caller reuses and applies
+//! in order. [`negotiate`] decides what a CONNECT is granted;
+//! [`Violation`] names every rule a client can break after CONNECT and
+//! maps it to a v5 reason code in one place.
 //!
-//! It never reads a socket or a clock: time comes in as milliseconds or
-//! ticks chosen by the caller, and every answer is a plain value the shard
-//! acts on. It depends only on ringmq-codec and ringmq-topic.
+//! It never reads a socket or a clock and never decides where a message
+//! goes. It depends only on ringmq-codec and ringmq-topic.
 
 #![warn(missing_docs)]
 
+mod aliases;
 mod connect;
+mod ids;
 mod inbound;
 mod keepalive;
 mod outbound;
+mod outbox;
 mod session;
+mod violation;
 mod will;
 
 pub use connect::{
     negotiate, ConnectRefusal, Negotiated, ServerPolicy, V3_IDENTIFIER_REJECTED,
     V3_UNACCEPTABLE_PROTOCOL,
 };
+pub use ids::{SessionId, Tick};
 pub use inbound::{Inbound, InboundAction};
 pub use keepalive::{keepalive_timeout_ms, ms_to_ticks_ceil, KeepAliveClock};
 pub use outbound::{DropReason, Offer, Outbound, OutboundConfig, QosError};
-pub use session::{Session, SubscribeOutcome, Subscription, UnsubscribeOutcome};
+pub use outbox::{Action, Outbox, Timer};
+pub use session::{owned, owned_properties, refuse_connect, Delivery, Session, Subscription};
+pub use violation::Violation;
 pub use will::{will_due_on_close, CloseCause};

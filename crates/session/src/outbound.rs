@@ -33,7 +33,9 @@ use std::fmt;
 
 use bytes::Bytes;
 use hashbrown::HashMap;
-use ringmq_codec::{Packet, PacketType, Properties, PubRel, Publish, QoS, ReasonCode};
+use ringmq_codec::{
+    Packet, PacketType, Properties, ProtocolVersion, PubRel, Publish, QoS, ReasonCode,
+};
 
 /// A QoS flow answer that does not fit the state of the flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +86,9 @@ pub enum DropReason {
     QueueFull,
     /// Its Message Expiry Interval had already passed.
     Expired,
+    /// Larger than the client's Maximum Packet Size: discarded as if it
+    /// had been delivered (MQTT-3.1.2-25), freeing its window slot.
+    TooLarge,
 }
 
 /// What to do with an offered message now.
@@ -209,6 +214,9 @@ pub struct Outbound {
     dropped_full: u64,
     dropped_expired: u64,
     dropped_qos0_offline: u64,
+    dropped_too_large: u64,
+    /// The client's Maximum Packet Size and protocol, once connected.
+    limit: Option<(u32, ProtocolVersion)>,
 }
 
 impl Outbound {
@@ -225,6 +233,23 @@ impl Outbound {
             dropped_full: 0,
             dropped_expired: 0,
             dropped_qos0_offline: 0,
+            dropped_too_large: 0,
+            limit: None,
+        }
+    }
+
+    /// The client's Maximum Packet Size (set at each CONNECT): every
+    /// PUBLISH this state hands out fits it; a message that does not is
+    /// discarded (MQTT-3.1.2-25) on every path: a new offer, a queued
+    /// message sent after an acknowledgement, a re-send on resume.
+    pub fn set_max_packet_size(&mut self, max: u32, version: ProtocolVersion) {
+        self.limit = Some((max, version));
+    }
+
+    fn fits(&self, publish: &Publish) -> bool {
+        match self.limit {
+            Some((max, version)) => publish.encoded_len(version) <= max as usize,
+            None => true,
         }
     }
 
@@ -266,12 +291,19 @@ impl Outbound {
             if let Some(deadline) = expires_at_ms {
                 publish.properties.message_expiry_interval = Some(remaining_secs(deadline, now_ms));
             }
+            if !self.fits(&publish) {
+                self.dropped_too_large += 1;
+                return Offer::Dropped(DropReason::TooLarge);
+            }
             return Offer::Send(publish);
         }
         let message = Message::new(publish, expires_at_ms);
         // MQTT 4.6: only when nothing waits ahead of it may it go now.
         if connected && self.queue.is_empty() && self.window_open() {
-            return Offer::Send(self.send_new(message, now_ms));
+            return match self.send_new(message, now_ms) {
+                Some(publish) => Offer::Send(publish),
+                None => Offer::Dropped(DropReason::TooLarge),
+            };
         }
         if self.queue.len() >= self.config.max_queued {
             self.purge_expired(now_ms);
@@ -404,7 +436,16 @@ impl Outbound {
                 ..
             }) = self.inflight.get(&id)
             {
-                out.push(Packet::Publish(m.to_publish(id, true, now_ms)));
+                let publish = m.to_publish(id, true, now_ms);
+                if self.fits(&publish) {
+                    out.push(Packet::Publish(publish));
+                } else {
+                    // The client now takes less than when it was first
+                    // sent: discard it and free its slot, never a phantom
+                    // resent and dropped on every reconnection.
+                    self.inflight.remove(&id);
+                    self.dropped_too_large += 1;
+                }
             }
         }
         for (_, id) in released {
@@ -449,17 +490,28 @@ impl Outbound {
         self.dropped_qos0_offline
     }
 
+    /// Messages discarded since creation because they exceeded the
+    /// client's Maximum Packet Size.
+    pub fn dropped_too_large(&self) -> u64 {
+        self.dropped_too_large
+    }
+
     fn window_open(&self) -> bool {
         self.inflight.len() < usize::from(self.receive_maximum)
     }
 
     /// Assign a packet id to a QoS 1/2 message, record it inflight and
-    /// return its first transmission.
-    fn send_new(&mut self, message: Message, now_ms: u64) -> Publish {
+    /// return its first transmission; `None` (counted) when it is too
+    /// large for the client.
+    fn send_new(&mut self, message: Message, now_ms: u64) -> Option<Publish> {
         debug_assert!(message.qos != QoS::AtMostOnce);
         debug_assert!(self.window_open());
         let packet_id = self.allocate_id();
         let publish = message.to_publish(packet_id, false, now_ms);
+        if !self.fits(&publish) {
+            self.dropped_too_large += 1;
+            return None;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.inflight.insert(
@@ -469,7 +521,7 @@ impl Outbound {
                 flight: Flight::Published(message),
             },
         );
-        publish
+        Some(publish)
     }
 
     /// The next free packet identifier. Only called with the window open,
@@ -496,7 +548,9 @@ impl Outbound {
                 self.dropped_expired += 1; // MQTT-3.3.2-5
                 continue;
             }
-            emit(self.send_new(message, now_ms));
+            if let Some(publish) = self.send_new(message, now_ms) {
+                emit(publish);
+            }
         }
         if self.queue.is_empty() {
             self.earliest_expiry_ms = None;

@@ -1,14 +1,41 @@
-//! One client's session: identity, subscriptions, will.
+//! One client's whole MQTT state, as a sans-IO state machine.
 //!
-//! A session outlives its connection while its expiry allows. It lives on
-//! the owner shard only, so it is plain data with no locks. Everything kept
-//! here is copied out of the read buffer it arrived in: a session must not
-//! pin a shard's read arena for its whole life.
+//! A [`Session`] owns everything about one client id: its subscriptions,
+//! its QoS 1/2 state both ways, and while a connection is attached, that
+//! connection's keep-alive, topic aliases both ways and the peer's limits
+//! (Maximum Packet Size, Receive Maximum, Topic Alias Maximum). It also
+//! holds the will and its delay, and the session expiry.
+//!
+//! Inputs are plain calls that take a [`Tick`]: [`Session::connect`],
+//! [`Session::handle_packet`], [`Session::deliver`],
+//! [`Session::handle_timer`], [`Session::connection_lost`] and
+//! [`Session::taken_over`]. Each writes what must happen into an
+//! [`Outbox`]; the shard applies it. Nothing here reads a clock or a
+//! socket, and nothing here decides where a message goes (that is
+//! ringmq-route's job).
+//!
+//! Invariants:
+//! - At most one connection is attached; `link` is `Some` exactly between
+//!   `connect` and `connection_lost` / `taken_over`.
+//! - After a `Close` is queued, further packets of that connection are
+//!   ignored (the rest of a read batch cannot act on a dying connection).
+//! - Every PUBLISH queued for sending fits the client's Maximum Packet
+//!   Size (MQTT-3.1.2-25): QoS 0 here, QoS 1/2 in [`Outbound`].
+//! - Everything kept beyond one call is copied out of the read buffer it
+//!   arrived in: a session must not pin a shard's read arena.
 
 use bytes::Bytes;
 use hashbrown::HashMap;
 use ringmq_codec::{
-    ProtocolVersion, QoS, ReasonCode, Subscribe, SubscriptionOptions, Unsubscribe, Will,
+    ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
+    SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+};
+
+use crate::aliases::{InAliases, OutAliases};
+use crate::outbox::{Action, Outbox, Timer};
+use crate::{
+    keepalive_timeout_ms, will_due_on_close, CloseCause, Inbound, InboundAction, Negotiated, Offer,
+    Outbound, OutboundConfig, ServerPolicy, Tick, Violation,
 };
 
 /// One granted subscription.
@@ -20,55 +47,105 @@ pub struct Subscription {
     pub id: u32,
 }
 
+/// How one message reaches this session, as routing decided it.
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery<'a> {
+    /// Delivery QoS: min(message QoS, granted QoS).
+    pub qos: QoS,
+    /// The RETAIN flag to send (Retain As Published, or 1 for a retained
+    /// message sent because of a new subscription).
+    pub retain: bool,
+    /// Subscription Identifiers of the matching subscriptions (v5 only).
+    pub ids: &'a [u32],
+    /// When the message expires (v5 Message Expiry Interval).
+    pub expires_at: Option<Tick>,
+}
+
+/// A session's QoS 1/2 flows, created on first use: most device sessions
+/// never use QoS 1/2, and an idle session should stay small.
+#[derive(Debug)]
+struct QosState {
+    /// Deliveries to the client: inflight window and queue.
+    outbound: Outbound,
+    /// QoS 2 messages from the client awaiting PUBREL.
+    inbound: Inbound,
+}
+
+/// What belongs to the attached network connection only.
+#[derive(Debug)]
+struct Link {
+    /// Keep-alive timeout in milliseconds (0 = none).
+    keepalive_ms: u64,
+    /// When the client last sent a whole packet (stamped, rounded up).
+    last_rx: Tick,
+    /// The client's Maximum Packet Size (what the server may send it).
+    max_packet_size: u32,
+    /// The client's Receive Maximum (its inbound QoS 1/2 window).
+    receive_maximum: u16,
+    in_aliases: InAliases,
+    out_aliases: Option<Box<OutAliases>>,
+    /// A `Close` is queued: ignore the rest of this connection's input.
+    closing: bool,
+}
+
 /// The server-side state of one client id.
 #[derive(Debug)]
 pub struct Session {
-    /// The client identifier (owned copy).
-    pub client_id: Bytes,
-    /// The protocol of the connection that last owned the session.
-    pub protocol: ProtocolVersion,
+    client_id: Bytes,
+    protocol: ProtocolVersion,
     /// Filter (as the client wrote it, `$share/...` included) -> grant.
     subscriptions: HashMap<Bytes, Subscription>,
-    /// The will of the current (or last) connection (boxed: a `Will` with
-    /// its v5 properties is ~450 bytes and most sessions have none).
-    pub will: Option<Box<Will>>,
+    /// The will of the current (or last) connection (boxed: a `Will`
+    /// with its v5 properties is ~450 bytes and most sessions have none).
+    will: Option<Box<Will>>,
+    /// Will Delay Interval of `will`, seconds.
+    will_delay_secs: u32,
+    /// `will` is due and waits for its delay (the WillDelay timer).
+    will_pending: bool,
     /// Seconds the session outlives its connection (`u32::MAX` = forever).
-    pub session_expiry_secs: u32,
-}
-
-/// The answer to a SUBSCRIBE.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct SubscribeOutcome {
-    /// One SUBACK code per filter, in order.
-    pub codes: Vec<ReasonCode>,
-    /// Filters that were not subscribed before (the shard adds them to its
-    /// trie); re-subscribing an existing filter only replaces its options.
-    pub added: Vec<(Bytes, Subscription)>,
-    /// Filters that already existed and got new options.
-    pub replaced: Vec<(Bytes, Subscription)>,
-    /// A rule broken that ends the connection (v5 DISCONNECT 0x82).
-    pub protocol_error: Option<&'static str>,
-}
-
-/// The answer to an UNSUBSCRIBE.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct UnsubscribeOutcome {
-    /// One UNSUBACK code per filter (v5 only; v3 UNSUBACK has none).
-    pub codes: Vec<ReasonCode>,
-    /// Filters that were removed.
-    pub removed: Vec<Bytes>,
+    session_expiry_secs: u32,
+    qos: Option<Box<QosState>>,
+    link: Option<Link>,
+    /// Has been connected before (a CONNECT with clean start 0 resumes it).
+    resumable: bool,
 }
 
 impl Session {
-    /// A fresh session with no subscriptions.
+    /// A fresh session with no state; [`Session::connect`] attaches its
+    /// first connection.
     pub fn new(client_id: Bytes, protocol: ProtocolVersion) -> Self {
         Self {
             client_id,
             protocol,
             subscriptions: HashMap::new(),
             will: None,
+            will_delay_secs: 0,
+            will_pending: false,
             session_expiry_secs: 0,
+            qos: None,
+            link: None,
+            resumable: false,
         }
+    }
+
+    /// The client identifier.
+    pub fn client_id(&self) -> &Bytes {
+        &self.client_id
+    }
+
+    /// The protocol of the connection that last owned the session.
+    pub fn protocol(&self) -> ProtocolVersion {
+        self.protocol
+    }
+
+    /// Whether a connection is attached.
+    pub fn is_connected(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Seconds the session outlives its connection.
+    pub fn session_expiry_secs(&self) -> u32 {
+        self.session_expiry_secs
     }
 
     /// The session's subscriptions.
@@ -76,78 +153,627 @@ impl Session {
         self.subscriptions.iter()
     }
 
-    /// Number of subscriptions.
-    pub fn subscription_count(&self) -> usize {
-        self.subscriptions.len()
+    /// The grant of one subscription.
+    pub fn subscription(&self, filter: &[u8]) -> Option<Subscription> {
+        self.subscriptions.get(filter).copied()
     }
 
-    /// Removes every subscription, returning the filters (for the trie).
-    pub fn clear_subscriptions(&mut self) -> Vec<Bytes> {
-        self.subscriptions.drain().map(|(f, _)| f).collect()
+    /// QoS 1/2 messages inflight towards the client and queued for it.
+    pub fn outbound_len(&self) -> (usize, usize) {
+        self.qos.as_ref().map_or((0, 0), |q| {
+            (q.outbound.inflight_len(), q.outbound.queued_len())
+        })
     }
 
-    /// Applies a SUBSCRIBE; the granted QoS is min(requested, `max_qos`).
-    pub fn subscribe(&mut self, packet: &Subscribe, max_qos: QoS) -> SubscribeOutcome {
+    /// A CONNECT for this session, already negotiated (see
+    /// [`crate::negotiate`]); any previous connection has been detached
+    /// ([`Session::taken_over`]). Clean start discards the old state
+    /// (routes dropped, a pending will published: the session ends);
+    /// otherwise a pending will is cancelled by the reconnection. Queues
+    /// CONNACK, then the re-sends (DUP publishes, PUBRELs, the queue), and
+    /// arms keep-alive. `assigned_id`: the identifier the server picked
+    /// for an empty one (v5 Assigned Client Identifier).
+    pub fn connect(
+        &mut self,
+        connect: &Connect,
+        negotiated: &Negotiated,
+        policy: &ServerPolicy,
+        assigned_id: Option<&Bytes>,
+        now: Tick,
+        out: &mut Outbox,
+    ) {
+        debug_assert!(self.link.is_none(), "connect with a connection attached");
+        let version = connect.protocol;
+        let v5 = version == ProtocolVersion::V5;
+        let present = self.resumable && !connect.clean_start;
+        if self.will_pending {
+            // A reconnection cancels a delayed will, unless it ends the
+            // session, which sends the will now (3.1.2.5: "when the delay
+            // passes or the session ends").
+            self.will_pending = false;
+            out.push(Action::CancelTimer(Timer::WillDelay));
+            if let Some(will) = self.will.take() {
+                if connect.clean_start {
+                    out.push(Action::PublishWill(will));
+                }
+            }
+        }
+        out.push(Action::CancelTimer(Timer::SessionExpiry));
+        if connect.clean_start {
+            self.clear(out);
+        }
+        self.protocol = version;
+        self.resumable = true;
+        self.will = connect.will.as_ref().map(owned_will);
+        self.will_delay_secs = negotiated.will_delay_secs;
+        self.session_expiry_secs = negotiated.session_expiry_secs;
+
+        let receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+        let keepalive_ms =
+            keepalive_timeout_ms(negotiated.keep_alive_secs, policy.keepalive_backoff).unwrap_or(0);
+        self.link = Some(Link {
+            keepalive_ms,
+            last_rx: now,
+            max_packet_size: negotiated.client_max_packet_size,
+            receive_maximum,
+            in_aliases: InAliases::default(),
+            out_aliases: if v5 {
+                OutAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0))
+            } else {
+                None
+            },
+            closing: false,
+        });
+
+        let mut properties = negotiated.connack_properties.clone();
+        if v5 {
+            properties.assigned_client_identifier = assigned_id.cloned();
+        }
+        out.send(Packet::ConnAck(ConnAck {
+            session_present: present,
+            code: ReasonCode::SUCCESS,
+            properties,
+        }));
+        if let Some(qos) = self.qos.as_deref_mut() {
+            qos.outbound.set_receive_maximum(receive_maximum);
+            qos.outbound
+                .set_max_packet_size(negotiated.client_max_packet_size, version);
+            let mut resend = Vec::new();
+            let before = dropped_total(&qos.outbound);
+            qos.outbound.resume(now.0, &mut resend);
+            // Expired queued messages, and queued or inflight ones larger
+            // than this connection's Maximum Packet Size.
+            out.drop_many(dropped_total(&qos.outbound) - before);
+            for packet in resend {
+                match packet {
+                    Packet::Publish(p) => self.send_publish(p, out),
+                    other => out.send(other),
+                }
+            }
+        }
+        if keepalive_ms > 0 {
+            out.push(Action::ArmTimer(Timer::KeepAlive, now.add_ms(keepalive_ms)));
+        }
+    }
+
+    /// One packet from the attached client after CONNECT, stamped `now`.
+    pub fn handle_packet(
+        &mut self,
+        packet: Packet,
+        policy: &ServerPolicy,
+        now: Tick,
+        out: &mut Outbox,
+    ) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        if link.closing {
+            return;
+        }
+        // Only what the client sends keeps it alive (3.1.2.10).
+        link.last_rx = now;
+        let result = match packet {
+            Packet::PingReq => {
+                out.send(Packet::PingResp);
+                Ok(())
+            }
+            Packet::Publish(publish) => self.client_publish(publish, policy, out),
+            Packet::PubAck(ack) => {
+                self.outbound_ack(now, out, |o, now, next| {
+                    let _ = o.handle_puback(ack.packet_id, now, next);
+                    None
+                });
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                self.outbound_ack(now, out, |o, now, next| {
+                    o.handle_pubrec(rec.packet_id, rec.code, now, next)
+                        .map(Packet::PubRel)
+                });
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                self.outbound_ack(now, out, |o, now, next| {
+                    let _ = o.handle_pubcomp(comp.packet_id, now, next);
+                    None
+                });
+                Ok(())
+            }
+            Packet::PubRel(rel) => {
+                let comp = self.qos_state(policy).inbound.handle_pubrel(rel.packet_id);
+                out.send(Packet::PubComp(comp));
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => self.subscribe(&subscribe, policy, out),
+            Packet::Unsubscribe(unsubscribe) => {
+                self.unsubscribe(&unsubscribe, out);
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => self.client_disconnect(&disconnect, out),
+            Packet::Connect(_) => Err(Violation::SecondConnect),
+            Packet::Auth(_) => Err(Violation::AuthWithoutMethod),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(Violation::ServerPacketFromClient)
+            }
+        };
+        if let Err(violation) = result {
+            self.violation(violation, out);
+        }
+    }
+
+    /// A message routed to this session. QoS 0 goes straight to the
+    /// connection (dropped while offline); QoS 1/2 through the inflight
+    /// window and the bounded queue.
+    pub fn deliver(
+        &mut self,
+        message: &Publish,
+        delivery: Delivery<'_>,
+        policy: &ServerPolicy,
+        now: Tick,
+        out: &mut Outbox,
+    ) {
+        let connected = self.link.as_ref().is_some_and(|l| !l.closing);
         let v5 = self.protocol == ProtocolVersion::V5;
-        let failure = |code: ReasonCode| if v5 { code } else { ReasonCode(0x80) };
+        let mut publish = message.clone();
+        publish.dup = false;
+        publish.packet_id = 0;
+        publish.qos = delivery.qos;
+        publish.retain = delivery.retain;
+        if v5 {
+            publish
+                .properties
+                .subscription_identifiers
+                .extend_from_slice(delivery.ids);
+        }
+        if delivery.qos == QoS::AtMostOnce {
+            if !connected {
+                out.drop_one();
+                return;
+            }
+            if let Some(deadline) = delivery.expires_at {
+                if now > deadline {
+                    // MQTT-3.3.2-5, as `Outbound::offer` does for QoS 1/2.
+                    out.drop_one();
+                    return;
+                }
+                publish.properties.message_expiry_interval = Some(now.secs_until(deadline));
+            }
+            self.send_publish(publish, out);
+            return;
+        }
+        let qos = self.qos_state(policy);
+        let before = dropped_total(&qos.outbound);
+        let offer = qos
+            .outbound
+            .offer(publish, delivery.expires_at.map(|t| t.0), now.0, connected);
+        // The offer itself, or expired queued messages purged to make room.
+        out.drop_many(dropped_total(&qos.outbound) - before);
+        match offer {
+            Offer::Send(p) => self.send_publish(p, out),
+            Offer::Queued | Offer::Dropped(_) => {}
+        }
+    }
+
+    /// A timer this session armed has fired at `now`.
+    pub fn handle_timer(&mut self, timer: Timer, now: Tick, out: &mut Outbox) {
+        match timer {
+            Timer::KeepAlive => {
+                let Some(link) = self.link.as_mut() else {
+                    return;
+                };
+                if link.keepalive_ms == 0 || link.closing {
+                    return;
+                }
+                let deadline = link.last_rx.add_ms(link.keepalive_ms);
+                if deadline > now {
+                    // Heard from since it was armed: lazily re-armed.
+                    out.push(Action::ArmTimer(Timer::KeepAlive, deadline));
+                } else {
+                    // 3.1.2.10; v5 may say why first (0x8D).
+                    self.close_with(ReasonCode::KEEP_ALIVE_TIMEOUT, None, out);
+                    out.push(Action::Close(CloseCause::KeepAliveTimeout));
+                }
+            }
+            Timer::WillDelay => {
+                if self.will_pending {
+                    self.will_pending = false;
+                    if let Some(will) = self.will.take() {
+                        out.push(Action::PublishWill(will));
+                    }
+                }
+            }
+            Timer::SessionExpiry => {
+                if self.link.is_some() {
+                    return;
+                }
+                // The session ends before the will delay: the will goes now.
+                if self.will_pending {
+                    self.will_pending = false;
+                    out.push(Action::CancelTimer(Timer::WillDelay));
+                    if let Some(will) = self.will.take() {
+                        out.push(Action::PublishWill(will));
+                    }
+                }
+                self.end(out);
+            }
+        }
+    }
+
+    /// The attached connection has ended for `cause` (the shard calls
+    /// this once the socket is closed). Publishes the will if the cause
+    /// makes it due (after its delay), then starts the session expiry.
+    pub fn connection_lost(&mut self, cause: CloseCause, now: Tick, out: &mut Outbox) {
+        if self.link.take().is_none() {
+            return;
+        }
+        out.push(Action::CancelTimer(Timer::KeepAlive));
+        if will_due_on_close(cause, self.protocol) {
+            if self.will.is_some() {
+                if self.will_delay_secs == 0 || self.session_expiry_secs == 0 {
+                    if let Some(will) = self.will.take() {
+                        out.push(Action::PublishWill(will));
+                    }
+                } else {
+                    // When the delay passes or the session ends, whichever
+                    // comes first.
+                    let secs = self.will_delay_secs.min(self.session_expiry_secs);
+                    self.will_pending = true;
+                    out.push(Action::ArmTimer(
+                        Timer::WillDelay,
+                        now.add_secs(u64::from(secs)),
+                    ));
+                }
+            }
+        } else {
+            self.will = None;
+        }
+        match self.session_expiry_secs {
+            0 => self.end(out),
+            u32::MAX => {}
+            secs => out.push(Action::ArmTimer(
+                Timer::SessionExpiry,
+                now.add_secs(u64::from(secs)),
+            )),
+        }
+    }
+
+    /// Another connection takes this client id over (MQTT-3.1.4-3). The
+    /// old connection is told (v5 DISCONNECT 0x8E) and closed. Its will is
+    /// due on a v5 take-over; a Will Delay Interval lets the new
+    /// connection cancel it, unless `clean_start` (the new CONNECT's) ends
+    /// the session, which sends it now. A v3.1.1 will is not published
+    /// (3.1.4 does not list take-over among the will triggers).
+    pub fn taken_over(&mut self, clean_start: bool, out: &mut Outbox) {
+        if self.link.is_none() {
+            return;
+        }
+        self.close_with(ReasonCode::SESSION_TAKEN_OVER, None, out);
+        out.push(Action::Close(CloseCause::TakenOver));
+        self.link = None;
+        out.push(Action::CancelTimer(Timer::KeepAlive));
+        let due = will_due_on_close(CloseCause::TakenOver, self.protocol);
+        match self.will.take() {
+            Some(will) if due && (self.will_delay_secs == 0 || clean_start) => {
+                out.push(Action::PublishWill(will));
+            }
+            _ => {}
+        }
+    }
+
+    /// The broker is going away: v5 DISCONNECT 0x8B, then close.
+    pub fn shutdown(&mut self, out: &mut Outbox) {
+        if self.link.as_ref().is_some_and(|l| !l.closing) {
+            self.close_with(ReasonCode::SERVER_SHUTTING_DOWN, None, out);
+            out.push(Action::Close(CloseCause::ServerShutdown));
+        }
+    }
+
+    /// A rule broken by the client: v5 DISCONNECT with its code and text.
+    fn violation(&mut self, violation: Violation, out: &mut Outbox) {
+        out.push(Action::Violation(violation));
+        self.close_with(violation.reason_code(), Some(violation.text()), out);
+        out.push(Action::Close(CloseCause::ProtocolError));
+    }
+
+    /// Queues the v5 DISCONNECT that precedes a server-side close (a v3
+    /// connection is just closed) and marks the connection closing.
+    fn close_with(&mut self, code: ReasonCode, reason: Option<&'static str>, out: &mut Outbox) {
+        if let Some(link) = self.link.as_mut() {
+            if link.closing {
+                return;
+            }
+            link.closing = true;
+        }
+        if self.protocol == ProtocolVersion::V5 {
+            let properties = Properties {
+                reason_string: reason.map(|r| Bytes::from_static(r.as_bytes())),
+                ..Properties::default()
+            };
+            out.send(Packet::Disconnect(Disconnect { code, properties }));
+        }
+    }
+
+    /// A PUBLISH from the client: resolve its alias, check it, route it,
+    /// acknowledge it.
+    fn client_publish(
+        &mut self,
+        mut publish: Publish,
+        policy: &ServerPolicy,
+        out: &mut Outbox,
+    ) -> Result<(), Violation> {
+        let v5 = self.protocol == ProtocolVersion::V5;
+        if !publish.properties.subscription_identifiers.is_empty() {
+            return Err(Violation::SubscriptionIdentifierFromClient);
+        }
+        if let Some(link) = self.link.as_mut() {
+            link.in_aliases
+                .resolve(&mut publish, policy.topic_alias_maximum)?;
+        }
+        if v5 && publish.qos > policy.max_qos {
+            return Err(Violation::QosNotSupported);
+        }
+        let (qos, packet_id, dup) = (publish.qos, publish.packet_id, publish.dup);
+        // DUP and the packet id belong to this hop only (MQTT-3.3.1-3).
+        publish.dup = false;
+        publish.packet_id = 0;
+        if qos == QoS::AtMostOnce {
+            out.push(Action::Publish(publish));
+            return Ok(());
+        }
+        match self
+            .qos_state(policy)
+            .inbound
+            .handle_publish(qos, packet_id, dup)
+        {
+            InboundAction::Route => out.push(Action::Publish(publish)),
+            InboundAction::RouteAndPubAck(ack) => {
+                out.push(Action::Publish(publish));
+                out.send(Packet::PubAck(ack));
+            }
+            InboundAction::RouteAndPubRec(rec) => {
+                out.push(Action::Publish(publish));
+                out.send(Packet::PubRec(rec));
+            }
+            // A QoS 2 repeat before PUBREL: answered, not routed again
+            // (MQTT-4.3.3-10).
+            InboundAction::PubRecOnly(rec) => out.send(Packet::PubRec(rec)),
+            InboundAction::ReceiveMaximumExceeded => return Err(Violation::ReceiveMaximumExceeded),
+        }
+        Ok(())
+    }
+
+    /// An acknowledgement of one of our deliveries: `step` updates the
+    /// flow and may answer; queued messages that now fit follow.
+    fn outbound_ack(
+        &mut self,
+        now: Tick,
+        out: &mut Outbox,
+        step: impl FnOnce(&mut Outbound, u64, &mut Vec<Publish>) -> Option<Packet>,
+    ) {
+        let Some(qos) = self.qos.as_deref_mut() else {
+            // v5 4.3: an acknowledgement for an unknown id is ignored.
+            return;
+        };
+        let mut next = Vec::new();
+        let before = dropped_total(&qos.outbound);
+        if let Some(reply) = step(&mut qos.outbound, now.0, &mut next) {
+            out.send(reply);
+        }
+        // Queued messages that expired or no longer fit, skipped on the way.
+        out.drop_many(dropped_total(&qos.outbound) - before);
+        for publish in next {
+            self.send_publish(publish, out);
+        }
+    }
+
+    /// SUBSCRIBE: validated whole before any of it changes the session
+    /// (no filter may end up in the session but not in the routes), then
+    /// route-adds, SUBACK, and the retained messages asked for.
+    fn subscribe(
+        &mut self,
+        packet: &Subscribe,
+        policy: &ServerPolicy,
+        out: &mut Outbox,
+    ) -> Result<(), Violation> {
+        let v5 = self.protocol == ProtocolVersion::V5;
+        if packet.properties.subscription_identifiers.len() > 1 {
+            return Err(Violation::SeveralSubscriptionIdentifiers);
+        }
+        let checked: Vec<Result<bool, ()>> = packet
+            .filters
+            .iter()
+            .map(|(filter, _)| check_filter(filter))
+            .collect();
+        for ((_, options), check) in packet.filters.iter().zip(&checked) {
+            if *check == Ok(true) && options.no_local {
+                return Err(Violation::NoLocalOnSharedSubscription);
+            }
+        }
         let id = packet
             .properties
             .subscription_identifiers
             .first()
             .copied()
             .unwrap_or(0);
-        let mut out = SubscribeOutcome::default();
-        for (filter, options) in &packet.filters {
-            let shared = match check_filter(filter) {
+        let mut codes = Vec::with_capacity(packet.filters.len());
+        let mut retained = Vec::new();
+        for ((filter, options), check) in packet.filters.iter().zip(checked) {
+            if check.is_err() {
                 // 0x8F in v5; v3 has only the failure code 0x80.
-                Err(()) => {
-                    out.codes.push(failure(ReasonCode::TOPIC_FILTER_INVALID));
-                    continue;
-                }
-                Ok(shared) => shared,
-            };
-            if shared && options.no_local {
-                // MQTT-3.8.3-4: No Local on a shared subscription.
-                out.protocol_error = Some("No Local on a shared subscription");
-                return out;
+                codes.push(if v5 {
+                    ReasonCode::TOPIC_FILTER_INVALID
+                } else {
+                    ReasonCode(0x80)
+                });
+                continue;
             }
             let grant = Subscription {
                 options: SubscriptionOptions {
-                    qos: options.qos.min(max_qos),
+                    qos: options.qos.min(policy.max_qos),
                     ..*options
                 },
                 id,
             };
-            out.codes.push(ReasonCode(grant.options.qos as u8));
+            codes.push(ReasonCode(grant.options.qos as u8));
             let key = Bytes::copy_from_slice(filter);
-            if self.subscriptions.insert(key.clone(), grant).is_some() {
-                out.replaced.push((key, grant));
-            } else {
-                out.added.push((key, grant));
-            }
+            let is_new = self.subscriptions.insert(key.clone(), grant).is_none();
+            out.push(Action::AddRoute {
+                filter: key.clone(),
+                grant,
+            });
+            retained.push(Action::SendRetained {
+                filter: key,
+                grant,
+                is_new,
+            });
         }
-        out
+        out.send(Packet::SubAck(SubAck {
+            packet_id: packet.packet_id,
+            properties: Properties::default(),
+            codes,
+        }));
+        for action in retained {
+            out.push(action);
+        }
+        Ok(())
     }
 
-    /// Applies an UNSUBSCRIBE.
-    pub fn unsubscribe(&mut self, packet: &Unsubscribe) -> UnsubscribeOutcome {
+    /// UNSUBSCRIBE: route-drops, then UNSUBACK.
+    fn unsubscribe(&mut self, packet: &Unsubscribe, out: &mut Outbox) {
         let v5 = self.protocol == ProtocolVersion::V5;
-        let mut out = UnsubscribeOutcome::default();
+        let mut codes = Vec::new();
         for filter in &packet.filters {
             let removed = self.subscriptions.remove_entry(filter.as_ref());
             if v5 {
-                out.codes.push(match removed {
+                codes.push(match removed {
                     Some(_) => ReasonCode::SUCCESS,
                     None if check_filter(filter).is_err() => ReasonCode::TOPIC_FILTER_INVALID,
                     None => ReasonCode::NO_SUBSCRIPTION_EXISTED,
                 });
             }
-            if let Some((key, _)) = removed {
-                out.removed.push(key);
+            if let Some((filter, _)) = removed {
+                out.push(Action::DropRoute { filter });
             }
         }
-        out
+        out.send(Packet::UnsubAck(UnsubAck {
+            packet_id: packet.packet_id,
+            properties: Properties::default(),
+            codes,
+        }));
     }
+
+    /// DISCONNECT from the client: a new session expiry (never raised
+    /// from 0, MQTT-3.14.2-2), then close; the cause decides the will.
+    fn client_disconnect(
+        &mut self,
+        packet: &Disconnect,
+        out: &mut Outbox,
+    ) -> Result<(), Violation> {
+        if let Some(expiry) = packet.properties.session_expiry_interval {
+            if self.session_expiry_secs == 0 && expiry != 0 {
+                return Err(Violation::SessionExpiryRaisedFromZero);
+            }
+            self.session_expiry_secs = expiry;
+        }
+        let cause = CloseCause::ClientDisconnect(packet.code);
+        if !will_due_on_close(cause, self.protocol) {
+            // MQTT-3.14.4-3: discarded on receipt, so that a take-over
+            // before `connection_lost` cannot publish it.
+            self.will = None;
+        }
+        if let Some(link) = self.link.as_mut() {
+            link.closing = true;
+        }
+        out.push(Action::Close(cause));
+        Ok(())
+    }
+
+    /// Queues a PUBLISH for the client: dropped (counted) when larger than
+    /// its Maximum Packet Size, otherwise with an outbound alias if the
+    /// aliased packet fits too.
+    fn send_publish(&mut self, mut publish: Publish, out: &mut Outbox) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let (protocol, max) = (self.protocol, link.max_packet_size as usize);
+        if publish.encoded_len(protocol) > max {
+            // MQTT-3.1.2-25: discarded as if delivered.
+            out.drop_one();
+            return;
+        }
+        if let Some(aliases) = link.out_aliases.as_deref_mut() {
+            // The alias changes the size: it must not push it over.
+            aliases.apply(&mut publish, |p| p.encoded_len(protocol) <= max);
+        }
+        out.send(Packet::Publish(publish));
+    }
+
+    fn qos_state(&mut self, policy: &ServerPolicy) -> &mut QosState {
+        let v5 = self.protocol == ProtocolVersion::V5;
+        let link = self.link.as_ref();
+        let receive_maximum = link.map_or(u16::MAX, |l| l.receive_maximum);
+        let max_packet = link.map(|l| l.max_packet_size);
+        let protocol = self.protocol;
+        self.qos.get_or_insert_with(|| {
+            let mut outbound = Outbound::new(OutboundConfig {
+                max_queued: policy.max_queued_messages,
+            });
+            outbound.set_receive_maximum(receive_maximum);
+            if let Some(max) = max_packet {
+                outbound.set_max_packet_size(max, protocol);
+            }
+            Box::new(QosState {
+                outbound,
+                // A v3 client is never told a Receive Maximum: don't hold
+                // it to one.
+                inbound: Inbound::new(if v5 { policy.receive_maximum } else { u16::MAX }),
+            })
+        })
+    }
+
+    /// Forgets subscriptions (dropping their routes) and QoS state.
+    fn clear(&mut self, out: &mut Outbox) {
+        for (filter, _) in self.subscriptions.drain() {
+            out.push(Action::DropRoute { filter });
+        }
+        self.qos = None;
+    }
+
+    /// The session ends: routes dropped, then the table forgets it.
+    fn end(&mut self, out: &mut Outbox) {
+        self.clear(out);
+        out.push(Action::CancelTimer(Timer::SessionExpiry));
+        out.push(Action::EndSession);
+    }
+}
+
+/// Every delivery `outbound` has dropped so far, for any reason: the
+/// difference across a call is what the call dropped.
+fn dropped_total(outbound: &Outbound) -> u64 {
+    outbound.dropped_full()
+        + outbound.dropped_expired()
+        + outbound.dropped_qos0_offline()
+        + outbound.dropped_too_large()
 }
 
 /// Ok(is_shared) for a valid filter.
@@ -160,91 +786,46 @@ fn check_filter(filter: &[u8]) -> Result<bool, ()> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ringmq_codec::{Properties, RetainHandling};
+/// A copy that does not pin the read arena the original slices.
+pub fn owned(b: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(b)
+}
 
-    fn opts(qos: QoS) -> SubscriptionOptions {
-        SubscriptionOptions {
-            qos,
-            no_local: false,
-            retain_as_published: false,
-            retain_handling: RetainHandling::SendAtSubscribe,
-        }
+/// The properties a stored message keeps (will, retained, queued), copied
+/// out of the read arena.
+pub fn owned_properties(p: &Properties) -> Properties {
+    Properties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        content_type: p.content_type.as_ref().map(owned),
+        response_topic: p.response_topic.as_ref().map(owned),
+        correlation_data: p.correlation_data.as_ref().map(owned),
+        user_properties: p
+            .user_properties
+            .iter()
+            .map(|(k, v)| (owned(k), owned(v)))
+            .collect(),
+        ..Properties::default()
     }
+}
 
-    fn subscribe(filters: &[(&'static str, QoS)]) -> Subscribe {
-        Subscribe {
-            packet_id: 1,
-            properties: Properties::default(),
-            filters: filters
-                .iter()
-                .map(|(f, q)| (Bytes::from_static(f.as_bytes()), opts(*q)))
-                .collect(),
-        }
-    }
+fn owned_will(will: &Will) -> Box<Will> {
+    Box::new(Will {
+        topic: owned(&will.topic),
+        payload: owned(&will.payload),
+        qos: will.qos,
+        retain: will.retain,
+        properties: owned_properties(&will.properties),
+    })
+}
 
-    #[test]
-    fn granted_qos_is_capped_and_invalid_filters_refused() {
-        let mut s = Session::new(Bytes::from_static(b"c"), ProtocolVersion::V5);
-        let out = s.subscribe(
-            &subscribe(&[
-                ("a/+", QoS::ExactlyOnce),
-                ("a/#/b", QoS::AtMostOnce),
-                ("$share/g/x", QoS::AtMostOnce),
-            ]),
-            QoS::AtMostOnce,
-        );
-        assert_eq!(
-            out.codes,
-            vec![
-                ReasonCode::GRANTED_QOS_0,
-                ReasonCode::TOPIC_FILTER_INVALID,
-                ReasonCode::GRANTED_QOS_0
-            ]
-        );
-        assert_eq!(out.added.len(), 2);
-        assert_eq!(s.subscription_count(), 2);
-
-        let mut v3 = Session::new(Bytes::from_static(b"c"), ProtocolVersion::V3_1_1);
-        let out = v3.subscribe(&subscribe(&[("a/#/b", QoS::AtMostOnce)]), QoS::AtMostOnce);
-        assert_eq!(out.codes, vec![ReasonCode(0x80)]);
-    }
-
-    #[test]
-    fn no_local_on_shared_is_a_protocol_error_and_ids_are_kept() {
-        let mut s = Session::new(Bytes::from_static(b"c"), ProtocolVersion::V5);
-        let mut packet = subscribe(&[("$share/g/a", QoS::AtMostOnce)]);
-        packet.filters[0].1.no_local = true;
-        assert!(s
-            .subscribe(&packet, QoS::ExactlyOnce)
-            .protocol_error
-            .is_some());
-        let mut packet = subscribe(&[("a/#", QoS::AtLeastOnce)]);
-        packet.properties.subscription_identifiers = vec![7];
-        let out = s.subscribe(&packet, QoS::ExactlyOnce);
-        assert_eq!(out.added[0].1.id, 7);
-        assert_eq!(out.added[0].1.options.qos, QoS::AtLeastOnce);
-    }
-
-    #[test]
-    fn resubscribe_replaces_and_unsubscribe_reports() {
-        let mut s = Session::new(Bytes::from_static(b"c"), ProtocolVersion::V5);
-        s.subscribe(&subscribe(&[("a", QoS::AtMostOnce)]), QoS::AtMostOnce);
-        let again = s.subscribe(&subscribe(&[("a", QoS::AtLeastOnce)]), QoS::AtMostOnce);
-        assert!(again.added.is_empty());
-        assert_eq!(again.replaced.len(), 1);
-        let un = s.unsubscribe(&Unsubscribe {
-            packet_id: 2,
-            properties: Properties::default(),
-            filters: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
-        });
-        assert_eq!(
-            un.codes,
-            vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
-        );
-        assert_eq!(un.removed, vec![Bytes::from_static(b"a")]);
-        assert_eq!(s.subscription_count(), 0);
-    }
+/// Refuses a CONNECT: CONNACK with `code` (a v3 return code for v3.x,
+/// a v5 reason code for v5), then close.
+pub fn refuse_connect(code: ReasonCode, out: &mut Outbox) {
+    out.send(Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+        properties: Properties::default(),
+    }));
+    out.push(Action::Close(CloseCause::ProtocolError));
 }

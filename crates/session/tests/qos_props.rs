@@ -334,6 +334,10 @@ fn run_outbound(warm_up: u16, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         prop_assert!(qos != QoS::AtMostOnce);
                         c.queue_full += 1;
                     }
+                    Offer::Dropped(DropReason::TooLarge) => {
+                        // No Maximum Packet Size is set in this model.
+                        prop_assert!(false, "too large without a limit");
+                    }
                 }
             }
             Op::Ack(pick, refuse) => {

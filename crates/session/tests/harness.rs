@@ -1,0 +1,34 @@
+//! Behaviour tests of ringmq-session, quinn-proto style: a [`Harness`]
+//! owns one `Session`, its `ServerPolicy`, the `Outbox` and a clock, feeds
+//! it CONNECTs, packets, deliveries, connection ends and ticks, and the
+//! tests assert the ordered actions that come out. No sockets, no
+//! sleeping, no clock; every test runs in microseconds.
+//!
+//! - `harness/util.rs`: the harness (timer wheel model, link model, the
+//!   checks applied to every packet written) and packet builders.
+//! - `harness/connect.rs`: CONNACK, keep-alive, packet-order rules.
+//! - `harness/inbound.rs`: PUBLISH from the client, inbound aliases.
+//! - `harness/subscribe.rs`: SUBSCRIBE and UNSUBSCRIBE.
+//! - `harness/deliver.rs`: deliveries, outbound aliases, Maximum Packet
+//!   Size, re-sends on resume.
+//! - `harness/will.rs`: will and its delay, session expiry, take-over,
+//!   DISCONNECT.
+//! - `harness/props.rs`: property tests against model clients.
+//!
+//! [`Harness`]: util::Harness
+
+#[path = "harness/util.rs"]
+mod util;
+
+#[path = "harness/connect.rs"]
+mod connect;
+#[path = "harness/deliver.rs"]
+mod deliver;
+#[path = "harness/inbound.rs"]
+mod inbound;
+#[path = "harness/props.rs"]
+mod props;
+#[path = "harness/subscribe.rs"]
+mod subscribe;
+#[path = "harness/will.rs"]
+mod will;

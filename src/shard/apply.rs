@@ -1,0 +1,276 @@
+//! The shard's mutable state (`Core`) and the one place effects are
+//! carried out (`Core::apply`).
+//!
+//! `apply` is the only code that encodes into a link's output, sends on
+//! the mesh or arms the wheel. It never calls back into a session and
+//! never routes: a PUBLISH it meets is queued in `deferred` and routed by
+//! the caller once the outbox is done (routing.rs), so applying one
+//! session's outbox can never re-enter another's, and no borrow is ever
+//! held across a call that could need it again.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hashbrown::HashMap;
+use ringmq_codec::{Packet, ProtocolVersion, Publish, Will};
+use ringmq_route::{
+    owner_shard, wants_retained, FilterKind, Matches, Plan, RetainedMessage, RetainedStore,
+    RouteChange, Routes, ShardId,
+};
+use ringmq_session::{Action, CloseCause, Outbox, ServerPolicy, SessionId, Subscription};
+use ringmq_wheel::Wheel;
+use tracing::debug;
+
+use super::link::{Link, LinkId};
+use super::msg::Msg;
+use super::shared::Shared;
+use super::table::SessionTable;
+use super::timers::{Clock, Ticker, TimerEvent};
+use crate::mesh::{Inbox, Outlet};
+use crate::stats::ShardStats;
+
+/// Work `apply` leaves for after the outbox: routing, and retained
+/// messages found on this shard for a new subscription.
+// Queued and taken at once in a reused queue; boxing the PUBLISH would
+// cost an allocation per routed message.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Deferred {
+    /// Route a publish of `origin` (None: a will).
+    Route {
+        publish: Publish,
+        origin: Option<SessionId>,
+    },
+    /// Deliver retained messages to a new subscription of `session`.
+    Retained {
+        session: SessionId,
+        filter: Bytes,
+        messages: Vec<RetainedMessage>,
+    },
+}
+
+/// A socket handed to this shard, waiting for the inbox task to start it.
+pub(crate) struct Adopt {
+    pub(crate) fd: std::os::fd::OwnedFd,
+    pub(crate) read: Bytes,
+    pub(crate) peer: std::net::SocketAddr,
+}
+
+/// Everything mutable a shard owns. Borrowed once per step (a read
+/// batch, an inbox drain, a timer tick), never across an `.await`.
+pub(crate) struct Core {
+    pub(crate) id: ShardId,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) stats: Arc<ShardStats>,
+    pub(crate) policy: ServerPolicy,
+    pub(crate) clock: Clock,
+    pub(crate) ticker: Rc<Ticker>,
+    /// Woken when the outlet overflows, so it is flushed even when no
+    /// connection waits on it.
+    pub(crate) flusher: Rc<Ticker>,
+    pub(crate) links: HashMap<LinkId, Rc<Link>>,
+    pub(crate) table: SessionTable,
+    pub(crate) wheel: Wheel<TimerEvent>,
+    pub(crate) routes: Routes,
+    pub(crate) retained: RetainedStore,
+    pub(crate) outlet: Outlet<Msg>,
+    pub(crate) inbox: Inbox<Msg>,
+    /// Reused by every session call.
+    pub(crate) outbox: Outbox,
+    /// Reused by routing.
+    pub(crate) plan: Plan,
+    pub(crate) matches: Matches,
+    pub(crate) deferred: VecDeque<Deferred>,
+    pub(crate) adopts: Vec<Adopt>,
+    pub(crate) accept_wakers: Vec<std::task::Waker>,
+    pub(crate) shutting_down: bool,
+    pub(crate) next_link: u64,
+}
+
+impl Core {
+    /// Carries out `out`, in order, for session `sid` (None before a
+    /// session exists) whose connection is `link` (None when detached).
+    pub(crate) fn apply(
+        &mut self,
+        sid: Option<SessionId>,
+        link: Option<&Rc<Link>>,
+        out: &mut Outbox,
+    ) {
+        let dropped = out.take_dropped();
+        for _ in 0..dropped {
+            ShardStats::inc(&self.stats.publishes_dropped);
+        }
+        for action in out.drain() {
+            match action {
+                Action::Send(packet) => {
+                    if let Some(link) = link {
+                        self.encode(link, &packet);
+                    }
+                }
+                Action::Publish(publish) => self.deferred.push_back(Deferred::Route {
+                    publish,
+                    origin: sid,
+                }),
+                Action::PublishWill(will) => {
+                    ShardStats::inc(&self.stats.wills_published);
+                    self.deferred.push_back(Deferred::Route {
+                        publish: will_publish(*will),
+                        origin: None,
+                    });
+                }
+                Action::AddRoute { filter, grant } => {
+                    let (Some(sid), Ok(text)) = (sid, std::str::from_utf8(&filter)) else {
+                        continue;
+                    };
+                    if let Some(change) = self.routes.subscribe(text, sid, grant) {
+                        // Into every other shard's FIFO before the SUBACK
+                        // that follows leaves (ordering invariant).
+                        self.broadcast(change);
+                    }
+                }
+                Action::DropRoute { filter } => {
+                    let (Some(sid), Ok(text)) = (sid, std::str::from_utf8(&filter)) else {
+                        continue;
+                    };
+                    if let Some(change) = self.routes.unsubscribe(text, sid) {
+                        self.broadcast(change);
+                    }
+                }
+                Action::SendRetained {
+                    filter,
+                    grant,
+                    is_new,
+                } => {
+                    if let Some(sid) = sid {
+                        self.query_retained(sid, filter, grant, is_new);
+                    }
+                }
+                Action::ArmTimer(timer, at) => {
+                    let Some(sid) = sid else { continue };
+                    let tick = self.clock.wheel_tick(at);
+                    let key = self.wheel.insert(tick, TimerEvent::Session(sid, timer));
+                    self.ticker.armed(tick);
+                    if let Some(old) = self.table.set_timer(sid, timer, Some(key)) {
+                        self.wheel.cancel(old);
+                    }
+                }
+                Action::CancelTimer(timer) => {
+                    let Some(sid) = sid else { continue };
+                    if let Some(old) = self.table.set_timer(sid, timer, None) {
+                        self.wheel.cancel(old);
+                    }
+                }
+                Action::Violation(violation) => {
+                    ShardStats::inc(&self.stats.protocol_errors);
+                    debug!(%violation, "protocol violation");
+                }
+                Action::Close(cause) => {
+                    if cause == CloseCause::KeepAliveTimeout {
+                        ShardStats::inc(&self.stats.keepalive_expired);
+                        debug!("keep-alive expired");
+                    }
+                    if let Some(link) = link {
+                        link.request_close(cause);
+                    }
+                }
+                Action::EndSession => {
+                    let Some(sid) = sid else { continue };
+                    if let Some(entry) = self.table.remove(sid) {
+                        for key in entry.timers.into_iter().flatten() {
+                            self.wheel.cancel(key);
+                        }
+                        ShardStats::dec(&self.stats.sessions);
+                        debug!(session = %sid, "session ended");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Encodes `packet` into the link's output and wakes its task.
+    fn encode(&self, link: &Link, packet: &Packet) {
+        let version = link.version.get().unwrap_or(ProtocolVersion::V3_1_1);
+        if packet
+            .encode(version, &mut link.outbuf.borrow_mut())
+            .is_ok()
+        {
+            if matches!(packet, Packet::Publish(_)) {
+                ShardStats::inc(&self.stats.publishes_out);
+            }
+            link.wake();
+        }
+    }
+
+    /// Queues `msg` for shard `to` in order (never dropped, never blocks).
+    pub(crate) fn send_mesh(&mut self, to: ShardId, msg: Msg) {
+        let was = self.outlet.is_congested();
+        self.outlet.send(to.0, msg);
+        if !was && self.outlet.is_congested() {
+            self.flusher.notify();
+        }
+    }
+
+    /// A route change to every other shard.
+    fn broadcast(&mut self, change: RouteChange) {
+        let own = self.id.0;
+        for shard in (0..self.shared.shards).filter(|&s| s != own) {
+            self.send_mesh(ShardId(shard), Msg::Route(change.clone()));
+        }
+    }
+
+    /// After a SUBACK: asks the retained owners for what the Retain
+    /// Handling option wants (a plain topic has one owner; a wildcard asks
+    /// every shard). What this shard holds is delivered after the outbox.
+    fn query_retained(&mut self, sid: SessionId, filter: Bytes, grant: Subscription, is_new: bool) {
+        let Ok(text) = std::str::from_utf8(&filter) else {
+            return;
+        };
+        let shared = matches!(ringmq_route::split_filter(text), FilterKind::Shared { .. });
+        if !wants_retained(grant.options.retain_handling, is_new, shared) {
+            return;
+        }
+        let shards = self.shared.shards;
+        let owners: Vec<ShardId> = if ringmq_topic::is_wildcard(text) {
+            (0..shards).map(ShardId).collect()
+        } else {
+            vec![owner_shard(&filter, shards)]
+        };
+        for owner in owners {
+            if owner == self.id {
+                let mut messages = Vec::new();
+                self.retained
+                    .matching(text, self.clock.now(), &mut messages);
+                if !messages.is_empty() {
+                    self.deferred.push_back(Deferred::Retained {
+                        session: sid,
+                        filter: filter.clone(),
+                        messages,
+                    });
+                }
+            } else {
+                let msg = Msg::RetainedQuery {
+                    filter: filter.clone(),
+                    reply_to: self.id,
+                    session: sid,
+                };
+                self.send_mesh(owner, msg);
+            }
+        }
+    }
+}
+
+/// A will as the PUBLISH it becomes; will-only properties stay behind.
+fn will_publish(will: Will) -> Publish {
+    let mut properties = will.properties;
+    properties.will_delay_interval = None;
+    Publish {
+        dup: false,
+        qos: will.qos,
+        retain: will.retain,
+        topic: will.topic,
+        packet_id: 0,
+        properties,
+        payload: will.payload,
+    }
+}

@@ -1,0 +1,378 @@
+//! The shard's entry points: what happens when a connection delivers a
+//! CONNECT or a packet, when it ends, when a timer fires, when the inbox
+//! has messages, when the broker stops.
+//!
+//! Each entry point feeds one input to a session, applies the outbox it
+//! wrote, then runs the deferred routing. None of them drains the inbox
+//! except [`Core::drain_inbox`], which the connection loop calls once per
+//! read batch before handling it and the inbox task calls when idle.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use ringmq_codec::{Connect, DecodeError, Packet, ProtocolVersion, ReasonCode};
+use ringmq_route::{owner_shard, ShardId};
+use ringmq_session::{
+    negotiate, refuse_connect, Action, CloseCause, Session, SessionId, Tick,
+    V3_UNACCEPTABLE_PROTOCOL,
+};
+use tracing::{debug, warn};
+
+use super::apply::{Adopt, Core};
+use super::link::{Link, LinkId};
+use super::msg::Msg;
+use super::timers::TimerEvent;
+use crate::stats::ShardStats;
+
+impl Core {
+    /// Registers a new connection; arms its CONNECT deadline unless it was
+    /// handed over by the shard that accepted it (that one armed it).
+    pub(crate) fn new_link(&mut self, peer: std::net::SocketAddr, adopted: bool) -> Rc<Link> {
+        self.next_link += 1;
+        let link = Rc::new(Link::new(LinkId(self.next_link), peer));
+        self.links.insert(link.id, link.clone());
+        ShardStats::inc(&self.stats.connections);
+        if !adopted {
+            self.shared.open_connections.fetch_add(1, Ordering::Relaxed);
+            let at = self
+                .clock
+                .now()
+                .add_ms(self.shared.config.connect_timeout_ms);
+            let tick = self.clock.wheel_tick(at);
+            let key = self
+                .wheel
+                .insert(tick, TimerEvent::ConnectDeadline(link.id));
+            self.ticker.armed(tick);
+            link.connect_timer.set(Some(key));
+        }
+        link
+    }
+
+    /// Moves a socket to the shard that owns its client id.
+    pub(crate) fn hand_off(&mut self, owner: ShardId, adopt: Adopt) {
+        ShardStats::dec(&self.stats.connections);
+        self.send_mesh(
+            owner,
+            Msg::Adopt {
+                fd: adopt.fd,
+                read: adopt.read,
+                peer: adopt.peer,
+            },
+        );
+    }
+
+    /// A connection handed off: forget it here.
+    pub(crate) fn forget_link(&mut self, link: &Link) {
+        self.links.remove(&link.id);
+        if let Some(key) = link.connect_timer.take() {
+            self.wheel.cancel(key);
+        }
+    }
+
+    /// The shard that owns `client_id` (an empty id stays here: the id
+    /// assigned to it is chosen to map here).
+    pub(crate) fn owner_of(&self, client_id: &[u8]) -> ShardId {
+        if client_id.is_empty() {
+            self.id
+        } else {
+            owner_shard(client_id, self.shared.shards)
+        }
+    }
+
+    /// Runs a CONNECT against the session table: refusal, a new session, a
+    /// resumed one, or a take-over. Returns the link taken over, whose
+    /// close the new CONNACK waits for (MQTT-3.1.4-3).
+    pub(crate) fn on_connect(&mut self, link: &Rc<Link>, connect: Connect) -> Option<Rc<Link>> {
+        let version = connect.protocol;
+        let v5 = version == ProtocolVersion::V5;
+        // CONNACK goes out in the client's own version.
+        link.version.set(Some(version));
+        if let Some(key) = link.connect_timer.take() {
+            self.wheel.cancel(key);
+        }
+        let max = self.shared.config.max_connections;
+        if max > 0 && self.shared.open_connections.load(Ordering::Relaxed) > max {
+            warn!(max, "--max-connections reached: refusing CONNECT");
+            // v3 has no quota code: 0x03 is "server unavailable".
+            let code = if v5 {
+                ReasonCode::QUOTA_EXCEEDED
+            } else {
+                ReasonCode(0x03)
+            };
+            self.refuse(link, code, "max connections");
+            return None;
+        }
+        let negotiated = match negotiate(&connect, &self.policy) {
+            Ok(n) => n,
+            Err(refusal) => {
+                self.refuse(link, refusal.code, refusal.why);
+                return None;
+            }
+        };
+        let assigned = negotiated.assign_client_id.then(|| self.assign_client_id());
+        let client_id = match &assigned {
+            Some(id) => id.clone(),
+            None => Bytes::copy_from_slice(&connect.client_id),
+        };
+        tracing::Span::current().record("client_id", tracing::field::debug(&client_id));
+
+        let mut out = std::mem::take(&mut self.outbox);
+        let mut taken_over = None;
+        let sid = match self.table.find(&client_id) {
+            Some(sid) => {
+                let old = self
+                    .table
+                    .link_of(sid)
+                    .and_then(|l| self.links.get(&l))
+                    .cloned();
+                if let Some(old) = old {
+                    ShardStats::inc(&self.stats.takeovers);
+                    debug!(client_id = ?client_id, old_peer = %old.peer, "take-over");
+                    if let Some(entry) = self.table.get_mut(sid) {
+                        entry.session.taken_over(connect.clean_start, &mut out);
+                    }
+                    self.apply(Some(sid), Some(&old), &mut out);
+                    self.table.detach(sid, old.id);
+                    old.session.set(None);
+                    taken_over = Some(old);
+                }
+                sid
+            }
+            None => {
+                ShardStats::inc(&self.stats.sessions);
+                self.table.insert(Session::new(client_id.clone(), version))
+            }
+        };
+        self.table.attach(sid, link.id);
+        link.session.set(Some(sid));
+        let now = self.clock.now();
+        if let Some(entry) = self.table.get_mut(sid) {
+            entry.session.connect(
+                &connect,
+                &negotiated,
+                &self.policy,
+                assigned.as_ref(),
+                now,
+                &mut out,
+            );
+        }
+        self.apply(Some(sid), Some(link), &mut out);
+        self.outbox = out;
+        ShardStats::inc(&self.stats.connects);
+        debug!(
+            client_id = ?client_id,
+            ?version,
+            keep_alive = negotiated.keep_alive_secs,
+            "connected"
+        );
+        self.run_deferred();
+        taken_over
+    }
+
+    /// Refuses a CONNECT (CONNACK with `code`) and closes.
+    fn refuse(&mut self, link: &Rc<Link>, code: ReasonCode, why: &str) {
+        ShardStats::inc(&self.stats.connects_refused);
+        debug!(reason = why, code = code.0, "CONNECT refused");
+        let mut out = std::mem::take(&mut self.outbox);
+        refuse_connect(code, &mut out);
+        self.apply(None, Some(link), &mut out);
+        self.outbox = out;
+    }
+
+    /// Picks a client id for a client that sent none, one this shard owns.
+    fn assign_client_id(&mut self) -> Bytes {
+        loop {
+            self.table.assigned_ids += 1;
+            let id = format!("ringmq-{}-{:x}", self.id.0, self.table.assigned_ids);
+            if owner_shard(id.as_bytes(), self.shared.shards) == self.id {
+                return Bytes::from(id);
+            }
+        }
+    }
+
+    /// One packet after CONNECT, stamped `now`.
+    pub(crate) fn on_packet(&mut self, link: &Rc<Link>, packet: Packet, now: Tick) {
+        let Some(sid) = link.session.get() else {
+            return;
+        };
+        if matches!(packet, Packet::Publish(_)) {
+            ShardStats::inc(&self.stats.publishes_in);
+        }
+        let mut out = std::mem::take(&mut self.outbox);
+        if let Some(entry) = self.table.get_mut(sid) {
+            entry
+                .session
+                .handle_packet(packet, &self.policy, now, &mut out);
+        }
+        self.apply(Some(sid), Some(link), &mut out);
+        self.outbox = out;
+        self.run_deferred();
+    }
+
+    /// Bytes that are not a valid packet: count, tell a v5 client why
+    /// (or answer an unknown protocol level with CONNACK 0x01), close.
+    pub(crate) fn on_decode_error(&mut self, link: &Rc<Link>, error: &DecodeError) {
+        self.on_bad_bytes(link, error.reason_code(), error);
+    }
+
+    /// Like [`Core::on_decode_error`], for a reason code and any cause.
+    pub(crate) fn on_bad_bytes(
+        &mut self,
+        link: &Rc<Link>,
+        code: ReasonCode,
+        error: &dyn std::fmt::Display,
+    ) {
+        ShardStats::inc(&self.stats.protocol_errors);
+        debug!(%error, "bad packet");
+        let mut out = std::mem::take(&mut self.outbox);
+        let connected_v5 =
+            link.session.get().is_some() && link.version.get() == Some(ProtocolVersion::V5);
+        if connected_v5 {
+            out.send(Packet::Disconnect(ringmq_codec::Disconnect {
+                code,
+                properties: ringmq_codec::Properties::default(),
+            }));
+        } else if link.session.get().is_none() && code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
+            // MQTT-3.1.2-2: CONNACK 0x01 in the 3.1.1 format, the one every
+            // client can read.
+            link.version.set(Some(ProtocolVersion::V3_1_1));
+            refuse_connect(ReasonCode(V3_UNACCEPTABLE_PROTOCOL), &mut out);
+        }
+        out.push(Action::Close(CloseCause::ProtocolError));
+        self.apply(None, Some(link), &mut out);
+        self.outbox = out;
+    }
+
+    /// The first packet is not CONNECT (MQTT-3.1.0-1): count and close.
+    pub(crate) fn on_not_connect(&mut self, link: &Rc<Link>) {
+        ShardStats::inc(&self.stats.protocol_errors);
+        debug!("first packet is not CONNECT");
+        link.request_close(CloseCause::ProtocolError);
+    }
+
+    /// The connection's socket is closed: its session learns why (will,
+    /// expiry), unless another connection has taken it over.
+    pub(crate) fn on_closed(&mut self, link: &Rc<Link>, cause: CloseCause) {
+        self.forget_link(link);
+        ShardStats::dec(&self.stats.connections);
+        self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+        let Some(sid) = link.session.take() else {
+            return;
+        };
+        if !self.table.detach(sid, link.id) {
+            return;
+        }
+        let now = self.clock.now();
+        let mut out = std::mem::take(&mut self.outbox);
+        if let Some(entry) = self.table.get_mut(sid) {
+            entry.session.connection_lost(cause, now, &mut out);
+        }
+        self.apply(Some(sid), None, &mut out);
+        self.outbox = out;
+        self.run_deferred();
+    }
+
+    /// Advances the wheel to now and handles what fired. Returns the next
+    /// deadline.
+    pub(crate) fn fire_timers(&mut self) -> Option<ringmq_wheel::Tick> {
+        let mut fired = Vec::new();
+        self.wheel.advance(self.clock.wheel_now(), &mut fired);
+        let now = self.clock.now();
+        for (_, event) in fired {
+            match event {
+                TimerEvent::ConnectDeadline(id) => {
+                    let Some(link) = self.links.get(&id) else {
+                        continue;
+                    };
+                    link.connect_timer.set(None);
+                    if link.session.get().is_none() && link.close_requested().is_none() {
+                        ShardStats::inc(&self.stats.connect_timeouts);
+                        debug!(peer = %link.peer, "no CONNECT within --connect-timeout-ms");
+                        link.request_close(CloseCause::NetworkError);
+                    }
+                }
+                TimerEvent::Session(sid, timer) => self.on_session_timer(sid, timer, now),
+            }
+        }
+        self.run_deferred();
+        self.wheel.next_deadline()
+    }
+
+    fn on_session_timer(&mut self, sid: SessionId, timer: ringmq_session::Timer, now: Tick) {
+        // The entry has fired: it is no longer armed.
+        self.table.set_timer(sid, timer, None);
+        let link = self
+            .table
+            .link_of(sid)
+            .and_then(|l| self.links.get(&l))
+            .cloned();
+        let mut out = std::mem::take(&mut self.outbox);
+        if let Some(entry) = self.table.get_mut(sid) {
+            entry.session.handle_timer(timer, now, &mut out);
+        }
+        self.apply(Some(sid), link.as_ref(), &mut out);
+        self.outbox = out;
+    }
+
+    /// Handles every message waiting in the inbox. Retained queries are
+    /// answered only once every channel has been seen empty, so a store
+    /// that was in any channel before the query is applied first.
+    pub(crate) fn drain_inbox(&mut self) {
+        let mut queries = Vec::new();
+        while let Some((from, msg)) = self.inbox.try_recv_from() {
+            match msg {
+                Msg::Publish(routed) => self.handle_routed(routed),
+                Msg::Route(change) => self.routes.apply_remote(ShardId(from), &change),
+                Msg::RetainedQuery {
+                    filter,
+                    reply_to,
+                    session,
+                } => queries.push((filter, reply_to, session)),
+                Msg::RetainedReply {
+                    session,
+                    filter,
+                    messages,
+                } => self.deliver_retained(session, &filter, messages),
+                Msg::Adopt { fd, read, peer } => {
+                    ShardStats::inc(&self.stats.handoffs);
+                    self.adopts.push(Adopt { fd, read, peer });
+                    // The inbox task starts it; make sure it wakes.
+                    self.shared.mesh.ring(self.id.0);
+                }
+                Msg::Shutdown => self.begin_shutdown(),
+            }
+            self.run_deferred();
+        }
+        for (filter, reply_to, session) in queries {
+            self.answer_retained_query(filter, reply_to, session);
+        }
+    }
+
+    /// Stops accepting and sends every client away (v5: DISCONNECT 0x8B).
+    pub(crate) fn begin_shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        tracing::info!(shard = self.id.0, "shutting down: disconnecting clients");
+        let connected: Vec<(SessionId, LinkId)> = self.table.connected().collect();
+        let mut out = std::mem::take(&mut self.outbox);
+        for (sid, link_id) in connected {
+            let link = self.links.get(&link_id).cloned();
+            if let Some(entry) = self.table.get_mut(sid) {
+                entry.session.shutdown(&mut out);
+            }
+            self.apply(Some(sid), link.as_ref(), &mut out);
+        }
+        self.outbox = out;
+        // Connections without a session yet.
+        for link in self.links.values() {
+            link.request_close(CloseCause::ServerShutdown);
+        }
+        self.ticker.notify();
+        for waker in self.accept_wakers.drain(..) {
+            waker.wake();
+        }
+    }
+}

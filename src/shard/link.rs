@@ -1,0 +1,115 @@
+//! A link: what a connection task shares with the rest of its shard.
+//!
+//! The connection task owns the socket; everything else reaches the
+//! connection only through its `Link`: `apply` appends encoded packets to
+//! `outbuf` and wakes the task, or asks it to close. The task flushes,
+//! reads and watches for the close request in one future, so a blocked
+//! write never hides a close. An idle link owns no buffer: `outbuf` is
+//! released whenever it drains.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::net::SocketAddr;
+use std::task::Waker;
+
+use bytes::BytesMut;
+use ringmq_codec::ProtocolVersion;
+use ringmq_session::{CloseCause, SessionId};
+use ringmq_wheel::TimerKey;
+
+/// One connection on its shard; never reused while the shard runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct LinkId(pub(crate) u64);
+
+impl fmt::Display for LinkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "l{}", self.0)
+    }
+}
+
+/// The shard's handle on one connection.
+pub(crate) struct Link {
+    pub(crate) id: LinkId,
+    pub(crate) peer: SocketAddr,
+    /// Encoded packets waiting to be written.
+    pub(crate) outbuf: RefCell<BytesMut>,
+    waker: Cell<Option<Waker>>,
+    close: Cell<Option<CloseCause>>,
+    /// The socket is closed (the task is ending); take-over waits on it.
+    closed: Cell<bool>,
+    /// Tasks waiting for `closed` (a take-over's new connection).
+    closed_wakers: RefCell<Vec<Waker>>,
+    /// Negotiated protocol; `None` until CONNECT is accepted.
+    pub(crate) version: Cell<Option<ProtocolVersion>>,
+    /// The session this connection drives, once connected.
+    pub(crate) session: Cell<Option<SessionId>>,
+    /// The CONNECT deadline's wheel entry, until CONNECT is accepted.
+    pub(crate) connect_timer: Cell<Option<TimerKey>>,
+}
+
+impl Link {
+    pub(crate) fn new(id: LinkId, peer: SocketAddr) -> Self {
+        Self {
+            id,
+            peer,
+            outbuf: RefCell::new(BytesMut::new()),
+            waker: Cell::new(None),
+            close: Cell::new(None),
+            closed: Cell::new(false),
+            closed_wakers: RefCell::new(Vec::new()),
+            version: Cell::new(None),
+            session: Cell::new(None),
+            connect_timer: Cell::new(None),
+        }
+    }
+
+    /// Wakes the connection task (to flush or to close).
+    pub(crate) fn wake(&self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Registers the task's waker.
+    pub(crate) fn set_waker(&self, waker: &Waker) {
+        self.waker.set(Some(waker.clone()));
+    }
+
+    /// Bytes waiting to be written.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.outbuf.borrow().len()
+    }
+
+    /// Asks the task to close the connection (first cause wins).
+    pub(crate) fn request_close(&self, cause: CloseCause) {
+        if self.close.get().is_none() {
+            self.close.set(Some(cause));
+        }
+        self.wake();
+    }
+
+    /// The close asked for, if any.
+    pub(crate) fn close_requested(&self) -> Option<CloseCause> {
+        self.close.get()
+    }
+
+    /// Marks the socket closed and wakes whoever waits for that.
+    pub(crate) fn mark_closed(&self) {
+        self.closed.set(true);
+        for waker in self.closed_wakers.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Whether the socket is closed; registers `waker` to hear when it is.
+    pub(crate) fn poll_closed(&self, waker: &Waker) -> bool {
+        if self.closed.get() {
+            return true;
+        }
+        let mut wakers = self.closed_wakers.borrow_mut();
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+        false
+    }
+}

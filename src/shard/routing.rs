@@ -1,0 +1,253 @@
+//! Routing glue: carries out ringmq-route's decisions on this shard.
+//!
+//! A PUBLISH read here is planned once against the route replica and sent
+//! once to each other shard with subscribers (and to the topic's retained
+//! owner); each shard then matches its own sessions and hands each match
+//! to that session's `deliver`. Payloads travel as shared `Bytes`.
+//!
+//! Ordering: a shard drains its inbox before handling what a connection
+//! read, and a SUBACK is written only after its route-add is in every
+//! other shard's FIFO, so a publish that causally follows a SUBACK is
+//! never missed, across shards. All traffic between two shards shares one
+//! FIFO, so nothing overtakes (mesh.rs).
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use ringmq_codec::{Properties, Publish, QoS};
+use ringmq_route::{owner_shard, GroupKey, RetainedMessage, ShardId, StoreOutcome};
+use ringmq_session::{Delivery, SessionId, Tick};
+use tracing::warn;
+
+use super::apply::{Core, Deferred};
+use super::msg::{Msg, Routed};
+use crate::stats::ShardStats;
+
+/// How often a shared-group message may be handed on to another shard whose
+/// members are still there (bounds ping-pong while routes converge).
+const MAX_GROUP_HOPS: u8 = 2;
+
+impl Core {
+    /// Runs what `apply` deferred, in order, until nothing is left.
+    pub(crate) fn run_deferred(&mut self) {
+        while let Some(work) = self.deferred.pop_front() {
+            match work {
+                Deferred::Route { publish, origin } => self.route(publish, origin),
+                Deferred::Retained {
+                    session,
+                    filter,
+                    messages,
+                } => self.deliver_retained(session, &filter, messages),
+            }
+        }
+    }
+
+    /// Routes a PUBLISH read on this shard (or a will): to each other
+    /// shard with subscribers, to the retained owner when RETAIN is set,
+    /// then to local subscribers. `origin` is the publishing session.
+    fn route(&mut self, publish: Publish, origin: Option<SessionId>) {
+        let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+            return;
+        };
+        let now = self.clock.now();
+        let expires_at = publish
+            .properties
+            .message_expiry_interval
+            .map(|secs| now.add_secs(u64::from(secs)));
+        let owner = publish
+            .retain
+            .then(|| owner_shard(&publish.topic, self.shared.shards));
+        let mut plan = std::mem::take(&mut self.plan);
+        self.routes.plan(topic, owner, &mut plan);
+        for target in plan.remote.iter_mut() {
+            let mut msg = Routed::new(&publish, expires_at);
+            msg.deliver = target.deliver;
+            msg.store_retained = target.store_retained;
+            msg.groups = std::mem::take(&mut target.groups);
+            self.send_mesh(target.shard, Msg::Publish(msg));
+        }
+        if plan.store_locally {
+            self.store_retained(&publish, expires_at);
+        }
+        let groups = std::mem::take(&mut plan.local_groups);
+        self.plan = plan;
+        self.deliver_local(&publish, origin, true, &groups, expires_at, 0);
+        self.plan.local_groups = groups;
+    }
+
+    /// A publish routed here by another shard.
+    pub(crate) fn handle_routed(&mut self, routed: Routed) {
+        let publish = routed.to_publish();
+        if routed.store_retained {
+            self.store_retained(&publish, routed.expires_at);
+        }
+        if routed.expires_at.is_some_and(|at| self.clock.now() > at) {
+            return;
+        }
+        self.deliver_local(
+            &publish,
+            None,
+            routed.deliver,
+            &routed.groups,
+            routed.expires_at,
+            routed.hops,
+        );
+    }
+
+    /// Hands `publish` to every local session whose subscriptions match
+    /// (when `ordinary`) and to one member of each group in `groups`.
+    fn deliver_local(
+        &mut self,
+        publish: &Publish,
+        origin: Option<SessionId>,
+        ordinary: bool,
+        groups: &[GroupKey],
+        expires_at: Option<Tick>,
+        hops: u8,
+    ) {
+        let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+            return;
+        };
+        let mut matches = std::mem::take(&mut self.matches);
+        let table = &self.table;
+        self.routes.match_local(
+            topic,
+            publish.qos,
+            origin,
+            ordinary,
+            groups,
+            |s| table.is_connected(s),
+            &mut matches,
+        );
+        let now = self.clock.now();
+        let max_outbuf = self.shared.config.max_outbuf_bytes;
+        let mut out = std::mem::take(&mut self.outbox);
+        for d in &matches.deliveries {
+            let Some(entry) = self.table.get_mut(d.session) else {
+                continue;
+            };
+            let link = entry.link.and_then(|l| self.links.get(&l)).cloned();
+            if d.qos == QoS::AtMostOnce
+                && link.as_ref().is_some_and(|l| l.queued_bytes() > max_outbuf)
+            {
+                // A subscriber that does not read: QoS 0 is dropped.
+                ShardStats::inc(&self.stats.publishes_dropped);
+                continue;
+            }
+            let delivery = Delivery {
+                qos: d.qos,
+                retain: d.retain_as_published && publish.retain,
+                ids: matches.ids(d),
+                expires_at,
+            };
+            entry
+                .session
+                .deliver(publish, delivery, &self.policy, now, &mut out);
+            self.apply(Some(d.session), link.as_ref(), &mut out);
+        }
+        self.outbox = out;
+        let orphans = std::mem::take(&mut matches.orphans);
+        self.matches = matches;
+        for (shard, group) in orphans {
+            // Our last member just left and the sender had not yet heard:
+            // hand the message to a shard that still has members.
+            if hops < MAX_GROUP_HOPS {
+                let mut msg = Routed::new(publish, expires_at);
+                msg.groups.push(group);
+                msg.hops = hops + 1;
+                self.send_mesh(shard, Msg::Publish(msg));
+            }
+        }
+    }
+
+    /// Stores (or clears) the retained message of a topic this shard owns.
+    fn store_retained(&mut self, publish: &Publish, expires_at: Option<Tick>) {
+        let outcome = self.retained.store(
+            &publish.topic,
+            &publish.payload,
+            publish.qos,
+            &publish.properties,
+            expires_at,
+        );
+        if outcome == StoreOutcome::Full {
+            ShardStats::inc(&self.stats.retained_dropped);
+            warn!(
+                shard = self.id.0,
+                "--max-retained reached: retained message not stored"
+            );
+        }
+    }
+
+    /// Another shard asks for the retained messages matching `filter`.
+    pub(crate) fn answer_retained_query(
+        &mut self,
+        filter: Bytes,
+        reply_to: ShardId,
+        session: SessionId,
+    ) {
+        let Ok(text) = std::str::from_utf8(&filter) else {
+            return;
+        };
+        let mut messages = Vec::new();
+        self.retained
+            .matching(text, self.clock.now(), &mut messages);
+        if !messages.is_empty() {
+            let reply = Msg::RetainedReply {
+                session,
+                filter,
+                messages,
+            };
+            self.send_mesh(reply_to, reply);
+        }
+    }
+
+    /// Retained messages for a new subscription: RETAIN 1 (MQTT-3.3.1-8),
+    /// QoS min(message, granted), the subscription's identifier. Dropped
+    /// if the subscription is gone meanwhile.
+    pub(crate) fn deliver_retained(
+        &mut self,
+        session: SessionId,
+        filter: &[u8],
+        messages: Vec<RetainedMessage>,
+    ) {
+        let Some(entry) = self.table.get_mut(session) else {
+            return;
+        };
+        let Some(grant) = entry.session.subscription(filter) else {
+            return;
+        };
+        let link: Option<Rc<_>> = entry.link.and_then(|l| self.links.get(&l)).cloned();
+        let ids: &[u32] = if grant.id != 0 {
+            std::slice::from_ref(&grant.id)
+        } else {
+            &[]
+        };
+        let now = self.clock.now();
+        let mut out = std::mem::take(&mut self.outbox);
+        for message in messages {
+            let publish = Publish {
+                dup: false,
+                qos: message.qos,
+                retain: true,
+                topic: message.topic,
+                packet_id: 0,
+                properties: message
+                    .properties
+                    .map(|p| *p)
+                    .unwrap_or_else(Properties::default),
+                payload: message.payload,
+            };
+            let delivery = Delivery {
+                qos: message.qos.min(grant.options.qos),
+                retain: true,
+                ids,
+                expires_at: message.expires_at,
+            };
+            entry
+                .session
+                .deliver(&publish, delivery, &self.policy, now, &mut out);
+        }
+        self.apply(Some(session), link.as_ref(), &mut out);
+        self.outbox = out;
+    }
+}

@@ -1,0 +1,150 @@
+//! Time on a shard: the clock, the wheel's events and the ticker's wake-up.
+//!
+//! Sessions, routing and retained expiry share one time base, a
+//! `ringmq_session::Tick` of milliseconds since the broker started (one
+//! epoch for every shard, so an expiry travels between shards). The wheel
+//! counts monitoring ticks (`--keepalive-tick-ms`). A received packet is
+//! stamped rounded *up* to the millisecond; a deadline becomes the first
+//! wheel tick at or after it; the wheel fires when the clock, rounded
+//! *down*, reaches that tick. So nothing fires early, and nothing later
+//! than one monitoring tick after its deadline.
+
+use std::cell::Cell;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use ringmq_session::{SessionId, Tick, Timer};
+
+use super::link::LinkId;
+
+/// What a wheel entry stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TimerEvent {
+    /// The link has not sent a whole CONNECT in time.
+    ConnectDeadline(LinkId),
+    /// A session's timer.
+    Session(SessionId, Timer),
+}
+
+/// The broker's clock as ticks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    epoch: Instant,
+    tick_us: u64,
+}
+
+impl Clock {
+    pub(crate) fn new(epoch: Instant, tick_ms: u64) -> Self {
+        Self {
+            epoch,
+            tick_us: tick_ms.max(1) * 1000,
+        }
+    }
+
+    fn elapsed_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// The stamp of a packet arriving now (rounded up).
+    pub(crate) fn stamp(&self) -> Tick {
+        Tick(self.elapsed_us().div_ceil(1000))
+    }
+
+    /// Now, for timers and expiries (rounded down).
+    pub(crate) fn now(&self) -> Tick {
+        Tick(self.elapsed_us() / 1000)
+    }
+
+    /// The wheel tick the clock has reached (rounded down).
+    pub(crate) fn wheel_now(&self) -> ringmq_wheel::Tick {
+        ringmq_wheel::Tick(self.elapsed_us() / self.tick_us)
+    }
+
+    /// The first wheel tick at or after `at`.
+    pub(crate) fn wheel_tick(&self, at: Tick) -> ringmq_wheel::Tick {
+        ringmq_wheel::Tick(at.0.saturating_mul(1000).div_ceil(self.tick_us))
+    }
+
+    /// The instant a wheel tick begins.
+    pub(crate) fn instant_of(&self, tick: ringmq_wheel::Tick) -> Instant {
+        self.epoch + Duration::from_micros(tick.0.saturating_mul(self.tick_us))
+    }
+}
+
+/// Wakes the ticker when a timer earlier than its planned wake-up is armed.
+pub(crate) struct Ticker {
+    planned: Cell<u64>,
+    notified: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl Default for Ticker {
+    fn default() -> Self {
+        Self {
+            planned: Cell::new(u64::MAX),
+            notified: Cell::new(false),
+            waker: Cell::new(None),
+        }
+    }
+}
+
+impl Ticker {
+    /// A timer was armed at `tick`: wake the ticker if that is earlier
+    /// than it planned to wake.
+    pub(crate) fn armed(&self, tick: ringmq_wheel::Tick) {
+        if tick.0 < self.planned.get() {
+            self.notify();
+        }
+    }
+
+    /// Wakes the ticker now.
+    pub(crate) fn notify(&self) {
+        self.notified.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Records the next wake-up the ticker plans.
+    pub(crate) fn plan(&self, tick: Option<ringmq_wheel::Tick>) {
+        self.planned.set(tick.map_or(u64::MAX, |t| t.0));
+    }
+
+    /// Sleeps until `until` (forever if `None`) or a notification.
+    pub(crate) async fn wait(&self, until: Option<Instant>) {
+        let timer =
+            until.map(|t| glommio::timer::Timer::new(t.saturating_duration_since(Instant::now())));
+        let mut timer = pin!(timer);
+        poll_fn(|cx| {
+            if self.notified.replace(false) {
+                return Poll::Ready(());
+            }
+            if let Some(t) = timer.as_mut().as_pin_mut() {
+                if t.poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_never_fires_early_and_at_most_one_tick_late() {
+        let clock = Clock::new(Instant::now(), 100);
+        for at_ms in [0u64, 1, 99, 100, 101, 1_234, 3_000, 3_001] {
+            let tick = clock.wheel_tick(Tick(at_ms));
+            let fire_us = tick.0 * 100_000;
+            assert!(fire_us >= at_ms * 1000, "early for {at_ms}");
+            assert!(fire_us < at_ms * 1000 + 100_000, "late for {at_ms}");
+        }
+    }
+}
