@@ -23,7 +23,7 @@ fn qos0_publish(payload_len: usize) -> Packet {
         retain: false,
         topic: Bytes::from_static(b"sensors/building-7/floor-3/room-12/temperature"),
         packet_id: 0,
-        properties: Properties::default(),
+        properties: Properties::default().into(),
         payload: Bytes::from(vec![0x5A; payload_len]),
     })
 }
@@ -46,7 +46,8 @@ fn qos1_v5_publish() -> Packet {
                 (Bytes::from_static(b"tenant"), Bytes::from_static(b"acme")),
             ],
             ..Properties::default()
-        },
+        }
+        .into(),
         payload: Bytes::from(vec![0x5A; 64]),
     })
 }

@@ -78,8 +78,10 @@ pub struct Config {
     #[arg(long, value_name = "SECS", default_value_t = 86_400)]
     pub session_expiry_default_secs: u32,
 
-    /// Capacity of each shard's cross-shard inbox, in messages. A full inbox
-    /// stops the connection that publishes into it (back-pressure).
+    /// Capacity of each shard's cross-shard inbox, in messages, split evenly
+    /// over its sources (the other shards and the broker handle; at least
+    /// 16 each). A full channel stops the connection that publishes into it
+    /// (back-pressure).
     #[arg(long, value_name = "N", default_value_t = 16_384)]
     pub inbox_capacity: usize,
 

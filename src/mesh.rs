@@ -223,7 +223,8 @@ impl<T> Inbox<T> {
         None
     }
 
-    fn is_empty(&self) -> bool {
+    /// Nothing waiting from any source (a cheap check before a drain).
+    pub(crate) fn is_empty(&self) -> bool {
         self.receivers.iter().all(|r| r.is_empty())
     }
 

@@ -19,7 +19,7 @@ use ringmq_route::{
     owner_shard, wants_retained, FilterKind, Matches, Plan, RetainedMessage, RetainedStore,
     RouteChange, Routes, ShardId,
 };
-use ringmq_session::{Action, CloseCause, Outbox, ServerPolicy, SessionId, Subscription};
+use ringmq_session::{Action, CloseCause, Outbox, ServerPolicy, SessionId, Subscription, Tick};
 use ringmq_wheel::Wheel;
 use tracing::debug;
 
@@ -65,6 +65,9 @@ pub(crate) struct Core {
     pub(crate) stats: Arc<ShardStats>,
     pub(crate) policy: ServerPolicy,
     pub(crate) clock: Clock,
+    /// The time of the step being run (set when a step starts: one clock
+    /// reading per read batch, inbox drain or timer tick, not per message).
+    pub(crate) now: Tick,
     pub(crate) ticker: Rc<Ticker>,
     /// Woken when the outlet overflows, so it is flushed even when no
     /// connection waits on it.
@@ -97,12 +100,44 @@ impl Core {
         link: Option<&Rc<Link>>,
         out: &mut Outbox,
     ) {
+        self.apply_delivery(sid, link, out, None);
+    }
+
+    /// [`Core::apply`] for the outbox of a delivery of `message`, which
+    /// an `Action::Forward` writes as is.
+    pub(crate) fn apply_delivery(
+        &mut self,
+        sid: Option<SessionId>,
+        link: Option<&Rc<Link>>,
+        out: &mut Outbox,
+        message: Option<&Publish>,
+    ) {
         let dropped = out.take_dropped();
         for _ in 0..dropped {
             ShardStats::inc(&self.stats.publishes_dropped);
         }
         for action in out.drain() {
             match action {
+                Action::SendPublish(publish) => {
+                    if let Some(link) = link {
+                        self.encode_publish(link, &publish);
+                    }
+                }
+                Action::Forward => {
+                    if let (Some(link), Some(message)) = (link, message) {
+                        self.encode_publish(link, message);
+                    }
+                }
+                Action::SendAck(ack) => {
+                    if let Some(link) = link {
+                        self.encode(link, &ack.to_packet());
+                    }
+                }
+                Action::SendPingResp => {
+                    if let Some(link) = link {
+                        self.encode(link, &Packet::PingResp);
+                    }
+                }
                 Action::Send(packet) => {
                     if let Some(link) = link {
                         self.encode(link, &packet);
@@ -195,9 +230,18 @@ impl Core {
             .encode(version, &mut link.outbuf.borrow_mut())
             .is_ok()
         {
-            if matches!(packet, Packet::Publish(_)) {
-                ShardStats::inc(&self.stats.publishes_out);
-            }
+            link.wake();
+        }
+    }
+
+    /// Encodes a PUBLISH into the link's output and wakes its task.
+    fn encode_publish(&self, link: &Link, publish: &Publish) {
+        let version = link.version.get().unwrap_or(ProtocolVersion::V3_1_1);
+        if publish
+            .encode(version, &mut link.outbuf.borrow_mut())
+            .is_ok()
+        {
+            ShardStats::inc(&self.stats.publishes_out);
             link.wake();
         }
     }
@@ -239,8 +283,7 @@ impl Core {
         for owner in owners {
             if owner == self.id {
                 let mut messages = Vec::new();
-                self.retained
-                    .matching(text, self.clock.now(), &mut messages);
+                self.retained.matching(text, self.now, &mut messages);
                 if !messages.is_empty() {
                     self.deferred.push_back(Deferred::Retained {
                         session: sid,
@@ -270,7 +313,7 @@ fn will_publish(will: Will) -> Publish {
         retain: will.retain,
         topic: will.topic,
         packet_id: 0,
-        properties,
+        properties: properties.into(),
         payload: will.payload,
     }
 }

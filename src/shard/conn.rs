@@ -111,8 +111,9 @@ async fn drive(
         let mut wait_for = None;
         {
             let mut core = shard.core.borrow_mut();
+            let (stamp, now) = core.clock.read();
+            core.now = now;
             core.drain_inbox();
-            let stamp = core.clock.stamp();
             loop {
                 if let Some(cause) = link.close_requested() {
                     return End::Closed(cause);

@@ -146,7 +146,8 @@ impl Core {
         };
         self.table.attach(sid, link.id);
         link.session.set(Some(sid));
-        let now = self.clock.now();
+        let now = self.clock.read().1;
+        self.now = now;
         if let Some(entry) = self.table.get_mut(sid) {
             entry.session.connect(
                 &connect,
@@ -263,7 +264,8 @@ impl Core {
         if !self.table.detach(sid, link.id) {
             return;
         }
-        let now = self.clock.now();
+        let now = self.clock.read().1;
+        self.now = now;
         let mut out = std::mem::take(&mut self.outbox);
         if let Some(entry) = self.table.get_mut(sid) {
             entry.session.connection_lost(cause, now, &mut out);
@@ -278,7 +280,8 @@ impl Core {
     pub(crate) fn fire_timers(&mut self) -> Option<ringmq_wheel::Tick> {
         let mut fired = Vec::new();
         self.wheel.advance(self.clock.wheel_now(), &mut fired);
-        let now = self.clock.now();
+        let now = self.clock.read().1;
+        self.now = now;
         for (_, event) in fired {
             match event {
                 TimerEvent::ConnectDeadline(id) => {
@@ -319,6 +322,9 @@ impl Core {
     /// answered only once every channel has been seen empty, so a store
     /// that was in any channel before the query is applied first.
     pub(crate) fn drain_inbox(&mut self) {
+        if self.inbox.is_empty() {
+            return;
+        }
         let mut queries = Vec::new();
         while let Some((from, msg)) = self.inbox.try_recv_from() {
             match msg {

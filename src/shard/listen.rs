@@ -94,6 +94,7 @@ async fn inbox_loop(shard: Rc<Shard>, doorbell: OwnedFd) {
     loop {
         let adopts = {
             let mut core = shard.core.borrow_mut();
+            core.now = core.clock.read().1;
             core.drain_inbox();
             std::mem::take(&mut core.adopts)
         };

@@ -93,6 +93,7 @@ impl Shard {
             stats: shared.stats[id].clone(),
             policy,
             clock,
+            now: clock.read().1,
             ticker: ticker.clone(),
             flusher: flusher.clone(),
             links: HashMap::new(),

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
 use bytes::Bytes;
-use ringmq_codec::{Properties, Publish, QoS};
+use ringmq_codec::{Publish, PublishProperties, QoS};
 use ringmq_route::{GroupKey, RetainedMessage, RouteChange, ShardId};
 use ringmq_session::{SessionId, Tick};
 
@@ -43,12 +43,12 @@ pub(crate) enum Msg {
 }
 
 /// A publish on its way to another shard, kept small for the channel's
-/// slots: properties (usually absent) are boxed only when there are any.
+/// slots: properties (usually absent) are boxed, as in `Publish`.
 #[derive(Debug)]
 pub(crate) struct Routed {
     pub(crate) topic: Bytes,
     pub(crate) payload: Bytes,
-    pub(crate) properties: Option<Box<Properties>>,
+    pub(crate) properties: PublishProperties,
     pub(crate) qos: QoS,
     /// The RETAIN flag as published (for Retain As Published).
     pub(crate) retain: bool,
@@ -66,11 +66,7 @@ pub(crate) struct Routed {
 
 impl Routed {
     pub(crate) fn new(publish: &Publish, expires_at: Option<Tick>) -> Self {
-        let properties = if publish.properties.is_empty() {
-            None
-        } else {
-            Some(Box::new(publish.properties.clone()))
-        };
+        let properties = publish.properties.clone();
         Self {
             topic: publish.topic.clone(),
             payload: publish.payload.clone(),
@@ -93,7 +89,7 @@ impl Routed {
             retain: self.retain,
             topic: self.topic.clone(),
             packet_id: 0,
-            properties: self.properties.as_deref().cloned().unwrap_or_default(),
+            properties: self.properties.clone(),
             payload: self.payload.clone(),
         }
     }

@@ -14,7 +14,7 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use ringmq_codec::{Properties, Publish, QoS};
+use ringmq_codec::{Publish, QoS};
 use ringmq_route::{owner_shard, GroupKey, RetainedMessage, ShardId, StoreOutcome};
 use ringmq_session::{Delivery, SessionId, Tick};
 use tracing::warn;
@@ -49,7 +49,7 @@ impl Core {
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
             return;
         };
-        let now = self.clock.now();
+        let now = self.now;
         let expires_at = publish
             .properties
             .message_expiry_interval
@@ -71,7 +71,7 @@ impl Core {
         }
         let groups = std::mem::take(&mut plan.local_groups);
         self.plan = plan;
-        self.deliver_local(&publish, origin, true, &groups, expires_at, 0);
+        self.deliver_local(topic, &publish, origin, true, &groups, expires_at, 0);
         self.plan.local_groups = groups;
     }
 
@@ -81,10 +81,14 @@ impl Core {
         if routed.store_retained {
             self.store_retained(&publish, routed.expires_at);
         }
-        if routed.expires_at.is_some_and(|at| self.clock.now() > at) {
+        if routed.expires_at.is_some_and(|at| self.now > at) {
             return;
         }
+        let Ok(topic) = std::str::from_utf8(&routed.topic) else {
+            return;
+        };
         self.deliver_local(
+            topic,
             &publish,
             None,
             routed.deliver,
@@ -96,8 +100,10 @@ impl Core {
 
     /// Hands `publish` to every local session whose subscriptions match
     /// (when `ordinary`) and to one member of each group in `groups`.
+    #[allow(clippy::too_many_arguments)]
     fn deliver_local(
         &mut self,
+        topic: &str,
         publish: &Publish,
         origin: Option<SessionId>,
         ordinary: bool,
@@ -105,9 +111,6 @@ impl Core {
         expires_at: Option<Tick>,
         hops: u8,
     ) {
-        let Ok(topic) = std::str::from_utf8(&publish.topic) else {
-            return;
-        };
         let mut matches = std::mem::take(&mut self.matches);
         let table = &self.table;
         self.routes.match_local(
@@ -119,7 +122,7 @@ impl Core {
             |s| table.is_connected(s),
             &mut matches,
         );
-        let now = self.clock.now();
+        let now = self.now;
         let max_outbuf = self.shared.config.max_outbuf_bytes;
         let mut out = std::mem::take(&mut self.outbox);
         for d in &matches.deliveries {
@@ -143,7 +146,7 @@ impl Core {
             entry
                 .session
                 .deliver(publish, delivery, &self.policy, now, &mut out);
-            self.apply(Some(d.session), link.as_ref(), &mut out);
+            self.apply_delivery(Some(d.session), link.as_ref(), &mut out, Some(publish));
         }
         self.outbox = out;
         let orphans = std::mem::take(&mut matches.orphans);
@@ -189,8 +192,7 @@ impl Core {
             return;
         };
         let mut messages = Vec::new();
-        self.retained
-            .matching(text, self.clock.now(), &mut messages);
+        self.retained.matching(text, self.now, &mut messages);
         if !messages.is_empty() {
             let reply = Msg::RetainedReply {
                 session,
@@ -222,7 +224,7 @@ impl Core {
         } else {
             &[]
         };
-        let now = self.clock.now();
+        let now = self.now;
         let mut out = std::mem::take(&mut self.outbox);
         for message in messages {
             let publish = Publish {
@@ -231,10 +233,7 @@ impl Core {
                 retain: true,
                 topic: message.topic,
                 packet_id: 0,
-                properties: message
-                    .properties
-                    .map(|p| *p)
-                    .unwrap_or_else(Properties::default),
+                properties: message.properties.into(),
                 payload: message.payload,
             };
             let delivery = Delivery {
@@ -243,11 +242,13 @@ impl Core {
                 ids,
                 expires_at: message.expires_at,
             };
-            entry
-                .session
-                .deliver(&publish, delivery, &self.policy, now, &mut out);
+            if let Some(entry) = self.table.get_mut(session) {
+                entry
+                    .session
+                    .deliver(&publish, delivery, &self.policy, now, &mut out);
+            }
+            self.apply_delivery(Some(session), link.as_ref(), &mut out, Some(&publish));
         }
-        self.apply(Some(session), link.as_ref(), &mut out);
         self.outbox = out;
     }
 }

@@ -47,9 +47,11 @@ impl Clock {
         self.epoch.elapsed().as_micros() as u64
     }
 
-    /// The stamp of a packet arriving now (rounded up).
-    pub(crate) fn stamp(&self) -> Tick {
-        Tick(self.elapsed_us().div_ceil(1000))
+    /// One reading of the clock: the stamp of a packet arriving now
+    /// (rounded up) and now for timers and expiries (rounded down).
+    pub(crate) fn read(&self) -> (Tick, Tick) {
+        let us = self.elapsed_us();
+        (Tick(us.div_ceil(1000)), Tick(us / 1000))
     }
 
     /// Now, for timers and expiries (rounded down).

@@ -38,7 +38,7 @@ impl PublishTemplate {
             retain: false,
             topic: Bytes::copy_from_slice(topic.as_bytes()),
             packet_id: if qos == QoS::AtMostOnce { 0 } else { 1 },
-            properties: Properties::default(),
+            properties: Properties::default().into(),
             payload: Bytes::from(payload),
         };
         let mut buf = BytesMut::with_capacity(publish.encoded_len(version));

@@ -680,7 +680,8 @@ mod tests {
             properties: Properties {
                 user_properties: vec![(Bytes::from_static(b"k"), Bytes::from_static(b"v"))],
                 ..Properties::default()
-            },
+            }
+            .into(),
             payload: Bytes::from_static(b"x"),
         });
         // PUBLISH user properties belong to the message: never dropped.
@@ -704,7 +705,7 @@ mod tests {
             retain: false,
             topic: Bytes::from(vec![b'a'; 70_000]),
             packet_id: 0,
-            properties: crate::Properties::default(),
+            properties: crate::Properties::default().into(),
             payload: Bytes::new(),
         });
         let mut buf = BytesMut::from(&b"keep"[..]);

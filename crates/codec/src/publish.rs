@@ -11,8 +11,75 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::packet::{frame_size, write_frame};
 use crate::properties::Allowed;
+use crate::properties::EMPTY_PROPERTIES;
 use crate::varint::{binary_len, put_binary, varint_len, Reader};
 use crate::{DecodeError, EncodeError, Properties, ProtocolVersion, QoS};
+
+/// The properties of a PUBLISH, boxed only when there are any.
+///
+/// A v5 `Properties` block is ~400 bytes and almost every message has
+/// none, so a `Publish` holds a pointer instead: it stays ~90 bytes and
+/// moves and clones (two refcounts) cheaply on the routing path. Reading
+/// through `Deref` never allocates (an absent block reads as empty);
+/// writing through `DerefMut` allocates the block on first write, so hot
+/// paths check before they write.
+#[derive(Clone, Default)]
+pub struct PublishProperties(Option<Box<Properties>>);
+
+impl PublishProperties {
+    /// No properties.
+    pub const fn none() -> Self {
+        Self(None)
+    }
+
+    /// Whether no property is set (never allocates).
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().is_none_or(Properties::is_empty)
+    }
+}
+
+impl From<Properties> for PublishProperties {
+    fn from(p: Properties) -> Self {
+        if p.is_empty() {
+            Self(None)
+        } else {
+            Self(Some(Box::new(p)))
+        }
+    }
+}
+
+impl From<Option<Box<Properties>>> for PublishProperties {
+    fn from(p: Option<Box<Properties>>) -> Self {
+        Self(p)
+    }
+}
+
+impl std::ops::Deref for PublishProperties {
+    type Target = Properties;
+    fn deref(&self) -> &Properties {
+        self.0.as_deref().unwrap_or(&EMPTY_PROPERTIES)
+    }
+}
+
+impl std::ops::DerefMut for PublishProperties {
+    fn deref_mut(&mut self) -> &mut Properties {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl PartialEq for PublishProperties {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for PublishProperties {}
+
+impl std::fmt::Debug for PublishProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
 
 /// PUBLISH: an application message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,8 +94,8 @@ pub struct Publish {
     pub topic: Bytes,
     /// Packet Identifier; 0 when QoS 0.
     pub packet_id: u16,
-    /// PUBLISH properties (v5).
-    pub properties: Properties,
+    /// PUBLISH properties (v5), boxed when present.
+    pub properties: PublishProperties,
     /// Application payload.
     pub payload: Bytes,
 }
@@ -68,7 +135,7 @@ impl PublishHead {
     }
 
     #[inline(always)]
-    fn finish(self, properties: Properties, payload: Bytes) -> Publish {
+    fn finish(self, properties: PublishProperties, payload: Bytes) -> Publish {
         Publish {
             dup: self.flags & 0b1000 != 0,
             qos: self.qos,
@@ -101,13 +168,13 @@ impl Publish {
                 return Err(DecodeError::EmptyTopicName);
             }
             let payload = r.rest();
-            Ok(wrap(head.finish(properties, payload)))
+            Ok(wrap(head.finish(properties.into(), payload)))
         } else {
             if head.topic.is_empty() {
                 return Err(DecodeError::EmptyTopicName); // MQTT-4.7.3-1
             }
             let payload = r.rest();
-            Ok(wrap(head.finish(Properties::default(), payload)))
+            Ok(wrap(head.finish(PublishProperties::none(), payload)))
         }
     }
 
@@ -175,7 +242,7 @@ mod tests {
             retain: false,
             topic: Bytes::from_static(topic.as_bytes()),
             packet_id,
-            properties: Properties::default(),
+            properties: Properties::default().into(),
             payload: Bytes::from_static(payload.as_bytes()),
         }
     }

@@ -302,7 +302,7 @@ fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     retain,
                     topic,
                     packet_id: if qos == QoS::AtMostOnce { 0 } else { id },
-                    properties,
+                    properties: properties.into(),
                     payload,
                 })
             },

@@ -34,7 +34,8 @@ use std::fmt;
 use bytes::Bytes;
 use hashbrown::HashMap;
 use ringmq_codec::{
-    Packet, PacketType, Properties, ProtocolVersion, PubRel, Publish, QoS, ReasonCode,
+    Packet, PacketType, Properties, ProtocolVersion, PubRel, Publish, PublishProperties, QoS,
+    ReasonCode,
 };
 
 /// A QoS flow answer that does not fit the state of the flow.
@@ -114,23 +115,18 @@ struct Message {
     payload: Bytes,
     qos: QoS,
     retain: bool,
-    properties: Option<Box<Properties>>,
+    properties: PublishProperties,
     expires_at_ms: Option<u64>,
 }
 
 impl Message {
     fn new(publish: Publish, expires_at_ms: Option<u64>) -> Self {
-        let properties = if publish.properties.is_empty() {
-            None
-        } else {
-            Some(Box::new(publish.properties))
-        };
         Self {
             topic: publish.topic,
             payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,
-            properties,
+            properties: publish.properties,
             expires_at_ms,
         }
     }
@@ -141,10 +137,7 @@ impl Message {
 
     /// The PUBLISH to write, with the expiry that remains at `now_ms`.
     fn to_publish(&self, packet_id: u16, dup: bool, now_ms: u64) -> Publish {
-        let mut properties = match &self.properties {
-            Some(p) => Properties::clone(p),
-            None => Properties::default(),
-        };
+        let mut properties = self.properties.clone();
         if let Some(deadline) = self.expires_at_ms {
             properties.message_expiry_interval = Some(remaining_secs(deadline, now_ms));
         }
@@ -590,7 +583,7 @@ mod tests {
             retain: false,
             topic: Bytes::from_static(b"t"),
             packet_id: 0,
-            properties: Properties::default(),
+            properties: Properties::default().into(),
             payload: Bytes::from_static(payload.as_bytes()),
         }
     }

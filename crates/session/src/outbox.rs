@@ -9,7 +9,9 @@
 //! against the peer's Maximum Packet Size, so the shard only encodes it.
 
 use bytes::Bytes;
-use ringmq_codec::{Packet, Publish, Will};
+use ringmq_codec::{
+    Packet, PacketType, Properties, PubAck, PubComp, PubRec, PubRel, Publish, ReasonCode, Will,
+};
 
 use crate::{CloseCause, Subscription, Tick, Violation};
 
@@ -35,14 +37,63 @@ impl Timer {
     }
 }
 
-/// One thing to do, in order.
-// Built and applied at once on the delivery path; boxing the packet would
-// cost an allocation per message.
-#[allow(clippy::large_enum_variant)]
+/// A QoS acknowledgement with no properties, kept small in the outbox
+/// (the codec's packet structs carry a ~400-byte property block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// PUBACK, PUBREC, PUBREL or PUBCOMP.
+    pub kind: PacketType,
+    /// The packet identifier acknowledged.
+    pub packet_id: u16,
+    /// The reason code (v5; v3 writes none).
+    pub code: ReasonCode,
+}
+
+impl Ack {
+    /// The packet to encode.
+    pub fn to_packet(self) -> Packet {
+        let (packet_id, code, properties) = (self.packet_id, self.code, Properties::default());
+        match self.kind {
+            PacketType::PubRec => Packet::PubRec(PubRec {
+                packet_id,
+                code,
+                properties,
+            }),
+            PacketType::PubRel => Packet::PubRel(PubRel {
+                packet_id,
+                code,
+                properties,
+            }),
+            PacketType::PubComp => Packet::PubComp(PubComp {
+                packet_id,
+                code,
+                properties,
+            }),
+            _ => Packet::PubAck(PubAck {
+                packet_id,
+                code,
+                properties,
+            }),
+        }
+    }
+}
+
+/// One thing to do, in order. Kept small (about the size of a `Publish`):
+/// the outbox is filled and drained once per packet and per delivery.
 #[derive(Debug, PartialEq)]
 pub enum Action {
-    /// Write this packet to the attached connection.
-    Send(Packet),
+    /// Write this PUBLISH (already fitted to the client and aliased).
+    SendPublish(Publish),
+    /// Write the routed message being delivered exactly as it is (QoS 0,
+    /// nothing about it changes for this client): no copy of it is made.
+    /// Only [`crate::Session::deliver`] queues this.
+    Forward,
+    /// Write an acknowledgement with no properties.
+    SendAck(Ack),
+    /// Write PINGRESP.
+    SendPingResp,
+    /// Write any other packet (boxed: they are rare, and large).
+    Send(Box<Packet>),
     /// Route a PUBLISH from this client (topic resolved, connection-only
     /// properties removed).
     Publish(Publish),
@@ -96,9 +147,38 @@ impl Outbox {
         Self::default()
     }
 
-    /// Queues a packet for the attached connection.
+    /// Queues a packet for the attached connection, in its compact form.
     pub fn send(&mut self, packet: Packet) {
-        self.actions.push(Action::Send(packet));
+        let ack = |kind, packet_id, code, properties: &Properties| {
+            properties.is_empty().then_some(Ack {
+                kind,
+                packet_id,
+                code,
+            })
+        };
+        let compact = match &packet {
+            Packet::Publish(_) => None,
+            Packet::PingResp => Some(Action::SendPingResp),
+            Packet::PubAck(a) => {
+                ack(PacketType::PubAck, a.packet_id, a.code, &a.properties).map(Action::SendAck)
+            }
+            Packet::PubRec(a) => {
+                ack(PacketType::PubRec, a.packet_id, a.code, &a.properties).map(Action::SendAck)
+            }
+            Packet::PubRel(a) => {
+                ack(PacketType::PubRel, a.packet_id, a.code, &a.properties).map(Action::SendAck)
+            }
+            Packet::PubComp(a) => {
+                ack(PacketType::PubComp, a.packet_id, a.code, &a.properties).map(Action::SendAck)
+            }
+            _ => None,
+        };
+        let action = match (compact, packet) {
+            (Some(action), _) => action,
+            (None, Packet::Publish(p)) => Action::SendPublish(p),
+            (None, other) => Action::Send(Box::new(other)),
+        };
+        self.actions.push(action);
     }
 
     /// Queues an effect.
@@ -137,12 +217,13 @@ impl Outbox {
         std::mem::take(&mut self.dropped)
     }
 
-    /// The packets queued, in order (for tests and logs).
-    pub fn packets(&self) -> impl Iterator<Item = &Packet> {
-        self.actions.iter().filter_map(|a| match a {
-            Action::Send(p) => Some(p),
-            _ => None,
-        })
+    /// The packets queued, in order, as owned packets (for tests and
+    /// logs); `forwarded` stands in for [`Action::Forward`].
+    pub fn packets(&self, forwarded: Option<&Publish>) -> Vec<Packet> {
+        self.actions
+            .iter()
+            .filter_map(|a| a.packet(forwarded))
+            .collect()
     }
 
     /// Whether a `Close` is queued.
@@ -151,5 +232,20 @@ impl Outbox {
             Action::Close(c) => Some(*c),
             _ => None,
         })
+    }
+}
+
+impl Action {
+    /// The packet this action writes, if it writes one (owned; for tests
+    /// and logs). `forwarded` is the routed message for `Forward`.
+    pub fn packet(&self, forwarded: Option<&Publish>) -> Option<Packet> {
+        match self {
+            Action::SendPublish(p) => Some(Packet::Publish(p.clone())),
+            Action::Forward => forwarded.cloned().map(Packet::Publish),
+            Action::SendAck(a) => Some(a.to_packet()),
+            Action::SendPingResp => Some(Packet::PingResp),
+            Action::Send(p) => Some(Packet::clone(p)),
+            _ => None,
+        }
     }
 }

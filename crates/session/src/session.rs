@@ -334,12 +334,36 @@ impl Session {
     ) {
         let connected = self.link.as_ref().is_some_and(|l| !l.closing);
         let v5 = self.protocol == ProtocolVersion::V5;
+        if let Some(link) = self.link.as_ref().filter(|_| connected) {
+            // The common case of a fan-out: QoS 0 in and out, nothing about
+            // the message changes for this client. It is written as routed,
+            // without a copy (not even of its `Bytes` handles).
+            let unchanged = delivery.qos == QoS::AtMostOnce
+                && message.qos == QoS::AtMostOnce
+                && !message.dup
+                && message.packet_id == 0
+                && delivery.retain == message.retain
+                && (delivery.ids.is_empty() || !v5)
+                && delivery.expires_at.is_none()
+                && link.out_aliases.is_none();
+            if unchanged {
+                if message.encoded_len(self.protocol) > link.max_packet_size as usize {
+                    // MQTT-3.1.2-25: discarded as if delivered.
+                    out.drop_one();
+                } else {
+                    out.push(Action::Forward);
+                }
+                return;
+            }
+        }
         let mut publish = message.clone();
         publish.dup = false;
         publish.packet_id = 0;
         publish.qos = delivery.qos;
         publish.retain = delivery.retain;
-        if v5 {
+        if v5 && !delivery.ids.is_empty() {
+            // Only written when there is something to write: the block is
+            // allocated on first write.
             publish
                 .properties
                 .subscription_identifiers

@@ -262,7 +262,7 @@ fn publish(qos: QoS, n: u64) -> Publish {
         retain: false,
         topic: Bytes::from_static(b"a/b"),
         packet_id: 0,
-        properties: Properties::default(),
+        properties: Properties::default().into(),
         payload: Bytes::copy_from_slice(&n.to_be_bytes()),
     }
 }

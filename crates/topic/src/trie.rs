@@ -65,7 +65,9 @@ fn level_at(topic: &str, pos: usize) -> Option<(&str, usize)> {
     // `pos` is 0 or just past a '/', so it is a char boundary; `get` keeps
     // a bad position from panicking all the same.
     let rest = topic.get(pos..)?;
-    Some(match rest.find('/') {
+    // '/' is ASCII, so its byte index is a char boundary; a plain byte scan
+    // beats the generic char searcher on topics of a few short levels.
+    Some(match rest.bytes().position(|b| b == b'/') {
         Some(i) => (&rest[..i], pos + i + 1),
         None => (rest, END),
     })

@@ -595,3 +595,49 @@ fn resume_respects_a_smaller_receive_maximum() {
     h.packet(puback(3));
     assert_eq!(tags(&h), b"4");
 }
+
+// ----- the zero-copy path -----
+
+/// Delivers `m` at QoS 0 with no identifiers and returns the raw actions
+/// (before the harness turns a `Forward` into the packet it writes).
+fn raw_actions(session: &mut Session, m: &Publish, ids: &[u32]) -> Vec<Action> {
+    let mut out = Outbox::new();
+    let delivery = Delivery {
+        qos: QoS::AtMostOnce,
+        retain: m.retain,
+        ids,
+        expires_at: None,
+    };
+    session.deliver(m, delivery, &ServerPolicy::default(), Tick(0), &mut out);
+    out.drain().collect()
+}
+
+#[test]
+fn an_unchanged_qos0_message_is_forwarded_without_a_copy_and_a_changed_one_is_not() {
+    let mut h = Harness::connected(v5("c"));
+    let mut m = message("a", b"x");
+    m.qos = QoS::AtMostOnce;
+    assert_eq!(raw_actions(&mut h.session, &m, &[]), vec![Action::Forward]);
+    // A subscription identifier changes the packet: a copy is written.
+    let changed = raw_actions(&mut h.session, &m, &[7]);
+    assert!(
+        matches!(&changed[..], [Action::SendPublish(p)] if p.properties.subscription_identifiers == [7])
+    );
+    // So does an outbound topic alias.
+    let mut aliased = Harness::connected(v5("c").alias_max(4));
+    let actions = raw_actions(&mut aliased.session, &m, &[]);
+    assert!(
+        matches!(&actions[..], [Action::SendPublish(p)] if p.properties.topic_alias == Some(1))
+    );
+}
+
+#[test]
+fn a_forwarded_message_still_respects_the_maximum_packet_size() {
+    let mut h = Harness::connected(v5("c").max_packet(32));
+    let mut m = sized("a", 64, b'x');
+    m.qos = QoS::AtMostOnce;
+    assert!(raw_actions(&mut h.session, &m, &[]).is_empty());
+    h.deliver(&m, QoS::AtMostOnce);
+    assert!(h.sent_publishes().is_empty());
+    assert_eq!(h.dropped(), 1);
+}

@@ -96,6 +96,8 @@ pub struct Harness {
     routes: BTreeSet<Bytes>,
     /// `EndSession` was queued.
     ended: bool,
+    /// The message being delivered (what an `Action::Forward` writes).
+    forwarded: Option<Publish>,
 }
 
 impl Harness {
@@ -123,6 +125,7 @@ impl Harness {
             wire: Vec::new(),
             routes: BTreeSet::new(),
             ended: false,
+            forwarded: None,
         }
     }
 
@@ -213,6 +216,7 @@ impl Harness {
     /// A routed message, as routing decided it.
     pub fn deliver_with(&mut self, message: &Publish, delivery: Delivery<'_>) {
         self.begin();
+        self.forwarded = Some(message.clone());
         self.session
             .deliver(message, delivery, &self.policy, self.now, &mut self.out);
         self.absorb();
@@ -300,7 +304,7 @@ impl Harness {
         self.last
             .iter()
             .filter_map(|a| match a {
-                Action::Send(p) => Some(p),
+                Action::Send(p) => Some(&**p),
                 _ => None,
             })
             .collect()
@@ -477,7 +481,21 @@ impl Harness {
         let dropped = self.out.take_dropped();
         self.dropped += dropped;
         self.dropped_total += u64::from(dropped);
-        let actions: Vec<Action> = self.out.drain().collect();
+        // Compact sends (a PUBLISH, an ack, PINGRESP, a forwarded message)
+        // are recorded as the packets they write, so every check below
+        // sees one kind of send.
+        let forwarded = self.forwarded.take();
+        let actions: Vec<Action> = self
+            .out
+            .drain()
+            .map(|a| match a.packet(forwarded.as_ref()) {
+                Some(packet) => Action::Send(Box::new(packet)),
+                None => {
+                    assert!(a != Action::Forward, "Forward outside a delivery");
+                    a
+                }
+            })
+            .collect();
         for action in actions {
             self.trace.push(describe(&action));
             match &action {
@@ -590,7 +608,7 @@ impl Default for Harness {
 pub fn describe(action: &Action) -> String {
     let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
     match action {
-        Action::Send(packet) => match packet {
+        Action::Send(packet) => match &**packet {
             Packet::Publish(p) => format!("Publish({})", text(&p.topic)),
             Packet::PubAck(a) => format!("PubAck({})", a.packet_id),
             Packet::PubRec(a) => format!("PubRec({})", a.packet_id),
@@ -609,6 +627,11 @@ pub fn describe(action: &Action) -> String {
         Action::Violation(v) => format!("Violation({v:?})"),
         Action::Close(c) => format!("Close({c:?})"),
         Action::EndSession => "EndSession".to_owned(),
+        // Recorded as `Send` by `absorb`; described for completeness.
+        other => match other.packet(None) {
+            Some(packet) => describe(&Action::Send(Box::new(packet))),
+            None => format!("{other:?}"),
+        },
     }
 }
 
@@ -707,7 +730,7 @@ pub fn publish(topic: &str, qos: QoS, payload: &[u8]) -> Publish {
         retain: false,
         topic: Bytes::copy_from_slice(topic.as_bytes()),
         packet_id: if qos == QoS::AtMostOnce { 0 } else { 1 },
-        properties: Properties::default(),
+        properties: Properties::default().into(),
         payload: Bytes::copy_from_slice(payload),
     }
 }
