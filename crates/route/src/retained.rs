@@ -141,20 +141,11 @@ impl fmt::Debug for RetainedStore {
 /// `expires_at`, and rewritten with the time left on delivery,
 /// MQTT-3.3.2-6).
 fn kept_properties(p: &Properties) -> Option<Box<Properties>> {
-    let copy = |b: &Bytes| Bytes::copy_from_slice(b);
     let kept = Properties {
-        payload_format_indicator: p.payload_format_indicator,
-        content_type: p.content_type.as_ref().map(copy),
-        response_topic: p.response_topic.as_ref().map(copy),
-        correlation_data: p.correlation_data.as_ref().map(copy),
-        user_properties: p
-            .user_properties
-            .iter()
-            .map(|(k, v)| (copy(k), copy(v)))
-            .collect(),
-        ..Properties::default()
+        message_expiry_interval: None,
+        ..ringmq_session::owned_properties(p)
     };
-    (kept != Properties::default()).then(|| Box::new(kept))
+    (!kept.is_empty()).then(|| Box::new(kept))
 }
 
 impl RetainedStore {
