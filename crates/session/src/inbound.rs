@@ -58,6 +58,12 @@ impl Inbound {
         }
     }
 
+    /// The server's Receive Maximum in force from the next PUBLISH on (set
+    /// again at each CONNECT). 0 is taken as 1.
+    pub fn set_receive_maximum(&mut self, receive_maximum: u16) {
+        self.receive_maximum = receive_maximum.max(1);
+    }
+
     /// A PUBLISH from the client: whether to route it and what to answer.
     /// `dup` does not decide anything: the packet identifier does
     /// (MQTT-4.3.3-10 treats any repeat before PUBREL as a duplicate, and

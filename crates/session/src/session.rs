@@ -236,6 +236,10 @@ impl Session {
         }));
         if let Some(qos) = self.qos.as_deref_mut() {
             qos.outbound.set_receive_maximum(receive_maximum);
+            // The window we hold the client to follows the protocol it
+            // connects with now (a v3 client is told no Receive Maximum).
+            qos.inbound
+                .set_receive_maximum(if v5 { policy.receive_maximum } else { u16::MAX });
             qos.outbound
                 .set_max_packet_size(negotiated.client_max_packet_size, version);
             let mut resend = Vec::new();

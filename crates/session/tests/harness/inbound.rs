@@ -111,6 +111,26 @@ fn receive_maximum_exceeded_is_0x93() {
 }
 
 #[test]
+fn a_v3_session_resumed_as_v5_is_held_to_the_announced_receive_maximum() {
+    let policy = ServerPolicy {
+        receive_maximum: 1,
+        ..policy()
+    };
+    let mut h = Harness::connected_with(policy, v3("c").clean(false));
+    // v3 is told no Receive Maximum and is not held to one.
+    h.publish(publish("a", QoS::ExactlyOnce, b"1").id(1));
+    h.publish(publish("a", QoS::ExactlyOnce, b"2").id(2));
+    assert_eq!(h.trace(), ["Route(a)", "PubRec(2)"]);
+    h.lost(CloseCause::NetworkError);
+    h.connect(v5("c").clean(false).expiry(60));
+    h.packet(pubrel(1));
+    h.packet(pubrel(2));
+    h.publish(publish("a", QoS::ExactlyOnce, b"3").id(3));
+    h.publish(publish("a", QoS::ExactlyOnce, b"4").id(4));
+    h.assert_violation(Violation::ReceiveMaximumExceeded, 0x93);
+}
+
+#[test]
 fn a_pubrel_frees_the_receive_window() {
     let policy = ServerPolicy {
         receive_maximum: 1,
