@@ -146,7 +146,9 @@ impl Core {
         };
         self.table.attach(sid, link.id);
         link.session.set(Some(sid));
-        let now = self.clock.read().1;
+        // The CONNECT is the first packet the keep-alive counts from: its
+        // stamp is rounded up, so the first deadline is never early.
+        let (stamp, now) = self.clock.read();
         self.now = now;
         if let Some(entry) = self.table.get_mut(sid) {
             entry.session.connect(
@@ -154,7 +156,7 @@ impl Core {
                 &negotiated,
                 &self.policy,
                 assigned.as_ref(),
-                now,
+                stamp,
                 &mut out,
             );
         }
