@@ -122,6 +122,12 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub ring_depth: usize,
 
+    /// Backlog of each listening socket: connections the kernel completes
+    /// and queues before a shard accepts them (a reconnect storm lands
+    /// here). The kernel caps it at net.core.somaxconn.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub listen_backlog: u32,
+
     /// Microseconds a shard that just ran out of work keeps polling its
     /// rings before it sleeps: a reply arriving within it skips the
     /// sleep/wake-up round trip (lower latency, higher QoS 1 throughput); an
@@ -240,6 +246,12 @@ impl Config {
         }
         if self.receive_maximum == 0 {
             return bad("receive-maximum", "must be at least 1".into());
+        }
+        if self.listen_backlog == 0 || self.listen_backlog > 65_535 {
+            return bad(
+                "listen-backlog",
+                format!("{} is not in 1..=65535", self.listen_backlog),
+            );
         }
         if self.inbox_capacity < 16 {
             return bad("inbox-capacity", "must be at least 16".into());

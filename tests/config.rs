@@ -42,12 +42,20 @@ fn valid_flags_are_accepted() {
         "4096",
         "--session-expiry-default-secs",
         "60",
+        "--listen-backlog",
+        "16",
     ];
     let argv = args(&extra);
     Config::from_args(argv.clone()).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
     // And a broker starts with them.
     let broker = start(&extra);
     assert_serves(broker.local_addr());
+}
+
+#[test]
+fn listen_backlog_out_of_range_is_rejected() {
+    assert_rejected(&["--listen-backlog", "0"], "listen-backlog");
+    assert_rejected(&["--listen-backlog", "65536"], "listen-backlog");
 }
 
 #[test]

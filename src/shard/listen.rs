@@ -22,7 +22,7 @@ pub(crate) fn serve(shard: &Rc<Shard>, addrs: &[SocketAddr]) -> std::io::Result<
     let mut bound = Vec::with_capacity(addrs.len());
     let mut tasks = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        let fd = bind_reuseport(addr)?;
+        let fd = bind_reuseport(addr, shard.config().listen_backlog)?;
         let raw = fd.as_raw_fd();
         // SAFETY: `fd` is an open listening socket we own; the listener
         // takes ownership and closes it when dropped.
@@ -124,12 +124,9 @@ async fn inbox_loop(shard: Rc<Shard>, doorbell: OwnedFd) {
     }
 }
 
-/// Backlog of each listening socket (the kernel caps it at somaxconn).
-const LISTEN_BACKLOG: i32 = 4096;
-
 /// A listening TCP socket with SO_REUSEPORT, so every shard can bind the
 /// same address and the kernel spreads the accepts.
-fn bind_reuseport(addr: &SocketAddr) -> std::io::Result<OwnedFd> {
+fn bind_reuseport(addr: &SocketAddr, backlog: u32) -> std::io::Result<OwnedFd> {
     use std::io::Error;
     let (domain, storage, len) = sockaddr(addr);
     // SAFETY: plain socket syscalls on a descriptor we create and own;
@@ -161,7 +158,8 @@ fn bind_reuseport(addr: &SocketAddr) -> std::io::Result<OwnedFd> {
         {
             return Err(Error::last_os_error());
         }
-        if libc::listen(fd.as_raw_fd(), LISTEN_BACKLOG) != 0 {
+        // `--listen-backlog` is at most 65535 (validated), so it fits.
+        if libc::listen(fd.as_raw_fd(), backlog as libc::c_int) != 0 {
             return Err(Error::last_os_error());
         }
         Ok(fd)
