@@ -322,6 +322,50 @@ mod tests {
         assert_eq!(got, (0..100).collect::<Vec<_>>());
     }
 
+    /// A receiver that parks and sleeps on its doorbell is woken by the
+    /// next send, over 20,000 sends from another thread with the two
+    /// interleaving freely. A lost wake-up shows as a read timeout. (The
+    /// check-then-park race itself is too narrow to hit reliably here; the
+    /// fences in `park` and `wake` are what close it.)
+    #[test]
+    fn a_parked_receiver_is_always_woken() {
+        use std::io::Read;
+        const N: u32 = 20_000;
+        let (mesh, mut inboxes) = Mesh::<u32>::new(1, 64).unwrap();
+        let mut inbox = inboxes.pop().unwrap();
+        let mut bell = StdUnixStream::from(inbox.take_doorbell().unwrap());
+        bell.set_nonblocking(false).unwrap();
+        bell.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut outlet = mesh.outlet(0);
+            for i in 0..N {
+                outlet.send(0, i);
+                while !outlet.flush() {
+                    std::thread::yield_now();
+                }
+                if i % 7 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let mut next = 0;
+        while next < N {
+            while let Some((_, m)) = inbox.try_recv_from() {
+                assert_eq!(m, next);
+                next += 1;
+            }
+            if next < N && inbox.park() {
+                let mut rings = [0u8; 64];
+                match bell.read(&mut rings) {
+                    Ok(n) if n > 0 => {}
+                    other => panic!("lost wake-up at message {next}: {other:?}"),
+                }
+            }
+        }
+        sender.join().unwrap();
+    }
+
     #[test]
     fn park_refuses_when_a_message_waits() {
         let (mesh, inboxes) = Mesh::<u32>::new(1, 32).unwrap();
