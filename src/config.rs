@@ -128,6 +128,14 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub listen_backlog: u32,
 
+    /// Microseconds a busy shard runs tasks before it stops to reap
+    /// io_uring completions (glommio's preempt period, 100 ms by default
+    /// there: far too long for a broker whose publishers keep a shard
+    /// busy). 500 us made a cross-shard delivery stall for seconds when
+    /// both cores were saturated and the stall guard was off; 5000 did not.
+    #[arg(long, value_name = "US", default_value_t = 5000)]
+    pub preempt_us: u64,
+
     /// Microseconds a shard that just ran out of work keeps polling its
     /// rings before it sleeps: a reply arriving within it skips the
     /// sleep/wake-up round trip (lower latency, higher QoS 1 throughput); an
@@ -233,6 +241,12 @@ impl Config {
             return bad(
                 "stall-guard-ms",
                 format!("{} is not in 0..=60000", self.stall_guard_ms),
+            );
+        }
+        if !(100..=100_000).contains(&self.preempt_us) {
+            return bad(
+                "preempt-us",
+                format!("{} is not in 100..=100000", self.preempt_us),
             );
         }
         if self.busy_poll_us > 10_000 {

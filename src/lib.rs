@@ -38,9 +38,6 @@ use stats::ShardStats;
 /// arrays at the default depth of 128), on top of its registered buffers.
 const RING_LOCKED_BYTES: u64 = 64 * 1024;
 
-/// How often a busy shard stops running tasks to reap io_uring completions.
-const PREEMPT_PERIOD: std::time::Duration = std::time::Duration::from_micros(500);
-
 /// The shard that owns `client_id` in a broker with `shards` shards.
 ///
 /// FNV-1a (64 bit), never randomly seeded: the same id always lands on
@@ -295,9 +292,10 @@ fn run_shard(
         // glommio reaps io_uring completions only between task-queue runs;
         // while a busy publisher keeps its queue non-empty that happens once
         // per preempt period (100 ms by default), which stalled every socket
-        // waiting on the ring. Keep it short.
+        // waiting on the ring. Keep it short, but not too short: at 500 us
+        // an executor was seen to park with work queued (see --preempt-us).
         .ring_depth(shared.config.ring_depth)
-        .preempt_timer(PREEMPT_PERIOD)
+        .preempt_timer(std::time::Duration::from_micros(shared.config.preempt_us))
         .spin_before_park(std::time::Duration::from_micros(shared.config.busy_poll_us))
         .make();
     let executor = match executor {

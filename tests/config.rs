@@ -53,6 +53,12 @@ fn valid_flags_are_accepted() {
 }
 
 #[test]
+fn preempt_period_out_of_range_is_rejected() {
+    assert_rejected(&["--preempt-us", "50"], "preempt-us");
+    assert_rejected(&["--preempt-us", "200000"], "preempt-us");
+}
+
+#[test]
 fn listen_backlog_out_of_range_is_rejected() {
     assert_rejected(&["--listen-backlog", "0"], "listen-backlog");
     assert_rejected(&["--listen-backlog", "65536"], "listen-backlog");
