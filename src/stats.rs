@@ -68,6 +68,12 @@ impl ShardStats {
         counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn dec(counter: &AtomicU64) {
         counter.store(
             counter.load(Ordering::Relaxed).wrapping_sub(1),

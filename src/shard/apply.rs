@@ -112,10 +112,7 @@ impl Core {
         out: &mut Outbox,
         message: Option<&Publish>,
     ) {
-        let dropped = out.take_dropped();
-        for _ in 0..dropped {
-            ShardStats::inc(&self.stats.publishes_dropped);
-        }
+        ShardStats::add(&self.stats.publishes_dropped, out.take_dropped().into());
         for action in out.drain() {
             match action {
                 Action::SendPublish(publish) => {

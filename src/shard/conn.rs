@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use glommio::net::TcpStream;
 use ringmq_codec::{frame_len, Limits, Packet, ProtocolVersion, ReasonCode};
-use ringmq_session::CloseCause;
+use ringmq_session::{CloseCause, Tick};
 use tracing::{debug, field, trace, Instrument};
 
 use super::apply::Adopt;
@@ -158,7 +158,7 @@ async fn drive(
                     continue;
                 }
                 match first_packet(
-                    shard, &mut core, link, stream, packet, &frame, &pending, adopted,
+                    &mut core, link, stream, packet, &frame, &pending, adopted, stamp,
                 ) {
                     First::Connected(old) => {
                         if old.is_some() {
@@ -228,7 +228,6 @@ async fn drive(
 /// The first packet: a CONNECT run here, or handed to its owner shard.
 #[allow(clippy::too_many_arguments)]
 fn first_packet(
-    shard: &Shard,
     core: &mut super::apply::Core,
     link: &Rc<Link>,
     stream: &TcpStream,
@@ -236,13 +235,14 @@ fn first_packet(
     frame: &[u8],
     rest: &[u8],
     adopted: bool,
+    stamp: Tick,
 ) -> First {
     let Packet::Connect(connect) = packet else {
         core.on_not_connect(link);
         return First::Connected(None);
     };
     let owner = core.owner_of(&connect.client_id);
-    if owner.0 != shard.id && !adopted {
+    if owner != core.id && !adopted {
         // glommio 0.9's TcpStream has no IntoRawFd: duplicate the
         // descriptor and let dropping the stream close the original.
         // SAFETY: the fd is open for as long as `stream` lives, which spans
@@ -271,7 +271,7 @@ fn first_packet(
             }
         };
     }
-    First::Connected(core.on_connect(link, *connect))
+    First::Connected(core.on_connect(link, *connect, stamp))
 }
 
 /// MQTT-3.1.4-3: the old connection is closed before the new one proceeds

@@ -83,7 +83,13 @@ impl Core {
     /// Runs a CONNECT against the session table: refusal, a new session, a
     /// resumed one, or a take-over. Returns the link taken over, whose
     /// close the new CONNACK waits for (MQTT-3.1.4-3).
-    pub(crate) fn on_connect(&mut self, link: &Rc<Link>, connect: Connect) -> Option<Rc<Link>> {
+    /// `stamp`: when the CONNECT arrived (rounded up).
+    pub(crate) fn on_connect(
+        &mut self,
+        link: &Rc<Link>,
+        connect: Connect,
+        stamp: Tick,
+    ) -> Option<Rc<Link>> {
         let version = connect.protocol;
         let v5 = version == ProtocolVersion::V5;
         // CONNACK goes out in the client's own version.
@@ -148,8 +154,6 @@ impl Core {
         link.session.set(Some(sid));
         // The CONNECT is the first packet the keep-alive counts from: its
         // stamp is rounded up, so the first deadline is never early.
-        let (stamp, now) = self.clock.read();
-        self.now = now;
         if let Some(entry) = self.table.get_mut(sid) {
             entry.session.connect(
                 &connect,

@@ -8,7 +8,6 @@
 //! released whenever it drains.
 
 use std::cell::{Cell, RefCell};
-use std::fmt;
 use std::net::SocketAddr;
 use std::task::Waker;
 
@@ -20,12 +19,6 @@ use ringmq_wheel::TimerKey;
 /// One connection on its shard; never reused while the shard runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct LinkId(pub(crate) u64);
-
-impl fmt::Display for LinkId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "l{}", self.0)
-    }
-}
 
 /// The shard's handle on one connection.
 pub(crate) struct Link {

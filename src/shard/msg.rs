@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
 use bytes::Bytes;
-use ringmq_codec::{Publish, PublishProperties, QoS};
+use ringmq_codec::Publish;
 use ringmq_route::{GroupKey, RetainedMessage, RouteChange, ShardId};
 use ringmq_session::{SessionId, Tick};
 
@@ -42,16 +42,13 @@ pub(crate) enum Msg {
     Shutdown,
 }
 
-/// A publish on its way to another shard, kept small for the channel's
-/// slots: properties (usually absent) are boxed, as in `Publish`.
+/// A publish on its way to another shard. `Publish` boxes its properties,
+/// so it is small enough for the channel's slots and the receiver routes
+/// it as it came, without rebuilding it.
 #[derive(Debug)]
 pub(crate) struct Routed {
-    pub(crate) topic: Bytes,
-    pub(crate) payload: Bytes,
-    pub(crate) properties: PublishProperties,
-    pub(crate) qos: QoS,
-    /// The RETAIN flag as published (for Retain As Published).
-    pub(crate) retain: bool,
+    /// The message (DUP clear, no packet id, RETAIN as published).
+    pub(crate) publish: Publish,
     /// When the message expires (v5 Message Expiry Interval).
     pub(crate) expires_at: Option<Tick>,
     /// Deliver to the target's ordinary subscribers.
@@ -66,31 +63,13 @@ pub(crate) struct Routed {
 
 impl Routed {
     pub(crate) fn new(publish: &Publish, expires_at: Option<Tick>) -> Self {
-        let properties = publish.properties.clone();
         Self {
-            topic: publish.topic.clone(),
-            payload: publish.payload.clone(),
-            properties,
-            qos: publish.qos,
-            retain: publish.retain,
+            publish: publish.clone(),
             expires_at,
             deliver: false,
             store_retained: false,
             groups: Vec::new(),
             hops: 0,
-        }
-    }
-
-    /// The publish again (DUP clear, no packet id).
-    pub(crate) fn to_publish(&self) -> Publish {
-        Publish {
-            dup: false,
-            qos: self.qos,
-            retain: self.retain,
-            topic: self.topic.clone(),
-            packet_id: 0,
-            properties: self.properties.clone(),
-            payload: self.payload.clone(),
         }
     }
 }

@@ -77,19 +77,19 @@ impl Core {
 
     /// A publish routed here by another shard.
     pub(crate) fn handle_routed(&mut self, routed: Routed) {
-        let publish = routed.to_publish();
+        let publish = &routed.publish;
         if routed.store_retained {
-            self.store_retained(&publish, routed.expires_at);
+            self.store_retained(publish, routed.expires_at);
         }
         if routed.expires_at.is_some_and(|at| self.now > at) {
             return;
         }
-        let Ok(topic) = std::str::from_utf8(&routed.topic) else {
+        let Ok(topic) = std::str::from_utf8(&publish.topic) else {
             return;
         };
         self.deliver_local(
             topic,
-            &publish,
+            publish,
             None,
             routed.deliver,
             &routed.groups,

@@ -50,8 +50,7 @@ impl Clock {
     /// One reading of the clock: the stamp of a packet arriving now
     /// (rounded up) and now for timers and expiries (rounded down).
     pub(crate) fn read(&self) -> (Tick, Tick) {
-        let us = self.elapsed_us();
-        (Tick(us.div_ceil(1000)), Tick(us / 1000))
+        stamp_and_now(self.elapsed_us())
     }
 
     /// Now, for timers and expiries (rounded down).
@@ -73,6 +72,12 @@ impl Clock {
     pub(crate) fn instant_of(&self, tick: ringmq_wheel::Tick) -> Instant {
         self.epoch + Duration::from_micros(tick.0.saturating_mul(self.tick_us))
     }
+}
+
+/// (stamp rounded up, now rounded down) for `us` microseconds since the
+/// epoch.
+fn stamp_and_now(us: u64) -> (Tick, Tick) {
+    (Tick(us.div_ceil(1000)), Tick(us / 1000))
 }
 
 /// Wakes the ticker when a timer earlier than its planned wake-up is armed.
@@ -147,6 +152,26 @@ mod tests {
             let fire_us = tick.0 * 100_000;
             assert!(fire_us >= at_ms * 1000, "early for {at_ms}");
             assert!(fire_us < at_ms * 1000 + 100_000, "late for {at_ms}");
+        }
+    }
+
+    #[test]
+    fn a_keepalive_counted_from_a_stamp_never_fires_early_nor_a_tick_late() {
+        let clock = Clock::new(Instant::now(), 100);
+        let timeout_ms = 1500;
+        for arrival_us in [0u64, 1, 999, 1000, 99_999, 100_001, 1_234_567, 7_000_000] {
+            let (stamp, _) = stamp_and_now(arrival_us);
+            let tick = clock.wheel_tick(stamp.add_ms(timeout_ms));
+            let fire_us = tick.0 * 100_000;
+            let deadline_us = arrival_us + timeout_ms * 1000;
+            assert!(fire_us >= deadline_us, "early at {arrival_us}");
+            // At most one tick (plus the stamp's sub-millisecond rounding).
+            assert!(
+                fire_us < deadline_us + 100_000 + 1000,
+                "late at {arrival_us}"
+            );
+            // And the timer sees `now` at or past the deadline when it fires.
+            assert!(stamp_and_now(fire_us).1 >= stamp.add_ms(timeout_ms));
         }
     }
 }

@@ -31,7 +31,7 @@ pub use connect::{
 };
 pub use ids::{SessionId, Tick};
 pub use inbound::{Inbound, InboundAction};
-pub use keepalive::{keepalive_timeout_ms, ms_to_ticks_ceil, KeepAliveClock};
+pub use keepalive::keepalive_timeout_ms;
 pub use outbound::{DropReason, Offer, Outbound, OutboundConfig, QosError};
 pub use outbox::{Action, Outbox, Timer};
 pub use session::{owned, owned_properties, refuse_connect, Delivery, Session, Subscription};

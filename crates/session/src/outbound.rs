@@ -483,6 +483,14 @@ impl Outbound {
         self.dropped_qos0_offline
     }
 
+    /// Messages dropped since creation, for every reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_full
+            + self.dropped_expired
+            + self.dropped_qos0_offline
+            + self.dropped_too_large
+    }
+
     /// Messages discarded since creation because they exceeded the
     /// client's Maximum Packet Size.
     pub fn dropped_too_large(&self) -> u64 {

@@ -243,11 +243,11 @@ impl Session {
             qos.outbound
                 .set_max_packet_size(negotiated.client_max_packet_size, version);
             let mut resend = Vec::new();
-            let before = dropped_total(&qos.outbound);
+            let before = qos.outbound.dropped_total();
             qos.outbound.resume(now.0, &mut resend);
             // Expired queued messages, and queued or inflight ones larger
             // than this connection's Maximum Packet Size.
-            out.drop_many(dropped_total(&qos.outbound) - before);
+            out.drop_many(qos.outbound.dropped_total() - before);
             for packet in resend {
                 match packet {
                     Packet::Publish(p) => self.send_publish(p, out),
@@ -390,12 +390,12 @@ impl Session {
             return;
         }
         let qos = self.qos_state(policy);
-        let before = dropped_total(&qos.outbound);
+        let before = qos.outbound.dropped_total();
         let offer = qos
             .outbound
             .offer(publish, delivery.expires_at.map(|t| t.0), now.0, connected);
         // The offer itself, or expired queued messages purged to make room.
-        out.drop_many(dropped_total(&qos.outbound) - before);
+        out.drop_many(qos.outbound.dropped_total() - before);
         match offer {
             Offer::Send(p) => self.send_publish(p, out),
             Offer::Queued | Offer::Dropped(_) => {}
@@ -603,12 +603,12 @@ impl Session {
             return;
         };
         let mut next = Vec::new();
-        let before = dropped_total(&qos.outbound);
+        let before = qos.outbound.dropped_total();
         if let Some(reply) = step(&mut qos.outbound, now.0, &mut next) {
             out.send(reply);
         }
         // Queued messages that expired or no longer fit, skipped on the way.
-        out.drop_many(dropped_total(&qos.outbound) - before);
+        out.drop_many(qos.outbound.dropped_total() - before);
         for publish in next {
             self.send_publish(publish, out);
         }
@@ -793,15 +793,6 @@ impl Session {
         out.push(Action::CancelTimer(Timer::SessionExpiry));
         out.push(Action::EndSession);
     }
-}
-
-/// Every delivery `outbound` has dropped so far, for any reason: the
-/// difference across a call is what the call dropped.
-fn dropped_total(outbound: &Outbound) -> u64 {
-    outbound.dropped_full()
-        + outbound.dropped_expired()
-        + outbound.dropped_qos0_offline()
-        + outbound.dropped_too_large()
 }
 
 /// Ok(is_shared) for a valid filter.
