@@ -233,21 +233,18 @@ impl Core {
         ShardStats::inc(&self.stats.protocol_errors);
         debug!(%error, "bad packet");
         let mut out = std::mem::take(&mut self.outbox);
-        let connected_v5 =
-            link.session.get().is_some() && link.version.get() == Some(ProtocolVersion::V5);
-        if connected_v5 {
-            out.send(Packet::Disconnect(ringmq_codec::Disconnect {
-                code,
-                properties: ringmq_codec::Properties::default(),
-            }));
-        } else if link.session.get().is_none() && code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
+        let session = link.session.get();
+        if let Some(entry) = session.and_then(|sid| self.table.get_mut(sid)) {
+            entry.session.malformed(code, &mut out);
+        } else if code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
             // MQTT-3.1.2-2: CONNACK 0x01 in the 3.1.1 format, the one every
             // client can read.
             link.version.set(Some(ProtocolVersion::V3_1_1));
             refuse_connect(ReasonCode(V3_UNACCEPTABLE_PROTOCOL), &mut out);
         }
+        // Whatever the session decided, these bytes end the connection.
         out.push(Action::Close(CloseCause::ProtocolError));
-        self.apply(None, Some(link), &mut out);
+        self.apply(session, Some(link), &mut out);
         self.outbox = out;
     }
 

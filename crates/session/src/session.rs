@@ -516,6 +516,16 @@ impl Session {
         }
     }
 
+    /// Bytes from the client that are not a valid packet (a decode error
+    /// the codec mapped to `code`): v5 DISCONNECT with it, then close. The
+    /// rest of the connection's input is ignored.
+    pub fn malformed(&mut self, code: ReasonCode, out: &mut Outbox) {
+        if self.link.as_ref().is_some_and(|l| !l.closing) {
+            self.close_with(code, None, out);
+            out.push(Action::Close(CloseCause::ProtocolError));
+        }
+    }
+
     /// A rule broken by the client: v5 DISCONNECT with its code and text.
     fn violation(&mut self, violation: Violation, out: &mut Outbox) {
         out.push(Action::Violation(violation));

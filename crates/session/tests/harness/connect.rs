@@ -227,3 +227,24 @@ fn shutdown_sends_v5_disconnect_0x8b_then_closes() {
     // Nobody is left to deliver a will to.
     assert!(h.wills().is_empty());
 }
+
+#[test]
+fn malformed_bytes_get_a_v5_disconnect_with_the_codec_reason_and_a_close() {
+    let mut h = Harness::connected(v5("c"));
+    let mut out = Outbox::new();
+    h.session.malformed(ReasonCode::MALFORMED_PACKET, &mut out);
+    let actions: Vec<Action> = out.drain().collect();
+    assert!(
+        matches!(&actions[..], [Action::Send(p), Action::Close(CloseCause::ProtocolError)]
+        if matches!(&**p, Packet::Disconnect(d) if d.code == ReasonCode::MALFORMED_PACKET))
+    );
+    // Closing: nothing more from this connection is acted on.
+    h.packet(Packet::PingReq);
+    assert!(h.actions().is_empty());
+
+    let mut v3 = Harness::connected(v3("c"));
+    let mut out = Outbox::new();
+    v3.session.malformed(ReasonCode::MALFORMED_PACKET, &mut out);
+    let actions: Vec<Action> = out.drain().collect();
+    assert_eq!(actions, vec![Action::Close(CloseCause::ProtocolError)]);
+}
