@@ -12,7 +12,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -20,11 +20,10 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use glommio::net::TcpStream;
-use ringmq_codec::{frame_len, Limits, Packet, ProtocolVersion, ReasonCode};
-use ringmq_session::{CloseCause, Tick};
+use ringmq_session::CloseCause;
 use tracing::{debug, field, trace, Instrument};
 
-use super::apply::Adopt;
+use super::frames::{self, Fed};
 use super::link::Link;
 use super::Shard;
 
@@ -45,12 +44,6 @@ enum Event {
 enum End {
     Closed(CloseCause),
     HandedOff,
-}
-
-/// What the first packet led to.
-enum First {
-    Connected(Option<Rc<Link>>),
-    End(End),
 }
 
 /// The connection task: registers the link (and its CONNECT deadline),
@@ -102,74 +95,23 @@ async fn drive(
     mut pending: BytesMut,
     adopted: bool,
 ) -> End {
-    let limits = Limits {
-        max_packet_size: shard.config().max_packet_size,
-    };
     let mut reads_since_yield = 0u32;
+    let fd = stream.as_raw_fd();
     loop {
         // One read batch: every whole packet we hold, under one borrow.
-        let mut wait_for = None;
-        {
+        let fed = {
             let mut core = shard.core.borrow_mut();
             let (stamp, now) = core.clock.read();
             core.now = now;
             core.drain_inbox();
-            loop {
-                if let Some(cause) = link.close_requested() {
-                    return End::Closed(cause);
-                }
-                let connected = link.session.get().is_some();
-                if !connected && pending.first().is_some_and(|b| *b != 0x10) {
-                    // MQTT-3.1.0-1: nothing but CONNECT (0x10) may come
-                    // first; close at once rather than wait for a frame.
-                    core.on_not_connect(link);
-                    continue;
-                }
-                let len = match frame_len(&pending, &limits) {
-                    Ok(Some(len)) => len,
-                    Ok(None) => break,
-                    Err(e) => {
-                        core.on_decode_error(link, &e);
-                        continue;
-                    }
-                };
-                if pending.len() < len {
-                    pending.reserve(len - pending.len());
-                    break;
-                }
-                let frame = pending.split_to(len).freeze();
-                let version = link.version.get().unwrap_or(ProtocolVersion::V3_1_1);
-                let packet = match ringmq_codec::decode(&frame, version, &limits) {
-                    Ok(Some((packet, _))) => packet,
-                    // frame_len said the frame is whole; a decoder asking
-                    // for more means the lengths disagree: malformed.
-                    Ok(None) => {
-                        let code = ReasonCode::MALFORMED_PACKET;
-                        core.on_bad_bytes(link, code, &"packet length mismatch");
-                        continue;
-                    }
-                    Err(e) => {
-                        core.on_decode_error(link, &e);
-                        continue;
-                    }
-                };
-                if connected {
-                    core.on_packet(link, packet, stamp);
-                    continue;
-                }
-                match first_packet(
-                    &mut core, link, stream, packet, &frame, &pending, adopted, stamp,
-                ) {
-                    First::Connected(old) => {
-                        if old.is_some() {
-                            wait_for = old;
-                            break;
-                        }
-                    }
-                    First::End(end) => return end,
-                }
-            }
-        }
+            frames::feed(&mut core, link, &mut pending, fd, adopted, stamp)
+        };
+        let wait_for = match fed {
+            Fed::More => None,
+            Fed::WaitFor(old) => Some(old),
+            Fed::Close(cause) => return End::Closed(cause),
+            Fed::HandedOff => return End::HandedOff,
+        };
         if let Some(old) = wait_for {
             // Rare: boxed so it does not bloat every connection's future.
             Box::pin(wait_closed(old)).await;
@@ -223,55 +165,6 @@ async fn drive(
             Event::Close(cause) => return End::Closed(cause),
         }
     }
-}
-
-/// The first packet: a CONNECT run here, or handed to its owner shard.
-#[allow(clippy::too_many_arguments)]
-fn first_packet(
-    core: &mut super::apply::Core,
-    link: &Rc<Link>,
-    stream: &TcpStream,
-    packet: Packet,
-    frame: &[u8],
-    rest: &[u8],
-    adopted: bool,
-    stamp: Tick,
-) -> First {
-    let Packet::Connect(connect) = packet else {
-        core.on_not_connect(link);
-        return First::Connected(None);
-    };
-    let owner = core.owner_of(&connect.client_id);
-    if owner != core.id && !adopted {
-        // glommio 0.9's TcpStream has no IntoRawFd: duplicate the
-        // descriptor and let dropping the stream close the original.
-        // SAFETY: the fd is open for as long as `stream` lives, which spans
-        // this borrow.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-        return match borrowed.try_clone_to_owned() {
-            Ok(fd) => {
-                let mut read = BytesMut::with_capacity(frame.len() + rest.len());
-                read.extend_from_slice(frame);
-                read.extend_from_slice(rest);
-                trace!(owner = owner.0, "handing connection to its owner shard");
-                let peer = link.peer;
-                core.hand_off(
-                    owner,
-                    Adopt {
-                        fd,
-                        read: read.freeze(),
-                        peer,
-                    },
-                );
-                First::End(End::HandedOff)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot duplicate socket for hand-off");
-                First::End(End::Closed(CloseCause::NetworkError))
-            }
-        };
-    }
-    First::Connected(core.on_connect(link, *connect, stamp))
 }
 
 /// MQTT-3.1.4-3: the old connection is closed before the new one proceeds

@@ -20,6 +20,7 @@
 mod apply;
 mod conn;
 mod driver;
+mod frames;
 mod link;
 pub(crate) mod listen;
 mod msg;
