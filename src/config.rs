@@ -122,6 +122,31 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub ring_depth: usize,
 
+    /// How a shard does its socket I/O: `ring` (the broker's own io_uring
+    /// per shard: multishot accept and receive into provided buffers, one
+    /// completion queue for every connection) or `glommio` (a glommio task
+    /// and socket per connection).
+    #[arg(
+        long,
+        value_name = "ENGINE",
+        value_enum,
+        env = "RINGMQ_IO_ENGINE",
+        default_value = "glommio"
+    )]
+    pub io_engine: IoEngine,
+
+    /// Read buffers each shard provides to the kernel (`--io-engine ring`;
+    /// a power of two, 2..=32768). A connection owns none while it waits:
+    /// the kernel picks one when bytes arrive and the shard returns it at
+    /// once. When all are in use, reads pause until one comes back.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub read_buffers: u16,
+
+    /// Size of each read buffer in KiB (`--io-engine ring`, 1..=1024): the
+    /// most one read takes from a socket.
+    #[arg(long, value_name = "KIB", default_value_t = 32)]
+    pub read_buffer_kib: usize,
+
     /// Backlog of each listening socket: connections the kernel completes
     /// and queues before a shard accepts them (a reconnect storm lands
     /// here). The kernel caps it at net.core.somaxconn.
@@ -154,6 +179,15 @@ pub struct Config {
     /// is used when this flag is absent.
     #[arg(long, value_name = "FILTER", env = "RUST_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// How a shard does its socket I/O (`--io-engine`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoEngine {
+    /// The broker's own io_uring per shard, driven by completions.
+    Ring,
+    /// One glommio task and socket per connection.
+    Glommio,
 }
 
 /// A flag value the broker cannot honour.
@@ -241,6 +275,21 @@ impl Config {
             return bad(
                 "stall-guard-ms",
                 format!("{} is not in 0..=60000", self.stall_guard_ms),
+            );
+        }
+        if !self.read_buffers.is_power_of_two()
+            || self.read_buffers < 2
+            || self.read_buffers > 32768
+        {
+            return bad(
+                "read-buffers",
+                format!("{} is not a power of two in 2..=32768", self.read_buffers),
+            );
+        }
+        if !(1..=1024).contains(&self.read_buffer_kib) {
+            return bad(
+                "read-buffer-kib",
+                format!("{} is not in 1..=1024", self.read_buffer_kib),
             );
         }
         if !(100..=100_000).contains(&self.preempt_us) {

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod io;
 mod kick;
 mod mesh;
 mod shard;
@@ -27,7 +28,7 @@ use std::thread::JoinHandle;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::info;
 
-pub use config::{allowed_cpus, Config, ConfigError};
+pub use config::{allowed_cpus, Config, ConfigError, IoEngine};
 pub use stats::Stats;
 
 use mesh::Mesh;

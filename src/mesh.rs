@@ -233,6 +233,12 @@ impl<T> Inbox<T> {
         self.doorbell.take()
     }
 
+    /// Declares the receiver awake again (senders need not ring while it
+    /// is busy: it drains every turn).
+    pub(crate) fn unpark(&self) {
+        self.wake.parked.store(false, Ordering::SeqCst);
+    }
+
     /// Declares the receiver parked. Returns false (and un-parks) when a
     /// message arrived meanwhile: the caller must not sleep then.
     pub(crate) fn park(&self) -> bool {

@@ -59,6 +59,8 @@ counters! {
     handoffs,
     /// Sessions alive (connected or not).
     sessions,
+    /// Accepts that failed (out of descriptors, ...); the listener retries.
+    accept_errors,
 }
 
 impl ShardStats {

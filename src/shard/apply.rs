@@ -89,6 +89,8 @@ pub(crate) struct Core {
     pub(crate) accept_wakers: Vec<std::task::Waker>,
     pub(crate) shutting_down: bool,
     pub(crate) next_link: u64,
+    /// Links with work for the ring engine (`None`: glommio engine).
+    pub(crate) dirty: Option<Rc<super::link::Dirty>>,
 }
 
 impl Core {

@@ -30,7 +30,7 @@ impl Core {
     /// handed over by the shard that accepted it (that one armed it).
     pub(crate) fn new_link(&mut self, peer: std::net::SocketAddr, adopted: bool) -> Rc<Link> {
         self.next_link += 1;
-        let link = Rc::new(Link::new(LinkId(self.next_link), peer));
+        let link = Rc::new(Link::new(LinkId(self.next_link), peer, self.dirty.clone()));
         self.links.insert(link.id, link.clone());
         ShardStats::inc(&self.stats.connections);
         if !adopted {
@@ -346,8 +346,11 @@ impl Core {
                 Msg::Adopt { fd, read, peer } => {
                     ShardStats::inc(&self.stats.handoffs);
                     self.adopts.push(Adopt { fd, read, peer });
-                    // The inbox task starts it; make sure it wakes.
-                    self.shared.mesh.ring(self.id.0);
+                    if self.dirty.is_none() {
+                        // The glommio inbox task starts it; make sure it
+                        // wakes. (The ring engine takes adopts every turn.)
+                        self.shared.mesh.ring(self.id.0);
+                    }
                 }
                 Msg::Shutdown => self.begin_shutdown(),
             }

@@ -9,6 +9,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::task::Waker;
 
 use bytes::BytesMut;
@@ -19,6 +20,25 @@ use ringmq_wheel::TimerKey;
 /// One connection on its shard; never reused while the shard runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct LinkId(pub(crate) u64);
+
+/// The links with something to do (output to write or a close to carry
+/// out) since the engine last looked: `--io-engine ring` flushes them once
+/// per loop turn instead of waking a task per link.
+#[derive(Default)]
+pub(crate) struct Dirty(RefCell<Vec<u32>>);
+
+impl Dirty {
+    /// Takes the slots marked so far (each link once), leaving `into`'s
+    /// old contents replaced.
+    pub(crate) fn take_into(&self, into: &mut Vec<u32>) {
+        into.clear();
+        std::mem::swap(&mut *self.0.borrow_mut(), into);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.borrow().is_empty()
+    }
+}
 
 /// The shard's handle on one connection.
 pub(crate) struct Link {
@@ -38,11 +58,18 @@ pub(crate) struct Link {
     pub(crate) session: Cell<Option<SessionId>>,
     /// The CONNECT deadline's wheel entry, until CONNECT is accepted.
     pub(crate) connect_timer: Cell<Option<TimerKey>>,
+    /// The ring engine's slot for this link and its dirty list.
+    slot: Cell<u32>,
+    marked: Cell<bool>,
+    dirty: Option<Rc<Dirty>>,
 }
 
 impl Link {
-    pub(crate) fn new(id: LinkId, peer: SocketAddr) -> Self {
+    pub(crate) fn new(id: LinkId, peer: SocketAddr, dirty: Option<Rc<Dirty>>) -> Self {
         Self {
+            slot: Cell::new(u32::MAX),
+            marked: Cell::new(false),
+            dirty,
             id,
             peer,
             outbuf: RefCell::new(BytesMut::new()),
@@ -56,11 +83,27 @@ impl Link {
         }
     }
 
-    /// Wakes the connection task (to flush or to close).
+    /// Wakes the connection task (to flush or to close), or marks the
+    /// link dirty for the ring engine.
     pub(crate) fn wake(&self) {
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
+        if let Some(dirty) = &self.dirty {
+            if !self.marked.replace(true) && self.slot.get() != u32::MAX {
+                dirty.0.borrow_mut().push(self.slot.get());
+            }
+        }
+    }
+
+    /// Ties the link to its ring-engine slot.
+    pub(crate) fn set_slot(&self, slot: u32) {
+        self.slot.set(slot);
+    }
+
+    /// The engine took the link off the dirty list.
+    pub(crate) fn unmark(&self) {
+        self.marked.set(false);
     }
 
     /// Registers the task's waker.
@@ -92,6 +135,11 @@ impl Link {
         for waker in self.closed_wakers.borrow_mut().drain(..) {
             waker.wake();
         }
+    }
+
+    /// Whether the socket is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
     }
 
     /// Whether the socket is closed; registers `waker` to hear when it is.

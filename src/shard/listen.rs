@@ -21,8 +21,16 @@ use crate::mesh::Doorbell;
 pub(crate) fn serve(shard: &Rc<Shard>, addrs: &[SocketAddr]) -> std::io::Result<Vec<SocketAddr>> {
     let mut bound = Vec::with_capacity(addrs.len());
     let mut tasks = Vec::with_capacity(addrs.len());
+    let ring = shard.config().io_engine == crate::config::IoEngine::Ring;
     for addr in addrs {
         let fd = bind_reuseport(addr, shard.config().listen_backlog)?;
+        if ring {
+            // The ring engine accepts on the socket itself.
+            let std = std::net::TcpListener::from(fd);
+            bound.push(std.local_addr()?);
+            shard.ring_listeners.borrow_mut().push(OwnedFd::from(std));
+            continue;
+        }
         let raw = fd.as_raw_fd();
         // SAFETY: `fd` is an open listening socket we own; the listener
         // takes ownership and closes it when dropped.
@@ -32,6 +40,9 @@ pub(crate) fn serve(shard: &Rc<Shard>, addrs: &[SocketAddr]) -> std::io::Result<
         tasks.push(glommio::spawn_local(accept_loop(shard, listener, raw)));
     }
     *shard.listeners.borrow_mut() = tasks;
+    if ring {
+        return Ok(bound);
+    }
     if let Some(doorbell) = shard.doorbell.take() {
         glommio::spawn_local(inbox_loop(shard.clone(), doorbell)).detach();
     }

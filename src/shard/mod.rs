@@ -20,6 +20,7 @@
 mod apply;
 mod conn;
 mod driver;
+mod engine;
 mod frames;
 mod link;
 pub(crate) mod listen;
@@ -68,6 +69,9 @@ pub(crate) struct Shard {
     /// The inbox's doorbell, until the inbox task takes it.
     doorbell: Cell<Option<OwnedFd>>,
     listeners: RefCell<Vec<Task<()>>>,
+    /// `--io-engine ring`: the bound listening sockets, until the engine
+    /// takes them.
+    ring_listeners: RefCell<Vec<OwnedFd>>,
 }
 
 impl Shard {
@@ -112,6 +116,8 @@ impl Shard {
             accept_wakers: Vec::new(),
             shutting_down: false,
             next_link: 0,
+            dirty: (config.io_engine == crate::config::IoEngine::Ring)
+                .then(|| Rc::new(link::Dirty::default())),
             shared: shared.clone(),
         };
         Rc::new(Shard {
@@ -122,6 +128,7 @@ impl Shard {
             flusher,
             doorbell: Cell::new(doorbell),
             listeners: RefCell::new(Vec::new()),
+            ring_listeners: RefCell::new(Vec::new()),
             shared,
         })
     }
@@ -170,6 +177,13 @@ impl Shard {
     /// The shard's life: the keep-alive ticker and the outlet flusher,
     /// until shutdown has closed every connection.
     pub(crate) async fn run(self: Rc<Self>) {
+        if self.config().io_engine == crate::config::IoEngine::Ring {
+            let listeners = std::mem::take(&mut *self.ring_listeners.borrow_mut());
+            let Some(doorbell) = self.doorbell.take() else {
+                return;
+            };
+            return engine::run(self, listeners, doorbell).await;
+        }
         glommio::spawn_local(self.clone().flusher_loop()).detach();
         self.clone().ticker_loop().await;
         // The accept loops end on shutdown and drop their sockets.

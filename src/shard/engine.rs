@@ -1,0 +1,864 @@
+//! `--io-engine ring`: the shard's whole life as one loop on its own
+//! io_uring.
+//!
+//! A connection is a slot in a slab, not a task: its socket, its partial
+//! packet and the bytes being sent. Nothing else waits for it; the kernel
+//! holds one multishot receive per connection and picks a provided buffer
+//! only when bytes arrive. One loop turn:
+//!
+//! 1. copy every ready completion out of the ring;
+//! 2. drain the inbox (so a route-add that preceded this data is known),
+//!    start the sockets other shards handed over;
+//! 3. handle the completions: accepts open slots, reads feed the decode
+//!    loop (`frames::feed`), sends advance, the doorbell re-arms;
+//! 4. fire due timers, move waiting messages into full channels;
+//! 5. flush the links marked dirty: closes first (a take-over's CONNACK
+//!    waits for the old connection's close), then one send per link;
+//! 6. submit everything and sleep in `io_uring_enter` until a completion
+//!    or the next deadline (the wheel, a back-off, a take-over's limit).
+//!
+//! The sleep is the shard's only wait. Every wake-up source is a request on
+//! this ring: sockets, the inbox doorbell (a byte on a socket pair, read
+//! here), and time (the wait's timeout). glommio's own reactor has nothing
+//! registered, so there is no second place a completion could be missed.
+//! Before sleeping the shard marks its inbox parked and re-checks it, so a
+//! message sent meanwhile rings the doorbell (see `mesh.rs`).
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use ringmq_session::CloseCause;
+use tracing::{debug, trace, warn};
+
+use super::frames::{self, Fed};
+use super::link::Link;
+use super::Shard;
+use crate::io::ring::{Completion, Op, Ring, RingSize, Token};
+
+/// Longest a take-over waits for the old connection to close.
+const TAKEOVER_WAIT: Duration = Duration::from_millis(100);
+/// Back-off while a full channel to another shard drains.
+const CONGESTED_BACKOFF: Duration = Duration::from_micros(100);
+/// Back-off after an accept error (out of descriptors).
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+/// Reads at least this large are taken whole (no copy) when nothing is
+/// pending; smaller ones are copied into the arena and the buffer returned.
+const TAKE_WHOLE_MIN: usize = 8 * 1024;
+/// Bytes of each arena block small reads are copied into.
+const ARENA_BYTES: usize = 64 * 1024;
+/// How long shutdown waits for clients to take their DISCONNECT.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// How a connection's reads stand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    /// No receive in the kernel.
+    Off,
+    /// A single receive (before CONNECT is handled).
+    Once,
+    /// A multishot receive.
+    Multi,
+}
+
+/// Where a connection is in its life.
+enum State {
+    /// Reading and writing.
+    Open,
+    /// Back-pressure: a channel to another shard is full; bytes read are
+    /// kept, not handled, and no new receive is armed.
+    Paused,
+    /// A take-over: everything after its CONNECT waits for the old link's
+    /// close (or the time limit).
+    Waiting(Rc<Link>, Instant),
+    /// Closed for the session; the slot lives until the kernel has
+    /// finished every request on it.
+    Closed,
+}
+
+/// One connection.
+struct Conn {
+    fd: OwnedFd,
+    link: Rc<Link>,
+    /// A partial packet (or, while paused or waiting, unhandled bytes).
+    pending: BytesMut,
+    /// Bytes handed to the kernel to send (empty: no send in flight).
+    sending: Bytes,
+    gen: u32,
+    reading: Reading,
+    state: State,
+    adopted: bool,
+}
+
+impl Conn {
+    fn in_flight(&self) -> bool {
+        self.reading != Reading::Off || !self.sending.is_empty()
+    }
+}
+
+struct Slot {
+    gen: u32,
+    conn: Option<Conn>,
+}
+
+/// A listening socket and whether its multishot accept is armed.
+struct Listener {
+    fd: OwnedFd,
+    armed: bool,
+}
+
+/// The engine's state beside the shard's `Core`.
+struct Engine {
+    shard: Rc<Shard>,
+    ring: Ring,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    listeners: Vec<Listener>,
+    doorbell: OwnedFd,
+    doorbell_buf: Box<[u8; 64]>,
+    doorbell_armed: bool,
+    /// Small reads are copied here; frames are `Bytes` slices of it.
+    arena: BytesMut,
+    completions: Vec<Completion>,
+    dirty: Vec<u32>,
+    /// Connections to re-arm a receive for at the end of the turn.
+    rearm: Vec<u32>,
+    paused: Vec<u32>,
+    waiting: Vec<u32>,
+    accept_retry_at: Option<Instant>,
+    accept_error_logged: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+}
+
+/// Runs the shard on its own ring until shutdown has closed every
+/// connection. `listeners` are bound and listening; `doorbell` is the
+/// inbox's doorbell read end.
+pub(crate) async fn run(shard: Rc<Shard>, listeners: Vec<OwnedFd>, doorbell: OwnedFd) {
+    let config = shard.config();
+    let size = RingSize {
+        entries: config.ring_depth as u32,
+        read_buffers: config.read_buffers,
+        read_buffer_bytes: config.read_buffer_kib * 1024,
+    };
+    let ring = match Ring::new(size) {
+        Ok(ring) => ring,
+        Err(e) => {
+            // Checked at start (Broker::start builds a probe ring), so this
+            // is a resource that ran out since: say which.
+            tracing::error!(shard = shard.id, error = %e, "cannot create the shard's io_uring");
+            return;
+        }
+    };
+    let mut engine = Engine {
+        shard: shard.clone(),
+        ring,
+        slots: Vec::new(),
+        free: Vec::new(),
+        listeners: listeners
+            .into_iter()
+            .map(|fd| Listener { fd, armed: false })
+            .collect(),
+        doorbell,
+        doorbell_buf: Box::new([0; 64]),
+        doorbell_armed: false,
+        arena: BytesMut::new(),
+        completions: Vec::with_capacity(256),
+        dirty: Vec::new(),
+        rearm: Vec::new(),
+        paused: Vec::new(),
+        waiting: Vec::new(),
+        accept_retry_at: None,
+        accept_error_logged: None,
+        shutdown_deadline: None,
+    };
+    engine.arm_listeners();
+    engine.arm_doorbell();
+    engine.run();
+    engine.finish();
+    debug!(shard = shard.id, "stopped");
+}
+
+impl Engine {
+    fn run(&mut self) {
+        loop {
+            self.completions.clear();
+            self.ring.reap(&mut self.completions);
+            self.shard.bump_activity();
+            self.take_inbox();
+            let completions = std::mem::take(&mut self.completions);
+            for c in &completions {
+                self.complete(*c);
+            }
+            self.completions = completions;
+            let next_timer = self.shard.core.borrow_mut().fire_timers();
+            let congested = !self.shard.core.borrow_mut().outlet.flush();
+            if !congested {
+                self.resume_paused();
+            }
+            self.flush_dirty();
+            self.rearm_reads();
+            if self.shard.shutting_down() && !self.shutdown_step() {
+                return;
+            }
+            // Sleep unless something is already waiting.
+            if self.ring.has_completions() || !self.shard.core.borrow().inbox.park() {
+                self.ring.submit();
+                continue;
+            }
+            let timeout = self.timeout(next_timer, congested);
+            self.ring.submit_and_wait(timeout);
+            self.shard.core.borrow().inbox.unpark();
+        }
+    }
+
+    /// The longest the shard may sleep.
+    fn timeout(&self, next_timer: Option<ringmq_wheel::Tick>, congested: bool) -> Option<Duration> {
+        let now = Instant::now();
+        let clock = self.shard.core.borrow().clock;
+        let mut until: Option<Instant> = next_timer.map(|t| clock.instant_of(t));
+        let mut consider = |at: Instant| {
+            until = Some(until.map_or(at, |u| u.min(at)));
+        };
+        if congested {
+            consider(now + CONGESTED_BACKOFF);
+        }
+        if let Some(at) = self.accept_retry_at {
+            consider(at);
+        }
+        for &slot in &self.waiting {
+            if let Some(Conn {
+                state: State::Waiting(_, at),
+                ..
+            }) = self.conn(slot)
+            {
+                consider(*at);
+            }
+        }
+        if let Some(at) = self.shutdown_deadline {
+            consider(at);
+        }
+        until.map(|at| at.saturating_duration_since(now))
+    }
+
+    fn conn(&self, slot: u32) -> Option<&Conn> {
+        self.slots.get(slot as usize)?.conn.as_ref()
+    }
+
+    fn conn_mut(&mut self, slot: u32) -> Option<&mut Conn> {
+        self.slots.get_mut(slot as usize)?.conn.as_mut()
+    }
+
+    /// The connection a completion is for, if it is still the same one.
+    fn conn_for(&mut self, token: Token) -> Option<&mut Conn> {
+        let slot = self.slots.get_mut(token.slot as usize)?;
+        if slot.gen != token.gen {
+            return None;
+        }
+        slot.conn.as_mut()
+    }
+
+    fn take_inbox(&mut self) {
+        let adopts = {
+            let mut core = self.shard.core.borrow_mut();
+            core.now = core.clock.read().1;
+            core.drain_inbox();
+            std::mem::take(&mut core.adopts)
+        };
+        for adopt in adopts {
+            let read = BytesMut::from(&adopt.read[..]);
+            self.open(adopt.fd, adopt.peer, read, true);
+        }
+    }
+
+    fn complete(&mut self, c: Completion) {
+        match c.token.op {
+            Op::Accept => self.on_accept(c),
+            Op::Recv => self.on_recv(c),
+            Op::Send => self.on_send(c),
+            Op::Doorbell => {
+                self.doorbell_armed = false;
+                if c.result > 0 {
+                    self.drain_doorbell();
+                    self.arm_doorbell();
+                } else if !self.shard.shutting_down() && c.result != -libc::ECANCELED {
+                    // The mesh's write end is gone only when the broker is
+                    // being dropped; a shutdown message follows.
+                    trace!(result = c.result, "doorbell closed");
+                }
+            }
+            Op::Cancel => {}
+        }
+    }
+
+    // ---- accepting --------------------------------------------------
+
+    fn arm_listeners(&mut self) {
+        if self.shard.shutting_down() {
+            return;
+        }
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if !l.armed {
+                l.armed = true;
+                let token = Token {
+                    op: Op::Accept,
+                    slot: i as u32,
+                    gen: 0,
+                };
+                self.ring.accept(l.fd.as_raw_fd(), token);
+            }
+        }
+    }
+
+    fn on_accept(&mut self, c: Completion) {
+        if !c.more {
+            if let Some(l) = self.listeners.get_mut(c.token.slot as usize) {
+                l.armed = false;
+            }
+        }
+        if c.result >= 0 {
+            // SAFETY: a successful accept returns a new descriptor we own.
+            let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
+            if self.shard.shutting_down() {
+                return;
+            }
+            set_nodelay(fd.as_raw_fd());
+            let peer = peer_addr(fd.as_raw_fd());
+            self.open(fd, peer, BytesMut::new(), false);
+        } else if !self.shard.shutting_down() {
+            let error = std::io::Error::from_raw_os_error(-c.result);
+            crate::stats::ShardStats::inc(&self.shard.shared.stats[self.shard.id].accept_errors);
+            let now = Instant::now();
+            let quiet = self
+                .accept_error_logged
+                .is_some_and(|at| now.duration_since(at) < Duration::from_secs(10));
+            if !quiet {
+                warn!(shard = self.shard.id, error = %error, "accept failed; open connections are still served, retrying every 10 ms");
+                self.accept_error_logged = Some(now);
+            }
+            self.accept_retry_at = Some(now + ACCEPT_RETRY);
+        }
+        if !c.more && self.accept_retry_at.is_none() {
+            self.arm_listeners();
+        }
+    }
+
+    // ---- connections ------------------------------------------------
+
+    fn open(&mut self, fd: OwnedFd, peer: SocketAddr, read: BytesMut, adopted: bool) {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(Slot { gen: 0, conn: None });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let link = self.shard.core.borrow_mut().new_link(peer, adopted);
+        link.set_slot(slot);
+        let entry = &mut self.slots[slot as usize];
+        entry.gen = Token::next_gen(entry.gen);
+        entry.conn = Some(Conn {
+            fd,
+            link,
+            pending: read,
+            sending: Bytes::new(),
+            gen: entry.gen,
+            reading: Reading::Off,
+            state: State::Open,
+            adopted,
+        });
+        self.handle(slot);
+    }
+
+    fn on_recv(&mut self, c: Completion) {
+        let slot = c.token.slot;
+        let live = self
+            .slots
+            .get(slot as usize)
+            .is_some_and(|s| s.gen == c.token.gen && s.conn.is_some());
+        if !live {
+            if let Some(id) = c.buffer {
+                // A stale read: give the buffer back.
+                self.ring.copy_read(id, 0, &mut BytesMut::new());
+            }
+            return;
+        }
+        // Disjoint borrows: the slot, the ring and the arena.
+        let conn = self.slots[slot as usize].conn.as_mut().expect("live");
+        if !c.more {
+            conn.reading = Reading::Off;
+        }
+        if let Some(id) = c.buffer {
+            let n = c.result.max(0) as usize;
+            let take_whole = TAKE_WHOLE_MIN.min(self.ring.read_buffer_bytes());
+            if n == 0 {
+                self.ring.copy_read(id, 0, &mut BytesMut::new());
+            } else if conn.pending.is_empty() && n >= take_whole {
+                conn.pending = self.ring.take_read(id, n);
+            } else if conn.pending.is_empty() {
+                if self.arena.capacity() - self.arena.len() < n {
+                    self.arena = BytesMut::with_capacity(ARENA_BYTES.max(n));
+                }
+                self.ring.copy_read(id, n, &mut self.arena);
+                conn.pending = self.arena.split();
+            } else {
+                self.ring.copy_read(id, n, &mut conn.pending);
+            }
+        }
+        if matches!(conn.state, State::Closed) {
+            self.release_if_done(slot);
+            return;
+        }
+        if c.result > 0 {
+            self.handle(slot);
+            return;
+        }
+        match -c.result {
+            // End of stream, or a reset: the connection is gone.
+            0 => self.close(slot, CloseCause::NetworkError),
+            // Out of read buffers, or cancelled for back-pressure: read
+            // again once buffers are back / the pause ends.
+            libc::ENOBUFS | libc::ECANCELED => self.rearm.push(slot),
+            errno => {
+                trace!(errno, "receive failed");
+                self.close(slot, CloseCause::NetworkError);
+            }
+        }
+    }
+
+    /// Handles what a connection has read, then keeps it reading.
+    fn handle(&mut self, slot: u32) {
+        let shard = self.shard.clone();
+        let Some(conn) = self.conn_mut(slot) else {
+            return;
+        };
+        if !matches!(conn.state, State::Open) {
+            return;
+        }
+        let fed = {
+            let mut core = shard.core.borrow_mut();
+            let (stamp, now) = core.clock.read();
+            core.now = now;
+            let fd = conn.fd.as_raw_fd();
+            frames::feed(
+                &mut core,
+                &conn.link,
+                &mut conn.pending,
+                fd,
+                conn.adopted,
+                stamp,
+            )
+        };
+        match fed {
+            Fed::More => {}
+            Fed::WaitFor(old) => {
+                conn.state = State::Waiting(old, Instant::now() + TAKEOVER_WAIT);
+                self.waiting.push(slot);
+                return;
+            }
+            Fed::Close(cause) => {
+                self.close(slot, cause);
+                return;
+            }
+            Fed::HandedOff => {
+                self.hand_off(slot);
+                return;
+            }
+        }
+        if shard.core.borrow().outlet.is_congested() {
+            // Back-pressure: stop reading until the other shards take what
+            // this connection sent them.
+            conn.state = State::Paused;
+            if conn.reading == Reading::Multi {
+                let token = Token {
+                    op: Op::Recv,
+                    slot,
+                    gen: conn.gen,
+                };
+                self.ring.cancel(token);
+            }
+            self.paused.push(slot);
+            return;
+        }
+        self.read_more(slot);
+    }
+
+    /// Arms the receive a connection needs next, if it has none.
+    fn read_more(&mut self, slot: u32) {
+        let Some(conn) = self.conn_mut(slot) else {
+            return;
+        };
+        if !matches!(conn.state, State::Open) || conn.reading != Reading::Off {
+            return;
+        }
+        let token = Token {
+            op: Op::Recv,
+            slot,
+            gen: conn.gen,
+        };
+        let fd = conn.fd.as_raw_fd();
+        if conn.link.session.get().is_some() {
+            conn.reading = Reading::Multi;
+            self.ring.recv_multi(fd, token);
+        } else {
+            // Before CONNECT: one read at a time, so a socket handed to its
+            // owner shard has nothing of ours pending on it.
+            conn.reading = Reading::Once;
+            self.ring.recv_once(fd, token);
+        }
+    }
+
+    fn rearm_reads(&mut self) {
+        let rearm = std::mem::take(&mut self.rearm);
+        for &slot in &rearm {
+            self.read_more(slot);
+        }
+        self.rearm = rearm;
+        self.rearm.clear();
+    }
+
+    fn resume_paused(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let paused = std::mem::take(&mut self.paused);
+        for slot in paused {
+            if let Some(conn) = self.conn_mut(slot) {
+                if matches!(conn.state, State::Paused) {
+                    conn.state = State::Open;
+                    self.handle(slot);
+                }
+            }
+        }
+    }
+
+    /// A take-over's new connection goes on once the old one is closed.
+    fn resume_waiting(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let waiting = std::mem::take(&mut self.waiting);
+        for slot in waiting {
+            let Some(conn) = self.conn_mut(slot) else {
+                continue;
+            };
+            let State::Waiting(old, at) = &conn.state else {
+                continue;
+            };
+            if old.is_closed() || now >= *at {
+                conn.state = State::Open;
+                conn.link.wake();
+                self.handle(slot);
+            } else {
+                self.waiting.push(slot);
+            }
+        }
+    }
+
+    fn hand_off(&mut self, slot: u32) {
+        let conn = self.slots[slot as usize].conn.take().expect("live slot");
+        self.shard.core.borrow_mut().forget_link(&conn.link);
+        self.free.push(slot);
+        // Dropping `conn` closes our descriptor; the owner shard has its
+        // duplicate, and no request of ours is pending on it.
+        debug_assert!(!conn.in_flight());
+    }
+
+    // ---- writing and closing ----------------------------------------
+
+    /// Carries out what `apply` asked of each dirty link: closes first,
+    /// then one send per link.
+    fn flush_dirty(&mut self) {
+        let Some(dirty) = self.shard.core.borrow().dirty.clone() else {
+            return;
+        };
+        loop {
+            self.resume_waiting();
+            if dirty.is_empty() {
+                return;
+            }
+            let mut list = std::mem::take(&mut self.dirty);
+            dirty.take_into(&mut list);
+            for &slot in &list {
+                let Some(conn) = self.conn(slot) else {
+                    continue;
+                };
+                conn.link.unmark();
+                if let Some(cause) = conn.link.close_requested() {
+                    self.close(slot, cause);
+                }
+            }
+            for &slot in &list {
+                self.send(slot);
+            }
+            self.dirty = list;
+        }
+    }
+
+    /// Hands the link's output to the kernel, unless a send is in flight
+    /// (its completion sends the rest) or the connection waits.
+    fn send(&mut self, slot: u32) {
+        let Some(conn) = self.conn_mut(slot) else {
+            return;
+        };
+        if !matches!(conn.state, State::Open | State::Paused) || !conn.sending.is_empty() {
+            return;
+        }
+        let out = {
+            let mut out = conn.link.outbuf.borrow_mut();
+            if out.is_empty() {
+                return;
+            }
+            // The link keeps no buffer while the bytes are in flight.
+            std::mem::take(&mut *out).freeze()
+        };
+        conn.sending = out;
+        self.submit_send(slot);
+    }
+
+    fn submit_send(&mut self, slot: u32) {
+        let Some(conn) = self.conn_mut(slot) else {
+            return;
+        };
+        let token = Token {
+            op: Op::Send,
+            slot,
+            gen: conn.gen,
+        };
+        let len = conn.sending.len().min(u32::MAX as usize) as u32;
+        let (fd, ptr) = (conn.fd.as_raw_fd(), conn.sending.as_ptr());
+        // SAFETY: `sending` is kept unchanged in the slot until this send's
+        // completion (the slot is not freed while a send is in flight).
+        unsafe { self.ring.send(fd, ptr, len, token) };
+    }
+
+    fn on_send(&mut self, c: Completion) {
+        let slot = c.token.slot;
+        let Some(conn) = self.conn_for(c.token) else {
+            return;
+        };
+        if c.result < 0 {
+            conn.sending = Bytes::new();
+            if matches!(conn.state, State::Closed) {
+                self.release_if_done(slot);
+            } else {
+                trace!(errno = -c.result, "send failed");
+                self.close(slot, CloseCause::NetworkError);
+            }
+            return;
+        }
+        let n = (c.result as usize).min(conn.sending.len());
+        trace!(bytes = n, "written");
+        conn.sending.advance(n);
+        if matches!(conn.state, State::Closed) {
+            conn.sending = Bytes::new();
+            self.release_if_done(slot);
+        } else if !conn.sending.is_empty() {
+            self.submit_send(slot);
+        } else {
+            self.send(slot);
+        }
+    }
+
+    /// Closes a connection for its session now; the slot is freed once the
+    /// kernel is done with it.
+    fn close(&mut self, slot: u32, cause: CloseCause) {
+        let shard = self.shard.clone();
+        let Some(conn) = self.conn_mut(slot) else {
+            return;
+        };
+        if matches!(conn.state, State::Closed) {
+            return;
+        }
+        conn.state = State::Closed;
+        let fd = conn.fd.as_raw_fd();
+        let in_flight = !conn.sending.is_empty();
+        if in_flight {
+            // A send of this connection may still sit in the submission
+            // queue: hand it to the kernel first, so what it carries (a
+            // CONNACK, a PUBACK) leaves before the DISCONNECT and the FIN.
+            self.ring.submit();
+        }
+        let conn = self.conn_mut(slot).expect("checked above");
+        {
+            // Last chance for a queued DISCONNECT to leave (no waiting).
+            let out = conn.link.outbuf.borrow();
+            if !out.is_empty() {
+                // SAFETY: a non-blocking send from memory we own.
+                unsafe {
+                    libc::send(
+                        fd,
+                        out.as_ptr().cast(),
+                        out.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+            }
+        }
+        // The FIN goes now, so a take-over's CONNACK (which waits for this
+        // close) really follows the old connection's end; it also ends the
+        // receive and any send the kernel still holds.
+        // SAFETY: the descriptor is open (owned by the slot).
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        conn.link.mark_closed();
+        let link = conn.link.clone();
+        debug!(shard = shard.id, peer = %link.peer, ?cause, "connection closed");
+        shard.core.borrow_mut().on_closed(&link, cause);
+        self.release_if_done(slot);
+    }
+
+    fn release_if_done(&mut self, slot: u32) {
+        let entry = &mut self.slots[slot as usize];
+        if entry.conn.as_ref().is_some_and(|c| !c.in_flight()) {
+            // Dropping the connection closes its descriptor.
+            entry.conn = None;
+            self.free.push(slot);
+        }
+    }
+
+    // ---- doorbell and shutdown --------------------------------------
+
+    fn arm_doorbell(&mut self) {
+        if self.doorbell_armed {
+            return;
+        }
+        self.doorbell_armed = true;
+        let token = Token {
+            op: Op::Doorbell,
+            slot: 0,
+            gen: 0,
+        };
+        let buf = self.doorbell_buf.as_mut_ptr();
+        // SAFETY: the buffer is boxed in the engine, which outlives every
+        // request (see `finish`).
+        unsafe {
+            self.ring
+                .recv_into(self.doorbell.as_raw_fd(), buf, 64, token)
+        };
+    }
+
+    fn drain_doorbell(&mut self) {
+        let mut rings = [0u8; 256];
+        loop {
+            // SAFETY: a non-blocking recv into a buffer we own.
+            let n = unsafe {
+                libc::recv(
+                    self.doorbell.as_raw_fd(),
+                    rings.as_mut_ptr().cast(),
+                    rings.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < rings.len() as isize {
+                return;
+            }
+        }
+    }
+
+    /// One turn of shutdown; false when the shard may stop.
+    fn shutdown_step(&mut self) -> bool {
+        if self.shutdown_deadline.is_none() {
+            self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_WAIT);
+            for l in &self.listeners {
+                // Ends the multishot accept and closes the port at once.
+                // SAFETY: the listener's descriptor is open.
+                unsafe { libc::shutdown(l.fd.as_raw_fd(), libc::SHUT_RDWR) };
+            }
+        }
+        let open = self.slots.iter().any(|s| {
+            s.conn
+                .as_ref()
+                .is_some_and(|c| !matches!(c.state, State::Closed))
+        });
+        open && self.shutdown_deadline.is_none_or(|at| Instant::now() < at)
+    }
+
+    /// Ends every request on the ring before its memory goes away: every
+    /// socket is shut down, then completions are reaped until none is left
+    /// in flight (bounded).
+    fn finish(&mut self) {
+        for slot in 0..self.slots.len() as u32 {
+            if self
+                .conn(slot)
+                .is_some_and(|c| !matches!(c.state, State::Closed))
+            {
+                self.close(slot, CloseCause::ServerShutdown);
+            }
+        }
+        for l in &self.listeners {
+            // SAFETY: the listener's descriptor is open.
+            unsafe { libc::shutdown(l.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        // SAFETY: our end of the doorbell is open.
+        unsafe { libc::shutdown(self.doorbell.as_raw_fd(), libc::SHUT_RDWR) };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let busy = self.doorbell_armed
+                || self.listeners.iter().any(|l| l.armed)
+                || self.slots.iter().any(|s| s.conn.is_some());
+            if !busy {
+                return;
+            }
+            if Instant::now() >= deadline {
+                // Memory a request may still touch must outlive it: keep it.
+                warn!(
+                    shard = self.shard.id,
+                    "io_uring requests still in flight at exit"
+                );
+                std::mem::forget(std::mem::take(&mut self.slots));
+                return;
+            }
+            self.ring.submit_and_wait(Some(Duration::from_millis(10)));
+            self.completions.clear();
+            self.ring.reap(&mut self.completions);
+            let completions = std::mem::take(&mut self.completions);
+            for c in completions {
+                match c.token.op {
+                    Op::Accept if !c.more => {
+                        if c.result >= 0 {
+                            // SAFETY: a descriptor accepted just now; ours to close.
+                            drop(unsafe { OwnedFd::from_raw_fd(c.result) });
+                        }
+                        if let Some(l) = self.listeners.get_mut(c.token.slot as usize) {
+                            l.armed = false;
+                        }
+                    }
+                    Op::Accept => {
+                        if c.result >= 0 {
+                            // SAFETY: as above.
+                            drop(unsafe { OwnedFd::from_raw_fd(c.result) });
+                        }
+                    }
+                    Op::Doorbell => self.doorbell_armed = false,
+                    Op::Recv | Op::Send => self.complete(c),
+                    Op::Cancel => {}
+                }
+            }
+        }
+    }
+}
+
+fn set_nodelay(fd: RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on an open socket with a valid int option.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+fn peer_addr(fd: RawFd) -> SocketAddr {
+    // SAFETY: the descriptor is open for the duration of this call; the
+    // std socket is forgotten so it does not close it.
+    let stream = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
