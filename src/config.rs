@@ -68,8 +68,10 @@ pub struct Config {
     #[arg(long, value_name = "BYTES", default_value_t = 1_048_576)]
     pub max_packet_size: u32,
 
-    /// io_uring registered memory per shard, in KiB. Locked memory is
-    /// limited (ulimit -l): shards x 3 rings x this must fit.
+    /// glommio's io_uring registered memory per shard, in KiB (the
+    /// executor's own rings, which the broker's socket I/O does not use:
+    /// keep it at the minimum). Locked memory is limited (ulimit -l):
+    /// shards x (3 x this + the broker ring's size) must fit.
     #[arg(long, value_name = "KIB", default_value_t = 64)]
     pub io_memory_kib: usize,
 
@@ -115,34 +117,20 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub topic_alias_maximum: u16,
 
-    /// Entries of each io_uring submission ring per shard (a power of two,
-    /// 128..=32768). Deeper rings also give the kernel a larger cancel hash
-    /// table: with thousands of sockets waiting on the ring, a shallow ring
-    /// makes each of glommio's timer cancellations walk long hash chains.
+    /// Submission queue entries of each shard's io_uring (a power of two,
+    /// 128..=32768; the completion queue is 4x). A turn that queues more
+    /// requests than this submits early and goes on, so this bounds memory,
+    /// not the connections a shard can serve.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub ring_depth: usize,
 
-    /// How a shard does its socket I/O: `ring` (the broker's own io_uring
-    /// per shard: multishot accept and receive into provided buffers, one
-    /// completion queue for every connection) or `glommio` (a glommio task
-    /// and socket per connection).
-    #[arg(
-        long,
-        value_name = "ENGINE",
-        value_enum,
-        env = "RINGMQ_IO_ENGINE",
-        default_value = "glommio"
-    )]
-    pub io_engine: IoEngine,
-
-    /// Read buffers each shard provides to the kernel (`--io-engine ring`;
-    /// a power of two, 2..=32768). A connection owns none while it waits:
+    /// Read buffers each shard provides to the kernel (a power of two, 2..=32768). A connection owns none while it waits:
     /// the kernel picks one when bytes arrive and the shard returns it at
     /// once. When all are in use, reads pause until one comes back.
     #[arg(long, value_name = "N", default_value_t = 128)]
     pub read_buffers: u16,
 
-    /// Size of each read buffer in KiB (`--io-engine ring`, 1..=1024): the
+    /// Size of each read buffer in KiB (1..=1024): the
     /// most one read takes from a socket.
     #[arg(long, value_name = "KIB", default_value_t = 32)]
     pub read_buffer_kib: usize,
@@ -153,41 +141,17 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub listen_backlog: u32,
 
-    /// Microseconds a busy shard runs tasks before it stops to reap
-    /// io_uring completions (glommio's preempt period, 100 ms by default
-    /// there: far too long for a broker whose publishers keep a shard
-    /// busy). 500 us made a cross-shard delivery stall for seconds when
-    /// both cores were saturated and the stall guard was off; 5000 did not.
-    #[arg(long, value_name = "US", default_value_t = 5000)]
-    pub preempt_us: u64,
-
     /// Microseconds a shard that just ran out of work keeps polling its
-    /// rings before it sleeps: a reply arriving within it skips the
-    /// sleep/wake-up round trip (lower latency, higher QoS 1 throughput); an
+    /// completion queue before it sleeps: a reply arriving within it skips
+    /// the sleep/wake-up round trip (lower latency, higher QoS 1 throughput); an
     /// idle shard still sleeps. 0 = sleep at once (least CPU).
     #[arg(long, value_name = "US", default_value_t = 0)]
     pub busy_poll_us: u64,
-
-    /// Milliseconds between the stall guard's interruptions of each
-    /// shard's sleep. glommio 0.9 on Linux 6.x sometimes sleeps through a
-    /// completion it waits for; the guard bounds such a stall to this
-    /// period. 0 turns it off (an idle shard then never wakes by itself).
-    #[arg(long, value_name = "MS", default_value_t = 20)]
-    pub stall_guard_ms: u64,
 
     /// Log filter (tracing syntax, e.g. "info" or "ringmq=debug"). RUST_LOG
     /// is used when this flag is absent.
     #[arg(long, value_name = "FILTER", env = "RUST_LOG", default_value = "info")]
     pub log: String,
-}
-
-/// How a shard does its socket I/O (`--io-engine`).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IoEngine {
-    /// The broker's own io_uring per shard, driven by completions.
-    Ring,
-    /// One glommio task and socket per connection.
-    Glommio,
 }
 
 /// A flag value the broker cannot honour.
@@ -271,12 +235,6 @@ impl Config {
                 format!("{} is not a power of two in 128..=32768", self.ring_depth),
             );
         }
-        if self.stall_guard_ms > 60_000 {
-            return bad(
-                "stall-guard-ms",
-                format!("{} is not in 0..=60000", self.stall_guard_ms),
-            );
-        }
         if !self.read_buffers.is_power_of_two()
             || self.read_buffers < 2
             || self.read_buffers > 32768
@@ -290,12 +248,6 @@ impl Config {
             return bad(
                 "read-buffer-kib",
                 format!("{} is not in 1..=1024", self.read_buffer_kib),
-            );
-        }
-        if !(100..=100_000).contains(&self.preempt_us) {
-            return bad(
-                "preempt-us",
-                format!("{} is not in 100..=100000", self.preempt_us),
             );
         }
         if self.busy_poll_us > 10_000 {

@@ -14,7 +14,6 @@
 
 mod config;
 mod io;
-mod kick;
 mod mesh;
 mod shard;
 mod stats;
@@ -28,16 +27,17 @@ use std::thread::JoinHandle;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::info;
 
-pub use config::{allowed_cpus, Config, ConfigError, IoEngine};
+pub use config::{allowed_cpus, Config, ConfigError};
 pub use stats::Stats;
 
 use mesh::Mesh;
 use shard::{Msg, Shard, Shared};
 use stats::ShardStats;
 
-/// Estimated locked memory of one shard's three io_uring rings (SQ, CQ and
-/// arrays at the default depth of 128), on top of its registered buffers.
-const RING_LOCKED_BYTES: u64 = 64 * 1024;
+/// Estimated locked memory of glommio's three io_uring rings per shard (SQ,
+/// CQ and arrays at its default depth of 128), on top of its registered
+/// buffers.
+const GLOMMIO_RING_BYTES: u64 = 64 * 1024;
 
 /// The shard that owns `client_id` in a broker with `shards` shards.
 ///
@@ -62,6 +62,16 @@ pub enum StartError {
         shards: usize,
         /// `--io-memory-kib`.
         io_memory_kib: usize,
+        /// `--ring-depth`.
+        ring_depth: usize,
+    },
+    /// A shard's io_uring could not be created (kernel too old, io_uring
+    /// disabled, or out of memory).
+    Ring {
+        /// The shard.
+        shard: usize,
+        /// What the kernel said.
+        error: std::io::Error,
     },
     /// A shard's executor could not be created.
     Executor(String),
@@ -78,14 +88,24 @@ impl fmt::Display for StartError {
                 limit,
                 shards,
                 io_memory_kib,
+                ring_depth,
             } => write!(
                 f,
                 "io_uring memory does not fit the locked-memory limit: {shards} shard(s) x \
-                 (3 rings x --io-memory-kib {io_memory_kib} + {} KiB ring overhead) = {} KiB, \
-                 but ulimit -l is {} KiB; lower --io-memory-kib or --shards, or raise ulimit -l",
-                RING_LOCKED_BYTES / 1024,
+                 (3 glommio rings x --io-memory-kib {io_memory_kib} + {} KiB of glommio ring \
+                 overhead + {} KiB for the broker ring at --ring-depth {ring_depth}) = {} KiB, \
+                 but ulimit -l is {} KiB; lower --io-memory-kib, --ring-depth or --shards, or \
+                 raise ulimit -l",
+                GLOMMIO_RING_BYTES / 1024,
+                io::ring::locked_bytes(*ring_depth) / 1024,
                 needed / 1024,
                 limit / 1024
+            ),
+            StartError::Ring { shard, error } => write!(
+                f,
+                "cannot create shard {shard}'s io_uring: {error} (the broker needs Linux 6.0 \
+                 or later with io_uring enabled; on ENOMEM lower --ring-depth or raise \
+                 ulimit -l)"
             ),
             StartError::Executor(e) => write!(f, "cannot start a shard executor: {e}"),
             StartError::Listen(e) => write!(f, "cannot listen: {e}"),
@@ -116,9 +136,15 @@ fn locked_memory_limit() -> Option<u64> {
 }
 
 /// Checks that every shard's io_uring memory fits `ulimit -l`. Each shard
-/// registers its io memory with each of glommio's three rings.
-fn check_locked_memory(shards: usize, io_memory_kib: usize) -> Result<u64, StartError> {
-    let per_shard = 3 * io_memory_kib as u64 * 1024 + RING_LOCKED_BYTES;
+/// registers its io memory with each of glommio's three rings, and has the
+/// broker's own ring.
+fn check_locked_memory(
+    shards: usize,
+    io_memory_kib: usize,
+    ring_depth: usize,
+) -> Result<u64, StartError> {
+    let per_shard =
+        3 * io_memory_kib as u64 * 1024 + GLOMMIO_RING_BYTES + io::ring::locked_bytes(ring_depth);
     let needed = per_shard * shards as u64;
     match locked_memory_limit() {
         Some(limit) if needed > limit => Err(StartError::LockedMemory {
@@ -126,6 +152,7 @@ fn check_locked_memory(shards: usize, io_memory_kib: usize) -> Result<u64, Start
             limit,
             shards,
             io_memory_kib,
+            ring_depth,
         }),
         _ => Ok(needed),
     }
@@ -136,8 +163,6 @@ pub struct Broker {
     shared: Arc<Shared>,
     addrs: Vec<SocketAddr>,
     threads: Vec<JoinHandle<()>>,
-    /// Stopped after the shards (dropped last).
-    _guard: Option<kick::StallGuard>,
 }
 
 impl Broker {
@@ -146,7 +171,7 @@ impl Broker {
     pub fn start(config: Config) -> Result<Broker, StartError> {
         config.validate()?;
         let shards = config.shard_count();
-        let locked = check_locked_memory(shards, config.io_memory_kib)?;
+        let locked = check_locked_memory(shards, config.io_memory_kib, config.ring_depth)?;
         let cpus = allowed_cpus();
         let (mesh, inboxes) = Mesh::<Msg>::new(shards, config.inbox_capacity)
             .map_err(|e| StartError::Executor(format!("cannot create the shard mesh: {e}")))?;
@@ -160,25 +185,10 @@ impl Broker {
             epoch: std::time::Instant::now(),
             config,
         });
-        let watches = (0..shards)
-            .map(|id| {
-                let mesh = shared.mesh.clone();
-                kick::Watch {
-                    activity: shared.stats[id].activity.clone(),
-                    backlog: Box::new(move || mesh.backlog(id)),
-                }
-            })
-            .collect();
-        let guard = kick::StallGuard::start(
-            std::time::Duration::from_millis(shared.config.stall_guard_ms),
-            watches,
-        );
-        let guard_handle = guard.as_ref().map(|g| g.handle());
         let mut broker = Broker {
             shared: shared.clone(),
             addrs: shared.config.listen.clone(),
             threads: Vec::with_capacity(shards),
-            _guard: guard,
         };
         for (id, inbox) in inboxes.into_iter().enumerate() {
             let cpu = cpus[id % cpus.len()];
@@ -186,7 +196,6 @@ impl Broker {
             let shared = shared.clone();
             // Port 0: shard 0 binds first and the others bind the port it got.
             let addrs = broker.addrs.clone();
-            let guard_handle = guard_handle.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ringmq-shard-{id}"))
                 .spawn(move || {
@@ -196,7 +205,7 @@ impl Broker {
                     // The release profile aborts on panic anyway; this
                     // covers builds that unwind.
                     let body = std::panic::AssertUnwindSafe(move || {
-                        run_shard(id, cpu, shared, inbox, addrs, guard_handle, ready_tx)
+                        run_shard(id, cpu, shared, inbox, addrs, ready_tx)
                     });
                     if std::panic::catch_unwind(body).is_err() {
                         tracing::error!(shard = id, "shard panicked: aborting the process");
@@ -224,7 +233,9 @@ impl Broker {
             listen = ?broker.addrs,
             keepalive_tick_ms = broker.shared.config.keepalive_tick_ms,
             keepalive_backoff = broker.shared.config.keepalive_backoff,
-            io_memory_kib = broker.shared.config.io_memory_kib,
+            ring_depth = broker.shared.config.ring_depth,
+            read_buffers = broker.shared.config.read_buffers,
+            read_buffer_kib = broker.shared.config.read_buffer_kib,
             locked_kib = locked / 1024,
             "ringmq started"
         );
@@ -284,20 +295,14 @@ fn run_shard(
     shared: Arc<Shared>,
     inbox: mesh::Inbox<Msg>,
     addrs: Vec<SocketAddr>,
-    guard_handle: Option<kick::GuardHandle>,
     ready_tx: mpsc::Sender<Result<Vec<SocketAddr>, StartError>>,
 ) {
+    // The shard's socket I/O runs on its own ring (shard/engine.rs); the
+    // executor runs the engine's one task and nothing else, so glommio's
+    // preempt timer and spin settings do not come into play.
     let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(&format!("ringmq-shard-{id}"))
         .io_memory(shared.config.io_memory_kib * 1024)
-        // glommio reaps io_uring completions only between task-queue runs;
-        // while a busy publisher keeps its queue non-empty that happens once
-        // per preempt period (100 ms by default), which stalled every socket
-        // waiting on the ring. Keep it short, but not too short: at 500 us
-        // an executor was seen to park with work queued (see --preempt-us).
-        .ring_depth(shared.config.ring_depth)
-        .preempt_timer(std::time::Duration::from_micros(shared.config.preempt_us))
-        .spin_before_park(std::time::Duration::from_micros(shared.config.busy_poll_us))
         .make();
     let executor = match executor {
         Ok(ex) => ex,
@@ -308,8 +313,14 @@ fn run_shard(
             return;
         }
     };
-    let _kicks = guard_handle.map(|g| g.register());
     executor.run(async move {
+        let ring = match io::ring::Ring::new(io::ring::RingSize::of(&shared.config)) {
+            Ok(ring) => ring,
+            Err(error) => {
+                let _ = ready_tx.send(Err(StartError::Ring { shard: id, error }));
+                return;
+            }
+        };
         let shard = Shard::new(id, shared, inbox);
         match shard::listen::serve(&shard, &addrs) {
             Ok(bound) => {
@@ -322,7 +333,7 @@ fn run_shard(
                 return;
             }
         }
-        shard.run().await;
+        shard.run(ring).await;
     });
 }
 
@@ -346,7 +357,9 @@ mod tests {
 
     #[test]
     fn locked_memory_check_names_the_flag() {
-        let err = check_locked_memory(2, 1 << 30).unwrap_err().to_string();
+        let err = check_locked_memory(2, 1 << 30, 4096)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--io-memory-kib"), "{err}");
     }
 }

@@ -26,7 +26,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
@@ -53,7 +53,7 @@ pub(crate) struct Inbox<T> {
     /// source cannot starve the others).
     next: usize,
     wake: Arc<WakeSlot>,
-    /// The read end of the doorbell, taken by the shard's inbox task.
+    /// The read end of the doorbell, taken by the shard's engine.
     doorbell: Option<OwnedFd>,
 }
 
@@ -108,11 +108,6 @@ impl<T: Send> Mesh<T> {
         self.wake.len()
     }
 
-    /// Messages waiting in shard `to`'s inbox (approximate, any thread).
-    pub(crate) fn backlog(&self, to: usize) -> usize {
-        self.senders.iter().map(|from| from[to].len()).sum()
-    }
-
     /// The sending side for shard `from`.
     pub(crate) fn outlet(self: &Arc<Self>, from: usize) -> Outlet<T> {
         Outlet {
@@ -130,12 +125,6 @@ impl<T: Send> Mesh<T> {
         if self.senders[from][to].send(msg).is_ok() {
             self.wake(to);
         }
-    }
-
-    /// Rings shard `to`'s doorbell whether or not it is parked (a shard
-    /// waking its own inbox task for work it found while draining).
-    pub(crate) fn ring(&self, to: usize) {
-        let _ = (&self.wake[to].doorbell).write(&[1]);
     }
 
     fn wake(&self, to: usize) {
@@ -228,7 +217,7 @@ impl<T> Inbox<T> {
         self.receivers.iter().all(|r| r.is_empty())
     }
 
-    /// The read end of the doorbell (once; the inbox task owns it).
+    /// The read end of the doorbell (once; the shard's engine owns it).
     pub(crate) fn take_doorbell(&mut self) -> Option<OwnedFd> {
         self.doorbell.take()
     }
@@ -249,57 +238,6 @@ impl<T> Inbox<T> {
             return false;
         }
         true
-    }
-}
-
-/// The receiving end of a shard's doorbell, owned by its inbox task.
-pub(crate) struct Doorbell {
-    stream: glommio::net::UnixStream,
-    fd: RawFd,
-}
-
-impl Doorbell {
-    /// Wraps the read end taken with [`Inbox::take_doorbell`]; must run on
-    /// the shard's executor.
-    pub(crate) fn new(fd: OwnedFd) -> Self {
-        let fd = fd.into_raw_fd();
-        // SAFETY: `fd` is an open socket we own; the stream owns it now and
-        // `self.fd` is only used while the stream lives.
-        let stream = unsafe { glommio::net::UnixStream::from_raw_fd(fd) };
-        Self { stream, fd }
-    }
-
-    /// Waits for a ring, then consumes every pending one.
-    ///
-    /// It waits through a receive on glommio's latency ring, the ring a
-    /// sleeping shard waits on; a readiness poll would sit on the main
-    /// ring, whose completions a sleeping shard was seen to miss for
-    /// seconds when both cores were saturated.
-    pub(crate) async fn wait(&self) {
-        let mut rings = [0u8; 64];
-        match self.stream.peek(&mut rings).await {
-            Ok(n) if n > 0 => self.drain(),
-            // The mesh is gone (broker stopping): don't spin.
-            _ => glommio::timer::sleep(std::time::Duration::from_millis(10)).await,
-        }
-    }
-
-    fn drain(&self) {
-        let mut rings = [0u8; 256];
-        loop {
-            // SAFETY: recv into a buffer we own, on a socket the stream owns.
-            let n = unsafe {
-                libc::recv(
-                    self.fd,
-                    rings.as_mut_ptr().cast(),
-                    rings.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n < rings.len() as isize {
-                return;
-            }
-        }
     }
 }
 

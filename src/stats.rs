@@ -17,9 +17,6 @@ macro_rules! counters {
         #[derive(Default, Debug)]
         pub(crate) struct ShardStats {
             $(pub(crate) $name: AtomicU64,)*
-            /// Bumped whenever the shard does anything (read a batch, took
-            /// an inbox message, fired a timer); watched by the stall guard.
-            pub(crate) activity: std::sync::Arc<AtomicU64>,
         }
 
         impl ShardStats {

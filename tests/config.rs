@@ -53,9 +53,11 @@ fn valid_flags_are_accepted() {
 }
 
 #[test]
-fn preempt_period_out_of_range_is_rejected() {
-    assert_rejected(&["--preempt-us", "50"], "preempt-us");
-    assert_rejected(&["--preempt-us", "200000"], "preempt-us");
+fn read_buffers_out_of_range_are_rejected() {
+    assert_rejected(&["--read-buffers", "3"], "read-buffers");
+    assert_rejected(&["--read-buffers", "1"], "read-buffers");
+    assert_rejected(&["--read-buffer-kib", "0"], "read-buffer-kib");
+    assert_rejected(&["--read-buffer-kib", "2048"], "read-buffer-kib");
 }
 
 #[test]

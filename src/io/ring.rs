@@ -94,6 +94,24 @@ pub(crate) struct RingSize {
     pub(crate) read_buffer_bytes: usize,
 }
 
+impl RingSize {
+    /// The sizes the flags ask for.
+    pub(crate) fn of(config: &crate::config::Config) -> RingSize {
+        RingSize {
+            entries: config.ring_depth as u32,
+            read_buffers: config.read_buffers,
+            read_buffer_bytes: config.read_buffer_kib * 1024,
+        }
+    }
+}
+
+/// Bytes of kernel ring memory a shard's ring of `entries` may lock: the
+/// submission entries, the completion entries (4x) and the index array.
+pub(crate) fn locked_bytes(entries: usize) -> u64 {
+    let entries = entries as u64;
+    entries * 64 + 4 * entries * 16 + entries * 4 + 4096
+}
+
 /// A shard's ring and its read buffers.
 pub(crate) struct Ring {
     uring: IoUring,

@@ -27,7 +27,7 @@ use super::link::{Link, LinkId};
 use super::msg::Msg;
 use super::shared::Shared;
 use super::table::SessionTable;
-use super::timers::{Clock, Ticker, TimerEvent};
+use super::timers::{Clock, TimerEvent};
 use crate::mesh::{Inbox, Outlet};
 use crate::stats::ShardStats;
 
@@ -68,10 +68,6 @@ pub(crate) struct Core {
     /// The time of the step being run (set when a step starts: one clock
     /// reading per read batch, inbox drain or timer tick, not per message).
     pub(crate) now: Tick,
-    pub(crate) ticker: Rc<Ticker>,
-    /// Woken when the outlet overflows, so it is flushed even when no
-    /// connection waits on it.
-    pub(crate) flusher: Rc<Ticker>,
     pub(crate) links: HashMap<LinkId, Rc<Link>>,
     pub(crate) table: SessionTable,
     pub(crate) wheel: Wheel<TimerEvent>,
@@ -86,11 +82,10 @@ pub(crate) struct Core {
     pub(crate) matches: Matches,
     pub(crate) deferred: VecDeque<Deferred>,
     pub(crate) adopts: Vec<Adopt>,
-    pub(crate) accept_wakers: Vec<std::task::Waker>,
     pub(crate) shutting_down: bool,
     pub(crate) next_link: u64,
-    /// Links with work for the ring engine (`None`: glommio engine).
-    pub(crate) dirty: Option<Rc<super::link::Dirty>>,
+    /// Links with output to write or a close to carry out.
+    pub(crate) dirty: Rc<super::link::Dirty>,
 }
 
 impl Core {
@@ -184,7 +179,6 @@ impl Core {
                     let Some(sid) = sid else { continue };
                     let tick = self.clock.wheel_tick(at);
                     let key = self.wheel.insert(tick, TimerEvent::Session(sid, timer));
-                    self.ticker.armed(tick);
                     if let Some(old) = self.table.set_timer(sid, timer, Some(key)) {
                         self.wheel.cancel(old);
                     }
@@ -247,11 +241,9 @@ impl Core {
 
     /// Queues `msg` for shard `to` in order (never dropped, never blocks).
     pub(crate) fn send_mesh(&mut self, to: ShardId, msg: Msg) {
-        let was = self.outlet.is_congested();
+        // A full channel keeps the rest in order in the outlet; the engine
+        // moves it on every turn and backs off while it waits.
         self.outlet.send(to.0, msg);
-        if !was && self.outlet.is_congested() {
-            self.flusher.notify();
-        }
     }
 
     /// A route change to every other shard.

@@ -43,7 +43,6 @@ impl Core {
             let key = self
                 .wheel
                 .insert(tick, TimerEvent::ConnectDeadline(link.id));
-            self.ticker.armed(tick);
             link.connect_timer.set(Some(key));
         }
         link
@@ -345,12 +344,8 @@ impl Core {
                 } => self.deliver_retained(session, &filter, messages),
                 Msg::Adopt { fd, read, peer } => {
                     ShardStats::inc(&self.stats.handoffs);
+                    // The engine starts it in this same turn.
                     self.adopts.push(Adopt { fd, read, peer });
-                    if self.dirty.is_none() {
-                        // The glommio inbox task starts it; make sure it
-                        // wakes. (The ring engine takes adopts every turn.)
-                        self.shared.mesh.ring(self.id.0);
-                    }
                 }
                 Msg::Shutdown => self.begin_shutdown(),
             }
@@ -381,10 +376,6 @@ impl Core {
         // Connections without a session yet.
         for link in self.links.values() {
             link.request_close(CloseCause::ServerShutdown);
-        }
-        self.ticker.notify();
-        for waker in self.accept_wakers.drain(..) {
-            waker.wake();
         }
     }
 }

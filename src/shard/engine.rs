@@ -1,5 +1,4 @@
-//! `--io-engine ring`: the shard's whole life as one loop on its own
-//! io_uring.
+//! The shard's whole life as one loop on its own io_uring.
 //!
 //! A connection is a slot in a slab, not a task: its socket, its partial
 //! packet and the bytes being sent. Nothing else waits for it; the kernel
@@ -36,7 +35,7 @@ use tracing::{debug, trace, warn};
 use super::frames::{self, Fed};
 use super::link::Link;
 use super::Shard;
-use crate::io::ring::{Completion, Op, Ring, RingSize, Token};
+use crate::io::ring::{Completion, Op, Ring, Token};
 
 /// Longest a take-over waits for the old connection to close.
 const TAKEOVER_WAIT: Duration = Duration::from_millis(100);
@@ -130,27 +129,14 @@ struct Engine {
     accept_retry_at: Option<Instant>,
     accept_error_logged: Option<Instant>,
     shutdown_deadline: Option<Instant>,
+    /// `--busy-poll-us`.
+    busy_poll: Duration,
 }
 
 /// Runs the shard on its own ring until shutdown has closed every
 /// connection. `listeners` are bound and listening; `doorbell` is the
 /// inbox's doorbell read end.
-pub(crate) async fn run(shard: Rc<Shard>, listeners: Vec<OwnedFd>, doorbell: OwnedFd) {
-    let config = shard.config();
-    let size = RingSize {
-        entries: config.ring_depth as u32,
-        read_buffers: config.read_buffers,
-        read_buffer_bytes: config.read_buffer_kib * 1024,
-    };
-    let ring = match Ring::new(size) {
-        Ok(ring) => ring,
-        Err(e) => {
-            // Checked at start (Broker::start builds a probe ring), so this
-            // is a resource that ran out since: say which.
-            tracing::error!(shard = shard.id, error = %e, "cannot create the shard's io_uring");
-            return;
-        }
-    };
+pub(crate) async fn run(shard: Rc<Shard>, ring: Ring, listeners: Vec<OwnedFd>, doorbell: OwnedFd) {
     let mut engine = Engine {
         shard: shard.clone(),
         ring,
@@ -172,6 +158,7 @@ pub(crate) async fn run(shard: Rc<Shard>, listeners: Vec<OwnedFd>, doorbell: Own
         accept_retry_at: None,
         accept_error_logged: None,
         shutdown_deadline: None,
+        busy_poll: Duration::from_micros(shard.config().busy_poll_us),
     };
     engine.arm_listeners();
     engine.arm_doorbell();
@@ -185,14 +172,13 @@ impl Engine {
         loop {
             self.completions.clear();
             self.ring.reap(&mut self.completions);
-            self.shard.bump_activity();
             self.take_inbox();
             let completions = std::mem::take(&mut self.completions);
             for c in &completions {
                 self.complete(*c);
             }
             self.completions = completions;
-            let next_timer = self.shard.core.borrow_mut().fire_timers();
+            self.shard.core.borrow_mut().fire_timers();
             let congested = !self.shard.core.borrow_mut().outlet.flush();
             if !congested {
                 self.resume_paused();
@@ -202,14 +188,35 @@ impl Engine {
             if self.shard.shutting_down() && !self.shutdown_step() {
                 return;
             }
-            // Sleep unless something is already waiting.
+            // Sleep unless something is already waiting. The deadline is
+            // read after everything this turn armed.
             if self.ring.has_completions() || !self.shard.core.borrow().inbox.park() {
                 self.ring.submit();
                 continue;
             }
+            let next_timer = self.shard.core.borrow().wheel.next_deadline();
             let timeout = self.timeout(next_timer, congested);
-            self.ring.submit_and_wait(timeout);
+            if self.busy_poll.is_zero() || !self.spin(timeout) {
+                self.ring.submit_and_wait(timeout);
+            }
             self.shard.core.borrow().inbox.unpark();
+        }
+    }
+
+    /// `--busy-poll-us`: submits, then polls the completion queue (and
+    /// the inbox) for a while before sleeping. True when something came.
+    fn spin(&mut self, timeout: Option<Duration>) -> bool {
+        self.ring.submit();
+        let limit = timeout.map_or(self.busy_poll, |t| t.min(self.busy_poll));
+        let until = Instant::now() + limit;
+        loop {
+            if self.ring.has_completions() || !self.shard.core.borrow().inbox.is_empty() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::hint::spin_loop();
         }
     }
 
@@ -571,9 +578,7 @@ impl Engine {
     /// Carries out what `apply` asked of each dirty link: closes first,
     /// then one send per link.
     fn flush_dirty(&mut self) {
-        let Some(dirty) = self.shard.core.borrow().dirty.clone() else {
-            return;
-        };
+        let dirty = self.shard.core.borrow().dirty.clone();
         loop {
             self.resume_waiting();
             if dirty.is_empty() {

@@ -1,16 +1,16 @@
-//! A link: what a connection task shares with the rest of its shard.
+//! A link: what the engine and the rest of the shard share about one
+//! connection.
 //!
-//! The connection task owns the socket; everything else reaches the
-//! connection only through its `Link`: `apply` appends encoded packets to
-//! `outbuf` and wakes the task, or asks it to close. The task flushes,
-//! reads and watches for the close request in one future, so a blocked
-//! write never hides a close. An idle link owns no buffer: `outbuf` is
-//! released whenever it drains.
+//! The engine owns the socket; everything else reaches the connection only
+//! through its `Link`: `apply` appends encoded packets to `outbuf`, or asks
+//! for a close, and marks the link dirty. The engine carries out every
+//! dirty link's close and write once per loop turn (closes first). An idle
+//! link owns no buffer: `outbuf` is handed to the kernel whole whenever it
+//! is written.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::task::Waker;
 
 use bytes::BytesMut;
 use ringmq_codec::ProtocolVersion;
@@ -46,26 +46,23 @@ pub(crate) struct Link {
     pub(crate) peer: SocketAddr,
     /// Encoded packets waiting to be written.
     pub(crate) outbuf: RefCell<BytesMut>,
-    waker: Cell<Option<Waker>>,
     close: Cell<Option<CloseCause>>,
     /// The socket is closed (the task is ending); take-over waits on it.
     closed: Cell<bool>,
-    /// Tasks waiting for `closed` (a take-over's new connection).
-    closed_wakers: RefCell<Vec<Waker>>,
     /// Negotiated protocol; `None` until CONNECT is accepted.
     pub(crate) version: Cell<Option<ProtocolVersion>>,
     /// The session this connection drives, once connected.
     pub(crate) session: Cell<Option<SessionId>>,
     /// The CONNECT deadline's wheel entry, until CONNECT is accepted.
     pub(crate) connect_timer: Cell<Option<TimerKey>>,
-    /// The ring engine's slot for this link and its dirty list.
+    /// The engine's slot for this link, and the shard's dirty list.
     slot: Cell<u32>,
     marked: Cell<bool>,
-    dirty: Option<Rc<Dirty>>,
+    dirty: Rc<Dirty>,
 }
 
 impl Link {
-    pub(crate) fn new(id: LinkId, peer: SocketAddr, dirty: Option<Rc<Dirty>>) -> Self {
+    pub(crate) fn new(id: LinkId, peer: SocketAddr, dirty: Rc<Dirty>) -> Self {
         Self {
             slot: Cell::new(u32::MAX),
             marked: Cell::new(false),
@@ -73,26 +70,19 @@ impl Link {
             id,
             peer,
             outbuf: RefCell::new(BytesMut::new()),
-            waker: Cell::new(None),
             close: Cell::new(None),
             closed: Cell::new(false),
-            closed_wakers: RefCell::new(Vec::new()),
             version: Cell::new(None),
             session: Cell::new(None),
             connect_timer: Cell::new(None),
         }
     }
 
-    /// Wakes the connection task (to flush or to close), or marks the
-    /// link dirty for the ring engine.
+    /// Marks the link dirty: the engine writes its output or carries out
+    /// its close at the end of this loop turn.
     pub(crate) fn wake(&self) {
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
-        if let Some(dirty) = &self.dirty {
-            if !self.marked.replace(true) && self.slot.get() != u32::MAX {
-                dirty.0.borrow_mut().push(self.slot.get());
-            }
+        if !self.marked.replace(true) && self.slot.get() != u32::MAX {
+            self.dirty.0.borrow_mut().push(self.slot.get());
         }
     }
 
@@ -106,17 +96,12 @@ impl Link {
         self.marked.set(false);
     }
 
-    /// Registers the task's waker.
-    pub(crate) fn set_waker(&self, waker: &Waker) {
-        self.waker.set(Some(waker.clone()));
-    }
-
     /// Bytes waiting to be written.
     pub(crate) fn queued_bytes(&self) -> usize {
         self.outbuf.borrow().len()
     }
 
-    /// Asks the task to close the connection (first cause wins).
+    /// Asks the engine to close the connection (first cause wins).
     pub(crate) fn request_close(&self, cause: CloseCause) {
         if self.close.get().is_none() {
             self.close.set(Some(cause));
@@ -129,28 +114,13 @@ impl Link {
         self.close.get()
     }
 
-    /// Marks the socket closed and wakes whoever waits for that.
+    /// Marks the socket closed (a take-over waiting on it goes on).
     pub(crate) fn mark_closed(&self) {
         self.closed.set(true);
-        for waker in self.closed_wakers.borrow_mut().drain(..) {
-            waker.wake();
-        }
     }
 
     /// Whether the socket is closed.
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.get()
-    }
-
-    /// Whether the socket is closed; registers `waker` to hear when it is.
-    pub(crate) fn poll_closed(&self, waker: &Waker) -> bool {
-        if self.closed.get() {
-            return true;
-        }
-        let mut wakers = self.closed_wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(waker)) {
-            wakers.push(waker.clone());
-        }
-        false
     }
 }

@@ -1,138 +1,23 @@
-//! Accepting: the listeners every shard binds (SO_REUSEPORT), and the
-//! inbox task, which also starts the sockets other shards hand over.
+//! Binding: the listeners every shard binds (SO_REUSEPORT, so the kernel
+//! spreads the accepts); the shard's engine accepts on them.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
-use std::task::Poll;
-use std::time::Duration;
 
-use bytes::BytesMut;
-use glommio::net::{TcpListener, TcpStream};
-use tracing::warn;
-
-use super::conn;
 use super::Shard;
-use crate::mesh::Doorbell;
 
-/// Binds every listener (with SO_REUSEPORT), starts accepting and starts
-/// the inbox task.
+/// Binds every listener (with SO_REUSEPORT) for the shard's engine.
+/// Returns the bound addresses (the real port when 0 was asked).
 pub(crate) fn serve(shard: &Rc<Shard>, addrs: &[SocketAddr]) -> std::io::Result<Vec<SocketAddr>> {
     let mut bound = Vec::with_capacity(addrs.len());
-    let mut tasks = Vec::with_capacity(addrs.len());
-    let ring = shard.config().io_engine == crate::config::IoEngine::Ring;
     for addr in addrs {
         let fd = bind_reuseport(addr, shard.config().listen_backlog)?;
-        if ring {
-            // The ring engine accepts on the socket itself.
-            let std = std::net::TcpListener::from(fd);
-            bound.push(std.local_addr()?);
-            shard.ring_listeners.borrow_mut().push(OwnedFd::from(std));
-            continue;
-        }
-        let raw = fd.as_raw_fd();
-        // SAFETY: `fd` is an open listening socket we own; the listener
-        // takes ownership and closes it when dropped.
-        let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
-        bound.push(listener.local_addr()?);
-        let shard = shard.clone();
-        tasks.push(glommio::spawn_local(accept_loop(shard, listener, raw)));
-    }
-    *shard.listeners.borrow_mut() = tasks;
-    if ring {
-        return Ok(bound);
-    }
-    if let Some(doorbell) = shard.doorbell.take() {
-        glommio::spawn_local(inbox_loop(shard.clone(), doorbell)).detach();
+        let std = std::net::TcpListener::from(fd);
+        bound.push(std.local_addr()?);
+        shard.listeners.borrow_mut().push(OwnedFd::from(std));
     }
     Ok(bound)
-}
-
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, raw_fd: RawFd) {
-    loop {
-        let mut accept = std::pin::pin!(listener.accept());
-        let accepted = std::future::poll_fn(|cx| {
-            if shard.shutting_down() {
-                return Poll::Ready(None);
-            }
-            match accept.as_mut().poll(cx) {
-                Poll::Ready(r) => Poll::Ready(Some(r)),
-                Poll::Pending => {
-                    let mut core = shard.core.borrow_mut();
-                    if !core.accept_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                        core.accept_wakers.push(cx.waker().clone());
-                    }
-                    Poll::Pending
-                }
-            }
-        })
-        .await;
-        let Some(accepted) = accepted else {
-            // An io_uring accept in flight keeps the socket listening
-            // after close(); shutdown() stops it at once, so the port is
-            // closed before `Broker::shutdown` returns.
-            // SAFETY: `raw_fd` belongs to `listener`, alive here.
-            unsafe { libc::shutdown(raw_fd, libc::SHUT_RDWR) };
-            return;
-        };
-        match accepted {
-            Ok(stream) => {
-                let peer = stream
-                    .peer_addr()
-                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                // Small MQTT packets must not wait for Nagle.
-                let _ = stream.set_nodelay(true);
-                spawn(&shard, stream, peer, BytesMut::new(), false);
-            }
-            Err(e) => {
-                // Out of descriptors or similar: say so, back off a little
-                // rather than spin.
-                warn!(shard = shard.id, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
-fn spawn(shard: &Rc<Shard>, stream: TcpStream, peer: SocketAddr, read: BytesMut, adopted: bool) {
-    glommio::spawn_local(conn::run(shard.clone(), stream, peer, read, adopted)).detach();
-}
-
-/// Drains the inbox whenever it rings, and starts adopted sockets.
-async fn inbox_loop(shard: Rc<Shard>, doorbell: OwnedFd) {
-    let doorbell = Doorbell::new(doorbell);
-    loop {
-        let adopts = {
-            let mut core = shard.core.borrow_mut();
-            core.now = core.clock.read().1;
-            core.drain_inbox();
-            std::mem::take(&mut core.adopts)
-        };
-        if !adopts.is_empty() {
-            shard.bump_activity();
-        }
-        for adopt in adopts {
-            // SAFETY: `fd` is an open socket we own; ownership moves into
-            // the stream, which closes it when dropped.
-            let stream = unsafe { TcpStream::from_raw_fd(adopt.fd.into_raw_fd()) };
-            spawn(
-                &shard,
-                stream,
-                adopt.peer,
-                BytesMut::from(&adopt.read[..]),
-                true,
-            );
-        }
-        if shard.shutting_down() {
-            return;
-        }
-        let parked = shard.core.borrow().inbox.park();
-        if parked {
-            doorbell.wait().await;
-        }
-        shard.bump_activity();
-    }
 }
 
 /// A listening TCP socket with SO_REUSEPORT, so every shard can bind the

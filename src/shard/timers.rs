@@ -1,4 +1,4 @@
-//! Time on a shard: the clock, the wheel's events and the ticker's wake-up.
+//! Time on a shard: the clock and the wheel's events.
 //!
 //! Sessions, routing and retained expiry share one time base, a
 //! `ringmq_session::Tick` of milliseconds since the broker started (one
@@ -9,10 +9,6 @@
 //! *down*, reaches that tick. So nothing fires early, and nothing later
 //! than one monitoring tick after its deadline.
 
-use std::cell::Cell;
-use std::future::{poll_fn, Future};
-use std::pin::pin;
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ringmq_session::{SessionId, Tick, Timer};
@@ -78,66 +74,6 @@ impl Clock {
 /// epoch.
 fn stamp_and_now(us: u64) -> (Tick, Tick) {
     (Tick(us.div_ceil(1000)), Tick(us / 1000))
-}
-
-/// Wakes the ticker when a timer earlier than its planned wake-up is armed.
-pub(crate) struct Ticker {
-    planned: Cell<u64>,
-    notified: Cell<bool>,
-    waker: Cell<Option<Waker>>,
-}
-
-impl Default for Ticker {
-    fn default() -> Self {
-        Self {
-            planned: Cell::new(u64::MAX),
-            notified: Cell::new(false),
-            waker: Cell::new(None),
-        }
-    }
-}
-
-impl Ticker {
-    /// A timer was armed at `tick`: wake the ticker if that is earlier
-    /// than it planned to wake.
-    pub(crate) fn armed(&self, tick: ringmq_wheel::Tick) {
-        if tick.0 < self.planned.get() {
-            self.notify();
-        }
-    }
-
-    /// Wakes the ticker now.
-    pub(crate) fn notify(&self) {
-        self.notified.set(true);
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-
-    /// Records the next wake-up the ticker plans.
-    pub(crate) fn plan(&self, tick: Option<ringmq_wheel::Tick>) {
-        self.planned.set(tick.map_or(u64::MAX, |t| t.0));
-    }
-
-    /// Sleeps until `until` (forever if `None`) or a notification.
-    pub(crate) async fn wait(&self, until: Option<Instant>) {
-        let timer =
-            until.map(|t| glommio::timer::Timer::new(t.saturating_duration_since(Instant::now())));
-        let mut timer = pin!(timer);
-        poll_fn(|cx| {
-            if self.notified.replace(false) {
-                return Poll::Ready(());
-            }
-            if let Some(t) = timer.as_mut().as_pin_mut() {
-                if t.poll(cx).is_ready() {
-                    return Poll::Ready(());
-                }
-            }
-            self.waker.set(Some(cx.waker().clone()));
-            Poll::Pending
-        })
-        .await;
-    }
 }
 
 #[cfg(test)]
