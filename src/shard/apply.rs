@@ -13,7 +13,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hashbrown::HashMap;
 use ringmq_codec::{Packet, ProtocolVersion, Publish, Will};
 use ringmq_route::{
     owner_shard, wants_retained, FilterKind, Matches, Plan, RetainedMessage, RetainedStore,
@@ -23,7 +22,7 @@ use ringmq_session::{Action, CloseCause, Outbox, ServerPolicy, SessionId, Subscr
 use ringmq_wheel::Wheel;
 use tracing::debug;
 
-use super::link::{Link, LinkId};
+use super::link::Link;
 use super::msg::Msg;
 use super::shared::Shared;
 use super::table::SessionTable;
@@ -68,7 +67,7 @@ pub(crate) struct Core {
     /// The time of the step being run (set when a step starts: one clock
     /// reading per read batch, inbox drain or timer tick, not per message).
     pub(crate) now: Tick,
-    pub(crate) links: HashMap<LinkId, Rc<Link>>,
+    pub(crate) links: super::link::Links,
     pub(crate) table: SessionTable,
     pub(crate) wheel: Wheel<TimerEvent>,
     pub(crate) routes: Routes,
@@ -83,7 +82,7 @@ pub(crate) struct Core {
     pub(crate) deferred: VecDeque<Deferred>,
     pub(crate) adopts: Vec<Adopt>,
     pub(crate) shutting_down: bool,
-    pub(crate) next_link: u64,
+    pub(crate) next_link: u32,
     /// Links with output to write or a close to carry out.
     pub(crate) dirty: Rc<super::link::Dirty>,
 }

@@ -28,10 +28,16 @@ use crate::stats::ShardStats;
 impl Core {
     /// Registers a new connection; arms its CONNECT deadline unless it was
     /// handed over by the shard that accepted it (that one armed it).
-    pub(crate) fn new_link(&mut self, peer: std::net::SocketAddr, adopted: bool) -> Rc<Link> {
-        self.next_link += 1;
-        let link = Rc::new(Link::new(LinkId(self.next_link), peer, self.dirty.clone()));
-        self.links.insert(link.id, link.clone());
+    pub(crate) fn new_link(
+        &mut self,
+        peer: std::net::SocketAddr,
+        adopted: bool,
+        slot: u32,
+    ) -> Rc<Link> {
+        self.next_link = self.next_link.wrapping_add(1);
+        let id = LinkId::new(self.next_link, slot);
+        let link = Rc::new(Link::new(id, peer, self.dirty.clone()));
+        self.links.insert(link.clone());
         ShardStats::inc(&self.stats.connections);
         if !adopted {
             self.shared.open_connections.fetch_add(1, Ordering::Relaxed);

@@ -70,8 +70,8 @@ enum State {
     /// kept, not handled, and no new receive is armed.
     Paused,
     /// A take-over: everything after its CONNECT waits for the old link's
-    /// close (or the time limit).
-    Waiting(Rc<Link>, Instant),
+    /// close (or the time limit); see `Engine::waiting`.
+    Waiting,
     /// Closed for the session; the slot lives until the kernel has
     /// finished every request on it.
     Closed,
@@ -79,12 +79,12 @@ enum State {
 
 /// One connection.
 struct Conn {
-    fd: OwnedFd,
     link: Rc<Link>,
     /// A partial packet (or, while paused or waiting, unhandled bytes).
     pending: BytesMut,
     /// Bytes handed to the kernel to send (empty: no send in flight).
     sending: Bytes,
+    fd: OwnedFd,
     gen: u32,
     reading: Reading,
     state: State,
@@ -102,6 +102,56 @@ struct Slot {
     conn: Option<Conn>,
 }
 
+/// Slots in pages of this many, so growing never moves a connection and
+/// never over-allocates by more than a page.
+const PAGE: usize = 1024;
+
+/// Every connection of the shard, by slot.
+#[derive(Default)]
+struct Slab {
+    pages: Vec<Box<[Slot]>>,
+    free: Vec<u32>,
+}
+
+impl Slab {
+    fn alloc(&mut self) -> u32 {
+        if let Some(slot) = self.free.pop() {
+            return slot;
+        }
+        let base = self.pages.len() * PAGE;
+        self.pages
+            .push((0..PAGE).map(|_| Slot { gen: 0, conn: None }).collect());
+        self.free
+            .extend((base + 1..base + PAGE).rev().map(|s| s as u32));
+        base as u32
+    }
+
+    fn release(&mut self, slot: u32) {
+        self.free.push(slot);
+    }
+
+    fn get(&self, slot: u32) -> Option<&Slot> {
+        let slot = slot as usize;
+        self.pages.get(slot / PAGE).map(|p| &p[slot % PAGE])
+    }
+
+    fn get_mut(&mut self, slot: u32) -> Option<&mut Slot> {
+        let slot = slot as usize;
+        self.pages.get_mut(slot / PAGE).map(|p| &mut p[slot % PAGE])
+    }
+
+    fn len(&self) -> u32 {
+        (self.pages.len() * PAGE) as u32
+    }
+
+    fn conns(&self) -> impl Iterator<Item = &Conn> {
+        self.pages
+            .iter()
+            .flat_map(|p| p.iter())
+            .filter_map(|s| s.conn.as_ref())
+    }
+}
+
 /// A listening socket and whether its multishot accept is armed.
 struct Listener {
     fd: OwnedFd,
@@ -112,8 +162,7 @@ struct Listener {
 struct Engine {
     shard: Rc<Shard>,
     ring: Ring,
-    slots: Vec<Slot>,
-    free: Vec<u32>,
+    slots: Slab,
     listeners: Vec<Listener>,
     doorbell: OwnedFd,
     doorbell_buf: Box<[u8; 64]>,
@@ -125,7 +174,8 @@ struct Engine {
     /// Connections to re-arm a receive for at the end of the turn.
     rearm: Vec<u32>,
     paused: Vec<u32>,
-    waiting: Vec<u32>,
+    /// Take-overs: (new connection's slot, the old link, time limit).
+    waiting: Vec<(u32, Rc<Link>, Instant)>,
     accept_retry_at: Option<Instant>,
     accept_error_logged: Option<Instant>,
     shutdown_deadline: Option<Instant>,
@@ -140,8 +190,7 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Ring, listeners: Vec<OwnedFd>, d
     let mut engine = Engine {
         shard: shard.clone(),
         ring,
-        slots: Vec::new(),
-        free: Vec::new(),
+        slots: Slab::default(),
         listeners: listeners
             .into_iter()
             .map(|fd| Listener { fd, armed: false })
@@ -179,6 +228,10 @@ impl Engine {
             }
             self.completions = completions;
             self.shard.core.borrow_mut().fire_timers();
+            if self.accept_retry_at.is_some_and(|at| at <= Instant::now()) {
+                self.accept_retry_at = None;
+                self.arm_listeners();
+            }
             let congested = !self.shard.core.borrow_mut().outlet.flush();
             if !congested {
                 self.resume_paused();
@@ -234,14 +287,8 @@ impl Engine {
         if let Some(at) = self.accept_retry_at {
             consider(at);
         }
-        for &slot in &self.waiting {
-            if let Some(Conn {
-                state: State::Waiting(_, at),
-                ..
-            }) = self.conn(slot)
-            {
-                consider(*at);
-            }
+        for (_, _, at) in &self.waiting {
+            consider(*at);
         }
         if let Some(at) = self.shutdown_deadline {
             consider(at);
@@ -250,16 +297,16 @@ impl Engine {
     }
 
     fn conn(&self, slot: u32) -> Option<&Conn> {
-        self.slots.get(slot as usize)?.conn.as_ref()
+        self.slots.get(slot)?.conn.as_ref()
     }
 
     fn conn_mut(&mut self, slot: u32) -> Option<&mut Conn> {
-        self.slots.get_mut(slot as usize)?.conn.as_mut()
+        self.slots.get_mut(slot)?.conn.as_mut()
     }
 
     /// The connection a completion is for, if it is still the same one.
     fn conn_for(&mut self, token: Token) -> Option<&mut Conn> {
-        let slot = self.slots.get_mut(token.slot as usize)?;
+        let slot = self.slots.get_mut(token.slot)?;
         if slot.gen != token.gen {
             return None;
         }
@@ -354,16 +401,9 @@ impl Engine {
     // ---- connections ------------------------------------------------
 
     fn open(&mut self, fd: OwnedFd, peer: SocketAddr, read: BytesMut, adopted: bool) {
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None => {
-                self.slots.push(Slot { gen: 0, conn: None });
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let link = self.shard.core.borrow_mut().new_link(peer, adopted);
-        link.set_slot(slot);
-        let entry = &mut self.slots[slot as usize];
+        let slot = self.slots.alloc();
+        let link = self.shard.core.borrow_mut().new_link(peer, adopted, slot);
+        let entry = self.slots.get_mut(slot).expect("allocated");
         entry.gen = Token::next_gen(entry.gen);
         entry.conn = Some(Conn {
             fd,
@@ -382,7 +422,7 @@ impl Engine {
         let slot = c.token.slot;
         let live = self
             .slots
-            .get(slot as usize)
+            .get(slot)
             .is_some_and(|s| s.gen == c.token.gen && s.conn.is_some());
         if !live {
             if let Some(id) = c.buffer {
@@ -392,7 +432,11 @@ impl Engine {
             return;
         }
         // Disjoint borrows: the slot, the ring and the arena.
-        let conn = self.slots[slot as usize].conn.as_mut().expect("live");
+        let conn = self
+            .slots
+            .get_mut(slot)
+            .and_then(|s| s.conn.as_mut())
+            .expect("live");
         if !c.more {
             conn.reading = Reading::Off;
         }
@@ -447,12 +491,10 @@ impl Engine {
             let mut core = shard.core.borrow_mut();
             let (stamp, now) = core.clock.read();
             core.now = now;
-            let fd = conn.fd.as_raw_fd();
             frames::feed(
                 &mut core,
                 &conn.link,
                 &mut conn.pending,
-                fd,
                 conn.adopted,
                 stamp,
             )
@@ -460,16 +502,17 @@ impl Engine {
         match fed {
             Fed::More => {}
             Fed::WaitFor(old) => {
-                conn.state = State::Waiting(old, Instant::now() + TAKEOVER_WAIT);
-                self.waiting.push(slot);
+                conn.state = State::Waiting;
+                self.waiting
+                    .push((slot, old, Instant::now() + TAKEOVER_WAIT));
                 return;
             }
             Fed::Close(cause) => {
                 self.close(slot, cause);
                 return;
             }
-            Fed::HandedOff => {
-                self.hand_off(slot);
+            Fed::HandOff(owner, read) => {
+                self.hand_off(slot, owner, read);
                 return;
             }
         }
@@ -547,30 +590,42 @@ impl Engine {
         }
         let now = Instant::now();
         let waiting = std::mem::take(&mut self.waiting);
-        for slot in waiting {
+        for (slot, old, at) in waiting {
             let Some(conn) = self.conn_mut(slot) else {
                 continue;
             };
-            let State::Waiting(old, at) = &conn.state else {
+            if !matches!(conn.state, State::Waiting) {
                 continue;
-            };
-            if old.is_closed() || now >= *at {
+            }
+            if old.is_closed() || now >= at {
                 conn.state = State::Open;
                 conn.link.wake();
                 self.handle(slot);
             } else {
-                self.waiting.push(slot);
+                self.waiting.push((slot, old, at));
             }
         }
     }
 
-    fn hand_off(&mut self, slot: u32) {
-        let conn = self.slots[slot as usize].conn.take().expect("live slot");
-        self.shard.core.borrow_mut().forget_link(&conn.link);
-        self.free.push(slot);
-        // Dropping `conn` closes our descriptor; the owner shard has its
-        // duplicate, and no request of ours is pending on it.
+    /// Sends the socket itself to the shard that owns its client id: no
+    /// request of ours is pending on it (reads before CONNECT are one at a
+    /// time), so the descriptor simply moves.
+    fn hand_off(&mut self, slot: u32, owner: ringmq_route::ShardId, read: Bytes) {
+        let conn = self
+            .slots
+            .get_mut(slot)
+            .and_then(|s| s.conn.take())
+            .expect("live slot");
+        self.slots.release(slot);
         debug_assert!(!conn.in_flight());
+        let mut core = self.shard.core.borrow_mut();
+        core.forget_link(&conn.link);
+        let adopt = super::apply::Adopt {
+            fd: conn.fd,
+            read,
+            peer: conn.link.peer,
+        };
+        core.hand_off(owner, adopt);
     }
 
     // ---- writing and closing ----------------------------------------
@@ -715,11 +770,13 @@ impl Engine {
     }
 
     fn release_if_done(&mut self, slot: u32) {
-        let entry = &mut self.slots[slot as usize];
+        let Some(entry) = self.slots.get_mut(slot) else {
+            return;
+        };
         if entry.conn.as_ref().is_some_and(|c| !c.in_flight()) {
             // Dropping the connection closes its descriptor.
             entry.conn = None;
-            self.free.push(slot);
+            self.slots.release(slot);
         }
     }
 
@@ -772,11 +829,10 @@ impl Engine {
                 unsafe { libc::shutdown(l.fd.as_raw_fd(), libc::SHUT_RDWR) };
             }
         }
-        let open = self.slots.iter().any(|s| {
-            s.conn
-                .as_ref()
-                .is_some_and(|c| !matches!(c.state, State::Closed))
-        });
+        let open = self
+            .slots
+            .conns()
+            .any(|c| !matches!(c.state, State::Closed));
         open && self.shutdown_deadline.is_none_or(|at| Instant::now() < at)
     }
 
@@ -784,7 +840,7 @@ impl Engine {
     /// socket is shut down, then completions are reaped until none is left
     /// in flight (bounded).
     fn finish(&mut self) {
-        for slot in 0..self.slots.len() as u32 {
+        for slot in 0..self.slots.len() {
             if self
                 .conn(slot)
                 .is_some_and(|c| !matches!(c.state, State::Closed))
@@ -802,7 +858,7 @@ impl Engine {
         loop {
             let busy = self.doorbell_armed
                 || self.listeners.iter().any(|l| l.armed)
-                || self.slots.iter().any(|s| s.conn.is_some());
+                || self.slots.conns().next().is_some();
             if !busy {
                 return;
             }
@@ -866,4 +922,18 @@ fn peer_addr(fd: RawFd) -> SocketAddr {
     stream
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        eprintln!(
+            "Conn {} Slot {} Link {} State {}",
+            std::mem::size_of::<super::Conn>(),
+            std::mem::size_of::<super::Slot>(),
+            std::mem::size_of::<super::Link>(),
+            std::mem::size_of::<super::State>(),
+        );
+    }
 }

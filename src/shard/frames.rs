@@ -5,17 +5,18 @@
 //! copy), decoded and handed to the driver. What remains is a partial
 //! packet, kept for the next read. The engine learns what to do next from
 //! [`Fed`]: read more, hold the connection until the session it took over
-//! is closed, close it, or forget it (handed to its owner shard).
+//! is closed, close it, or hand it to the shard that owns its client id.
 
-use std::os::fd::{BorrowedFd, RawFd};
 use std::rc::Rc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ringmq_codec::{frame_len, Limits, Packet, ProtocolVersion, ReasonCode};
 use ringmq_session::{CloseCause, Tick};
 use tracing::trace;
 
-use super::apply::{Adopt, Core};
+use ringmq_route::ShardId;
+
+use super::apply::Core;
 use super::link::Link;
 
 /// What the connection does after a feed.
@@ -27,19 +28,18 @@ pub(crate) enum Fed {
     WaitFor(Rc<Link>),
     /// Close the connection.
     Close(CloseCause),
-    /// The socket went to its owner shard (a duplicate descriptor); the
-    /// caller closes its own descriptor and forgets the link.
-    HandedOff,
+    /// The client id belongs to another shard: the caller sends it the
+    /// socket with these bytes (the CONNECT and everything after it) and
+    /// forgets the link.
+    HandOff(ShardId, Bytes),
 }
 
-/// Handles every whole packet in `pending`. `fd` is the connection's
-/// socket (duplicated for a hand-off); `adopted` says another shard
-/// handed it here (so it stays, whatever its client id).
+/// Handles every whole packet in `pending`. `adopted` says another shard
+/// handed the connection here (so it stays, whatever its client id).
 pub(crate) fn feed(
     core: &mut Core,
     link: &Rc<Link>,
     pending: &mut BytesMut,
-    fd: RawFd,
     adopted: bool,
     stamp: Tick,
 ) -> Fed {
@@ -95,43 +95,14 @@ pub(crate) fn feed(
         };
         let owner = core.owner_of(&connect.client_id);
         if owner != core.id && !adopted {
-            return hand_off(core, link, owner, fd, &frame, pending);
+            let mut read = BytesMut::with_capacity(frame.len() + pending.len());
+            read.extend_from_slice(&frame);
+            read.extend_from_slice(pending);
+            trace!(owner = owner.0, "handing connection to its owner shard");
+            return Fed::HandOff(owner, read.freeze());
         }
         if let Some(old) = core.on_connect(link, *connect, stamp) {
             return Fed::WaitFor(old);
-        }
-    }
-}
-
-/// Sends the socket (a duplicate of `fd`) and every byte read so far to
-/// the shard that owns the client id.
-fn hand_off(
-    core: &mut Core,
-    link: &Link,
-    owner: ringmq_route::ShardId,
-    fd: RawFd,
-    frame: &[u8],
-    rest: &[u8],
-) -> Fed {
-    // SAFETY: the caller's socket is open for the whole call.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    match borrowed.try_clone_to_owned() {
-        Ok(fd) => {
-            let mut read = BytesMut::with_capacity(frame.len() + rest.len());
-            read.extend_from_slice(frame);
-            read.extend_from_slice(rest);
-            trace!(owner = owner.0, "handing connection to its owner shard");
-            let adopt = Adopt {
-                fd,
-                read: read.freeze(),
-                peer: link.peer,
-            };
-            core.hand_off(owner, adopt);
-            Fed::HandedOff
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot duplicate socket for hand-off");
-            Fed::Close(CloseCause::NetworkError)
         }
     }
 }

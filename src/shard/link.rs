@@ -17,13 +17,64 @@ use ringmq_codec::ProtocolVersion;
 use ringmq_session::{CloseCause, SessionId};
 use ringmq_wheel::TimerKey;
 
-/// One connection on its shard; never reused while the shard runs.
+/// One connection on its shard; never reused while the shard runs. The
+/// low 32 bits are the engine slot it lives in, the high 32 a count, so a
+/// lookup is an index plus a check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct LinkId(pub(crate) u64);
 
+impl LinkId {
+    pub(crate) fn new(count: u32, slot: u32) -> LinkId {
+        LinkId((u64::from(count) << 32) | u64::from(slot))
+    }
+
+    pub(crate) fn slot(self) -> u32 {
+        self.0 as u32
+    }
+}
+
+/// Every link of the shard, by slot (a pointer per slot: no hash map).
+#[derive(Default)]
+pub(crate) struct Links {
+    slots: Vec<Option<Rc<Link>>>,
+    live: usize,
+}
+
+impl Links {
+    pub(crate) fn insert(&mut self, link: Rc<Link>) {
+        let slot = link.id.slot() as usize;
+        if self.slots.len() <= slot {
+            self.slots.resize(slot + 1, None);
+        }
+        if self.slots[slot].replace(link).is_none() {
+            self.live += 1;
+        }
+    }
+
+    pub(crate) fn get(&self, id: &LinkId) -> Option<&Rc<Link>> {
+        self.slots
+            .get(id.slot() as usize)?
+            .as_ref()
+            .filter(|l| l.id == *id)
+    }
+
+    pub(crate) fn remove(&mut self, id: &LinkId) -> Option<Rc<Link>> {
+        let slot = self.slots.get_mut(id.slot() as usize)?;
+        if slot.as_ref().is_some_and(|l| l.id == *id) {
+            self.live -= 1;
+            return slot.take();
+        }
+        None
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Rc<Link>> {
+        self.slots.iter().flatten()
+    }
+}
+
 /// The links with something to do (output to write or a close to carry
-/// out) since the engine last looked: `--io-engine ring` flushes them once
-/// per loop turn instead of waking a task per link.
+/// out) since the engine last looked: it flushes them once per loop turn
+/// instead of waking anything per link.
 #[derive(Default)]
 pub(crate) struct Dirty(RefCell<Vec<u32>>);
 
@@ -55,8 +106,7 @@ pub(crate) struct Link {
     pub(crate) session: Cell<Option<SessionId>>,
     /// The CONNECT deadline's wheel entry, until CONNECT is accepted.
     pub(crate) connect_timer: Cell<Option<TimerKey>>,
-    /// The engine's slot for this link, and the shard's dirty list.
-    slot: Cell<u32>,
+    /// Whether the link is on the shard's dirty list.
     marked: Cell<bool>,
     dirty: Rc<Dirty>,
 }
@@ -64,7 +114,6 @@ pub(crate) struct Link {
 impl Link {
     pub(crate) fn new(id: LinkId, peer: SocketAddr, dirty: Rc<Dirty>) -> Self {
         Self {
-            slot: Cell::new(u32::MAX),
             marked: Cell::new(false),
             dirty,
             id,
@@ -81,14 +130,9 @@ impl Link {
     /// Marks the link dirty: the engine writes its output or carries out
     /// its close at the end of this loop turn.
     pub(crate) fn wake(&self) {
-        if !self.marked.replace(true) && self.slot.get() != u32::MAX {
-            self.dirty.0.borrow_mut().push(self.slot.get());
+        if !self.marked.replace(true) {
+            self.dirty.0.borrow_mut().push(self.id.slot());
         }
-    }
-
-    /// Ties the link to its ring-engine slot.
-    pub(crate) fn set_slot(&self, slot: u32) {
-        self.slot.set(slot);
     }
 
     /// The engine took the link off the dirty list.

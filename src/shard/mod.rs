@@ -36,7 +36,6 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
 use ringmq_route::{Matches, Plan, RetainedStore, Routes, ShardId};
 use ringmq_session::{Outbox, ServerPolicy};
 use ringmq_wheel::Wheel;
@@ -81,7 +80,7 @@ impl Shard {
             policy,
             clock,
             now: clock.read().1,
-            links: HashMap::new(),
+            links: Default::default(),
             table: Default::default(),
             wheel: Wheel::new(clock.wheel_now()),
             routes: Routes::new(ShardId(id), shared.shards),

@@ -7,8 +7,9 @@
 //! session's wheel entries (one per timer kind), so a timer is cancelled
 //! when re-armed and none outlives its session.
 
-use bytes::Bytes;
-use hashbrown::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use ringmq_session::{Session, SessionId, Timer};
 use ringmq_wheel::TimerKey;
 
@@ -28,7 +29,10 @@ pub(crate) struct SessionTable {
     /// Boxed: the map's spare capacity then costs a pointer per slot, not
     /// a whole entry.
     by_id: HashMap<SessionId, Box<Entry>>,
-    by_client: HashMap<Bytes, SessionId>,
+    /// Client id -> session, holding only the id (8 bytes a slot): the
+    /// client id itself is read from the session it names.
+    by_client: HashTable<SessionId>,
+    hasher: DefaultHashBuilder,
     next_id: u64,
     /// Source of assigned client identifiers.
     pub(crate) assigned_ids: u64,
@@ -37,14 +41,27 @@ pub(crate) struct SessionTable {
 impl SessionTable {
     /// The session of a client id.
     pub(crate) fn find(&self, client_id: &[u8]) -> Option<SessionId> {
-        self.by_client.get(client_id).copied()
+        let by_id = &self.by_id;
+        self.by_client
+            .find(self.hasher.hash_one(client_id), |id| {
+                by_id
+                    .get(id)
+                    .is_some_and(|e| &e.session.client_id()[..] == client_id)
+            })
+            .copied()
     }
 
     /// Adds a fresh session for its client id.
     pub(crate) fn insert(&mut self, session: Session) -> SessionId {
         self.next_id += 1;
         let id = SessionId(self.next_id);
-        self.by_client.insert(session.client_id().clone(), id);
+        let hash = self.hasher.hash_one(&session.client_id()[..]);
+        let (by_id, hasher) = (&self.by_id, &self.hasher);
+        self.by_client.insert_unique(hash, id, |id| {
+            by_id
+                .get(id)
+                .map_or(0, |e| hasher.hash_one(&e.session.client_id()[..]))
+        });
         self.by_id.insert(
             id,
             Box::new(Entry {
@@ -58,11 +75,13 @@ impl SessionTable {
 
     /// Removes a session; returns its entry (for its timers).
     pub(crate) fn remove(&mut self, id: SessionId) -> Option<Box<Entry>> {
-        let entry = self.by_id.remove(&id)?;
-        if self.by_client.get(entry.session.client_id()) == Some(&id) {
-            self.by_client.remove(entry.session.client_id());
+        let hash = self
+            .hasher
+            .hash_one(&self.by_id.get(&id)?.session.client_id()[..]);
+        if let Ok(found) = self.by_client.find_entry(hash, |other| *other == id) {
+            found.remove();
         }
-        Some(entry)
+        self.by_id.remove(&id)
     }
 
     pub(crate) fn get(&self, id: SessionId) -> Option<&Entry> {

@@ -1542,3 +1542,53 @@ impl RawClient {
         self.stream.write(bytes)
     }
 }
+
+// ---------------------------------------------------------------------------
+// Socket-level helpers (I/O layer tests: tests/io.rs, tests/emfile.rs)
+// ---------------------------------------------------------------------------
+
+impl RawClient {
+    /// Wraps an already connected stream (sets TCP_NODELAY); `v5` says how
+    /// to parse what comes back.
+    pub fn from_stream(stream: TcpStream, v5: bool) -> RawClient {
+        stream.set_nodelay(true).expect("set_nodelay");
+        RawClient {
+            stream,
+            buf: Vec::new(),
+            v5,
+        }
+    }
+
+    /// Writes `bytes` one byte per `write` call (TCP_NODELAY is on, so each
+    /// byte leaves as its own segment unless the kernel coalesces a
+    /// retransmission).
+    pub fn send_bytewise(&mut self, bytes: &[u8]) -> io::Result<()> {
+        for b in bytes {
+            self.stream.write_all(std::slice::from_ref(b))?;
+        }
+        Ok(())
+    }
+
+    /// Closes the connection abortively: SO_LINGER 0, then close, so the
+    /// kernel sends RST instead of FIN and discards anything unsent.
+    pub fn reset(self) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: the fd is the open socket `self.stream` owns; setsockopt
+        // reads one `linger` from a live local.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_LINGER 0: {}", io::Error::last_os_error());
+        drop(self.stream);
+    }
+}
