@@ -85,7 +85,6 @@ struct Conn {
     /// Bytes handed to the kernel to send (empty: no send in flight).
     sending: Bytes,
     fd: OwnedFd,
-    gen: u32,
     reading: Reading,
     state: State,
     adopted: bool,
@@ -296,6 +295,12 @@ impl Engine {
         until.map(|at| at.saturating_duration_since(now))
     }
 
+    /// The token of a request `op` on the connection in `slot`.
+    fn token(&self, op: Op, slot: u32) -> Token {
+        let gen = self.slots.get(slot).map_or(0, |s| s.gen);
+        Token { op, slot, gen }
+    }
+
     fn conn(&self, slot: u32) -> Option<&Conn> {
         self.slots.get(slot)?.conn.as_ref()
     }
@@ -410,7 +415,6 @@ impl Engine {
             link,
             pending: read,
             sending: Bytes::new(),
-            gen: entry.gen,
             reading: Reading::Off,
             state: State::Open,
             adopted,
@@ -499,6 +503,11 @@ impl Engine {
                 stamp,
             )
         };
+        if conn.pending.is_empty() {
+            // An empty view still holds its read block: let it go, so an
+            // idle connection pins no memory.
+            conn.pending = BytesMut::new();
+        }
         match fed {
             Fed::More => {}
             Fed::WaitFor(old) => {
@@ -521,11 +530,7 @@ impl Engine {
             // this connection sent them.
             conn.state = State::Paused;
             if conn.reading == Reading::Multi {
-                let token = Token {
-                    op: Op::Recv,
-                    slot,
-                    gen: conn.gen,
-                };
+                let token = self.token(Op::Recv, slot);
                 self.ring.cancel(token);
             }
             self.paused.push(slot);
@@ -536,17 +541,13 @@ impl Engine {
 
     /// Arms the receive a connection needs next, if it has none.
     fn read_more(&mut self, slot: u32) {
+        let token = self.token(Op::Recv, slot);
         let Some(conn) = self.conn_mut(slot) else {
             return;
         };
         if !matches!(conn.state, State::Open) || conn.reading != Reading::Off {
             return;
         }
-        let token = Token {
-            op: Op::Recv,
-            slot,
-            gen: conn.gen,
-        };
         let fd = conn.fd.as_raw_fd();
         if conn.link.session.get().is_some() {
             conn.reading = Reading::Multi;
@@ -679,13 +680,9 @@ impl Engine {
     }
 
     fn submit_send(&mut self, slot: u32) {
+        let token = self.token(Op::Send, slot);
         let Some(conn) = self.conn_mut(slot) else {
             return;
-        };
-        let token = Token {
-            op: Op::Send,
-            slot,
-            gen: conn.gen,
         };
         let len = conn.sending.len().min(u32::MAX as usize) as u32;
         let (fd, ptr) = (conn.fd.as_raw_fd(), conn.sending.as_ptr());
@@ -712,6 +709,10 @@ impl Engine {
         let n = (c.result as usize).min(conn.sending.len());
         trace!(bytes = n, "written");
         conn.sending.advance(n);
+        if conn.sending.is_empty() {
+            // Written: release the output buffer (an empty view holds it).
+            conn.sending = Bytes::new();
+        }
         if matches!(conn.state, State::Closed) {
             conn.sending = Bytes::new();
             self.release_if_done(slot);
@@ -934,6 +935,18 @@ mod size_probe {
             std::mem::size_of::<super::Slot>(),
             std::mem::size_of::<super::Link>(),
             std::mem::size_of::<super::State>(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod size_probe2 {
+    #[test]
+    fn sizes2() {
+        eprintln!(
+            "Entry {} Session {}",
+            std::mem::size_of::<super::super::table::Entry>(),
+            std::mem::size_of::<ringmq_session::Session>(),
         );
     }
 }

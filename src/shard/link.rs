@@ -91,6 +91,28 @@ impl Dirty {
     }
 }
 
+/// A link's session: `Cell<Option<SessionId>>` in 8 bytes (session ids
+/// start at 1, so 0 means none).
+#[derive(Default)]
+pub(crate) struct SessionCell(Cell<u64>);
+
+impl SessionCell {
+    pub(crate) fn get(&self) -> Option<SessionId> {
+        Some(self.0.get()).filter(|&id| id != 0).map(SessionId)
+    }
+
+    pub(crate) fn set(&self, id: Option<SessionId>) {
+        debug_assert!(id != Some(SessionId(0)));
+        self.0.set(id.map_or(0, |id| id.0));
+    }
+
+    pub(crate) fn take(&self) -> Option<SessionId> {
+        let id = self.get();
+        self.0.set(0);
+        id
+    }
+}
+
 /// The shard's handle on one connection.
 pub(crate) struct Link {
     pub(crate) id: LinkId,
@@ -103,7 +125,7 @@ pub(crate) struct Link {
     /// Negotiated protocol; `None` until CONNECT is accepted.
     pub(crate) version: Cell<Option<ProtocolVersion>>,
     /// The session this connection drives, once connected.
-    pub(crate) session: Cell<Option<SessionId>>,
+    pub(crate) session: SessionCell,
     /// The CONNECT deadline's wheel entry, until CONNECT is accepted.
     pub(crate) connect_timer: Cell<Option<TimerKey>>,
     /// Whether the link is on the shard's dirty list.
@@ -122,7 +144,7 @@ impl Link {
             close: Cell::new(None),
             closed: Cell::new(false),
             version: Cell::new(None),
-            session: Cell::new(None),
+            session: SessionCell::default(),
             connect_timer: Cell::new(None),
         }
     }

@@ -9,7 +9,7 @@
 
 use std::hash::BuildHasher;
 
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{DefaultHashBuilder, HashTable};
 use ringmq_session::{Session, SessionId, Timer};
 use ringmq_wheel::TimerKey;
 
@@ -23,17 +23,75 @@ pub(crate) struct Entry {
     pub(crate) timers: [Option<TimerKey>; 3],
 }
 
+/// Sessions by id: a session id is its index here (low 32 bits) and a
+/// count (high 32 bits, never 0), so a lookup is an index and a check, and
+/// a slot costs a pointer.
+#[derive(Default)]
+struct Entries {
+    slots: Vec<Option<Box<Entry>>>,
+    ids: Vec<SessionId>,
+    free: Vec<u32>,
+}
+
+impl Entries {
+    fn insert(&mut self, count: u32, entry: Entry) -> SessionId {
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.ids.push(SessionId(0));
+            (self.slots.len() - 1) as u32
+        });
+        let id = SessionId((u64::from(count) << 32) | u64::from(index));
+        self.slots[index as usize] = Some(Box::new(entry));
+        self.ids[index as usize] = id;
+        id
+    }
+
+    fn get(&self, id: &SessionId) -> Option<&Entry> {
+        let index = id.0 as u32 as usize;
+        if self.ids.get(index) != Some(id) {
+            return None;
+        }
+        self.slots[index].as_deref()
+    }
+
+    fn get_mut(&mut self, id: &SessionId) -> Option<&mut Entry> {
+        let index = id.0 as u32 as usize;
+        if self.ids.get(index) != Some(id) {
+            return None;
+        }
+        self.slots[index].as_deref_mut()
+    }
+
+    fn remove(&mut self, id: &SessionId) -> Option<Box<Entry>> {
+        let index = id.0 as u32 as usize;
+        if self.ids.get(index) != Some(id) {
+            return None;
+        }
+        let entry = self.slots[index].take()?;
+        self.ids[index] = SessionId(0);
+        self.free.push(index as u32);
+        Some(entry)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&SessionId, &Entry)> {
+        self.ids
+            .iter()
+            .zip(self.slots.iter())
+            .filter_map(|(id, e)| Some((id, e.as_deref()?)))
+    }
+}
+
 /// Every session this shard owns.
 #[derive(Default)]
 pub(crate) struct SessionTable {
-    /// Boxed: the map's spare capacity then costs a pointer per slot, not
-    /// a whole entry.
-    by_id: HashMap<SessionId, Box<Entry>>,
+    /// Boxed entries: spare capacity costs a pointer per slot, not a whole
+    /// entry.
+    by_id: Entries,
     /// Client id -> session, holding only the id (8 bytes a slot): the
     /// client id itself is read from the session it names.
     by_client: HashTable<SessionId>,
     hasher: DefaultHashBuilder,
-    next_id: u64,
+    next_id: u32,
     /// Source of assigned client identifiers.
     pub(crate) assigned_ids: u64,
 }
@@ -53,23 +111,22 @@ impl SessionTable {
 
     /// Adds a fresh session for its client id.
     pub(crate) fn insert(&mut self, session: Session) -> SessionId {
-        self.next_id += 1;
-        let id = SessionId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1).max(1);
         let hash = self.hasher.hash_one(&session.client_id()[..]);
+        let id = self.by_id.insert(
+            self.next_id,
+            Entry {
+                session,
+                link: None,
+                timers: [None; 3],
+            },
+        );
         let (by_id, hasher) = (&self.by_id, &self.hasher);
         self.by_client.insert_unique(hash, id, |id| {
             by_id
                 .get(id)
                 .map_or(0, |e| hasher.hash_one(&e.session.client_id()[..]))
         });
-        self.by_id.insert(
-            id,
-            Box::new(Entry {
-                session,
-                link: None,
-                timers: [None; 3],
-            }),
-        );
         id
     }
 
@@ -85,11 +142,11 @@ impl SessionTable {
     }
 
     pub(crate) fn get(&self, id: SessionId) -> Option<&Entry> {
-        self.by_id.get(&id).map(|e| &**e)
+        self.by_id.get(&id)
     }
 
     pub(crate) fn get_mut(&mut self, id: SessionId) -> Option<&mut Entry> {
-        self.by_id.get_mut(&id).map(|e| &mut **e)
+        self.by_id.get_mut(&id)
     }
 
     /// The link attached to a session.

@@ -88,13 +88,47 @@ struct Link {
     closing: bool,
 }
 
+/// Filter (as the client wrote it) -> grant, allocated on the first
+/// SUBSCRIBE: a session with none (a publishing device) pays one pointer.
+#[derive(Debug, Default)]
+struct Subscriptions(Option<Box<HashMap<Bytes, Subscription>>>);
+
+impl Subscriptions {
+    fn iter(&self) -> impl Iterator<Item = (&Bytes, &Subscription)> {
+        self.0.iter().flat_map(|m| m.iter())
+    }
+
+    fn get(&self, filter: &[u8]) -> Option<&Subscription> {
+        self.0.as_ref()?.get(filter)
+    }
+
+    fn insert(&mut self, filter: Bytes, grant: Subscription) -> Option<Subscription> {
+        self.0
+            .get_or_insert_with(Default::default)
+            .insert(filter, grant)
+    }
+
+    fn remove_entry(&mut self, filter: &[u8]) -> Option<(Bytes, Subscription)> {
+        let map = self.0.as_mut()?;
+        let removed = map.remove_entry(filter);
+        if map.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (Bytes, Subscription)> {
+        self.0.take().into_iter().flat_map(|m| m.into_iter())
+    }
+}
+
 /// The server-side state of one client id.
 #[derive(Debug)]
 pub struct Session {
     client_id: Bytes,
     protocol: ProtocolVersion,
     /// Filter (as the client wrote it, `$share/...` included) -> grant.
-    subscriptions: HashMap<Bytes, Subscription>,
+    subscriptions: Subscriptions,
     /// The will of the current (or last) connection (boxed: a `Will`
     /// with its v5 properties is ~450 bytes and most sessions have none).
     will: Option<Box<Will>>,
@@ -117,7 +151,7 @@ impl Session {
         Self {
             client_id,
             protocol,
-            subscriptions: HashMap::new(),
+            subscriptions: Subscriptions::default(),
             will: None,
             will_delay_secs: 0,
             will_pending: false,
