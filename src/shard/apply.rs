@@ -83,8 +83,6 @@ pub(crate) struct Core {
     pub(crate) adopts: Vec<Adopt>,
     pub(crate) shutting_down: bool,
     pub(crate) next_link: u32,
-    /// Links with output to write or a close to carry out.
-    pub(crate) dirty: Rc<super::link::Dirty>,
 }
 
 impl Core {

@@ -36,7 +36,7 @@ impl Core {
     ) -> Rc<Link> {
         self.next_link = self.next_link.wrapping_add(1);
         let id = LinkId::new(self.next_link, slot);
-        let link = Rc::new(Link::new(id, peer, self.dirty.clone()));
+        let link = Rc::new(Link::new(id, peer));
         self.links.insert(link.clone());
         ShardStats::inc(&self.stats.connections);
         if !adopted {

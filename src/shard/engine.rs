@@ -33,7 +33,7 @@ use ringmq_session::CloseCause;
 use tracing::{debug, trace, warn};
 
 use super::frames::{self, Fed};
-use super::link::Link;
+use super::link::{Dirty, Link};
 use super::Shard;
 use crate::io::ring::{Completion, Op, Ring, Token};
 
@@ -634,14 +634,13 @@ impl Engine {
     /// Carries out what `apply` asked of each dirty link: closes first,
     /// then one send per link.
     fn flush_dirty(&mut self) {
-        let dirty = self.shard.core.borrow().dirty.clone();
         loop {
             self.resume_waiting();
-            if dirty.is_empty() {
+            if Dirty::is_empty() {
                 return;
             }
             let mut list = std::mem::take(&mut self.dirty);
-            dirty.take_into(&mut list);
+            Dirty::take_into(&mut list);
             for &slot in &list {
                 let Some(conn) = self.conn(slot) else {
                     continue;

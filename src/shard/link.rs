@@ -72,22 +72,27 @@ impl Links {
     }
 }
 
-/// The links with something to do (output to write or a close to carry
-/// out) since the engine last looked: it flushes them once per loop turn
-/// instead of waking anything per link.
-#[derive(Default)]
-pub(crate) struct Dirty(RefCell<Vec<u32>>);
+thread_local! {
+    /// The slots of the links with something to do (output to write or a
+    /// close to carry out) since the engine last looked; it flushes them
+    /// once per loop turn instead of waking anything per link. One per
+    /// thread is one per shard (a shard never leaves its thread), and a
+    /// link then needs no pointer to it.
+    static DIRTY: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The shard's dirty list (see `DIRTY`).
+pub(crate) struct Dirty;
 
 impl Dirty {
-    /// Takes the slots marked so far (each link once), leaving `into`'s
-    /// old contents replaced.
-    pub(crate) fn take_into(&self, into: &mut Vec<u32>) {
+    /// Takes the slots marked so far (each link once) into `into`.
+    pub(crate) fn take_into(into: &mut Vec<u32>) {
         into.clear();
-        std::mem::swap(&mut *self.0.borrow_mut(), into);
+        DIRTY.with(|d| std::mem::swap(&mut *d.borrow_mut(), into));
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.borrow().is_empty()
+    pub(crate) fn is_empty() -> bool {
+        DIRTY.with(|d| d.borrow().is_empty())
     }
 }
 
@@ -130,14 +135,12 @@ pub(crate) struct Link {
     pub(crate) connect_timer: Cell<Option<TimerKey>>,
     /// Whether the link is on the shard's dirty list.
     marked: Cell<bool>,
-    dirty: Rc<Dirty>,
 }
 
 impl Link {
-    pub(crate) fn new(id: LinkId, peer: SocketAddr, dirty: Rc<Dirty>) -> Self {
+    pub(crate) fn new(id: LinkId, peer: SocketAddr) -> Self {
         Self {
             marked: Cell::new(false),
-            dirty,
             id,
             peer,
             outbuf: RefCell::new(BytesMut::new()),
@@ -153,7 +156,8 @@ impl Link {
     /// its close at the end of this loop turn.
     pub(crate) fn wake(&self) {
         if !self.marked.replace(true) {
-            self.dirty.0.borrow_mut().push(self.id.slot());
+            let slot = self.id.slot();
+            DIRTY.with(|d| d.borrow_mut().push(slot));
         }
     }
 

@@ -94,7 +94,6 @@ impl Shard {
             adopts: Vec::new(),
             shutting_down: false,
             next_link: 0,
-            dirty: Rc::new(link::Dirty::default()),
             shared: shared.clone(),
         };
         Rc::new(Shard {

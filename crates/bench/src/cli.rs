@@ -94,11 +94,6 @@ pub struct Common {
     /// executor collect IO completions and timers, in microseconds.
     #[arg(long, value_name = "US", default_value_t = 250, hide = true)]
     pub slice_us: u64,
-    /// Period of the no-op signal that interrupts each executor, in
-    /// microseconds (0: none). It bounds glommio 0.9 stalls (see the
-    /// runtime module docs).
-    #[arg(long, value_name = "US", default_value_t = 2000, hide = true)]
-    pub kick_us: u64,
     /// Spin this long before an idle executor sleeps, in microseconds:
     /// trades the tool's CPU for lower wake-up latency (latency runs at
     /// low rates on machines whose idle CPUs wake slowly).
@@ -480,12 +475,6 @@ impl Common {
                 format!("{} is not in 8..=32768", self.ring_depth),
             );
         }
-        if self.kick_us != 0 && !(100..=1_000_000).contains(&self.kick_us) {
-            return bad(
-                "kick-us",
-                format!("{} is neither 0 nor in 100..=1000000", self.kick_us),
-            );
-        }
         if !(10..=1_000_000).contains(&self.slice_us) {
             return bad(
                 "slice-us",
@@ -800,8 +789,6 @@ mod tests {
         assert_eq!(pubsub(&["--threads", "0"]), Err("threads"));
         assert_eq!(pubsub(&["--client-prefix", "a/b"]), Err("client-prefix"));
         assert_eq!(pubsub(&["--batch", "0"]), Err("batch"));
-        assert_eq!(pubsub(&["--kick-us", "50"]), Err("kick-us"));
-        assert_eq!(pubsub(&["--kick-us", "0"]), Ok(()));
         assert_eq!(pubsub(&["--slice-us", "5"]), Err("slice-us"));
         assert_eq!(pubsub(&["--ring-depth", "4"]), Err("ring-depth"));
 

@@ -12,16 +12,10 @@
 //! - The main thread never sleeps blindly: it waits on the executors'
 //!   completion channel with a one-second timeout and prints the progress
 //!   line at each timeout.
-//! - A [`Kicker`] thread sends every executor a no-op signal every
-//!   `--kick-us` (2 ms) while the scenario runs. On this kernel a glommio
-//!   0.9 executor sometimes sleeps in `io_uring_enter` although completions
-//!   (socket readiness, even its own timers) are pending, and glommio 0.9
-//!   can also park while its own task queue is runnable (fixed upstream in
-//!   glommio/glommio#53). Both were seen here as multi-second stalls of a
-//!   pubsub run; the interrupted `io_uring_enter` returns EINTR, glommio
-//!   goes round its loop and finds the work, so a stall lasts at most one
-//!   kick. A kick costs a few microseconds (about 2.5 % of a core for
-//!   an otherwise idle tool).
+//! - Every executor comes from [`executor_builder`], whose preempt period
+//!   ([`PREEMPT_TIMER`], 100 ms) is set explicitly, far above the periods
+//!   at which glommio 0.9 parks an executor that still has runnable tasks
+//!   (DRAFT).
 //! - [`Latch`] waits are futures: a task waiting on a phase never blocks
 //!   its executor, so other tasks on that thread keep running. Wakers are
 //!   kept in slots freed when the waiting future is dropped, so waits raced
@@ -117,6 +111,18 @@ pub fn progress_line(elapsed_secs: f64, before: [u64; 5], now: [u64; 5], secs: f
     line
 }
 
+/// glommio's preempt period for every executor of the tool: how long a
+/// task queue runs before the executor goes back to the reactor on its
+/// own. See the module docs for why it is this long; busy loops get their
+/// reactor passes from [`cooperate`] instead.
+pub const PREEMPT_TIMER: Duration = Duration::from_millis(100);
+
+/// The configuration every executor of the tool starts from (callers add
+/// name, memory and ring depth).
+pub fn executor_builder(placement: Placement) -> LocalExecutorBuilder {
+    LocalExecutorBuilder::new(placement).preempt_timer(PREEMPT_TIMER)
+}
+
 /// Start `common.threads` executors, run `make(thread)` on each, print the
 /// progress line every second until all finish, and return their results
 /// in thread order.
@@ -132,7 +138,6 @@ where
     Fut: Future<Output = T> + 'static,
 {
     set_slice(Duration::from_micros(common.slice_us));
-    let kicker = Kicker::start(Duration::from_micros(common.kick_us));
     let make = Arc::new(make);
     let (done_tx, done_rx) = mpsc::channel::<usize>();
     let mut handles = Vec::with_capacity(common.threads);
@@ -143,8 +148,7 @@ where
         };
         let make = Arc::clone(&make);
         let done = done_tx.clone();
-        let kicker = kicker.handle();
-        let mut builder = LocalExecutorBuilder::new(placement);
+        let mut builder = executor_builder(placement);
         if common.spin_us > 0 {
             builder = builder.spin_before_park(Duration::from_micros(common.spin_us));
         }
@@ -153,9 +157,7 @@ where
             .io_memory(common.io_memory_kib * 1024)
             .ring_depth(common.ring_depth)
             .spawn(move || async move {
-                let kick = kicker.register();
                 let result = make(thread).await;
-                drop(kick);
                 let _ = done.send(thread);
                 result
             })
@@ -200,160 +202,66 @@ where
     Ok(results)
 }
 
-/// Let the other tasks of this executor run if the preempt timer says
-/// so. Busy loops (a publisher whose writes never block) call this once
-/// per batch.
+/// Give the reactor a pass once per slice. Busy loops (a publisher whose
+/// writes never block, a subscriber whose socket is always readable) call
+/// this once per batch.
 ///
-/// A plain `yield_now` is not enough: glommio keeps running a task queue's
-/// runnable tasks and only visits the reactor (socket readiness, timers)
-/// when its preempt timer fires, which a busy loop on a loaded machine can
-/// postpone for seconds. So after each slice of `--slice-us` the task
-/// sleeps on a 1 µs timer: with every busy task asleep, the executor has to
-/// pass through the reactor before any of them runs again.
+/// glommio 0.9 runs a task queue's runnable tasks until its preempt timer
+/// fires ([`PREEMPT_TIMER`], deliberately long) and only then collects I/O
+/// completions and timers; writes and reads that succeed at once never
+/// yield. So once `--slice-us` of busy time has passed on this thread,
+/// every task that calls `cooperate` sleeps on a 1 µs timer until the
+/// reactor has run: with all busy tasks asleep the queue runs dry, the
+/// executor polls its rings and fires the timers, and the first task to
+/// wake starts the next slice. (Letting only the task that noticed the
+/// slice end sleep, as before, gave the reactor one pass per slice *per
+/// busy task*: 64 busy tasks made a 1 ms timer ~19 ms late.)
 pub async fn cooperate() {
     let now = now_ns();
-    let due = SLICE_START.with(|start| {
-        if now.saturating_sub(start.get()) >= SLICE_NS.load(Ordering::Relaxed) {
-            start.set(now);
-            true
-        } else {
-            false
+    let due = SLICE.with(|slice| {
+        if slice.pass_due.get() {
+            return true;
         }
+        if now.saturating_sub(slice.start.get()) >= SLICE_NS.load(Ordering::Relaxed) {
+            slice.pass_due.set(true);
+            return true;
+        }
+        false
     });
     if due || glommio::executor().need_preempt() {
         glommio::timer::sleep(Duration::from_micros(1)).await;
+        // Only the reactor fires timers: it has run since `due`.
+        SLICE.with(|slice| {
+            if slice.pass_due.replace(false) {
+                slice.start.set(now_ns());
+            }
+        });
     }
 }
 
 /// Busy time after which [`cooperate`] forces a reactor pass, in ns.
 static SLICE_NS: AtomicU64 = AtomicU64::new(250_000);
 
+/// This thread's [`cooperate`] slice.
+struct Slice {
+    /// When the current slice began (ns, [`now_ns`]).
+    start: Cell<u64>,
+    /// The slice is over and the reactor has not run since.
+    pass_due: Cell<bool>,
+}
+
 thread_local! {
-    static SLICE_START: Cell<u64> = const { Cell::new(0) };
+    static SLICE: Slice = const {
+        Slice {
+            start: Cell::new(0),
+            pass_due: Cell::new(false),
+        }
+    };
 }
 
 /// Set the slice of [`cooperate`] for every executor of this process.
 pub fn set_slice(slice: Duration) {
     SLICE_NS.store(slice.as_nanos() as u64, Ordering::Relaxed);
-}
-
-/// Threads the [`Kicker`] signals, by registration slot.
-type Kicked = Arc<Mutex<Vec<Option<libc::pthread_t>>>>;
-
-/// A thread that interrupts every registered executor thread with a no-op
-/// signal once per period (see the module docs). Stops when dropped.
-#[derive(Debug)]
-pub struct Kicker {
-    threads: Kicked,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    join: Option<std::thread::JoinHandle<()>>,
-}
-
-/// Where executor threads register with a [`Kicker`].
-#[derive(Debug, Clone)]
-pub struct KickHandle {
-    threads: Kicked,
-}
-
-/// An executor thread's registration; dropping it (on that thread, before
-/// it exits) stops the kicks, so no signal ever targets a finished thread.
-#[derive(Debug)]
-pub struct Registration {
-    threads: Kicked,
-    slot: usize,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = threads.get_mut(self.slot) {
-            *t = None;
-        }
-    }
-}
-
-impl KickHandle {
-    /// Register the calling thread (an executor) for kicks.
-    pub fn register(&self) -> Registration {
-        // SAFETY: pthread_self has no preconditions.
-        let me = unsafe { libc::pthread_self() };
-        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        threads.push(Some(me));
-        Registration {
-            threads: Arc::clone(&self.threads),
-            slot: threads.len() - 1,
-        }
-    }
-}
-
-extern "C" fn ignore_signal(_: libc::c_int) {}
-
-/// The signal used for kicks: a real-time one nobody else here uses.
-fn kick_signal() -> libc::c_int {
-    libc::SIGRTMIN() + 5
-}
-
-impl Kicker {
-    /// Start kicking every `period` (zero: never, the thread is not even
-    /// started).
-    pub fn start(period: Duration) -> Kicker {
-        let threads: Kicked = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        if period.is_zero() {
-            return Kicker {
-                threads,
-                stop,
-                join: None,
-            };
-        }
-        // A handler (not SIG_IGN) so that the signal interrupts a blocking
-        // io_uring_enter; no SA_RESTART so that the call returns EINTR.
-        // SAFETY: sigaction with a handler that does nothing, on a signal
-        // reserved for this purpose.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut action.sa_mask);
-            action.sa_flags = 0;
-            libc::sigaction(kick_signal(), &action, std::ptr::null_mut());
-        }
-        let (t, s) = (Arc::clone(&threads), Arc::clone(&stop));
-        let join = std::thread::Builder::new()
-            .name("kicker".into())
-            .spawn(move || {
-                while !s.load(Ordering::Relaxed) {
-                    std::thread::sleep(period);
-                    let threads = t.lock().unwrap_or_else(|p| p.into_inner());
-                    for thread in threads.iter().flatten() {
-                        // SAFETY: a registered thread is alive: it removes
-                        // itself under this lock before it finishes.
-                        unsafe { libc::pthread_kill(*thread, kick_signal()) };
-                    }
-                }
-            })
-            .ok();
-        Kicker {
-            threads,
-            stop,
-            join,
-        }
-    }
-
-    /// Where executors register.
-    pub fn handle(&self) -> KickHandle {
-        KickHandle {
-            threads: Arc::clone(&self.threads),
-        }
-    }
-}
-
-impl Drop for Kicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(join) = self.join.take() {
-            let _ = join.join();
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -564,29 +472,46 @@ mod tests {
         assert!(latch.is_open());
     }
 
-    #[test]
-    fn kicker_interrupts_a_blocked_registered_thread() {
-        let kicker = Kicker::start(Duration::from_millis(5));
-        let handle = kicker.handle();
-        let blocked = std::thread::spawn(move || {
-            let registration = handle.register();
-            // Blocks up to 10 s unless a kick interrupts it.
-            // SAFETY: poll on zero descriptors only sleeps.
-            let rc = unsafe { libc::poll(std::ptr::null_mut(), 0, 10_000) };
-            let errno = std::io::Error::last_os_error().raw_os_error();
-            drop(registration);
-            (rc, errno)
-        });
-        let (rc, errno) = blocked.join().expect("thread");
-        assert_eq!((rc, errno), (-1, Some(libc::EINTR)));
-        assert!(
-            lock_kicked(&kicker).iter().all(Option::is_none),
-            "deregistered"
-        );
+    /// Lateness of a 1 ms timer, in ns, on an executor whose other tasks
+    /// are `busy` loops that only call [`cooperate`]: the median of 40.
+    fn timer_lateness_among_busy_tasks(busy: usize) -> u64 {
+        let ex = executor_builder(Placement::Unbound)
+            .io_memory(256 * 1024)
+            .make()
+            .expect("executor");
+        ex.run(async move {
+            let stop = std::rc::Rc::new(Cell::new(false));
+            let tasks: Vec<_> = (0..busy)
+                .map(|_| {
+                    let stop = std::rc::Rc::clone(&stop);
+                    glommio::spawn_local(async move {
+                        while !stop.get() {
+                            cooperate().await;
+                        }
+                    })
+                })
+                .collect();
+            let mut late = Vec::new();
+            for _ in 0..40 {
+                let start = now_ns();
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+                late.push((now_ns() - start).saturating_sub(1_000_000));
+            }
+            stop.set(true);
+            for t in tasks {
+                t.await;
+            }
+            late.sort_unstable();
+            late[late.len() / 2]
+        })
     }
 
-    fn lock_kicked(k: &Kicker) -> Vec<Option<libc::pthread_t>> {
-        k.threads.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    #[test]
+    fn cooperate_gives_the_reactor_a_pass_every_slice_however_many_tasks_are_busy() {
+        // 64 busy tasks: a pass only once each of them had a whole slice
+        // would make the timer ~8 ms late on average (64 x 250 us / 2).
+        let late = timer_lateness_among_busy_tasks(64);
+        assert!(late < 3_000_000, "median lateness {late} ns");
     }
 
     #[test]

@@ -16,7 +16,8 @@ use crate::Violation;
 /// Inbound aliases (index = alias - 1); empty until used.
 #[derive(Debug, Default)]
 pub(crate) struct InAliases {
-    topics: Vec<Bytes>,
+    /// Allocated on the first alias (most clients never use one).
+    topics: Option<Box<Vec<Bytes>>>,
 }
 
 impl InAliases {
@@ -34,15 +35,16 @@ impl InAliases {
         }
         let slot = usize::from(alias - 1);
         if publish.topic.is_empty() {
-            match self.topics.get(slot) {
+            match self.topics.as_ref().and_then(|t| t.get(slot)) {
                 Some(topic) if !topic.is_empty() => publish.topic = topic.clone(),
                 _ => return Err(Violation::TopicAliasUnknown),
             }
         } else {
-            if self.topics.len() <= slot {
-                self.topics.resize(slot + 1, Bytes::new());
+            let topics = self.topics.get_or_insert_with(Default::default);
+            if topics.len() <= slot {
+                topics.resize(slot + 1, Bytes::new());
             }
-            self.topics[slot] = Bytes::copy_from_slice(&publish.topic);
+            topics[slot] = Bytes::copy_from_slice(&publish.topic);
         }
         publish.properties.topic_alias = None;
         Ok(())

@@ -44,6 +44,19 @@ impl Tick {
 /// of that one slot wraps, after 2^32 reuses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TimerKey {
-    index: u32,
+    /// Slab index + 1 (never 0, so `Option<TimerKey>` is 8 bytes).
+    index: std::num::NonZeroU32,
     generation: u32,
+}
+
+impl TimerKey {
+    pub(crate) fn new(index: u32, generation: u32) -> TimerKey {
+        let index = std::num::NonZeroU32::new(index.wrapping_add(1)).expect("slab index < u32::MAX");
+        TimerKey { index, generation }
+    }
+
+    /// The slab index.
+    pub(crate) fn slot(self) -> u32 {
+        self.index.get() - 1
+    }
 }

@@ -223,15 +223,15 @@ impl<T> Wheel<T> {
         }
         self.mark(loc, deadline.0);
         self.len += 1;
-        TimerKey { index, generation }
+        TimerKey::new(index, generation)
     }
 
     /// Disarms a timer and returns its value; `None` (and no change) if the
     /// key has fired, was cancelled, or its slot was reused.
     pub fn cancel(&mut self, key: TimerKey) -> Option<T> {
         self.live_loc(key)?;
-        self.unlink(key.index);
-        self.release(key.index).map(|(_, value)| value)
+        self.unlink(key.slot());
+        self.release(key.slot()).map(|(_, value)| value)
     }
 
     /// Moves a live timer to `deadline`, keeping its key; `false` (and no
@@ -243,22 +243,22 @@ impl<T> Wheel<T> {
         };
         let new_loc = locate(self.now, deadline.0);
         if new_loc == old_loc {
-            if let Entry::Live { deadline: d, .. } = &mut self.slab[key.index as usize] {
+            if let Entry::Live { deadline: d, .. } = &mut self.slab[key.slot() as usize] {
                 *d = deadline.0;
             }
             if new_loc == LOC_OVERFLOW {
                 self.overflow_min = self.overflow_min.min(deadline.0);
             }
         } else {
-            self.unlink(key.index);
-            self.link(key.index, new_loc, deadline.0);
+            self.unlink(key.slot());
+            self.link(key.slot(), new_loc, deadline.0);
         }
         true
     }
 
     /// The deadline of a live timer; `None` if the key is stale.
     pub fn deadline(&self, key: TimerKey) -> Option<Tick> {
-        match self.slab.get(key.index as usize)? {
+        match self.slab.get(key.slot() as usize)? {
             Entry::Live {
                 deadline,
                 generation,
@@ -342,7 +342,7 @@ impl<T> Wheel<T> {
     /// The slot a live key's entry is in; `None` for a stale key.
     #[inline]
     fn live_loc(&self, key: TimerKey) -> Option<u16> {
-        match self.slab.get(key.index as usize)? {
+        match self.slab.get(key.slot() as usize)? {
             Entry::Live {
                 generation, loc, ..
             } if *generation == key.generation => Some(*loc),
@@ -523,7 +523,7 @@ impl<T> Wheel<T> {
                     debug_assert!(to != loc || loc == LOC_OVERFLOW);
                     self.link(index, to, deadline);
                 } else if let Some((generation, value)) = self.release(index) {
-                    fired.push((TimerKey { index, generation }, value));
+                    fired.push((TimerKey::new(index, generation), value));
                 }
             }
         }
@@ -722,7 +722,7 @@ mod tests {
         assert_eq!(advance_values(&mut wheel, 1), vec![1]);
         // The freed slot is reused with a new generation.
         let reused = wheel.insert(Tick(5), 2);
-        assert_eq!(reused.index, fired_key.index);
+        assert_eq!(reused.slot(), fired_key.slot());
         assert_ne!(reused, fired_key);
         assert_eq!(wheel.cancel(fired_key), None);
         assert!(!wheel.reschedule(fired_key, Tick(2)));

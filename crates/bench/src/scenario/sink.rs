@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures_lite::future::or;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::Placement;
 use ringmq_codec::{
     frame_len, ConnAck, Limits, Packet, PacketType, Properties, ProtocolVersion, PubAck, QoS,
     ReasonCode, SubAck,
@@ -32,7 +32,7 @@ use crate::error::{BenchError, ConnError};
 use crate::payload::Stamp;
 use crate::procfs::{now_ns, CpuSample};
 use crate::report::{Report, Value};
-use crate::runtime::{si, Kicker};
+use crate::runtime::{executor_builder, si};
 use crate::template::PublishTemplate;
 
 #[derive(Debug, Default)]
@@ -56,17 +56,10 @@ pub fn run(args: &SinkArgs) -> Result<Report, BenchError> {
     let duration = Duration::from_secs_f64(args.duration_secs);
     let cpu = CpuSample::own();
     let start = now_ns();
-    let kicker = Kicker::start(Duration::from_millis(1));
-    let kick = kicker.handle();
-    let handle = LocalExecutorBuilder::new(placement)
+    let handle = executor_builder(placement)
         .name("sink")
         .io_memory(256 * 1024)
-        .spawn(move || async move {
-            let registration = kick.register();
-            let served = serve(listen, c, firehose, duration, quiet).await;
-            drop(registration);
-            served
-        })
+        .spawn(move || serve(listen, c, firehose, duration, quiet))
         .map_err(|e| BenchError::Executor(e.to_string()))?;
     let served = handle
         .join()
