@@ -923,29 +923,3 @@ fn peer_addr(fd: RawFd) -> SocketAddr {
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
-
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        eprintln!(
-            "Conn {} Slot {} Link {} State {}",
-            std::mem::size_of::<super::Conn>(),
-            std::mem::size_of::<super::Slot>(),
-            std::mem::size_of::<super::Link>(),
-            std::mem::size_of::<super::State>(),
-        );
-    }
-}
-
-#[cfg(test)]
-mod size_probe2 {
-    #[test]
-    fn sizes2() {
-        eprintln!(
-            "Entry {} Session {}",
-            std::mem::size_of::<super::super::table::Entry>(),
-            std::mem::size_of::<ringmq_session::Session>(),
-        );
-    }
-}

@@ -21,15 +21,18 @@ use ringmq_wheel::TimerKey;
 /// low 32 bits are the engine slot it lives in, the high 32 a count, so a
 /// lookup is an index plus a check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct LinkId(pub(crate) u64);
+pub(crate) struct LinkId(std::num::NonZeroU64);
 
 impl LinkId {
     pub(crate) fn new(count: u32, slot: u32) -> LinkId {
-        LinkId((u64::from(count) << 32) | u64::from(slot))
+        // The count starts at 1 and skips 0, so the id is never 0 and an
+        // `Option<LinkId>` is 8 bytes.
+        let count = u64::from(count.max(1));
+        LinkId(std::num::NonZeroU64::new((count << 32) | u64::from(slot)).expect("count >= 1"))
     }
 
     pub(crate) fn slot(self) -> u32 {
-        self.0 as u32
+        self.0.get() as u32
     }
 }
 

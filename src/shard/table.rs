@@ -17,6 +17,8 @@ use super::link::LinkId;
 
 /// One session and what the shard tracks about it.
 pub(crate) struct Entry {
+    /// This entry's own id (checked on every lookup by id).
+    id: SessionId,
     pub(crate) session: Session,
     pub(crate) link: Option<LinkId>,
     /// Wheel entries by `Timer::index`.
@@ -29,7 +31,6 @@ pub(crate) struct Entry {
 #[derive(Default)]
 struct Entries {
     slots: Vec<Option<Box<Entry>>>,
-    ids: Vec<SessionId>,
     free: Vec<u32>,
 }
 
@@ -37,47 +38,32 @@ impl Entries {
     fn insert(&mut self, count: u32, entry: Entry) -> SessionId {
         let index = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
-            self.ids.push(SessionId(0));
             (self.slots.len() - 1) as u32
         });
         let id = SessionId((u64::from(count) << 32) | u64::from(index));
-        self.slots[index as usize] = Some(Box::new(entry));
-        self.ids[index as usize] = id;
+        self.slots[index as usize] = Some(Box::new(Entry { id, ..entry }));
         id
     }
 
     fn get(&self, id: &SessionId) -> Option<&Entry> {
-        let index = id.0 as u32 as usize;
-        if self.ids.get(index) != Some(id) {
-            return None;
-        }
-        self.slots[index].as_deref()
+        let entry = self.slots.get(id.0 as u32 as usize)?.as_deref()?;
+        (entry.id == *id).then_some(entry)
     }
 
     fn get_mut(&mut self, id: &SessionId) -> Option<&mut Entry> {
-        let index = id.0 as u32 as usize;
-        if self.ids.get(index) != Some(id) {
-            return None;
-        }
-        self.slots[index].as_deref_mut()
+        let entry = self.slots.get_mut(id.0 as u32 as usize)?.as_deref_mut()?;
+        (entry.id == *id).then_some(entry)
     }
 
     fn remove(&mut self, id: &SessionId) -> Option<Box<Entry>> {
         let index = id.0 as u32 as usize;
-        if self.ids.get(index) != Some(id) {
-            return None;
-        }
-        let entry = self.slots[index].take()?;
-        self.ids[index] = SessionId(0);
+        self.get(id)?;
         self.free.push(index as u32);
-        Some(entry)
+        self.slots[index].take()
     }
 
     fn iter(&self) -> impl Iterator<Item = (&SessionId, &Entry)> {
-        self.ids
-            .iter()
-            .zip(self.slots.iter())
-            .filter_map(|(id, e)| Some((id, e.as_deref()?)))
+        self.slots.iter().flatten().map(|e| (&e.id, &**e))
     }
 }
 
@@ -116,6 +102,7 @@ impl SessionTable {
         let id = self.by_id.insert(
             self.next_id,
             Entry {
+                id: SessionId(0),
                 session,
                 link: None,
                 timers: [None; 3],
