@@ -2,18 +2,19 @@
 # stallprobe.sh: the worst delay of a cross-shard delivery while both cores
 # are saturated.
 #
-# Starts ringmq with two shards (CPUs 0-1) and, by default, the stall guard
-# OFF (--stall-guard-ms 0), saturates both shards with a max-rate QoS 0
+# Starts ringmq with two shards (CPUs 0-1; there is no stall guard or
+# heartbeat of any kind), saturates both shards with a max-rate QoS 0
 # load, and meanwhile runs a probe: one publisher and one subscriber on
 # different shards at a fixed rate, whose end-to-end latency distribution
 # (p50 / p99 / p999 / max, lost) is the figure. A lost wake-up shows as a
 # max latency far above the rest. Every process is started here and
 # stopped by its own PID; every step is bounded in time.
 #
-# Usage: scripts/stallprobe.sh [--secs N] [--rate R] [--guard-ms MS] [--no-build]
+# Usage: scripts/stallprobe.sh [--secs N] [--rate R] [--broker 'CMD {PORT}'] [--no-build]
 #   --secs N      probe duration (default 60; issue 11 asks for 600)
 #   --rate R      probe messages per second (default 1000)
-#   --guard-ms MS the broker's --stall-guard-ms (default 0: no guard)
+#   --broker CMD  another broker command line ({PORT} is replaced; it must
+#                 run two shards on CPUs 0-1 itself), e.g. an older build
 # Needs python3 (to pick client ids that land on different shards).
 set -euo pipefail
 
@@ -21,13 +22,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 SECS=60
 RATE=1000
-GUARD=0
+BROKER=""
 BUILD=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --secs) SECS="$2"; shift 2 ;;
         --rate) RATE="$2"; shift 2 ;;
-        --guard-ms) GUARD="$2"; shift 2 ;;
+        --broker) BROKER="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "stallprobe.sh: unknown option $1" >&2; exit 2 ;;
@@ -64,8 +65,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-taskset -c 0,1 "$BIN/ringmq" --listen "127.0.0.1:$PORT" --shards 2 \
-    --stall-guard-ms "$GUARD" --log warn >"$TMP/broker.log" 2>&1 &
+if [[ -n "$BROKER" ]]; then
+    # shellcheck disable=SC2086 # the command line is split on purpose
+    taskset -c 0,1 ${BROKER//\{PORT\}/$PORT} >"$TMP/broker.log" 2>&1 &
+else
+    taskset -c 0,1 "$BIN/ringmq" --listen "127.0.0.1:$PORT" --shards 2 \
+        --log warn >"$TMP/broker.log" 2>&1 &
+fi
 PIDS+=($!)
 for _ in $(seq 1 50); do
     (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
@@ -84,12 +90,12 @@ timeout $((SECS + 30)) "$BIN/ringmq-bench" pubsub --port "$PORT" -P 1 -S 1 -T 1 
     --topic-prefix probe/t >"$TMP/probe.json" 2>"$TMP/probe.err" || {
     echo "stallprobe.sh: probe failed: $(tail -1 "$TMP/probe.err")" >&2; exit 1; }
 
-python3 - "$TMP/probe.json" "$SECS" "$RATE" "$GUARD" "$(lscpu | sed -n 's/^Model name: *//p' | head -1)" <<'EOF'
+python3 - "$TMP/probe.json" "$SECS" "$RATE" "${BROKER:-ringmq --shards 2}" "$(lscpu | sed -n 's/^Model name: *//p' | head -1)" <<'EOF'
 import json, sys
 r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-secs, rate, guard, cpu = sys.argv[2:6]
+secs, rate, broker, cpu = sys.argv[2:6]
 print(f"stall probe: {secs} s at {rate} msg/s, publisher and subscriber on different shards, "
-      f"both cores saturated, --stall-guard-ms {guard} ({cpu})")
+      f"both cores saturated, {broker} ({cpu})")
 print("| figure | value |")
 print("|---|---:|")
 for k in ["delivered_per_s", "lost", "duplicates", "latency_p50_us", "latency_p99_us",

@@ -12,7 +12,8 @@
 //!    loop (`frames::feed`), sends advance, the doorbell re-arms;
 //! 4. fire due timers, move waiting messages into full channels;
 //! 5. flush the links marked dirty: closes first (a take-over's CONNACK
-//!    waits for the old connection's close), then one send per link;
+//!    waits for the old connection's close), then one write per link (the
+//!    first few with send(2) at once, the rest as ring requests);
 //! 6. submit everything and sleep in `io_uring_enter` until a completion
 //!    or the next deadline (the wheel, a back-off, a take-over's limit).
 //!
@@ -48,6 +49,9 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 const TAKE_WHOLE_MIN: usize = 8 * 1024;
 /// Bytes of each arena block small reads are copied into.
 const ARENA_BYTES: usize = 64 * 1024;
+/// Writes per turn made at once with send(2); the rest of a turn's writes
+/// (a fan-out) go to the kernel as one batch of ring requests.
+const DIRECT_SENDS: u32 = 4;
 /// How long shutdown waits for clients to take their DISCONNECT.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
@@ -180,6 +184,8 @@ struct Engine {
     shutdown_deadline: Option<Instant>,
     /// `--busy-poll-us`.
     busy_poll: Duration,
+    /// Writes left this turn that may go out directly with send(2).
+    direct_sends: u32,
 }
 
 /// Runs the shard on its own ring until shutdown has closed every
@@ -207,6 +213,7 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Ring, listeners: Vec<OwnedFd>, d
         accept_error_logged: None,
         shutdown_deadline: None,
         busy_poll: Duration::from_micros(shard.config().busy_poll_us),
+        direct_sends: DIRECT_SENDS,
     };
     engine.arm_listeners();
     engine.arm_doorbell();
@@ -220,6 +227,7 @@ impl Engine {
         loop {
             self.completions.clear();
             self.ring.reap(&mut self.completions);
+            self.direct_sends = DIRECT_SENDS;
             self.take_inbox();
             let completions = std::mem::take(&mut self.completions);
             for c in &completions {
@@ -660,21 +668,57 @@ impl Engine {
     /// Hands the link's output to the kernel, unless a send is in flight
     /// (its completion sends the rest) or the connection waits.
     fn send(&mut self, slot: u32) {
+        let direct = self.direct_sends > 0;
         let Some(conn) = self.conn_mut(slot) else {
             return;
         };
         if !matches!(conn.state, State::Open | State::Paused) || !conn.sending.is_empty() {
             return;
         }
-        let out = {
+        let mut out = {
             let mut out = conn.link.outbuf.borrow_mut();
             if out.is_empty() {
                 return;
             }
             // The link keeps no buffer while the bytes are in flight.
-            std::mem::take(&mut *out).freeze()
+            std::mem::take(&mut *out)
         };
-        conn.sending = out;
+        if direct {
+            // The first few writes of a turn go out at once with send(2):
+            // a lone reply (a PINGRESP, a PUBACK) then costs one syscall and
+            // no completion to come back for. What the socket does not take
+            // goes through the ring like any other write.
+            let fd = conn.fd.as_raw_fd();
+            // SAFETY: a non-blocking send from memory we own.
+            let n = unsafe {
+                libc::send(
+                    fd,
+                    out.as_ptr().cast(),
+                    out.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            self.direct_sends -= 1;
+            if n >= 0 {
+                let n = n as usize;
+                trace!(bytes = n, "written");
+                if n == out.len() {
+                    return;
+                }
+                out.advance(n);
+            } else {
+                let errno = std::io::Error::last_os_error().raw_os_error();
+                if !matches!(errno, Some(libc::EAGAIN) | Some(libc::EINTR)) {
+                    trace!(?errno, "send failed");
+                    self.close(slot, CloseCause::NetworkError);
+                    return;
+                }
+            }
+        }
+        let Some(conn) = self.conn_mut(slot) else {
+            return;
+        };
+        conn.sending = out.freeze();
         self.submit_send(slot);
     }
 
