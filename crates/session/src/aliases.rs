@@ -16,7 +16,9 @@ use crate::Violation;
 /// Inbound aliases (index = alias - 1); empty until used.
 #[derive(Debug, Default)]
 pub(crate) struct InAliases {
-    /// Allocated on the first alias (most clients never use one).
+    /// Allocated on the first alias (most clients never use one). Boxed on
+    /// purpose: 8 bytes in every session instead of a 24-byte `Vec`.
+    #[allow(clippy::box_collection)]
     topics: Option<Box<Vec<Bytes>>>,
 }
 

@@ -51,7 +51,8 @@ pub struct TimerKey {
 
 impl TimerKey {
     pub(crate) fn new(index: u32, generation: u32) -> TimerKey {
-        let index = std::num::NonZeroU32::new(index.wrapping_add(1)).expect("slab index < u32::MAX");
+        let index =
+            std::num::NonZeroU32::new(index.wrapping_add(1)).expect("slab index < u32::MAX");
         TimerKey { index, generation }
     }
 

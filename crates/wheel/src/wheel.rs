@@ -733,10 +733,7 @@ mod tests {
         assert_eq!(wheel.cancel(reused), None);
         assert!(!wheel.reschedule(reused, Tick(9)));
         // A key from a slot never allocated is stale.
-        let foreign = TimerKey {
-            index: 1000,
-            generation: 0,
-        };
+        let foreign = TimerKey::new(1000, 0);
         assert_eq!(wheel.cancel(foreign), None);
         assert!(wheel.is_empty());
         assert_eq!(wheel.next_deadline(), None);
