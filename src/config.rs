@@ -126,13 +126,15 @@ pub struct Config {
 
     /// Read buffers each shard provides to the kernel (a power of two, 2..=32768). A connection owns none while it waits:
     /// the kernel picks one when bytes arrive and the shard returns it at
-    /// once. When all are in use, reads pause until one comes back.
-    #[arg(long, value_name = "N", default_value_t = 128)]
+    /// once. When all are in use, reads pause until one comes back. Their
+    /// total bounds the input a shard holds unhandled, so it is also the
+    /// longest queue a message can wait in behind others' input.
+    #[arg(long, value_name = "N", default_value_t = 64)]
     pub read_buffers: u16,
 
     /// Size of each read buffer in KiB (1..=1024): the
     /// most one read takes from a socket.
-    #[arg(long, value_name = "KIB", default_value_t = 32)]
+    #[arg(long, value_name = "KIB", default_value_t = 16)]
     pub read_buffer_kib: usize,
 
     /// Backlog of each listening socket: connections the kernel completes

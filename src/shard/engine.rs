@@ -52,6 +52,10 @@ const ARENA_BYTES: usize = 64 * 1024;
 /// Writes per turn made at once with send(2); the rest of a turn's writes
 /// (a fan-out) go to the kernel as one batch of ring requests.
 const DIRECT_SENDS: u32 = 4;
+/// Bytes of input a turn handles before it writes what they produced (a
+/// turn with many ready reads would otherwise hold every reply and
+/// delivery until its end).
+const FLUSH_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for clients to take their DISCONNECT.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
@@ -186,6 +190,8 @@ struct Engine {
     busy_poll: Duration,
     /// Writes left this turn that may go out directly with send(2).
     direct_sends: u32,
+    /// Bytes read since the last flush within this turn.
+    read_since_flush: usize,
 }
 
 /// Runs the shard on its own ring until shutdown has closed every
@@ -214,6 +220,7 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Ring, listeners: Vec<OwnedFd>, d
         shutdown_deadline: None,
         busy_poll: Duration::from_micros(shard.config().busy_poll_us),
         direct_sends: DIRECT_SENDS,
+        read_since_flush: 0,
     };
     engine.arm_listeners();
     engine.arm_doorbell();
@@ -232,7 +239,17 @@ impl Engine {
             let completions = std::mem::take(&mut self.completions);
             for c in &completions {
                 self.complete(*c);
+                if self.read_since_flush >= FLUSH_BYTES {
+                    // A long turn writes as it goes: what this much input
+                    // produced leaves now, and deliveries from other
+                    // shards are taken, instead of all waiting for the end.
+                    self.read_since_flush = 0;
+                    self.flush_dirty();
+                    self.ring.submit();
+                    self.take_inbox();
+                }
             }
+            self.read_since_flush = 0;
             self.completions = completions;
             self.shard.core.borrow_mut().fire_timers();
             if self.accept_retry_at.is_some_and(|at| at <= Instant::now()) {
@@ -474,6 +491,7 @@ impl Engine {
             return;
         }
         if c.result > 0 {
+            self.read_since_flush += c.result as usize;
             self.handle(slot);
             return;
         }
