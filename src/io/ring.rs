@@ -109,7 +109,7 @@ impl RingSize {
 /// submission entries, the completion entries (4x) and the index array.
 pub(crate) fn locked_bytes(entries: usize) -> u64 {
     let entries = entries as u64;
-    entries * 64 + 4 * entries * 16 + entries * 4 + 4096
+    entries * 64 + (4 * entries).min(65536) * 16 + entries * 4 + 4096
 }
 
 /// A shard's ring and its read buffers.
@@ -122,18 +122,18 @@ impl Ring {
     /// Creates the ring with the features the engine relies on (multishot
     /// accept and receive, provided-buffer rings: Linux 6.0 or later).
     pub(crate) fn new(size: RingSize) -> io::Result<Ring> {
+        // The kernel takes at most 65536 completion entries.
+        let cq = size.entries.saturating_mul(4).min(65536);
         let uring = IoUring::builder()
             .setup_single_issuer()
             .setup_coop_taskrun()
             .setup_defer_taskrun()
-            .setup_cqsize(size.entries.saturating_mul(4))
+            .setup_cqsize(cq)
             .build(size.entries)
             .or_else(|_| {
                 // An older kernel without the task-run hints still works,
                 // with more interruptions.
-                IoUring::builder()
-                    .setup_cqsize(size.entries.saturating_mul(4))
-                    .build(size.entries)
+                IoUring::builder().setup_cqsize(cq).build(size.entries)
             })?;
         let bufs = BufRing::new(&uring, size.read_buffers, size.read_buffer_bytes)?;
         Ok(Ring { uring, bufs })
