@@ -418,6 +418,11 @@ async fn drain(args: PubsubArgs, target: Arc<Target>, shared: Arc<Shared>) {
         shared.pubs_ready.wait().await;
         set_start();
         shared.pubs_done.wait().await;
+        // Pairs with the fence in `subscriber`: of the last subscriber to
+        // count a delivery and this task, at least one sees the other's
+        // update (its count here, `pubs_done` there), so the run never
+        // waits out `--drain-ms` with everything delivered.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let complete = target.progress.received.load(Ordering::Acquire)
             >= shared.expected.load(Ordering::Acquire);
         if !complete && args.subscribers > 0 {
@@ -559,6 +564,8 @@ async fn subscriber(
             out.error = Some(format!("connection ended: {}", e.label()));
             break;
         }
+        // Pairs with the fence in `drain` (see there).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if shared.pubs_done.is_open()
             && args.publishers > 0
             && progress.received.load(Ordering::Acquire) >= shared.expected.load(Ordering::Acquire)

@@ -190,8 +190,13 @@ async fn session(
                     Some(Ok(_)) => {}
                 }
             }
-        } else if conn.fill().await.is_err() {
-            return;
+        } else {
+            if conn.fill().await.is_err() {
+                return;
+            }
+            // A read that finds data never yields: let the other sessions,
+            // the ticker and the stop timer run.
+            crate::runtime::cooperate().await;
         }
         match handle_buffered(&mut conn, &counters, &limits, firehose, &mut hose) {
             Ok(true) => {}
