@@ -46,7 +46,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-avail() { awk '/^MemAvailable:/ {print $2 * 1024}' /proc/meminfo; }
+# MemAvailable in KiB (an integer, as /proc/meminfo gives it).
+avail() { awk '/^MemAvailable:/ {print $2}' /proc/meminfo; }
 
 echo "| broker | MemAvailable drop per connection (bytes, tool included, $N connections) |"
 echo "|---|---:|"
@@ -79,6 +80,6 @@ for i in "${!NAMES[@]}"; do
     wait "$TPID" || true
     kill "$BPID" 2>/dev/null || true
     wait "$BPID" 2>/dev/null || true
-    echo "| ${NAMES[$i]} | $(( (BEFORE - LOW) / N )) |"
+    echo "| ${NAMES[$i]} | $(( (BEFORE - LOW) * 1024 / N )) |"
     sleep 2
 done
