@@ -85,9 +85,8 @@ enum State {
     Closed,
 }
 
-/// One connection.
+/// One connection (its link lives in the core's `Links`, by the same slot).
 struct Conn {
-    link: Rc<Link>,
     /// A partial packet (or, while paused or waiting, unhandled bytes).
     pending: BytesMut,
     /// Bytes handed to the kernel to send (empty: no send in flight).
@@ -326,6 +325,11 @@ impl Engine {
         Token { op, slot, gen }
     }
 
+    /// The link of the connection in `slot`.
+    fn link(&self, slot: u32) -> Option<Rc<Link>> {
+        self.shard.core.borrow().links.at(slot).cloned()
+    }
+
     fn conn(&self, slot: u32) -> Option<&Conn> {
         self.slots.get(slot)?.conn.as_ref()
     }
@@ -432,12 +436,12 @@ impl Engine {
 
     fn open(&mut self, fd: OwnedFd, peer: SocketAddr, read: BytesMut, adopted: bool) {
         let slot = self.slots.alloc();
-        let link = self.shard.core.borrow_mut().new_link(peer, adopted, slot);
+        // The core keeps the link, by this same slot.
+        let _ = self.shard.core.borrow_mut().new_link(peer, adopted, slot);
         let entry = self.slots.get_mut(slot).expect("allocated");
         entry.gen = Token::next_gen(entry.gen);
         entry.conn = Some(Conn {
             fd,
-            link,
             pending: read,
             sending: Bytes::new(),
             reading: Reading::Off,
@@ -519,15 +523,12 @@ impl Engine {
         }
         let fed = {
             let mut core = shard.core.borrow_mut();
+            let Some(link) = core.links.at(slot).cloned() else {
+                return;
+            };
             let (stamp, now) = core.clock.read();
             core.now = now;
-            frames::feed(
-                &mut core,
-                &conn.link,
-                &mut conn.pending,
-                conn.adopted,
-                stamp,
-            )
+            frames::feed(&mut core, &link, &mut conn.pending, conn.adopted, stamp)
         };
         if conn.pending.is_empty() {
             // An empty view still holds its read block: let it go, so an
@@ -568,6 +569,7 @@ impl Engine {
     /// Arms the receive a connection needs next, if it has none.
     fn read_more(&mut self, slot: u32) {
         let token = self.token(Op::Recv, slot);
+        let connected = self.link(slot).is_some_and(|l| l.session.get().is_some());
         let Some(conn) = self.conn_mut(slot) else {
             return;
         };
@@ -575,7 +577,7 @@ impl Engine {
             return;
         }
         let fd = conn.fd.as_raw_fd();
-        if conn.link.session.get().is_some() {
+        if connected {
             conn.reading = Reading::Multi;
             self.ring.recv_multi(fd, token);
         } else {
@@ -626,7 +628,9 @@ impl Engine {
             }
             if old.is_closed() || now >= at {
                 conn.state = State::Open;
-                conn.link.wake();
+                if let Some(link) = self.link(slot) {
+                    link.wake();
+                }
                 self.handle(slot);
             } else {
                 self.waiting.push((slot, old, at));
@@ -646,11 +650,16 @@ impl Engine {
         self.slots.release(slot);
         debug_assert!(!conn.in_flight());
         let mut core = self.shard.core.borrow_mut();
-        core.forget_link(&conn.link);
+        let link = core
+            .links
+            .at(slot)
+            .cloned()
+            .expect("a live slot has its link");
+        core.forget_link(&link);
         let adopt = super::apply::Adopt {
             fd: conn.fd,
             read,
-            peer: conn.link.peer,
+            peer: link.peer.addr(),
         };
         core.hand_off(owner, adopt);
     }
@@ -668,11 +677,11 @@ impl Engine {
             let mut list = std::mem::take(&mut self.dirty);
             Dirty::take_into(&mut list);
             for &slot in &list {
-                let Some(conn) = self.conn(slot) else {
+                let Some(link) = self.link(slot) else {
                     continue;
                 };
-                conn.link.unmark();
-                if let Some(cause) = conn.link.close_requested() {
+                link.unmark();
+                if let Some(cause) = link.close_requested() {
                     self.close(slot, cause);
                 }
             }
@@ -687,6 +696,9 @@ impl Engine {
     /// (its completion sends the rest) or the connection waits.
     fn send(&mut self, slot: u32) {
         let direct = self.direct_sends > 0;
+        let Some(link) = self.link(slot) else {
+            return;
+        };
         let Some(conn) = self.conn_mut(slot) else {
             return;
         };
@@ -694,7 +706,7 @@ impl Engine {
             return;
         }
         let mut out = {
-            let mut out = conn.link.outbuf.borrow_mut();
+            let mut out = link.outbuf.borrow_mut();
             if out.is_empty() {
                 return;
             }
@@ -788,6 +800,9 @@ impl Engine {
     /// kernel is done with it.
     fn close(&mut self, slot: u32, cause: CloseCause) {
         let shard = self.shard.clone();
+        let Some(link) = self.link(slot) else {
+            return;
+        };
         let Some(conn) = self.conn_mut(slot) else {
             return;
         };
@@ -803,10 +818,9 @@ impl Engine {
             // CONNACK, a PUBACK) leaves before the DISCONNECT and the FIN.
             self.ring.submit();
         }
-        let conn = self.conn_mut(slot).expect("checked above");
         {
             // Last chance for a queued DISCONNECT to leave (no waiting).
-            let out = conn.link.outbuf.borrow();
+            let out = link.outbuf.borrow();
             if !out.is_empty() {
                 // SAFETY: a non-blocking send from memory we own.
                 unsafe {
@@ -824,8 +838,7 @@ impl Engine {
         // receive and any send the kernel still holds.
         // SAFETY: the descriptor is open (owned by the slot).
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-        conn.link.mark_closed();
-        let link = conn.link.clone();
+        link.mark_closed();
         debug!(shard = shard.id, peer = %link.peer, ?cause, "connection closed");
         shard.core.borrow_mut().on_closed(&link, cause);
         self.release_if_done(slot);

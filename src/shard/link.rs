@@ -61,6 +61,11 @@ impl Links {
             .filter(|l| l.id == *id)
     }
 
+    /// The link in engine slot `slot`.
+    pub(crate) fn at(&self, slot: u32) -> Option<&Rc<Link>> {
+        self.slots.get(slot as usize)?.as_ref()
+    }
+
     pub(crate) fn remove(&mut self, id: &LinkId) -> Option<Rc<Link>> {
         let slot = self.slots.get_mut(id.slot() as usize)?;
         if slot.as_ref().is_some_and(|l| l.id == *id) {
@@ -121,10 +126,39 @@ impl SessionCell {
     }
 }
 
+/// A peer address in 16 bytes (a `SocketAddr` is 32): IPv4 inline, the
+/// rarer IPv6 boxed.
+pub(crate) enum Peer {
+    V4(std::net::SocketAddrV4),
+    V6(Box<std::net::SocketAddrV6>),
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr) -> Peer {
+        match addr {
+            SocketAddr::V4(a) => Peer::V4(a),
+            SocketAddr::V6(a) => Peer::V6(Box::new(a)),
+        }
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        match self {
+            Peer::V4(a) => SocketAddr::V4(*a),
+            Peer::V6(a) => SocketAddr::V6(**a),
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr().fmt(f)
+    }
+}
+
 /// The shard's handle on one connection.
 pub(crate) struct Link {
     pub(crate) id: LinkId,
-    pub(crate) peer: SocketAddr,
+    pub(crate) peer: Peer,
     /// Encoded packets waiting to be written.
     pub(crate) outbuf: RefCell<BytesMut>,
     close: Cell<Option<CloseCause>>,
@@ -145,7 +179,7 @@ impl Link {
         Self {
             marked: Cell::new(false),
             id,
-            peer,
+            peer: Peer::new(peer),
             outbuf: RefCell::new(BytesMut::new()),
             close: Cell::new(None),
             closed: Cell::new(false),
