@@ -752,3 +752,62 @@ fn a_thousand_pingreqs_at_once_on_a_shallow_ring() {
     assert_eq!(s.connections, N as u64, "{s:?}");
     assert_eq!(s.keepalive_expired + s.protocol_errors, 0, "{s:?}");
 }
+
+/// A publisher paused because a channel to another shard is full must be
+/// resumed by the shard itself once that channel drains, with no other
+/// event to wake it: the broker once slept without a deadline when a
+/// connection resumed in a turn filled the channel again and paused.
+/// The publisher floods until its writes stall (TCP back-pressure from the
+/// paused reads), stops, completes its last packet, and must then get its
+/// PINGRESP promptly.
+#[test]
+fn a_publisher_paused_by_a_full_cross_shard_channel_resumes_by_itself() {
+    let broker = start(&["--inbox-capacity", "64"]);
+    let addr = broker.local_addr();
+    // Subscribers on shard 0 that never read: shard 0 keeps draining its
+    // inbox (their QoS 0 output is bounded and dropped), slower than shard
+    // 1 can fill it.
+    let _sinks: Vec<RawClient> = (0..8)
+        .map(|i| {
+            let (mut s, _) = RawClient::connected(
+                addr,
+                &ConnectOpts::v3(&id_on_shard(&format!("pz-s{i}-"), 0)),
+            );
+            assert_eq!(s.subscribe(1, &[("pz/#", 0)]), [0]);
+            s
+        })
+        .collect();
+    let (mut publisher, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("pz-p-", 1)));
+    let one = publish_packet("pz/x", &[b'p'; 64], 0, 0, false, false);
+    let burst: Vec<u8> = one.iter().copied().cycle().take(one.len() * 4096).collect();
+    let mut at = 0usize;
+    let mut stalled = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        match publisher.write_some(&burst[at..], Duration::from_millis(100)) {
+            Ok(n) => at = (at + n) % burst.len(),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                stalled = true;
+                break;
+            }
+            Err(e) => panic!("flood: {e}"),
+        }
+    }
+    // Finish the packet the flood stopped in; the broker must read again
+    // by itself for this to complete.
+    let rest = (one.len() - at % one.len()) % one.len();
+    let mut written = 0;
+    while written < rest {
+        match publisher.write_some(&burst[at + written..at + rest], PROMPT) {
+            Ok(n) => written += n,
+            Err(e) => panic!("the paused publisher was never read again ({e}); stalled: {stalled}"),
+        }
+    }
+    publisher.ping();
+    assert!(broker.stats().publishes_in > 0);
+}

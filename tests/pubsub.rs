@@ -595,6 +595,11 @@ fn an_expired_offline_session_takes_its_routes_along() {
     // Publishing to the dead session's filter is harmless; a new subscriber
     // on the same shard gets exactly what it should.
     publisher.publish0("exp/x", b"nobody");
+    // The PINGRESP follows the handling of that QoS 0 publish (same
+    // connection, in order), so it is routed before the new subscriber
+    // exists; without this the publish could still be in flight and reach
+    // the new subscription.
+    publisher.ping();
     let (mut fresh, _) = RawClient::connected(addr, &ConnectOpts::v3(&id_on_shard("xf-", 1)));
     assert_eq!(fresh.subscribe(1, &[("exp/x", 0)]), [0]);
     publisher.publish0("exp/x", b"fresh");

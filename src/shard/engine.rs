@@ -270,6 +270,12 @@ impl Engine {
                 self.ring.submit();
                 continue;
             }
+            // Read again: a connection resumed in this turn may have filled
+            // a channel and paused itself since `congested` was taken, and
+            // nothing else wakes the shard when the other side drains.
+            let congested = congested
+                || !self.paused.is_empty()
+                || self.shard.core.borrow().outlet.is_congested();
             let next_timer = self.shard.core.borrow().wheel.next_deadline();
             let timeout = self.timeout(next_timer, congested);
             if self.busy_poll.is_zero() || !self.spin(timeout) {
