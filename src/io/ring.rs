@@ -277,6 +277,11 @@ impl Ring {
         self.bufs.provide(id);
     }
 
+    /// Gives buffer `id` back to the kernel unread (an empty or stale read).
+    pub(crate) fn give_back(&mut self, id: u16) {
+        self.bufs.provide(id);
+    }
+
     /// The `len` bytes a read put into buffer `id`, taken whole (no copy);
     /// a fresh buffer takes its place in the ring.
     pub(crate) fn take_read(&mut self, id: u16, len: usize) -> BytesMut {

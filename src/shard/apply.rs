@@ -52,7 +52,7 @@ pub(crate) enum Deferred {
 /// A socket handed to this shard, waiting for the inbox task to start it.
 pub(crate) struct Adopt {
     pub(crate) fd: std::os::fd::OwnedFd,
-    pub(crate) read: Bytes,
+    pub(crate) read: bytes::BytesMut,
     pub(crate) peer: std::net::SocketAddr,
 }
 

@@ -273,9 +273,10 @@ impl Engine {
             // Read again: a connection resumed in this turn may have filled
             // a channel and paused itself since `congested` was taken, and
             // nothing else wakes the shard when the other side drains.
-            let congested = congested
-                || !self.paused.is_empty()
-                || self.shard.core.borrow().outlet.is_congested();
+            // (The outlet only drains in `flush`, at the top of the turn, so
+            // a congested start is still congested here.)
+            let congested =
+                !self.paused.is_empty() || self.shard.core.borrow().outlet.is_congested();
             let next_timer = self.shard.core.borrow().wheel.next_deadline();
             let timeout = self.timeout(next_timer, congested);
             if self.busy_poll.is_zero() || !self.spin(timeout) {
@@ -361,8 +362,7 @@ impl Engine {
             std::mem::take(&mut core.adopts)
         };
         for adopt in adopts {
-            let read = BytesMut::from(&adopt.read[..]);
-            self.open(adopt.fd, adopt.peer, read, true);
+            self.open(adopt.fd, adopt.peer, adopt.read, true);
         }
     }
 
@@ -466,7 +466,7 @@ impl Engine {
         if !live {
             if let Some(id) = c.buffer {
                 // A stale read: give the buffer back.
-                self.ring.copy_read(id, 0, &mut BytesMut::new());
+                self.ring.give_back(id);
             }
             return;
         }
@@ -483,7 +483,7 @@ impl Engine {
             let n = c.result.max(0) as usize;
             let take_whole = TAKE_WHOLE_MIN.min(self.ring.read_buffer_bytes());
             if n == 0 {
-                self.ring.copy_read(id, 0, &mut BytesMut::new());
+                self.ring.give_back(id);
             } else if conn.pending.is_empty() && n >= take_whole {
                 conn.pending = self.ring.take_read(id, n);
             } else if conn.pending.is_empty() {
@@ -647,7 +647,7 @@ impl Engine {
     /// Sends the socket itself to the shard that owns its client id: no
     /// request of ours is pending on it (reads before CONNECT are one at a
     /// time), so the descriptor simply moves.
-    fn hand_off(&mut self, slot: u32, owner: ringmq_route::ShardId, read: Bytes) {
+    fn hand_off(&mut self, slot: u32, owner: ringmq_route::ShardId, read: BytesMut) {
         let conn = self
             .slots
             .get_mut(slot)

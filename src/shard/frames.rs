@@ -9,7 +9,7 @@
 
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use ringmq_codec::{frame_len, Limits, Packet, ProtocolVersion, ReasonCode};
 use ringmq_session::{CloseCause, Tick};
 use tracing::trace;
@@ -31,7 +31,7 @@ pub(crate) enum Fed {
     /// The client id belongs to another shard: the caller sends it the
     /// socket with these bytes (the CONNECT and everything after it) and
     /// forgets the link.
-    HandOff(ShardId, Bytes),
+    HandOff(ShardId, BytesMut),
 }
 
 /// Handles every whole packet in `pending`. `adopted` says another shard
@@ -99,7 +99,7 @@ pub(crate) fn feed(
             read.extend_from_slice(&frame);
             read.extend_from_slice(pending);
             trace!(owner = owner.0, "handing connection to its owner shard");
-            return Fed::HandOff(owner, read.freeze());
+            return Fed::HandOff(owner, read);
         }
         if let Some(old) = core.on_connect(link, *connect, stamp) {
             return Fed::WaitFor(old);

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ringmq_codec::Publish;
 use ringmq_route::{GroupKey, RetainedMessage, RouteChange, ShardId};
 use ringmq_session::{SessionId, Tick};
@@ -35,7 +35,7 @@ pub(crate) enum Msg {
     /// `read` holds every byte read from it so far, CONNECT first.
     Adopt {
         fd: OwnedFd,
-        read: Bytes,
+        read: BytesMut,
         peer: SocketAddr,
     },
     /// Stop accepting, disconnect every client, stop the shard.
