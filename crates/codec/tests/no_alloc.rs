@@ -3,38 +3,11 @@
 //! checks it (this file holds a single test so nothing else allocates
 //! concurrently in this binary).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use bytes::{BufMut, Bytes, BytesMut};
 use ringmq_codec::{decode, decode_buf, Limits, Packet, ProtocolVersion};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: ringmq_testalloc::CountingAlloc = ringmq_testalloc::CountingAlloc;
 
 fn publish_bytes(buf: &mut BytesMut) {
     let topic = b"sensors/room1/temperature";
@@ -61,7 +34,7 @@ fn qos0_v311_publish_decode_does_not_allocate() {
     assert!(matches!(first, Packet::Publish(_)));
     drop(first);
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = ringmq_testalloc::allocations();
     let mut decoded = 0;
     while let Some(packet) = decode_buf(&mut read_buf, v, &limits).unwrap() {
         let Packet::Publish(p) = packet else {
@@ -70,7 +43,7 @@ fn qos0_v311_publish_decode_does_not_allocate() {
         assert_eq!(p.payload.len(), 64);
         decoded += 1;
     }
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = ringmq_testalloc::allocations();
     assert_eq!(decoded, 100);
     assert_eq!(after - before, 0, "decode_buf allocated");
 
@@ -79,12 +52,12 @@ fn qos0_v311_publish_decode_does_not_allocate() {
     publish_bytes(&mut one);
     let shared: Bytes = one.split().freeze();
     let _warm = shared.clone();
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = ringmq_testalloc::allocations();
     for _ in 0..100 {
         let (packet, used) = decode(&shared, v, &limits).unwrap().unwrap();
         assert_eq!(used, shared.len());
         drop(packet);
     }
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = ringmq_testalloc::allocations();
     assert_eq!(after - before, 0, "decode allocated");
 }

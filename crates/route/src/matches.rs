@@ -611,46 +611,8 @@ mod tests {
         assert_eq!(m.ids, vec![7, 7, 1, 3, 9]);
     }
 
-    /// Counts allocations made by the current thread, so a test can check
-    /// that warm matching does not allocate.
-    struct CountingAlloc;
-
-    thread_local! {
-        static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    }
-
-    fn count_allocation() {
-        // try_with: the counter may be gone while the thread shuts down.
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-    }
-
-    // SAFETY: every call is forwarded unchanged to the system allocator.
-    unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
-        unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-            count_allocation();
-            // SAFETY: the caller upholds `alloc`'s contract.
-            unsafe { std::alloc::System.alloc(layout) }
-        }
-
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-            // SAFETY: `ptr` came from `System` through this allocator.
-            unsafe { std::alloc::System.dealloc(ptr, layout) }
-        }
-
-        unsafe fn realloc(
-            &self,
-            ptr: *mut u8,
-            layout: std::alloc::Layout,
-            new_size: usize,
-        ) -> *mut u8 {
-            count_allocation();
-            // SAFETY: the caller upholds `realloc`'s contract.
-            unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
-        }
-    }
-
     #[global_allocator]
-    static GLOBAL: CountingAlloc = CountingAlloc;
+    static GLOBAL: ringmq_testalloc::CountingAlloc = ringmq_testalloc::CountingAlloc;
 
     #[test]
     fn warm_routing_does_not_allocate() {
@@ -691,9 +653,9 @@ mod tests {
         };
         // Warm the buffers, then count.
         run(&mut routes, &mut out, &mut plan);
-        let before = ALLOCATIONS.with(|n| n.get());
+        let before = ringmq_testalloc::allocations();
         run(&mut routes, &mut out, &mut plan);
-        let after = ALLOCATIONS.with(|n| n.get());
+        let after = ringmq_testalloc::allocations();
         assert_eq!(after - before, 0, "allocations while routing");
         assert!(total > 0);
     }

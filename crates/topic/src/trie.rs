@@ -728,46 +728,8 @@ mod tests {
         assert_eq!(rest, vec![9, 3, 2, 1, 0]);
     }
 
-    /// Counts allocations made by the current thread, so a test can check
-    /// that matching does not allocate.
-    struct CountingAlloc;
-
-    thread_local! {
-        static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    }
-
-    fn count_allocation() {
-        // try_with: the counter may be gone while the thread shuts down.
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-    }
-
-    // SAFETY: every call is forwarded unchanged to the system allocator.
-    unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
-        unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-            count_allocation();
-            // SAFETY: the caller upholds `alloc`'s contract.
-            unsafe { std::alloc::System.alloc(layout) }
-        }
-
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-            // SAFETY: `ptr` came from `System` through this allocator.
-            unsafe { std::alloc::System.dealloc(ptr, layout) }
-        }
-
-        unsafe fn realloc(
-            &self,
-            ptr: *mut u8,
-            layout: std::alloc::Layout,
-            new_size: usize,
-        ) -> *mut u8 {
-            count_allocation();
-            // SAFETY: the caller upholds `realloc`'s contract.
-            unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
-        }
-    }
-
     #[global_allocator]
-    static GLOBAL: CountingAlloc = CountingAlloc;
+    static GLOBAL: ringmq_testalloc::CountingAlloc = ringmq_testalloc::CountingAlloc;
 
     #[test]
     fn matching_does_not_allocate() {
@@ -782,11 +744,11 @@ mod tests {
         // Branch points on "a/b/c": root (a and +), a (b and +), a/b (c and +).
         let topics = ["a/b/c", "a/x/c", "$SYS/x", "/", "a//", "q"];
         let mut total = 0;
-        let before = ALLOCATIONS.with(|n| n.get());
+        let before = ringmq_testalloc::allocations();
         for topic in topics {
             trie.for_each_match(topic, |k, v| total += k as usize + v);
         }
-        let after = ALLOCATIONS.with(|n| n.get());
+        let after = ringmq_testalloc::allocations();
         assert_eq!(after - before, 0, "allocations during matching");
         // The walk really happened: compare with the naive matcher.
         let want: usize = topics
