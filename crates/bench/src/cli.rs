@@ -44,6 +44,10 @@ pub enum Command {
     /// PUBLISH; discards the rest) to measure the tool itself.
     #[command(hide = true)]
     Sink(SinkArgs),
+    /// One hostile client pattern (--kind) while canaries time QoS 1
+    /// round trips: broker memory before/peak/after, canary p99/max/lost,
+    /// whether the broker refused it.
+    Attack(crate::scenario::attack::AttackArgs),
 }
 
 /// Flags every scenario takes.
@@ -192,6 +196,18 @@ pub struct KeepaliveArgs {
     /// command that cuts the clients' link).
     #[arg(long, value_name = "CMD")]
     pub after_connect: Option<String>,
+    /// Once every client has its CONNACK, all send one PINGREQ at the same
+    /// moment and wait for its PINGRESP (then --after-connect runs): their
+    /// deadlines fall together, a will storm.
+    #[arg(long)]
+    pub sync_ping: bool,
+    /// Canaries timing a QoS 1 round trip every --canary-interval-ms
+    /// beside the clients, in the tool's own namespace (0: none).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub canaries: usize,
+    /// Milliseconds between two round trips of one canary.
+    #[arg(long, value_name = "MS", default_value_t = 50)]
+    pub canary_interval_ms: u64,
 }
 
 /// `takeover` flags.
@@ -549,6 +565,8 @@ impl KeepaliveArgs {
         at_least_one("keepalive", u64::from(self.keepalive))?;
         positive_secs("extra-wait-secs", self.extra_wait_secs)?;
         topic_prefix_ok("will-prefix", &self.will_prefix)?;
+        crate::scenario::canary::CanaryArgs::new(self.canaries, self.canary_interval_ms)
+            .validate()?;
         if let Some(ns) = &self.client_netns {
             if ns.is_empty() || ns.contains('/') || ns == "." || ns == ".." {
                 return bad("client-netns", "a namespace name, as in `ip netns list`");
@@ -703,6 +721,7 @@ mod tests {
             &["takeover"],
             &["pubsub"],
             &["sink"],
+            &["attack", "--kind", "never-read"],
         ] {
             let cmd = parse(args).expect("defaults parse");
             let ok = match &cmd {
@@ -712,6 +731,7 @@ mod tests {
                 Command::Takeover(a) => a.validate(),
                 Command::Pubsub(a) => a.validate(),
                 Command::Sink(a) => a.validate(),
+                Command::Attack(a) => a.validate(),
             };
             assert_eq!(ok, Ok(()), "{args:?}");
         }

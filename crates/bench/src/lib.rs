@@ -13,7 +13,8 @@
 //! - `hist`: HDR-style latency histogram and percentile summaries (pure).
 //! - `procfs`: /proc and getrusage readings (CPU, RSS), the clock.
 //! - `report`: the human-readable table and the one-line JSON.
-//! - `scenario`: `conn`, `idle`, `keepalive`, `takeover`, `pubsub` and the
+//! - `scenario`: `conn`, `idle`, `keepalive`, `takeover`, `pubsub`, `attack`
+//!   (with the `canary` it shares with `keepalive`) and the
 //!   hidden `sink`, one file each.
 //!
 //! Invariants: the tool never touches a broker's internals: it measures
@@ -47,6 +48,7 @@ pub fn run(cli: &Cli) -> Result<Report, BenchError> {
         Command::Takeover(a) => scenario::takeover::run(a),
         Command::Pubsub(a) => scenario::pubsub::run(a),
         Command::Sink(a) => scenario::sink::run(a),
+        Command::Attack(a) => scenario::attack::run(a),
     }
 }
 
@@ -59,5 +61,6 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Takeover(a) => a.common.json,
         Command::Pubsub(a) => a.common.json,
         Command::Sink(a) => a.json,
+        Command::Attack(a) => a.common.json,
     }
 }

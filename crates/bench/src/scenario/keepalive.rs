@@ -15,32 +15,48 @@
 //! measured. With `--client-netns` the clients' sockets are created inside
 //! that network namespace while the watcher stays outside.
 //!
+//! Will storm (`--sync-ping`, `--canaries`, used by scripts/storm.sh):
+//! once every client has its CONNACK, all of them send one PINGREQ at the
+//! same moment and wait for its PINGRESP, and only then does
+//! `--after-connect` run: the broker saw every client's last packet
+//! within a few milliseconds, so their deadlines (last packet + 1.5 K)
+//! fall together and the broker must close them and publish their wills
+//! all at once. Reported: the span from the first will to the last, each
+//! will's lateness against its own deadline, and the round trips of the
+//! canaries (`scenario::canary`, in the tool's own namespace) during the
+//! storm (from the earliest deadline to the last will) and before the cut.
+//!
 //! Bounded: a client waits at most until 1.5 K + margin + `--extra-wait-secs`
 //! after its last packet; the watcher until that long after the last
-//! client connected.
+//! client connected (or pinged); the synchronised pings at most 60 s.
 
 use std::cell::RefCell;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_lite::future::or;
 use ringmq_codec::{Packet, QoS, ReasonCode};
 
 use crate::cli::KeepaliveArgs;
-use crate::conn::{Conn, ConnectSpec, ReadSize};
+use crate::conn::{within, Conn, ConnectSpec, ReadSize};
 use crate::error::{BenchError, ConnError};
 use crate::hist::{exact_summary, Summary};
 use crate::procfs::now_ns;
 use crate::report::{Report, Value};
 use crate::runtime::{run_executors, Latch, Progress};
+use crate::scenario::canary::{self, Canary, CanaryArgs};
 use crate::scenario::{
     check_fds, common_params, machine_note, share_of, sleep_until, CpuWindow, Failures, Target,
 };
 
 /// Handshakes in progress at once per thread.
 const CONCURRENCY: usize = 64;
+
+/// Longest wait for the synchronised pings (`--sync-ping`), seconds.
+const SYNC_PING_LIMIT_SECS: u64 = 60;
 
 /// How often the watcher pings (its own Keep Alive is twice this).
 const WATCHER_PING_SECS: u64 = 30;
@@ -63,6 +79,7 @@ struct ThreadResult {
     duplicate_wills: u64,
     foreign_wills: u64,
     after_connect: Option<String>,
+    cut_ns: Option<u64>,
     watcher_error: Option<String>,
 }
 
@@ -70,6 +87,8 @@ struct Shared {
     watch_ready: Arc<Latch>,
     all_connected: Arc<Latch>,
     watcher_done: Arc<Latch>,
+    /// `--sync-ping`: counted down once per client (pinged, or failed).
+    pinged: Arc<Latch>,
     connected_ok: AtomicU64,
     last_connected_ns: AtomicU64,
     setup_error: Mutex<Option<String>>,
@@ -78,7 +97,7 @@ struct Shared {
 /// Run the keepalive scenario; one report.
 pub fn run(args: &KeepaliveArgs) -> Result<Report, BenchError> {
     args.validate()?;
-    check_fds("clients", args.clients + 1)?;
+    check_fds("clients", args.clients + 1 + args.canaries as u64)?;
     let target = Target::from_common(&args.common)?;
     target
         .progress
@@ -88,15 +107,35 @@ pub fn run(args: &KeepaliveArgs) -> Result<Report, BenchError> {
         watch_ready: Latch::new(1),
         all_connected: Latch::new(args.common.threads),
         watcher_done: Latch::new(1),
+        pinged: Latch::new(if args.sync_ping {
+            args.clients as usize
+        } else {
+            0
+        }),
         connected_ok: AtomicU64::new(0),
         last_connected_ns: AtomicU64::new(0),
         setup_error: Mutex::new(None),
     });
+    // The canaries stay in the tool's namespace, on a thread of their own.
+    let canary = match args.canaries {
+        0 => None,
+        n => {
+            let c = Canary::start(
+                &args.common,
+                &target,
+                &CanaryArgs::new(n, args.canary_interval_ms),
+                args.common.cpu_of_thread(args.common.threads),
+            )?;
+            c.wait_ready(Duration::from_secs(10))?;
+            Some(c)
+        }
+    };
     let cpu = CpuWindow::start(args.common.broker_pid);
     let (t, a, s) = (Arc::clone(&target), args.clone(), Arc::clone(&shared));
     let results = run_executors(&args.common, "keepalive", &target.progress, move |thread| {
         thread_main(thread, Arc::clone(&t), a.clone(), Arc::clone(&s))
     })?;
+    let canary_record = canary.map(Canary::finish).transpose()?;
     if let Some(e) = shared
         .setup_error
         .lock()
@@ -111,8 +150,10 @@ pub fn run(args: &KeepaliveArgs) -> Result<Report, BenchError> {
     let mut wills = Vec::new();
     let (mut duplicate_wills, mut foreign_wills) = (0, 0);
     let mut after_connect = None;
+    let mut cut_ns = None;
     let mut watcher_error = None;
     for r in results {
+        cut_ns = cut_ns.or(r.cut_ns);
         watcher_error = watcher_error.or(r.watcher_error);
         clients.extend(r.clients);
         failures.merge(&r.failures);
@@ -131,6 +172,9 @@ pub fn run(args: &KeepaliveArgs) -> Result<Report, BenchError> {
     report.param("margin_ms", Value::Int(args.margin_ms));
     report.param("pings", Value::Int(u64::from(args.pings)));
     report.param("half_open", Value::Text(args.half_open.to_string()));
+    if args.sync_ping {
+        report.param("sync_ping", Value::Text("true".into()));
+    }
     machine_note(&mut report);
     let (early, _) = args.window_ns();
     report.float(
@@ -201,6 +245,37 @@ pub fn run(args: &KeepaliveArgs) -> Result<Report, BenchError> {
             d.1 as f64 / 1e6,
             3,
         );
+    }
+    let (expected_ns, _) = args.window_ns();
+    let storm = storm(&clients, &wills, expected_ns);
+    storm_rows(&mut report, &storm);
+    if let Some(record) = &canary_record {
+        let window = storm.window();
+        let calm_end = cut_ns.or(window.map(|w| w.0)).unwrap_or_else(now_ns);
+        let calm = canary::window_stats(&record.rounds, record.ready_ns, calm_end);
+        canary::report_stats(&mut report, "canary_calm", "canary before the cut", &calm);
+        match window {
+            Some((start, end)) => {
+                let during = canary::window_stats(&record.rounds, start, end);
+                canary::report_stats(
+                    &mut report,
+                    "canary_storm",
+                    "canary during the storm",
+                    &during,
+                );
+            }
+            None => report.text(
+                "canary_storm_rounds",
+                "canary during the storm",
+                "n/a: no client connected",
+            ),
+        }
+        report.int(
+            "canary_disconnects",
+            "canary connections lost (they reconnect)",
+            record.disconnects.total(),
+        );
+        report.note(record.priority_note());
     }
     cpu.report(&mut report);
     if let Some(e) = watcher_error {
@@ -304,6 +379,89 @@ fn analyse(clients: &[ClientOutcome], wills: &[(u64, u64)], window: (u64, u64)) 
     }
 }
 
+/// The will storm: when the clients' deadlines fell and their wills came.
+#[derive(Debug, Default, PartialEq)]
+pub struct Storm {
+    /// Earliest and latest deadline (last packet + 1.5 K), ns.
+    pub deadlines: Option<(u64, u64)>,
+    /// First and last will arrival, ns.
+    pub wills: Option<(u64, u64)>,
+    /// Each will's arrival after its own client's deadline, ns (an early
+    /// will counts 0; `classify` counts those).
+    pub lateness: Option<Summary>,
+}
+
+impl Storm {
+    /// From the earliest deadline to the last will (or the latest
+    /// deadline, if later): when the broker had the storm to process.
+    pub fn window(&self) -> Option<(u64, u64)> {
+        let (first, last) = self.deadlines?;
+        let end = self.wills.map_or(last, |(_, w)| w.max(last));
+        Some((first, end))
+    }
+}
+
+/// The storm figures of `clients` and the `(index, arrival)` of their
+/// wills; a client's deadline is its last packet + `expected_ns`.
+fn storm(clients: &[ClientOutcome], wills: &[(u64, u64)], expected_ns: u64) -> Storm {
+    let deadline: std::collections::HashMap<u64, u64> = clients
+        .iter()
+        .map(|c| (c.index, c.last_packet_ns + expected_ns))
+        .collect();
+    let mut late: Vec<u64> = wills
+        .iter()
+        .filter_map(|(i, at)| Some(at.saturating_sub(*deadline.get(i)?)))
+        .collect();
+    let span = |v: &mut dyn Iterator<Item = u64>| {
+        v.fold(None, |acc: Option<(u64, u64)>, x| {
+            Some(acc.map_or((x, x), |(a, b)| (a.min(x), b.max(x))))
+        })
+    };
+    Storm {
+        deadlines: span(&mut deadline.values().copied()),
+        wills: span(&mut wills.iter().map(|w| w.1)),
+        lateness: exact_summary(&mut late),
+    }
+}
+
+fn storm_rows(report: &mut Report, storm: &Storm) {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    if let Some((first, last)) = storm.deadlines {
+        report.float(
+            "deadline_spread_ms",
+            "deadlines: earliest to latest (ms)",
+            ms(last - first),
+            1,
+        );
+    }
+    if let Some((first, last)) = storm.wills {
+        report.float(
+            "will_first_to_last_ms",
+            "wills: first to last (ms)",
+            ms(last - first),
+            1,
+        );
+    }
+    if let Some((start, end)) = storm.window() {
+        report.float(
+            "storm_ms",
+            "storm: earliest deadline to last will (ms)",
+            ms(end - start),
+            1,
+        );
+    }
+    if let Some(s) = storm.lateness {
+        for (name, v) in [("p50", s.p50), ("p99", s.p99), ("max", s.max)] {
+            report.float(
+                &format!("will_lateness_{name}_ms"),
+                &format!("will after its deadline, {name} (ms)"),
+                ms(v),
+                1,
+            );
+        }
+    }
+}
+
 fn window_rows(report: &mut Report, key: &str, what: &str, w: &Window) {
     match w.summary {
         Some(s) => {
@@ -386,18 +544,31 @@ async fn thread_main(
         .unwrap_or_else(|p| p.into_inner())
         .is_none();
     let mut client_tasks = Vec::new();
+    let mut tried = false;
     if ready {
         let netns_ok = match &args.client_netns {
             Some(ns) => enter_netns(ns).map_err(failed).is_ok(),
             None => true,
         };
         if netns_ok {
+            tried = true;
             client_tasks = connect_clients(thread, &target, &args, &shared, &result).await;
+        }
+    }
+    if !tried {
+        // These clients will never ping: nobody must wait for them.
+        for _ in share_of(thread, args.common.threads, args.clients) {
+            shared.pinged.count_down();
         }
     }
     shared.all_connected.count_down();
     if thread == 0 {
         shared.all_connected.wait().await;
+        or(shared.pinged.wait(), async {
+            glommio::timer::sleep(Duration::from_secs(SYNC_PING_LIMIT_SECS)).await;
+        })
+        .await;
+        result.borrow_mut().cut_ns = Some(now_ns());
         if let Some(cmd) = &args.after_connect {
             let outcome = run_command(cmd.clone()).await;
             result.borrow_mut().after_connect = Some(outcome);
@@ -488,6 +659,7 @@ async fn connect_clients(
                         Err(e) => {
                             result.borrow_mut().failures.add(&e);
                             Progress::add(&target.progress.errors, 1);
+                            shared.pinged.count_down();
                         }
                     }
                 }
@@ -527,6 +699,33 @@ async fn silent(
         disconnect: None,
         close_error: None,
     };
+    if args.sync_ping {
+        shared.all_connected.wait().await;
+        let sent_at = now_ns();
+        let pong = within(target.connect_timeout, "PINGRESP", async {
+            conn.send(&Packet::PingReq).await?;
+            loop {
+                if let Packet::PingResp = conn.recv().await? {
+                    return Ok(());
+                }
+            }
+        })
+        .await;
+        shared
+            .last_connected_ns
+            .fetch_max(sent_at, Ordering::Relaxed);
+        shared.pinged.count_down();
+        match pong {
+            Ok(()) => outcome.last_packet_ns = sent_at,
+            Err(e) => {
+                outcome.closed_ns = Some(now_ns());
+                outcome.close_error = Some(e.label());
+                Progress::sub(&target.progress.up, 1);
+                result.borrow_mut().clients.push(outcome);
+                return;
+            }
+        }
+    }
     let mut pings_left = args.pings;
     loop {
         let give_up_at = outcome.last_packet_ns + late_ns + extra_ns;
@@ -673,6 +872,7 @@ async fn watch(
         let event = or(
             async {
                 shared.all_connected.wait().await;
+                shared.pinged.wait().await;
                 let last = shared.last_connected_ns.load(Ordering::Relaxed);
                 sleep_until(last + pings_ns + late_ns + extra_ns).await;
                 WatchEvent::Done
@@ -750,6 +950,29 @@ mod tests {
         assert_eq!((w.early, w.on_time, w.late, w.missing), (1, 2, 1, 1));
         let s = w.summary.expect("four seen");
         assert_eq!((s.count, s.min, s.max), (4, 2_999_999_999, 3_100_000_001));
+    }
+
+    #[test]
+    fn storm_spans_and_lateness() {
+        let c = |index, last| ClientOutcome {
+            index,
+            last_packet_ns: last,
+            closed_ns: None,
+            disconnect: None,
+            close_error: None,
+        };
+        let clients = vec![c(0, 1_000), c(1, 2_000), c(2, 1_500)];
+        // Deadlines 3 s after the last packets; will 1 comes early, will 2 never.
+        let wills = vec![(0, 3_000_101_000), (1, 3_000_001_000)];
+        let s = storm(&clients, &wills, 3_000_000_000);
+        assert_eq!(s.deadlines, Some((3_000_001_000, 3_000_002_000)));
+        assert_eq!(s.wills, Some((3_000_001_000, 3_000_101_000)));
+        let late = s.lateness.expect("two wills");
+        assert_eq!((late.count, late.min, late.max), (2, 0, 100_000));
+        assert_eq!(s.window(), Some((3_000_001_000, 3_000_101_000)));
+        let quiet = storm(&clients, &[], 3_000_000_000);
+        assert_eq!(quiet.window(), Some((3_000_001_000, 3_000_002_000)));
+        assert_eq!(storm(&[], &[], 1), Storm::default());
     }
 
     #[test]

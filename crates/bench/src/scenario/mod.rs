@@ -6,6 +6,8 @@
 //! Owns: helpers only; each scenario lives in its own file and exposes
 //! `run(&Args) -> Result<Report, BenchError>`.
 
+pub mod attack;
+pub mod canary;
 pub mod conn;
 pub mod idle;
 pub mod keepalive;
