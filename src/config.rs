@@ -63,6 +63,44 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_connections: usize,
 
+    /// Connections open at once from one IP address over all shards
+    /// (0 = no limit). Excess sockets are closed at accept (counted).
+    /// Behind carrier-grade NAT thousands of devices share an address,
+    /// so there is no default limit.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_connections_per_ip: u32,
+
+    /// CONNECTs each shard accepts per second (0 = no limit); the excess
+    /// gets CONNACK 0x9F (v5) or is closed (v3), counted. A refusal costs
+    /// a shard about what an accept does (the CONNECT must be read to
+    /// answer in its version), so this protects what comes after a
+    /// CONNECT (sessions, wills, routes), not the shard's CPU.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_connect_rate: u64,
+
+    /// Accepted sockets per shard that have not finished their CONNECT;
+    /// beyond it a new socket is closed at once (counted). Bounds what
+    /// half-done handshakes hold; --connect-timeout-ms bounds how long.
+    #[arg(long, value_name = "N", default_value_t = 8192)]
+    pub max_pending_connects: usize,
+
+    /// Fired session timers (keep-alive expiries with their wills, will
+    /// delays, session expiries) each shard handles per second; the rest
+    /// wait, in deadline order, for the next tokens (0 = no limit). An
+    /// outage that drops 100k devices at once then degrades smoothly.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub will_rate: u64,
+
+    /// Take-overs of one client id within --takeover-window-secs beyond
+    /// which the newcomer is refused (v5 CONNACK 0x9F, v3 0x03): two
+    /// devices fighting over one id stop kicking each other (0 = never).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub takeover_limit: u32,
+
+    /// The window of --takeover-limit, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub takeover_window_secs: u64,
+
     /// Largest MQTT packet accepted, in bytes (whole packet). A larger one
     /// is refused from its fixed header (v5: 0x95) and the connection closed.
     #[arg(long, value_name = "BYTES", default_value_t = 1_048_576)]
@@ -87,10 +125,22 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value_t = 16_384)]
     pub inbox_capacity: usize,
 
-    /// Bytes queued for one client beyond which further QoS 0 deliveries to
-    /// it are dropped (and counted) rather than buffered.
-    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
+    /// Output bytes waiting for one client (written but not yet taken by
+    /// its socket) beyond which the broker stops reading that connection
+    /// (so it produces no more PINGRESP or acknowledgements) and drops
+    /// further QoS 0 deliveries to it (counted). QoS 1/2 deliveries wait
+    /// in the session instead, within --max-inflight-out.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
     pub max_outbuf_bytes: usize,
+
+    /// Output bytes waiting for one client beyond which it is closed.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_outbuf_hard_bytes: usize,
+
+    /// A client with output waiting whose socket takes nothing for this
+    /// long is closed, in milliseconds (0 = never).
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub write_stall_timeout_ms: u64,
 
     /// Highest QoS granted to subscriptions (0, 1 or 2); announced to v5
     /// clients as Maximum QoS when below 2.
@@ -99,23 +149,73 @@ pub struct Config {
 
     /// How many QoS 1/2 messages a client may have unacknowledged towards
     /// the broker (v5 Receive Maximum); more gets DISCONNECT 0x93.
-    #[arg(long, value_name = "N", default_value_t = 65_535)]
+    #[arg(long, value_name = "N", default_value_t = 128)]
     pub receive_maximum: u16,
+
+    /// QoS 1/2 messages the broker keeps unacknowledged towards one
+    /// client, whatever the client's Receive Maximum (a v3 client has
+    /// none, and would otherwise get 65,535).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub max_inflight_out: u16,
 
     /// QoS 1/2 messages kept per session while its client is away or its
     /// window is full; beyond it new ones are dropped (counted, logged).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_queued_messages: usize,
 
+    /// Bytes of QoS 1/2 messages kept per session, queued and in flight
+    /// together (topic, payload and properties as stored); beyond it new
+    /// ones are dropped (counted, logged).
+    #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_queued_bytes: usize,
+
+    /// Subscriptions one session may hold; more get SUBACK 0x97 (v5) or
+    /// 0x80 (v3).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_subscriptions: usize,
+
+    /// Levels of a topic name or filter ("a/b" has 2). A deeper filter is
+    /// refused in its SUBACK (0x8F / 0x80); a deeper PUBLISH topic closes
+    /// the connection (v5 DISCONNECT 0x90).
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub max_topic_levels: usize,
+
+    /// Persistent sessions kept for absent clients, over all shards (each
+    /// shard keeps its share). A client that leaves when its shard is at
+    /// the limit has its session ended at once (counted, logged).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_sessions: usize,
+
+    /// Longest session expiry granted, in seconds: a v5 client asking for
+    /// more (0xFFFFFFFF = never) is told this value in CONNACK. 4294967295
+    /// lets sessions live forever.
+    #[arg(long, value_name = "SECS", default_value_t = 7 * 86_400)]
+    pub max_session_expiry_secs: u32,
+
     /// Most retained messages kept over all shards (each shard keeps its
     /// share); a new retained topic beyond it is not stored (counted).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub max_retained: usize,
 
+    /// Bytes of retained messages kept over all shards (each shard keeps
+    /// its share); a message that does not fit is not stored (counted).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_retained_bytes: usize,
+
     /// Topic aliases a v5 client may use towards the broker (CONNACK Topic
     /// Alias Maximum); 0 turns inbound aliases off.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub topic_alias_maximum: u16,
+
+    /// Topic aliases the broker uses towards one v5 client, at most (and
+    /// never more than the client's Topic Alias Maximum); 0 = none.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_topic_aliases_out: u16,
+
+    /// Bytes of topic names the outbound aliases of one connection keep;
+    /// once spent, further topics are sent in full.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub max_topic_alias_bytes: usize,
 
     /// Submission queue entries of each shard's io_uring (a power of two,
     /// 128..=32768; the completion queue is 4x). A turn that queues more
@@ -273,6 +373,30 @@ impl Config {
         if self.inbox_capacity < 16 {
             return bad("inbox-capacity", "must be at least 16".into());
         }
+        if self.max_outbuf_hard_bytes < self.max_outbuf_bytes {
+            return bad(
+                "max-outbuf-hard-bytes",
+                format!(
+                    "{} is below --max-outbuf-bytes {}",
+                    self.max_outbuf_hard_bytes, self.max_outbuf_bytes
+                ),
+            );
+        }
+        if self.max_inflight_out == 0 {
+            return bad("max-inflight-out", "must be at least 1".into());
+        }
+        if self.max_topic_levels == 0 {
+            return bad("max-topic-levels", "must be at least 1".into());
+        }
+        if self.session_expiry_default_secs > self.max_session_expiry_secs {
+            return bad(
+                "session-expiry-default-secs",
+                format!(
+                    "{} is above --max-session-expiry-secs {}",
+                    self.session_expiry_default_secs, self.max_session_expiry_secs
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -331,6 +455,22 @@ mod tests {
             ),
             (vec!["ringmq", "--io-memory-kib", "1"], "--io-memory-kib"),
             (vec!["ringmq", "--listen", "nonsense"], "--listen"),
+            (
+                vec!["ringmq", "--max-outbuf-hard-bytes", "1"],
+                "--max-outbuf-hard-bytes",
+            ),
+            (
+                vec!["ringmq", "--max-inflight-out", "0"],
+                "--max-inflight-out",
+            ),
+            (
+                vec!["ringmq", "--max-topic-levels", "0"],
+                "--max-topic-levels",
+            ),
+            (
+                vec!["ringmq", "--max-session-expiry-secs", "60"],
+                "--session-expiry-default-secs",
+            ),
         ] {
             let err = Config::from_args(args).unwrap_err().to_string();
             assert!(err.contains(flag), "{err:?} should name {flag}");

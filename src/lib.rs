@@ -183,6 +183,7 @@ impl Broker {
             mesh,
             open_connections: AtomicUsize::new(0),
             epoch: std::time::Instant::now(),
+            per_ip: Default::default(),
             config,
         });
         let mut broker = Broker {

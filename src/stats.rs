@@ -58,6 +58,46 @@ counters! {
     sessions,
     /// Accepts that failed (out of descriptors, ...); the listener retries.
     accept_errors,
+    /// SUBSCRIBE filters refused by --max-subscriptions.
+    subscriptions_refused,
+    /// Filters and PUBLISH topics refused by --max-topic-levels.
+    topic_levels_refused,
+    /// QoS 1/2 deliveries dropped by --max-queued-messages.
+    queue_full_dropped,
+    /// QoS 1/2 deliveries dropped by --max-queued-bytes.
+    queue_bytes_dropped,
+    /// Retained messages not stored because --max-retained-bytes was reached.
+    retained_bytes_dropped,
+    /// Sessions ended at disconnect because --max-sessions absent sessions
+    /// were kept already.
+    sessions_discarded,
+    /// Times a connection stopped being read because its output passed
+    /// --max-outbuf-bytes.
+    outbuf_paused,
+    /// Connections closed because their output passed
+    /// --max-outbuf-hard-bytes.
+    outbuf_closed,
+    /// Connections closed because their socket took nothing for
+    /// --write-stall-timeout-ms.
+    write_stall_closed,
+    /// Connections closed by the kernel's TCP_USER_TIMEOUT (a peer that
+    /// stopped acknowledging).
+    tcp_user_timeouts,
+    /// CONNECTs refused by --max-connect-rate.
+    connects_rate_limited,
+    /// Connections refused by --max-connections-per-ip.
+    connects_per_ip_refused,
+    /// Accepted sockets closed at once by --max-pending-connects.
+    pending_connects_refused,
+    /// CONNECTs refused as a take-over fight (--takeover-limit).
+    takeovers_refused,
+    /// Fired session timers (keep-alive, will delay, expiry) that waited
+    /// for the --will-rate bucket.
+    timers_deferred,
+    /// Wills published later than one tick after they fell due (--will-rate).
+    wills_late,
+    /// Sum over late wills of how late they were, in milliseconds.
+    will_lateness_ms,
 }
 
 impl ShardStats {

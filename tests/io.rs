@@ -542,6 +542,9 @@ fn full_read_buffer_ring_pauses_reads_and_loses_nothing() {
         "2",
         "--read-buffer-kib",
         "1",
+        // All 10,000 messages may wait for the one subscriber's window.
+        "--max-queued-messages",
+        "10000",
     ]);
     let addr = broker.local_addr();
     let (mut sub, _) = Receiver::connect(addr, &ConnectOpts::v5("ring-sub"));
@@ -808,6 +811,11 @@ fn a_publisher_paused_by_a_full_cross_shard_channel_resumes_by_itself() {
             Err(e) => panic!("the paused publisher was never read again ({e}); stalled: {stalled}"),
         }
     }
-    publisher.ping();
+    // Everything the kernel buffered for the publisher (megabytes, on a
+    // slow debug build) is handled before the PINGRESP: the deadline says
+    // "by itself", not how fast.
+    publisher.send(&PINGREQ_BYTES).expect("send PINGREQ");
+    let p = publisher.expect_packet(Duration::from_secs(60), "PINGRESP");
+    assert_eq!(p.kind, PINGRESP, "{p:?}");
     assert!(broker.stats().publishes_in > 0);
 }

@@ -101,10 +101,10 @@ fn connack_capability_properties_tell_the_truth() {
         None,
         "Maximum QoS 2 is announced by absence: {props:?}"
     );
-    let rm = props.int(PROP_RECEIVE_MAXIMUM);
-    assert!(
-        rm.is_none() || rm == Some(65535),
-        "Receive Maximum: {props:?}"
+    assert_eq!(
+        props.int(PROP_RECEIVE_MAXIMUM),
+        Some(128),
+        "Receive Maximum = --receive-maximum default: {props:?}"
     );
     // What was announced works: wildcard, shared and identified
     // subscriptions are granted, and a retained message is kept.

@@ -420,7 +420,8 @@ fn retained_update_is_seen_by_a_causally_later_subscription() {
 fn retained_and_plain_messages_of_one_publisher_arrive_in_publish_order_across_shards() {
     const N: u32 = 2000;
     const WINDOW: u32 = 64;
-    let broker = start(&[]);
+    // The publishers outrun their subscribers: all N may have to wait.
+    let broker = start(&["--max-queued-messages", "2000"]);
     let addr = broker.local_addr();
     // About 30% of the messages, spread without a pattern the broker could
     // line up with.

@@ -18,12 +18,15 @@ use ringmq_route::{
     owner_shard, wants_retained, FilterKind, Matches, Plan, RetainedMessage, RetainedStore,
     RouteChange, Routes, ShardId,
 };
-use ringmq_session::{Action, CloseCause, Outbox, ServerPolicy, SessionId, Subscription, Tick};
+use ringmq_session::{
+    Action, CloseCause, Limit, Outbox, ServerPolicy, SessionId, Subscription, Tick,
+};
 use ringmq_wheel::Wheel;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::link::Link;
 use super::msg::Msg;
+use super::ratelimit::Gate;
 use super::shared::Shared;
 use super::table::SessionTable;
 use super::timers::{Clock, TimerEvent};
@@ -83,6 +86,16 @@ pub(crate) struct Core {
     pub(crate) adopts: Vec<Adopt>,
     pub(crate) shutting_down: bool,
     pub(crate) next_link: u32,
+    /// Rate limits of the warnings about limits hit.
+    pub(crate) gates: super::ratelimit::Gates,
+    /// --max-connect-rate.
+    pub(crate) connect_bucket: super::ratelimit::TokenBucket,
+    /// --will-rate, and the fired session timers waiting for it (with
+    /// when they fired).
+    pub(crate) timer_bucket: super::ratelimit::TokenBucket,
+    pub(crate) due: VecDeque<(SessionId, ringmq_session::Timer, Tick)>,
+    /// Links waiting for their CONNECT (--max-pending-connects).
+    pub(crate) pending_connects: usize,
 }
 
 impl Core {
@@ -190,6 +203,7 @@ impl Core {
                     ShardStats::inc(&self.stats.protocol_errors);
                     debug!(%violation, "protocol violation");
                 }
+                Action::LimitHit(limit) => self.limit_hit(limit),
                 Action::Close(cause) => {
                     if cause == CloseCause::KeepAliveTimeout {
                         ShardStats::inc(&self.stats.keepalive_expired);
@@ -213,19 +227,34 @@ impl Core {
         }
     }
 
+    /// Counts a limit a client ran into, and logs it (rate-limited).
+    fn limit_hit(&mut self, limit: Limit) {
+        let counter = match limit {
+            Limit::Subscriptions => &self.stats.subscriptions_refused,
+            Limit::TopicLevels => &self.stats.topic_levels_refused,
+            Limit::QueuedMessages => &self.stats.queue_full_dropped,
+            Limit::QueuedBytes => &self.stats.queue_bytes_dropped,
+        };
+        ShardStats::inc(counter);
+        if let Some(unlogged) = self.gates.check(limit.into(), self.now) {
+            warn!(shard = self.id.0, unlogged, "limit reached: {limit}");
+        }
+    }
+
     /// Encodes `packet` into the link's output and wakes its task.
-    fn encode(&self, link: &Link, packet: &Packet) {
+    fn encode(&mut self, link: &Link, packet: &Packet) {
         let version = link.version.get().unwrap_or(ProtocolVersion::V3_1_1);
         if packet
             .encode(version, &mut link.outbuf.borrow_mut())
             .is_ok()
         {
             link.wake();
+            self.check_outbuf(link);
         }
     }
 
     /// Encodes a PUBLISH into the link's output and wakes its task.
-    fn encode_publish(&self, link: &Link, publish: &Publish) {
+    fn encode_publish(&mut self, link: &Link, publish: &Publish) {
         let version = link.version.get().unwrap_or(ProtocolVersion::V3_1_1);
         if publish
             .encode(version, &mut link.outbuf.borrow_mut())
@@ -233,6 +262,25 @@ impl Core {
         {
             ShardStats::inc(&self.stats.publishes_out);
             link.wake();
+            self.check_outbuf(link);
+        }
+    }
+
+    /// A client whose output passed --max-outbuf-hard-bytes is closed:
+    /// nothing it could be sent may grow without bound.
+    fn check_outbuf(&mut self, link: &Link) {
+        let hard = self.shared.config.max_outbuf_hard_bytes;
+        if link.queued_bytes() > hard && link.close_requested().is_none() {
+            ShardStats::inc(&self.stats.outbuf_closed);
+            if let Some(unlogged) = self.gates.check(Gate::Outbuf, self.now) {
+                warn!(
+                    shard = self.id.0,
+                    peer = %link.peer,
+                    unlogged,
+                    "--max-outbuf-hard-bytes reached: closing a client that does not read"
+                );
+            }
+            link.request_close(CloseCause::NetworkError);
         }
     }
 

@@ -14,14 +14,15 @@ use bytes::Bytes;
 use ringmq_codec::{Connect, DecodeError, Packet, ProtocolVersion, ReasonCode};
 use ringmq_route::{owner_shard, ShardId};
 use ringmq_session::{
-    negotiate, refuse_connect, Action, CloseCause, Session, SessionId, Tick,
-    V3_UNACCEPTABLE_PROTOCOL,
+    keepalive_timeout_ms, negotiate, refuse_connect, Action, CloseCause, Session, SessionId, Tick,
+    Timer, V3_UNACCEPTABLE_PROTOCOL,
 };
 use tracing::{debug, warn};
 
 use super::apply::{Adopt, Core};
 use super::link::{Link, LinkId};
 use super::msg::Msg;
+use super::ratelimit::Gate;
 use super::timers::TimerEvent;
 use crate::stats::ShardStats;
 
@@ -50,8 +51,53 @@ impl Core {
                 .wheel
                 .insert(tick, TimerEvent::ConnectDeadline(link.id));
             link.connect_timer.set(Some(key));
+            self.pending_connects += 1;
         }
         link
+    }
+
+    /// Whether a socket just accepted from `peer` may be served:
+    /// --max-pending-connects and --max-connections-per-ip. A refused one
+    /// is counted and logged (rate-limited); the caller closes it.
+    pub(crate) fn admit(&mut self, peer: std::net::SocketAddr) -> bool {
+        let config = &self.shared.config;
+        let (gate, counter, why) = if self.pending_connects >= config.max_pending_connects {
+            (
+                Gate::PendingConnects,
+                &self.stats.pending_connects_refused,
+                "--max-pending-connects reached: connection closed at accept",
+            )
+        } else if config.max_connections_per_ip > 0
+            && !self
+                .shared
+                .per_ip
+                .admit(peer.ip(), config.max_connections_per_ip)
+        {
+            (
+                Gate::PerIp,
+                &self.stats.connects_per_ip_refused,
+                "--max-connections-per-ip reached: connection closed at accept",
+            )
+        } else {
+            return true;
+        };
+        ShardStats::inc(counter);
+        let now = self.clock.now();
+        if let Some(unlogged) = self.gates.check(gate, now) {
+            warn!(shard = self.id.0, %peer, unlogged, "{why}");
+        }
+        false
+    }
+
+    /// The CONNECT deadline of a link is over (CONNECT handled, link
+    /// gone, or the deadline fired): it no longer counts as pending.
+    fn end_connect_wait(&mut self, link: &Link, fired: bool) {
+        if let Some(key) = link.connect_timer.take() {
+            if !fired {
+                self.wheel.cancel(key);
+            }
+            self.pending_connects -= 1;
+        }
     }
 
     /// Moves a socket to the shard that owns its client id.
@@ -70,9 +116,7 @@ impl Core {
     /// A connection handed off: forget it here.
     pub(crate) fn forget_link(&mut self, link: &Link) {
         self.links.remove(&link.id);
-        if let Some(key) = link.connect_timer.take() {
-            self.wheel.cancel(key);
-        }
+        self.end_connect_wait(link, false);
     }
 
     /// The shard that owns `client_id` (an empty id stays here: the id
@@ -99,9 +143,7 @@ impl Core {
         let v5 = version == ProtocolVersion::V5;
         // CONNACK goes out in the client's own version.
         link.version.set(Some(version));
-        if let Some(key) = link.connect_timer.take() {
-            self.wheel.cancel(key);
-        }
+        self.end_connect_wait(link, false);
         let max = self.shared.config.max_connections;
         if max > 0 && self.shared.open_connections.load(Ordering::Relaxed) > max {
             warn!(max, "--max-connections reached: refusing CONNECT");
@@ -112,6 +154,25 @@ impl Core {
                 ReasonCode(0x03)
             };
             self.refuse(link, code, "max connections");
+            return None;
+        }
+        let now = self.clock.read().1;
+        self.now = now;
+        if !self.connect_bucket.take(now) {
+            ShardStats::inc(&self.stats.connects_rate_limited);
+            if let Some(unlogged) = self.gates.check(Gate::ConnectRate, now) {
+                warn!(
+                    shard = self.id.0,
+                    unlogged, "--max-connect-rate reached: refusing CONNECT"
+                );
+            }
+            if v5 {
+                self.refuse(link, ReasonCode::CONNECTION_RATE_EXCEEDED, "connect rate");
+            } else {
+                // v3 has no code for it: closed without a CONNACK.
+                ShardStats::inc(&self.stats.connects_refused);
+                link.request_close(CloseCause::ProtocolError);
+            }
             return None;
         }
         let negotiated = match negotiate(&connect, &self.policy) {
@@ -137,6 +198,18 @@ impl Core {
                     .link_of(sid)
                     .and_then(|l| self.links.get(&l))
                     .cloned();
+                if old.is_some() && self.fighting(sid, &client_id, now) {
+                    ShardStats::inc(&self.stats.takeovers_refused);
+                    // v3 has no such code: 0x03 is "server unavailable".
+                    let code = if v5 {
+                        ReasonCode::CONNECTION_RATE_EXCEEDED
+                    } else {
+                        ReasonCode(0x03)
+                    };
+                    self.outbox = out;
+                    self.refuse(link, code, "take-over fight");
+                    return None;
+                }
                 if let Some(old) = old {
                     ShardStats::inc(&self.stats.takeovers);
                     debug!(client_id = ?client_id, old_peer = %old.peer, "take-over");
@@ -171,6 +244,12 @@ impl Core {
         }
         self.apply(Some(sid), Some(link), &mut out);
         self.outbox = out;
+        if let Some(ms) =
+            keepalive_timeout_ms(negotiated.keep_alive_secs, self.policy.keepalive_backoff)
+        {
+            link.user_timeout_ms
+                .set(Some(ms.min(u64::from(u32::MAX)) as u32));
+        }
         ShardStats::inc(&self.stats.connects);
         debug!(
             client_id = ?client_id,
@@ -180,6 +259,34 @@ impl Core {
         );
         self.run_deferred();
         taken_over
+    }
+
+    /// Counts a take-over of `sid`; true when the id has been taken over
+    /// more than --takeover-limit times within the window (two clients
+    /// fighting over one id). Logged once per window, not per kick.
+    fn fighting(&mut self, sid: SessionId, client_id: &Bytes, now: Tick) -> bool {
+        let config = &self.shared.config;
+        let (limit, window_ms) = (config.takeover_limit, config.takeover_window_secs * 1000);
+        let Some(entry) = self.table.get_mut(sid) else {
+            return false;
+        };
+        if limit == 0 {
+            return false;
+        }
+        if entry.fights == 0 || now.0.saturating_sub(entry.fight_since_ms) >= window_ms {
+            entry.fights = 0;
+            entry.fight_since_ms = now.0;
+        }
+        entry.fights = entry.fights.saturating_add(1);
+        if entry.fights == limit + 1 {
+            warn!(
+                shard = self.id.0,
+                client_id = ?client_id,
+                limit,
+                "take-over fight: refusing newcomers for this id until the window ends"
+            );
+        }
+        entry.fights > limit
     }
 
     /// Refuses a CONNECT (CONNACK with `code`) and closes.
@@ -266,6 +373,9 @@ impl Core {
         self.forget_link(link);
         ShardStats::dec(&self.stats.connections);
         self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+        if self.shared.config.max_connections_per_ip > 0 {
+            self.shared.per_ip.release(link.peer.addr().ip());
+        }
         let Some(sid) = link.session.take() else {
             return;
         };
@@ -279,6 +389,24 @@ impl Core {
             entry.session.connection_lost(cause, now, &mut out);
         }
         self.apply(Some(sid), None, &mut out);
+        let max_absent = self.shared.config.max_sessions.div_ceil(self.shared.shards);
+        if self.table.get(sid).is_some() && self.table.absent() > max_absent {
+            // --max-sessions: this shard keeps no more absent sessions; this
+            // one ends now (its will, if due, is published as at expiry).
+            ShardStats::inc(&self.stats.sessions_discarded);
+            if let Some(unlogged) = self.gates.check(Gate::Sessions, now) {
+                warn!(
+                    shard = self.id.0,
+                    unlogged, "--max-sessions reached: session of a leaving client ended"
+                );
+            }
+            if let Some(entry) = self.table.get_mut(sid) {
+                entry
+                    .session
+                    .handle_timer(Timer::SessionExpiry, now, &mut out);
+            }
+            self.apply(Some(sid), None, &mut out);
+        }
         self.outbox = out;
         self.run_deferred();
     }
@@ -293,26 +421,75 @@ impl Core {
         for (_, event) in fired {
             match event {
                 TimerEvent::ConnectDeadline(id) => {
-                    let Some(link) = self.links.get(&id) else {
+                    let Some(link) = self.links.get(&id).cloned() else {
                         continue;
                     };
-                    link.connect_timer.set(None);
+                    self.end_connect_wait(&link, true);
                     if link.session.get().is_none() && link.close_requested().is_none() {
                         ShardStats::inc(&self.stats.connect_timeouts);
                         debug!(peer = %link.peer, "no CONNECT within --connect-timeout-ms");
                         link.request_close(CloseCause::NetworkError);
                     }
                 }
-                TimerEvent::Session(sid, timer) => self.on_session_timer(sid, timer, now),
+                TimerEvent::Session(sid, timer) => {
+                    // The entry has fired: it is no longer armed (the
+                    // session may arm it again before the backlog gets to
+                    // it; a stale fire is harmless to a session).
+                    self.table.set_timer(sid, timer, None);
+                    if !self.due.is_empty() {
+                        ShardStats::inc(&self.stats.timers_deferred);
+                    }
+                    self.due.push_back((sid, timer, now));
+                }
             }
         }
-        self.run_deferred();
+        self.run_due(now);
         self.wheel.next_deadline()
     }
 
+    /// Handles fired session timers in deadline order, as fast as the
+    /// --will-rate bucket allows; the rest wait for the next turn.
+    fn run_due(&mut self, now: Tick) {
+        let tick_ms = self.shared.config.keepalive_tick_ms;
+        let mut deferred = 0u64;
+        while let Some(&(sid, timer, due)) = self.due.front() {
+            if !self.timer_bucket.take(now) {
+                deferred = self.due.len() as u64;
+                break;
+            }
+            self.due.pop_front();
+            let wills = self.stats.wills_published.load(Ordering::Relaxed);
+            self.on_session_timer(sid, timer, now);
+            let late_ms = now.0.saturating_sub(due.0);
+            if late_ms > tick_ms && self.stats.wills_published.load(Ordering::Relaxed) > wills {
+                ShardStats::inc(&self.stats.wills_late);
+                ShardStats::add(&self.stats.will_lateness_ms, late_ms);
+            }
+            self.run_deferred();
+        }
+        if deferred > 0 {
+            if let Some(unlogged) = self.gates.check(Gate::WillRate, now) {
+                warn!(
+                    shard = self.id.0,
+                    waiting = deferred,
+                    unlogged,
+                    "--will-rate reached: expiries and wills wait their turn"
+                );
+            }
+        }
+        self.run_deferred();
+    }
+
+    /// How long until the timer backlog may go on (None: no backlog).
+    pub(crate) fn due_wait_ms(&mut self) -> Option<u64> {
+        if self.due.is_empty() {
+            return None;
+        }
+        let now = self.clock.read().1;
+        Some(self.timer_bucket.wait_ms(now))
+    }
+
     fn on_session_timer(&mut self, sid: SessionId, timer: ringmq_session::Timer, now: Tick) {
-        // The entry has fired: it is no longer armed.
-        self.table.set_timer(sid, timer, None);
         let link = self
             .table
             .link_of(sid)

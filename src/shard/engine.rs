@@ -80,6 +80,10 @@ enum State {
     /// A take-over: everything after its CONNECT waits for the old link's
     /// close (or the time limit); see `Engine::waiting`.
     Waiting,
+    /// The client does not read: its output passed --max-outbuf-bytes, so
+    /// it is not read either (it would only make more output) until its
+    /// output drains to half that; see `Engine::blocked`.
+    Blocked,
     /// Closed for the session; the slot lives until the kernel has
     /// finished every request on it.
     Closed,
@@ -95,6 +99,10 @@ struct Conn {
     reading: Reading,
     state: State,
     adopted: bool,
+    /// `pending` is a view into a read block (the shared arena, or a whole
+    /// read buffer taken without a copy): a partial packet left there must
+    /// move out before the turn ends, or it pins the whole block.
+    in_arena: bool,
 }
 
 impl Conn {
@@ -191,6 +199,12 @@ struct Engine {
     direct_sends: u32,
     /// Bytes read since the last flush within this turn.
     read_since_flush: usize,
+    /// `--max-outbuf-bytes`.
+    max_outbuf: usize,
+    /// Connections not read because their output is full, with when they
+    /// are closed unless it drains (`--write-stall-timeout-ms`).
+    blocked: Vec<(u32, Instant)>,
+    stall_timeout: Duration,
 }
 
 /// Runs the shard on its own ring until shutdown has closed every
@@ -220,6 +234,9 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Ring, listeners: Vec<OwnedFd>, d
         busy_poll: Duration::from_micros(shard.config().busy_poll_us),
         direct_sends: DIRECT_SENDS,
         read_since_flush: 0,
+        max_outbuf: shard.config().max_outbuf_bytes,
+        blocked: Vec::new(),
+        stall_timeout: Duration::from_millis(shard.config().write_stall_timeout_ms),
     };
     engine.arm_listeners();
     engine.arm_doorbell();
@@ -251,6 +268,7 @@ impl Engine {
             self.read_since_flush = 0;
             self.completions = completions;
             self.shard.core.borrow_mut().fire_timers();
+            self.close_stalled();
             if self.accept_retry_at.is_some_and(|at| at <= Instant::now()) {
                 self.accept_retry_at = None;
                 self.arm_listeners();
@@ -278,7 +296,12 @@ impl Engine {
             let congested =
                 !self.paused.is_empty() || self.shard.core.borrow().outlet.is_congested();
             let next_timer = self.shard.core.borrow().wheel.next_deadline();
-            let timeout = self.timeout(next_timer, congested);
+            let mut timeout = self.timeout(next_timer, congested);
+            if let Some(ms) = self.shard.core.borrow_mut().due_wait_ms() {
+                // Fired timers wait for --will-rate tokens.
+                let wait = Duration::from_millis(ms);
+                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+            }
             if self.busy_poll.is_zero() || !self.spin(timeout) {
                 self.ring.submit_and_wait(timeout);
             }
@@ -319,6 +342,11 @@ impl Engine {
         }
         for (_, _, at) in &self.waiting {
             consider(*at);
+        }
+        if !self.stall_timeout.is_zero() {
+            if let Some(at) = self.blocked.iter().map(|(_, at)| *at).min() {
+                consider(at);
+            }
         }
         if let Some(at) = self.shutdown_deadline {
             consider(at);
@@ -417,8 +445,12 @@ impl Engine {
             if self.shard.shutting_down() {
                 return;
             }
-            set_nodelay(fd.as_raw_fd());
             let peer = peer_addr(fd.as_raw_fd());
+            if !self.shard.core.borrow_mut().admit(peer) {
+                // Dropping the descriptor closes it.
+                return self.rearm_accept(&c);
+            }
+            set_nodelay(fd.as_raw_fd());
             self.open(fd, peer, BytesMut::new(), false);
         } else if !self.shard.shutting_down() {
             let error = std::io::Error::from_raw_os_error(-c.result);
@@ -433,6 +465,12 @@ impl Engine {
             }
             self.accept_retry_at = Some(now + ACCEPT_RETRY);
         }
+        self.rearm_accept(&c);
+    }
+
+    /// A multishot accept that ended is armed again (unless accepts are
+    /// backing off).
+    fn rearm_accept(&mut self, c: &Completion) {
         if !c.more && self.accept_retry_at.is_none() {
             self.arm_listeners();
         }
@@ -453,6 +491,7 @@ impl Engine {
             reading: Reading::Off,
             state: State::Open,
             adopted,
+            in_arena: false,
         });
         self.handle(slot);
     }
@@ -486,14 +525,18 @@ impl Engine {
                 self.ring.give_back(id);
             } else if conn.pending.is_empty() && n >= take_whole {
                 conn.pending = self.ring.take_read(id, n);
+                conn.in_arena = true;
             } else if conn.pending.is_empty() {
                 if self.arena.capacity() - self.arena.len() < n {
                     self.arena = BytesMut::with_capacity(ARENA_BYTES.max(n));
                 }
                 self.ring.copy_read(id, n, &mut self.arena);
                 conn.pending = self.arena.split();
+                conn.in_arena = true;
             } else {
+                // Appending to a view moves it into storage of its own.
                 self.ring.copy_read(id, n, &mut conn.pending);
+                conn.in_arena = false;
             }
         }
         if matches!(conn.state, State::Closed) {
@@ -513,6 +556,7 @@ impl Engine {
             libc::ENOBUFS | libc::ECANCELED => self.rearm.push(slot),
             errno => {
                 trace!(errno, "receive failed");
+                self.count_timeout(errno);
                 self.close(slot, CloseCause::NetworkError);
             }
         }
@@ -534,12 +578,31 @@ impl Engine {
             };
             let (stamp, now) = core.clock.read();
             core.now = now;
-            frames::feed(&mut core, &link, &mut conn.pending, conn.adopted, stamp)
+            let fed = frames::feed(&mut core, &link, &mut conn.pending, conn.adopted, stamp);
+            if let Some(ms) = link.user_timeout_ms.take() {
+                // Set once the CONNECT is accepted: a peer that stops
+                // acknowledging what we send is dropped by the kernel in
+                // about its keep-alive window, not after ~15 minutes of
+                // retransmissions.
+                set_tcp_option(
+                    conn.fd.as_raw_fd(),
+                    libc::TCP_USER_TIMEOUT,
+                    ms as libc::c_int,
+                );
+            }
+            fed
         };
         if conn.pending.is_empty() {
             // An empty view still holds its read block: let it go, so an
             // idle connection pins no memory.
             conn.pending = BytesMut::new();
+            conn.in_arena = false;
+        } else if conn.in_arena && matches!(fed, Fed::More) {
+            // A partial packet waits for more: copy it out of the shared
+            // block into storage of its own size, so a client that stops
+            // mid-packet holds what it sent, never a 64 KiB block.
+            conn.pending = BytesMut::from(&conn.pending[..]);
+            conn.in_arena = false;
         }
         match fed {
             Fed::More => {}
@@ -558,6 +621,14 @@ impl Engine {
                 return;
             }
         }
+        let queued = self.link(slot).map_or(0, |l| l.queued_bytes());
+        if queued > self.max_outbuf {
+            self.block(slot);
+            return;
+        }
+        let Some(conn) = self.conn_mut(slot) else {
+            return;
+        };
         if shard.core.borrow().outlet.is_congested() {
             // Back-pressure: stop reading until the other shards take what
             // this connection sent them.
@@ -570,6 +641,64 @@ impl Engine {
             return;
         }
         self.read_more(slot);
+    }
+
+    /// Stops reading a connection whose output passed --max-outbuf-bytes.
+    fn block(&mut self, slot: u32) {
+        let token = self.token(Op::Recv, slot);
+        let Some(conn) = self.conn_mut(slot) else {
+            return;
+        };
+        conn.state = State::Blocked;
+        if conn.reading == Reading::Multi {
+            self.ring.cancel(token);
+        }
+        self.blocked
+            .push((slot, Instant::now() + self.stall_timeout));
+        let stats = &self.shard.shared.stats[self.shard.id];
+        crate::stats::ShardStats::inc(&stats.outbuf_paused);
+        trace!("output above --max-outbuf-bytes: not reading");
+    }
+
+    /// A blocked connection reads again once its output is down to half
+    /// of --max-outbuf-bytes.
+    fn unblock_if_drained(&mut self, slot: u32) {
+        let drained = self
+            .link(slot)
+            .is_some_and(|l| l.queued_bytes() <= self.max_outbuf / 2);
+        let Some(conn) = self.conn_mut(slot) else {
+            return;
+        };
+        if matches!(conn.state, State::Blocked) && drained {
+            conn.state = State::Open;
+            self.handle(slot);
+        }
+    }
+
+    /// Closes blocked connections whose output has not drained within
+    /// --write-stall-timeout-ms.
+    fn close_stalled(&mut self) {
+        if self.blocked.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let blocked = std::mem::take(&mut self.blocked);
+        for (slot, deadline) in blocked {
+            let Some(conn) = self.conn(slot) else {
+                continue;
+            };
+            if !matches!(conn.state, State::Blocked) {
+                continue;
+            }
+            if now >= deadline && !self.stall_timeout.is_zero() {
+                let stats = &self.shard.shared.stats[self.shard.id];
+                crate::stats::ShardStats::inc(&stats.write_stall_closed);
+                debug!("output stalled past --write-stall-timeout-ms: closing");
+                self.close(slot, CloseCause::NetworkError);
+            } else {
+                self.blocked.push((slot, deadline));
+            }
+        }
     }
 
     /// Arms the receive a connection needs next, if it has none.
@@ -708,7 +837,9 @@ impl Engine {
         let Some(conn) = self.conn_mut(slot) else {
             return;
         };
-        if !matches!(conn.state, State::Open | State::Paused) || !conn.sending.is_empty() {
+        if !matches!(conn.state, State::Open | State::Paused | State::Blocked)
+            || !conn.sending.is_empty()
+        {
             return;
         }
         let mut out = {
@@ -739,6 +870,7 @@ impl Engine {
                 let n = n as usize;
                 trace!(bytes = n, "written");
                 if n == out.len() {
+                    self.unblock_if_drained(slot);
                     return;
                 }
                 out.advance(n);
@@ -751,6 +883,7 @@ impl Engine {
                 }
             }
         }
+        link.set_in_flight(out.len());
         let Some(conn) = self.conn_mut(slot) else {
             return;
         };
@@ -781,6 +914,7 @@ impl Engine {
                 self.release_if_done(slot);
             } else {
                 trace!(errno = -c.result, "send failed");
+                self.count_timeout(-c.result);
                 self.close(slot, CloseCause::NetworkError);
             }
             return;
@@ -792,13 +926,29 @@ impl Engine {
             // Written: release the output buffer (an empty view holds it).
             conn.sending = Bytes::new();
         }
+        let left = conn.sending.len();
         if matches!(conn.state, State::Closed) {
             conn.sending = Bytes::new();
             self.release_if_done(slot);
-        } else if !conn.sending.is_empty() {
+            return;
+        }
+        if let Some(link) = self.link(slot) {
+            link.set_in_flight(left);
+        }
+        if left > 0 {
             self.submit_send(slot);
         } else {
             self.send(slot);
+        }
+        self.unblock_if_drained(slot);
+    }
+
+    /// A socket error of ETIMEDOUT is the kernel's TCP_USER_TIMEOUT (or
+    /// its keep-alive probes) giving up on the peer: counted by reason.
+    fn count_timeout(&self, errno: i32) {
+        if errno == libc::ETIMEDOUT {
+            let stats = &self.shard.shared.stats[self.shard.id];
+            crate::stats::ShardStats::inc(&stats.tcp_user_timeouts);
         }
     }
 
@@ -983,14 +1133,17 @@ impl Engine {
 }
 
 fn set_nodelay(fd: RawFd) {
-    let one: libc::c_int = 1;
+    set_tcp_option(fd, libc::TCP_NODELAY, 1);
+}
+
+fn set_tcp_option(fd: RawFd, option: libc::c_int, value: libc::c_int) {
     // SAFETY: setsockopt on an open socket with a valid int option.
     unsafe {
         libc::setsockopt(
             fd,
             libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&one as *const libc::c_int).cast(),
+            option,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

@@ -10,7 +10,9 @@
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use ringmq_codec::{frame_len, Limits, Packet, ProtocolVersion, ReasonCode};
+use ringmq_codec::{
+    check_first_byte, frame_len, Limits, Packet, PacketType, ProtocolVersion, ReasonCode,
+};
 use ringmq_session::{CloseCause, Tick};
 use tracing::trace;
 
@@ -51,11 +53,35 @@ pub(crate) fn feed(
             return Fed::Close(cause);
         }
         let connected = link.session.get().is_some();
-        if !connected && pending.first().is_some_and(|b| *b != 0x10) {
+        let version = link.version.get().unwrap_or(ProtocolVersion::V3_1_1);
+        match pending.first() {
+            None => return Fed::More,
             // MQTT-3.1.0-1: nothing but CONNECT (0x10) may come first;
             // close at once rather than wait for a frame.
-            core.on_not_connect(link);
-            continue;
+            Some(&b) if !connected && b != 0x10 => {
+                core.on_not_connect(link);
+                continue;
+            }
+            // After CONNECT every first byte is checked as it arrives
+            // (type and flags, MQTT-2.1.3-1), not after its body.
+            Some(&b) if connected => match check_first_byte(b, version) {
+                Ok(
+                    PacketType::ConnAck
+                    | PacketType::SubAck
+                    | PacketType::UnsubAck
+                    | PacketType::PingResp,
+                ) => {
+                    let code = ReasonCode::PROTOCOL_ERROR;
+                    core.on_bad_bytes(link, code, &"packet only a server may send");
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    core.on_decode_error(link, &e);
+                    continue;
+                }
+            },
+            Some(_) => {}
         }
         let len = match frame_len(pending, &limits) {
             Ok(Some(len)) => len,
@@ -66,11 +92,12 @@ pub(crate) fn feed(
             }
         };
         if pending.len() < len {
-            pending.reserve(len - pending.len());
+            // Nothing is reserved for the length it announces: memory
+            // follows the bytes that really arrive (a client announcing
+            // 256 MiB and trickling costs what it sent).
             return Fed::More;
         }
         let frame = pending.split_to(len).freeze();
-        let version = link.version.get().unwrap_or(ProtocolVersion::V3_1_1);
         let packet = match ringmq_codec::decode(&frame, version, &limits) {
             Ok(Some((packet, _))) => packet,
             // frame_len said the frame is whole; a decoder asking for more

@@ -172,6 +172,11 @@ pub(crate) struct Link {
     pub(crate) connect_timer: Cell<Option<TimerKey>>,
     /// Whether the link is on the shard's dirty list.
     marked: Cell<bool>,
+    /// TCP_USER_TIMEOUT for the engine to set on the socket (once, after
+    /// CONNECT), in milliseconds.
+    pub(crate) user_timeout_ms: Cell<Option<u32>>,
+    /// Bytes handed to the kernel and not yet written.
+    in_flight: Cell<u32>,
 }
 
 impl Link {
@@ -186,6 +191,8 @@ impl Link {
             version: Cell::new(None),
             session: SessionCell::default(),
             connect_timer: Cell::new(None),
+            user_timeout_ms: Cell::new(None),
+            in_flight: Cell::new(0),
         }
     }
 
@@ -203,9 +210,14 @@ impl Link {
         self.marked.set(false);
     }
 
-    /// Bytes waiting to be written.
+    /// Bytes waiting to be written: encoded, and handed to the kernel.
     pub(crate) fn queued_bytes(&self) -> usize {
-        self.outbuf.borrow().len()
+        self.outbuf.borrow().len() + self.in_flight.get() as usize
+    }
+
+    /// The engine's count of bytes handed to the kernel and not written.
+    pub(crate) fn set_in_flight(&self, bytes: usize) {
+        self.in_flight.set(bytes.min(u32::MAX as usize) as u32);
     }
 
     /// Asks the engine to close the connection (first cause wins).

@@ -25,6 +25,7 @@ mod frames;
 mod link;
 pub(crate) mod listen;
 mod msg;
+mod ratelimit;
 mod routing;
 mod shared;
 mod table;
@@ -72,6 +73,13 @@ impl Shard {
             topic_alias_maximum: config.topic_alias_maximum,
             max_queued_messages: config.max_queued_messages,
             keepalive_backoff: config.keepalive_backoff,
+            max_queued_bytes: config.max_queued_bytes,
+            max_inflight_out: config.max_inflight_out,
+            max_subscriptions: config.max_subscriptions,
+            max_topic_levels: config.max_topic_levels,
+            max_session_expiry_secs: config.max_session_expiry_secs,
+            max_topic_aliases_out: config.max_topic_aliases_out,
+            max_topic_alias_bytes: config.max_topic_alias_bytes,
         };
         let clock = Clock::new(shared.epoch, config.keepalive_tick_ms);
         let core = Core {
@@ -84,7 +92,8 @@ impl Shard {
             table: Default::default(),
             wheel: Wheel::new(clock.wheel_now()),
             routes: Routes::new(ShardId(id), shared.shards),
-            retained: RetainedStore::new(config.max_retained.div_ceil(shared.shards)),
+            retained: RetainedStore::new(config.max_retained.div_ceil(shared.shards))
+                .with_max_bytes(config.max_retained_bytes.div_ceil(shared.shards)),
             outlet: shared.mesh.outlet(id),
             inbox,
             outbox: Outbox::new(),
@@ -94,6 +103,21 @@ impl Shard {
             adopts: Vec::new(),
             shutting_down: false,
             next_link: 0,
+            gates: Default::default(),
+            // Bursts of 10 ms of work: a backlog drains in small steps
+            // between reads, never in one long freeze.
+            timer_bucket: ratelimit::TokenBucket::new(
+                config.will_rate,
+                (config.will_rate / 100).max(1),
+                clock.read().1,
+            ),
+            due: VecDeque::new(),
+            pending_connects: 0,
+            connect_bucket: ratelimit::TokenBucket::new(
+                config.max_connect_rate,
+                (config.max_connect_rate / 10).max(1),
+                clock.read().1,
+            ),
             shared: shared.clone(),
         };
         Rc::new(Shard {

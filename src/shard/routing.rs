@@ -13,7 +13,7 @@
 
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ringmq_codec::{Publish, QoS};
 use ringmq_route::{owner_shard, GroupKey, RetainedMessage, ShardId, StoreOutcome};
 use ringmq_session::{Delivery, SessionId, Tick};
@@ -21,11 +21,27 @@ use tracing::warn;
 
 use super::apply::{Core, Deferred};
 use super::msg::{Msg, Routed};
+use super::ratelimit::Gate;
 use crate::stats::ShardStats;
 
 /// How often a shared-group message may be handed on to another shard whose
 /// members are still there (bounds ping-pong while routes converge).
 const MAX_GROUP_HOPS: u8 = 2;
+
+/// Moves topic and payload into one allocation of their own size (and
+/// the properties into their own), out of the read buffer they slice.
+fn detach(publish: &mut Publish) {
+    let (topic_len, payload_len) = (publish.topic.len(), publish.payload.len());
+    let mut own = BytesMut::with_capacity(topic_len + payload_len);
+    own.extend_from_slice(&publish.topic);
+    own.extend_from_slice(&publish.payload);
+    let mut own = own.freeze();
+    publish.topic = own.split_to(topic_len);
+    publish.payload = own;
+    if !publish.properties.is_empty() {
+        publish.properties = ringmq_session::owned_properties(&publish.properties).into();
+    }
+}
 
 impl Core {
     /// Runs what `apply` deferred, in order, until nothing is left.
@@ -45,7 +61,13 @@ impl Core {
     /// Routes a PUBLISH read on this shard (or a will): to each other
     /// shard with subscribers, to the retained owner when RETAIN is set,
     /// then to local subscribers. `origin` is the publishing session.
-    fn route(&mut self, publish: Publish, origin: Option<SessionId>) {
+    fn route(&mut self, mut publish: Publish, origin: Option<SessionId>) {
+        if publish.qos != QoS::AtMostOnce {
+            // Sessions keep QoS 1/2 messages until acknowledged, maybe for
+            // days: they must not pin the 64 KiB read block this one was
+            // read into. One copy per message, shared by every subscriber.
+            detach(&mut publish);
+        }
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
             return;
         };
@@ -172,11 +194,16 @@ impl Core {
             &publish.properties,
             expires_at,
         );
-        if outcome == StoreOutcome::Full {
-            ShardStats::inc(&self.stats.retained_dropped);
+        let (counter, flag) = match outcome {
+            StoreOutcome::Full => (&self.stats.retained_dropped, "--max-retained"),
+            StoreOutcome::FullBytes => (&self.stats.retained_bytes_dropped, "--max-retained-bytes"),
+            _ => return,
+        };
+        ShardStats::inc(counter);
+        if let Some(unlogged) = self.gates.check(Gate::Retained, self.now) {
             warn!(
                 shard = self.id.0,
-                "--max-retained reached: retained message not stored"
+                unlogged, "{flag} reached: retained message not stored"
             );
         }
     }
@@ -242,6 +269,16 @@ impl Core {
                 ids,
                 expires_at: message.expires_at,
             };
+            let max_outbuf = self.shared.config.max_outbuf_bytes;
+            if delivery.qos == QoS::AtMostOnce
+                && link.as_ref().is_some_and(|l| l.queued_bytes() > max_outbuf)
+            {
+                // As for live QoS 0: a subscriber that does not read (or a
+                // wildcard over more retained messages than its output
+                // holds) loses QoS 0, counted; QoS 1/2 wait in the session.
+                ShardStats::inc(&self.stats.publishes_dropped);
+                continue;
+            }
             if let Some(entry) = self.table.get_mut(session) {
                 entry
                     .session

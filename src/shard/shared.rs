@@ -1,6 +1,7 @@
 //! What every shard shares with the broker handle (read-only, or atomic).
 
-use std::sync::atomic::AtomicUsize;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,4 +20,79 @@ pub(crate) struct Shared {
     pub(crate) open_connections: AtomicUsize,
     /// The one epoch of every shard's clock (ticks travel between shards).
     pub(crate) epoch: Instant,
+    /// Connections per peer address, for `--max-connections-per-ip`.
+    pub(crate) per_ip: PerIp,
+}
+
+/// Open connections per IP address over all shards, in a fixed table of
+/// atomic counters indexed by a hash of the address: no lock, no
+/// allocation per address, 256 KiB in all. Two addresses that share a
+/// counter share their limit (with 65,536 counters that is rare, and it
+/// can only refuse early, never let more through).
+pub(crate) struct PerIp {
+    counts: Box<[AtomicU32]>,
+}
+
+const PER_IP_SLOTS: usize = 1 << 16;
+
+impl Default for PerIp {
+    fn default() -> Self {
+        Self {
+            counts: (0..PER_IP_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+}
+
+impl PerIp {
+    fn slot(&self, ip: IpAddr) -> &AtomicU32 {
+        // FNV-1a over the address bytes: stable and cheap.
+        let bytes: &[u8] = &match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        let mut h: u32 = 0x811c_9dc5;
+        for &b in bytes {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        &self.counts[h as usize % PER_IP_SLOTS]
+    }
+
+    /// Counts a new connection from `ip`; false (and not counted) when
+    /// `ip` already has `max` open.
+    pub(crate) fn admit(&self, ip: IpAddr, max: u32) -> bool {
+        let slot = self.slot(ip);
+        if slot.fetch_add(1, Ordering::Relaxed) >= max {
+            slot.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// A connection from `ip` has closed.
+    pub(crate) fn release(&self, ip: IpAddr) {
+        let slot = self.slot(ip);
+        let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_admits_up_to_the_limit_and_releases() {
+        let per_ip = PerIp::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(per_ip.admit(a, 2) && per_ip.admit(a, 2));
+        assert!(!per_ip.admit(a, 2));
+        assert!(per_ip.admit(b, 2), "another address has its own count");
+        per_ip.release(a);
+        assert!(per_ip.admit(a, 2));
+        // Never below zero.
+        for _ in 0..5 {
+            per_ip.release(b);
+        }
+        assert!(per_ip.admit(b, 1));
+    }
 }

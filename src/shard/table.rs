@@ -23,6 +23,9 @@ pub(crate) struct Entry {
     pub(crate) link: Option<LinkId>,
     /// Wheel entries by `Timer::index`.
     pub(crate) timers: [Option<TimerKey>; 3],
+    /// Take-overs of this client id since `fight_since_ms` (--takeover-limit).
+    pub(crate) fights: u32,
+    pub(crate) fight_since_ms: u64,
 }
 
 /// Sessions by id: a session id is its index here (low 32 bits) and a
@@ -80,6 +83,9 @@ pub(crate) struct SessionTable {
     next_id: u32,
     /// Source of assigned client identifiers.
     pub(crate) assigned_ids: u64,
+    /// Sessions in the table, and those with a link attached.
+    len: usize,
+    attached: usize,
 }
 
 impl SessionTable {
@@ -106,8 +112,11 @@ impl SessionTable {
                 session,
                 link: None,
                 timers: [None; 3],
+                fights: 0,
+                fight_since_ms: 0,
             },
         );
+        self.len += 1;
         let (by_id, hasher) = (&self.by_id, &self.hasher);
         self.by_client.insert_unique(hash, id, |id| {
             by_id
@@ -125,7 +134,17 @@ impl SessionTable {
         if let Ok(found) = self.by_client.find_entry(hash, |other| *other == id) {
             found.remove();
         }
-        self.by_id.remove(&id)
+        let entry = self.by_id.remove(&id)?;
+        self.len -= 1;
+        if entry.link.is_some() {
+            self.attached -= 1;
+        }
+        Some(entry)
+    }
+
+    /// Sessions kept with no connection attached.
+    pub(crate) fn absent(&self) -> usize {
+        self.len - self.attached
     }
 
     pub(crate) fn get(&self, id: SessionId) -> Option<&Entry> {
@@ -148,7 +167,11 @@ impl SessionTable {
 
     /// Attaches `link` to a session; returns the link it replaces.
     pub(crate) fn attach(&mut self, id: SessionId, link: LinkId) -> Option<LinkId> {
-        self.get_mut(id).and_then(|e| e.link.replace(link))
+        let old = self.get_mut(id)?.link.replace(link);
+        if old.is_none() {
+            self.attached += 1;
+        }
+        old
     }
 
     /// Detaches `link` if it is the one attached; true when it was.
@@ -156,6 +179,7 @@ impl SessionTable {
         match self.get_mut(id) {
             Some(e) if e.link == Some(link) => {
                 e.link = None;
+                self.attached -= 1;
                 true
             }
             _ => false,

@@ -64,7 +64,7 @@ pub use connack::ConnAck;
 pub use connect::{Connect, Will};
 pub use disconnect::Disconnect;
 pub use error::{DecodeError, EncodeError};
-pub use packet::{decode, decode_buf, frame_len, Packet, PacketType};
+pub use packet::{check_first_byte, decode, decode_buf, frame_len, Packet, PacketType};
 pub use properties::{Properties, EMPTY_PROPERTIES};
 pub use puback::{PubAck, PubComp, PubRec, PubRel};
 pub use publish::{Publish, PublishProperties};

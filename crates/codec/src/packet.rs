@@ -256,8 +256,10 @@ impl Packet {
 
 /// Validate the first byte of a packet: its type exists in `version` and
 /// its flags are the ones the standard fixes (MQTT-2.1.3-1, table 2-2).
+/// [`decode`] checks it too; a reader calls it as soon as the byte
+/// arrives, so garbage is refused before its body is buffered.
 #[inline]
-fn check_first_byte(byte: u8, version: ProtocolVersion) -> Result<PacketType, DecodeError> {
+pub fn check_first_byte(byte: u8, version: ProtocolVersion) -> Result<PacketType, DecodeError> {
     let kind = byte >> 4;
     let flags = byte & 0x0F;
     let packet_type = match PacketType::from_u8(kind) {

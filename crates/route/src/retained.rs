@@ -54,6 +54,9 @@ pub enum StoreOutcome {
     Cleared,
     /// A new topic, but the store is at capacity: not stored.
     Full,
+    /// Storing it would take the store past its byte budget: not stored
+    /// (the topic's previous message, if any, is kept).
+    FullBytes,
 }
 
 /// Whether a new subscription gets retained messages (MQTT-3.3.1-9/-10/-11,
@@ -120,6 +123,9 @@ pub struct RetainedStore {
     free: Vec<usize>,
     len: usize,
     capacity: usize,
+    /// Bytes the stored messages hold (see `message_bytes`).
+    bytes: usize,
+    max_bytes: usize,
     /// Reused by `matching`.
     stack: Vec<Visit>,
     /// Reused by `matching`: nodes whose message expired.
@@ -148,6 +154,16 @@ fn kept_properties(p: &Properties) -> Option<Box<Properties>> {
     (!kept.is_empty()).then(|| Box::new(kept))
 }
 
+/// What one stored message costs: its record, topic, payload and kept
+/// properties, plus the topic again for the tree nodes on its path.
+fn message_bytes(m: &RetainedMessage) -> usize {
+    let properties = m
+        .properties
+        .as_deref()
+        .map_or(0, |p| std::mem::size_of::<Properties>() + p.encoded_len());
+    std::mem::size_of::<RetainedMessage>() + 2 * m.topic.len() + m.payload.len() + properties
+}
+
 impl RetainedStore {
     /// An empty store holding at most `capacity` messages.
     pub fn new(capacity: usize) -> Self {
@@ -156,9 +172,17 @@ impl RetainedStore {
             free: Vec::new(),
             len: 0,
             capacity,
+            bytes: 0,
+            max_bytes: usize::MAX,
             stack: Vec::new(),
             expired: Vec::new(),
         }
+    }
+
+    /// The same store, also bounded to `max_bytes` of stored messages.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// Stores or replaces the topic's retained message; an empty payload
@@ -186,13 +210,16 @@ impl RetainedStore {
             if let Some(node) = existing {
                 if let Some(old) = self.nodes[node].message.take() {
                     self.len -= 1;
+                    self.bytes -= message_bytes(&old);
                     self.prune(node, &old.topic);
                 }
             }
             return StoreOutcome::Cleared;
         }
-        let replacing = existing.is_some_and(|node| self.nodes[node].message.is_some());
-        if !replacing && self.len >= self.capacity {
+        let old_bytes = existing
+            .and_then(|node| self.nodes[node].message.as_deref())
+            .map(message_bytes);
+        if old_bytes.is_none() && self.len >= self.capacity {
             return StoreOutcome::Full;
         }
         let message = Box::new(RetainedMessage {
@@ -202,6 +229,11 @@ impl RetainedStore {
             properties: kept_properties(properties),
             expires_at,
         });
+        let new_bytes = message_bytes(&message);
+        if self.bytes - old_bytes.unwrap_or(0) + new_bytes > self.max_bytes {
+            return StoreOutcome::FullBytes;
+        }
+        self.bytes = self.bytes - old_bytes.unwrap_or(0) + new_bytes;
         let node = match existing {
             Some(node) => node,
             None => self.create(topic),
@@ -290,6 +322,7 @@ impl RetainedStore {
         for &at in &expired {
             if let Some(old) = self.nodes[at].message.take() {
                 self.len -= 1;
+                self.bytes -= message_bytes(&old);
                 self.prune(at, &old.topic);
             }
         }
@@ -312,6 +345,11 @@ impl RetainedStore {
     /// The most messages the store holds.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Bytes held by the stored messages (what `with_max_bytes` bounds).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The node of `topic`, if the tree has one.
@@ -426,6 +464,30 @@ mod tests {
         list.iter()
             .map(|(t, p)| (t.to_string(), p.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_byte_budget_bounds_what_is_stored() {
+        let record = std::mem::size_of::<RetainedMessage>();
+        // Room for two 100-byte messages on one-byte topics, not three.
+        let mut store = RetainedStore::new(100).with_max_bytes(2 * (record + 102) + 50);
+        let big = "x".repeat(100);
+        assert_eq!(put(&mut store, "a", &big), StoreOutcome::Stored);
+        assert_eq!(put(&mut store, "b", &big), StoreOutcome::Stored);
+        assert_eq!(put(&mut store, "c", &big), StoreOutcome::FullBytes);
+        assert_eq!(store.len(), 2);
+        // Replacing by a larger message needs room too.
+        assert_eq!(
+            put(&mut store, "a", &"x".repeat(200)),
+            StoreOutcome::FullBytes
+        );
+        // Clearing frees room; clearing all frees everything.
+        assert_eq!(put(&mut store, "b", ""), StoreOutcome::Cleared);
+        assert_eq!(put(&mut store, "c", &big), StoreOutcome::Stored);
+        for t in ["a", "b", "c"] {
+            assert_eq!(put(&mut store, t, ""), StoreOutcome::Cleared);
+        }
+        assert_eq!(store.bytes(), 0);
     }
 
     #[test]

@@ -53,19 +53,28 @@ impl InAliases {
     }
 }
 
-/// Outbound aliases; only present when the client accepts some.
+/// Outbound aliases; only present when the client accepts some. At most
+/// `max` aliases (the client's Topic Alias Maximum capped by
+/// `--max-topic-aliases-out`) holding at most `max_bytes` of topic names
+/// (`--max-topic-alias-bytes`); once either is spent, further topics are
+/// sent in full.
 #[derive(Debug)]
 pub(crate) struct OutAliases {
     max: u16,
+    max_bytes: usize,
+    bytes: usize,
     by_topic: HashMap<Bytes, u16>,
 }
 
 impl OutAliases {
-    /// Aliases for a client whose Topic Alias Maximum is `max` (None if 0).
-    pub(crate) fn new(max: u16) -> Option<Box<Self>> {
-        (max > 0).then(|| {
+    /// Aliases for a client whose Topic Alias Maximum (capped) is `max`
+    /// (None if 0), keeping at most `max_bytes` of topic names.
+    pub(crate) fn new(max: u16, max_bytes: usize) -> Option<Box<Self>> {
+        (max > 0 && max_bytes > 0).then(|| {
             Box::new(Self {
                 max,
+                max_bytes,
+                bytes: 0,
                 by_topic: HashMap::new(),
             })
         })
@@ -85,10 +94,13 @@ impl OutAliases {
                 publish.topic = topic;
                 publish.properties.topic_alias = None;
             }
-        } else if self.by_topic.len() < usize::from(self.max) {
+        } else if self.by_topic.len() < usize::from(self.max)
+            && self.bytes + publish.topic.len() <= self.max_bytes
+        {
             let alias = self.by_topic.len() as u16 + 1;
             publish.properties.topic_alias = Some(alias);
             if fits(publish) {
+                self.bytes += publish.topic.len();
                 self.by_topic
                     .insert(Bytes::copy_from_slice(&publish.topic), alias);
             } else {

@@ -38,6 +38,25 @@ pub struct ServerPolicy {
     /// `--keepalive-backoff`: a client is closed after
     /// `keep alive x backoff x 2` of silence (0.75 = the standard's 1.5).
     pub keepalive_backoff: f64,
+    /// `--max-queued-bytes`: bytes of QoS 1/2 messages kept per session,
+    /// queued and inflight together.
+    pub max_queued_bytes: usize,
+    /// `--max-inflight-out`: QoS 1/2 messages unacknowledged towards a
+    /// client, whatever its Receive Maximum (a v3 client has none).
+    pub max_inflight_out: u16,
+    /// `--max-subscriptions`: subscriptions one session may hold.
+    pub max_subscriptions: usize,
+    /// `--max-topic-levels`: levels of a topic name or filter.
+    pub max_topic_levels: usize,
+    /// `--max-session-expiry-secs`: the longest Session Expiry Interval
+    /// granted (`u32::MAX` lets a v5 client ask for "never").
+    pub max_session_expiry_secs: u32,
+    /// `--max-topic-aliases-out`: outbound topic aliases per connection,
+    /// beside the client's own Topic Alias Maximum.
+    pub max_topic_aliases_out: u16,
+    /// `--max-topic-alias-bytes`: bytes of topic names the outbound
+    /// aliases of one connection may keep.
+    pub max_topic_alias_bytes: usize,
 }
 
 impl Default for ServerPolicy {
@@ -53,6 +72,13 @@ impl Default for ServerPolicy {
             topic_alias_maximum: 0,
             max_queued_messages: 1000,
             keepalive_backoff: 0.75,
+            max_queued_bytes: usize::MAX,
+            max_inflight_out: u16::MAX,
+            max_subscriptions: usize::MAX,
+            max_topic_levels: usize::MAX,
+            max_session_expiry_secs: u32::MAX,
+            max_topic_aliases_out: u16::MAX,
+            max_topic_alias_bytes: usize::MAX,
         }
     }
 }
@@ -160,11 +186,19 @@ pub fn negotiate(connect: &Connect, policy: &ServerPolicy) -> Result<Negotiated,
     };
 
     let session_expiry_secs = if v5 {
-        connect.properties.session_expiry_interval.unwrap_or(0)
+        let asked = connect.properties.session_expiry_interval.unwrap_or(0);
+        let granted = asked.min(policy.max_session_expiry_secs);
+        if granted != asked {
+            // 3.2.2.3.2: the server tells the client the value it uses.
+            props.session_expiry_interval = Some(granted);
+        }
+        granted
     } else if connect.clean_start {
         0
     } else {
-        policy.v3_session_expiry_secs
+        policy
+            .v3_session_expiry_secs
+            .min(policy.max_session_expiry_secs)
     };
 
     let will_delay_secs = connect
@@ -326,5 +360,29 @@ mod tests {
         assert_eq!(negotiate(&c, &policy).unwrap().session_expiry_secs, 0);
         c.properties.session_expiry_interval = Some(300);
         assert_eq!(negotiate(&c, &policy).unwrap().session_expiry_secs, 300);
+    }
+
+    #[test]
+    fn session_expiry_is_capped_and_the_v5_client_told() {
+        let policy = ServerPolicy {
+            v3_session_expiry_secs: 1000,
+            max_session_expiry_secs: 600,
+            ..ServerPolicy::default()
+        };
+        let mut c = connect(ProtocolVersion::V5, 0, "a", false);
+        c.properties.session_expiry_interval = Some(u32::MAX);
+        let n = negotiate(&c, &policy).unwrap();
+        assert_eq!(n.session_expiry_secs, 600);
+        assert_eq!(n.connack_properties.session_expiry_interval, Some(600));
+        c.properties.session_expiry_interval = Some(60);
+        let n = negotiate(&c, &policy).unwrap();
+        assert_eq!(n.session_expiry_secs, 60);
+        assert_eq!(n.connack_properties.session_expiry_interval, None);
+        let v3 = negotiate(&connect(ProtocolVersion::V3_1_1, 0, "a", false), &policy).unwrap();
+        assert_eq!(v3.session_expiry_secs, 600);
+        // u32::MAX as the cap lets "never" through.
+        let open = ServerPolicy::default();
+        c.properties.session_expiry_interval = Some(u32::MAX);
+        assert_eq!(negotiate(&c, &open).unwrap().session_expiry_secs, u32::MAX);
     }
 }

@@ -19,6 +19,7 @@ mod connect;
 mod ids;
 mod inbound;
 mod keepalive;
+mod limit;
 mod outbound;
 mod outbox;
 mod session;
@@ -32,6 +33,7 @@ pub use connect::{
 pub use ids::{SessionId, Tick};
 pub use inbound::{Inbound, InboundAction};
 pub use keepalive::keepalive_timeout_ms;
+pub use limit::{exceeds_levels, Limit};
 pub use outbound::{DropReason, Offer, Outbound, OutboundConfig, QosError};
 pub use outbox::{Action, Outbox, Timer};
 pub use session::{owned, owned_properties, refuse_connect, Delivery, Session, Subscription};

@@ -21,7 +21,10 @@
 //! - QoS 1/2 messages are first sent in the order they were offered: a
 //!   message is sent at once only when nothing is queued ahead of it, and
 //!   the queue drains from its front (MQTT 4.6).
-//! - The queue never holds more than `max_queued` messages. QoS 0 is never
+//! - The queue never holds more than `max_queued` messages, and the queue
+//!   and the inflight window together never hold more than `max_bytes` of
+//!   stored messages (topic, payload, properties as stored, and the
+//!   record itself; see [`Outbound::stored_bytes`]). QoS 0 is never
 //!   queued; it is sent at once while connected (flow control does not
 //!   apply to QoS 0, MQTT 5 section 4.9) and dropped while offline.
 //! - A queued message whose expiry has passed is dropped instead of sent
@@ -76,6 +79,17 @@ impl std::error::Error for QosError {}
 pub struct OutboundConfig {
     /// Most messages kept waiting (offline, or behind a full window).
     pub max_queued: usize,
+    /// Most bytes of stored messages, queued and inflight together.
+    pub max_bytes: usize,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            max_queued: 1000,
+            max_bytes: usize::MAX,
+        }
+    }
 }
 
 /// Why [`Outbound::offer`] dropped a message.
@@ -85,6 +99,8 @@ pub enum DropReason {
     QoS0Offline,
     /// The queue already holds `max_queued` messages.
     QueueFull,
+    /// Queued and inflight messages already hold `max_bytes`.
+    QueueBytes,
     /// Its Message Expiry Interval had already passed.
     Expired,
     /// Larger than the client's Maximum Packet Size: discarded as if it
@@ -129,6 +145,17 @@ impl Message {
             properties: publish.properties,
             expires_at_ms,
         }
+    }
+
+    /// Bytes this message keeps alive: the record, its topic and payload,
+    /// and its properties as stored (user properties included).
+    fn size(&self) -> usize {
+        let properties = if self.properties.is_empty() {
+            0
+        } else {
+            std::mem::size_of::<Properties>() + self.properties.encoded_len()
+        };
+        std::mem::size_of::<Self>() + self.topic.len() + self.payload.len() + properties
     }
 
     fn expired(&self, now_ms: u64) -> bool {
@@ -204,7 +231,10 @@ pub struct Outbound {
     next_id: u16,
     /// Source of `Inflight::seq`.
     next_seq: u64,
+    /// Bytes of the messages in `queue` and `Flight::Published`.
+    stored_bytes: usize,
     dropped_full: u64,
+    dropped_bytes: u64,
     dropped_expired: u64,
     dropped_qos0_offline: u64,
     dropped_too_large: u64,
@@ -223,7 +253,9 @@ impl Outbound {
             earliest_expiry_ms: None,
             next_id: 1,
             next_seq: 0,
+            stored_bytes: 0,
             dropped_full: 0,
+            dropped_bytes: 0,
             dropped_expired: 0,
             dropped_qos0_offline: 0,
             dropped_too_large: 0,
@@ -291,6 +323,14 @@ impl Outbound {
             return Offer::Send(publish);
         }
         let message = Message::new(publish, expires_at_ms);
+        let size = message.size();
+        if self.stored_bytes + size > self.config.max_bytes {
+            self.purge_expired(now_ms);
+            if self.stored_bytes + size > self.config.max_bytes {
+                self.dropped_bytes += 1;
+                return Offer::Dropped(DropReason::QueueBytes);
+            }
+        }
         // MQTT 4.6: only when nothing waits ahead of it may it go now.
         if connected && self.queue.is_empty() && self.window_open() {
             return match self.send_new(message, now_ms) {
@@ -305,6 +345,7 @@ impl Outbound {
                 return Offer::Dropped(DropReason::QueueFull);
             }
         }
+        self.stored_bytes += size;
         if let Some(deadline) = message.expires_at_ms {
             self.earliest_expiry_ms = Some(match self.earliest_expiry_ms {
                 Some(e) => e.min(deadline),
@@ -350,7 +391,7 @@ impl Outbound {
             Some(entry) if expected(&entry.flight) => {}
             Some(_) => return Err(QosError::UnexpectedAck { packet_id, ack }),
         }
-        self.inflight.remove(&packet_id);
+        self.remove_inflight(packet_id);
         self.drain(now_ms, |p| out.push(p));
         Ok(())
     }
@@ -375,13 +416,16 @@ impl Outbound {
         match &entry.flight {
             Flight::Published(m) if m.qos == QoS::ExactlyOnce => {
                 if code.is_error() {
-                    self.inflight.remove(&packet_id);
+                    self.remove_inflight(packet_id);
                     self.drain(now_ms, |p| out.push(p));
                     return None;
                 }
                 entry.seq = self.next_seq;
                 self.next_seq += 1;
-                entry.flight = Flight::Released;
+                if let Flight::Published(m) = std::mem::replace(&mut entry.flight, Flight::Released)
+                {
+                    self.stored_bytes -= m.size();
+                }
                 Some(pubrel(packet_id, ReasonCode::SUCCESS))
             }
             // A repeated PUBREC (the client did not see our PUBREL yet):
@@ -436,7 +480,7 @@ impl Outbound {
                     // The client now takes less than when it was first
                     // sent: discard it and free its slot, never a phantom
                     // resent and dropped on every reconnection.
-                    self.inflight.remove(&id);
+                    self.remove_inflight(id);
                     self.dropped_too_large += 1;
                 }
             }
@@ -452,6 +496,7 @@ impl Outbound {
     pub fn clear(&mut self) {
         self.inflight.clear();
         self.queue.clear();
+        self.stored_bytes = 0;
         self.earliest_expiry_ms = None;
         self.next_id = 1;
     }
@@ -471,6 +516,17 @@ impl Outbound {
         self.dropped_full
     }
 
+    /// Messages dropped since creation because stored messages already
+    /// held `max_bytes`.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.dropped_bytes
+    }
+
+    /// Bytes kept by queued and inflight messages (what `max_bytes` bounds).
+    pub fn stored_bytes(&self) -> usize {
+        self.stored_bytes
+    }
+
     /// Messages dropped since creation because they expired before they
     /// were sent.
     pub fn dropped_expired(&self) -> u64 {
@@ -486,6 +542,7 @@ impl Outbound {
     /// Messages dropped since creation, for every reason.
     pub fn dropped_total(&self) -> u64 {
         self.dropped_full
+            + self.dropped_bytes
             + self.dropped_expired
             + self.dropped_qos0_offline
             + self.dropped_too_large
@@ -515,6 +572,7 @@ impl Outbound {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.stored_bytes += message.size();
         self.inflight.insert(
             packet_id,
             Inflight {
@@ -523,6 +581,17 @@ impl Outbound {
             },
         );
         Some(publish)
+    }
+
+    /// Ends an inflight flow, releasing what its message held.
+    fn remove_inflight(&mut self, packet_id: u16) {
+        if let Some(Inflight {
+            flight: Flight::Published(m),
+            ..
+        }) = self.inflight.remove(&packet_id)
+        {
+            self.stored_bytes -= m.size();
+        }
     }
 
     /// The next free packet identifier. Only called with the window open,
@@ -545,6 +614,7 @@ impl Outbound {
             let Some(message) = self.queue.pop_front() else {
                 break;
             };
+            self.stored_bytes -= message.size();
             if message.expired(now_ms) {
                 self.dropped_expired += 1; // MQTT-3.3.2-5
                 continue;
@@ -566,7 +636,15 @@ impl Outbound {
             _ => return,
         }
         let before = self.queue.len();
-        self.queue.retain(|m| !m.expired(now_ms));
+        let mut freed = 0;
+        self.queue.retain(|m| {
+            let keep = !m.expired(now_ms);
+            if !keep {
+                freed += m.size();
+            }
+            keep
+        });
+        self.stored_bytes -= freed;
         self.dropped_expired += (before - self.queue.len()) as u64;
         self.earliest_expiry_ms = self.queue.iter().filter_map(|m| m.expires_at_ms).min();
     }
@@ -597,7 +675,10 @@ mod tests {
     }
 
     fn outbound(max_queued: usize, receive_maximum: u16) -> Outbound {
-        let mut o = Outbound::new(OutboundConfig { max_queued });
+        let mut o = Outbound::new(OutboundConfig {
+            max_queued,
+            ..OutboundConfig::default()
+        });
         o.set_receive_maximum(receive_maximum);
         o
     }

@@ -13,7 +13,7 @@ use ringmq_codec::{
     Packet, PacketType, Properties, PubAck, PubComp, PubRec, PubRel, Publish, ReasonCode, Will,
 };
 
-use crate::{CloseCause, Subscription, Tick, Violation};
+use crate::{CloseCause, Limit, Subscription, Tick, Violation};
 
 /// The session's timers; the shard keeps at most one wheel entry per kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -126,6 +126,8 @@ pub enum Action {
     CancelTimer(Timer),
     /// The client broke a rule (count and log it); a `Close` follows.
     Violation(Violation),
+    /// The client ran into a server limit (count it, log it rate-limited).
+    LimitHit(Limit),
     /// Close the attached connection (after what was sent before).
     Close(CloseCause),
     /// The session has ended: forget it (its routes were dropped first).

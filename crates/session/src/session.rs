@@ -34,8 +34,9 @@ use ringmq_codec::{
 use crate::aliases::{InAliases, OutAliases};
 use crate::outbox::{Action, Outbox, Timer};
 use crate::{
-    keepalive_timeout_ms, will_due_on_close, CloseCause, Inbound, InboundAction, Negotiated, Offer,
-    Outbound, OutboundConfig, ServerPolicy, Tick, Violation,
+    exceeds_levels, keepalive_timeout_ms, will_due_on_close, CloseCause, DropReason, Inbound,
+    InboundAction, Limit, Negotiated, Offer, Outbound, OutboundConfig, ServerPolicy, Tick,
+    Violation,
 };
 
 /// One granted subscription.
@@ -100,6 +101,10 @@ impl Subscriptions {
 
     fn get(&self, filter: &[u8]) -> Option<&Subscription> {
         self.0.as_ref()?.get(filter)
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
     }
 
     fn insert(&mut self, filter: Bytes, grant: Subscription) -> Option<Subscription> {
@@ -242,7 +247,13 @@ impl Session {
         self.will_delay_secs = negotiated.will_delay_secs;
         self.session_expiry_secs = negotiated.session_expiry_secs;
 
-        let receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+        // Our window towards the client: its Receive Maximum (none for v3),
+        // capped by --max-inflight-out.
+        let receive_maximum = connect
+            .properties
+            .receive_maximum
+            .unwrap_or(u16::MAX)
+            .min(policy.max_inflight_out);
         let keepalive_ms =
             keepalive_timeout_ms(negotiated.keep_alive_secs, policy.keepalive_backoff).unwrap_or(0);
         self.link = Some(Link {
@@ -252,7 +263,14 @@ impl Session {
             receive_maximum,
             in_aliases: InAliases::default(),
             out_aliases: if v5 {
-                OutAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0))
+                OutAliases::new(
+                    connect
+                        .properties
+                        .topic_alias_maximum
+                        .unwrap_or(0)
+                        .min(policy.max_topic_aliases_out),
+                    policy.max_topic_alias_bytes,
+                )
             } else {
                 None
             },
@@ -347,7 +365,7 @@ impl Session {
                 self.unsubscribe(&unsubscribe, out);
                 Ok(())
             }
-            Packet::Disconnect(disconnect) => self.client_disconnect(&disconnect, out),
+            Packet::Disconnect(disconnect) => self.client_disconnect(&disconnect, policy, out),
             Packet::Connect(_) => Err(Violation::SecondConnect),
             Packet::Auth(_) => Err(Violation::AuthWithoutMethod),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
@@ -432,6 +450,12 @@ impl Session {
         out.drop_many(qos.outbound.dropped_total() - before);
         match offer {
             Offer::Send(p) => self.send_publish(p, out),
+            Offer::Dropped(DropReason::QueueFull) => {
+                out.push(Action::LimitHit(Limit::QueuedMessages))
+            }
+            Offer::Dropped(DropReason::QueueBytes) => {
+                out.push(Action::LimitHit(Limit::QueuedBytes))
+            }
             Offer::Queued | Offer::Dropped(_) => {}
         }
     }
@@ -604,6 +628,18 @@ impl Session {
         if v5 && publish.qos > policy.max_qos {
             return Err(Violation::QosNotSupported);
         }
+        if exceeds_levels(&publish.topic, policy.max_topic_levels) {
+            // A server limit, not a rule of the standard: refused with
+            // Topic Name invalid (0x90) and closed, as for a bad name.
+            out.push(Action::LimitHit(Limit::TopicLevels));
+            self.close_with(
+                ReasonCode::TOPIC_NAME_INVALID,
+                Some("too many topic levels"),
+                out,
+            );
+            out.push(Action::Close(CloseCause::ProtocolError));
+            return Ok(());
+        }
         let (qos, packet_id, dup) = (publish.qos, publish.packet_id, publish.dup);
         // DUP and the packet id belong to this hop only (MQTT-3.3.1-3).
         publish.dup = false;
@@ -689,14 +725,23 @@ impl Session {
             .unwrap_or(0);
         let mut codes = Vec::with_capacity(packet.filters.len());
         let mut retained = Vec::new();
+        // v3 has only the failure code 0x80.
+        let failure = |v5code| if v5 { v5code } else { ReasonCode(0x80) };
         for ((filter, options), check) in packet.filters.iter().zip(checked) {
             if check.is_err() {
-                // 0x8F in v5; v3 has only the failure code 0x80.
-                codes.push(if v5 {
-                    ReasonCode::TOPIC_FILTER_INVALID
-                } else {
-                    ReasonCode(0x80)
-                });
+                codes.push(failure(ReasonCode::TOPIC_FILTER_INVALID));
+                continue;
+            }
+            if exceeds_levels(filter, policy.max_topic_levels) {
+                out.push(Action::LimitHit(Limit::TopicLevels));
+                codes.push(failure(ReasonCode::TOPIC_FILTER_INVALID));
+                continue;
+            }
+            if self.subscriptions.len() >= policy.max_subscriptions
+                && self.subscriptions.get(filter).is_none()
+            {
+                out.push(Action::LimitHit(Limit::Subscriptions));
+                codes.push(failure(ReasonCode::QUOTA_EXCEEDED));
                 continue;
             }
             let grant = Subscription {
@@ -759,13 +804,15 @@ impl Session {
     fn client_disconnect(
         &mut self,
         packet: &Disconnect,
+        policy: &ServerPolicy,
         out: &mut Outbox,
     ) -> Result<(), Violation> {
         if let Some(expiry) = packet.properties.session_expiry_interval {
             if self.session_expiry_secs == 0 && expiry != 0 {
                 return Err(Violation::SessionExpiryRaisedFromZero);
             }
-            self.session_expiry_secs = expiry;
+            // Capped like the CONNECT's (--max-session-expiry-secs).
+            self.session_expiry_secs = expiry.min(policy.max_session_expiry_secs);
         }
         let cause = CloseCause::ClientDisconnect(packet.code);
         if !will_due_on_close(cause, self.protocol) {
@@ -809,6 +856,7 @@ impl Session {
         self.qos.get_or_insert_with(|| {
             let mut outbound = Outbound::new(OutboundConfig {
                 max_queued: policy.max_queued_messages,
+                max_bytes: policy.max_queued_bytes,
             });
             outbound.set_receive_maximum(receive_maximum);
             if let Some(max) = max_packet {

@@ -13,6 +13,8 @@
 //!   Size, re-sends on resume.
 //! - `harness/will.rs`: will and its delay, session expiry, take-over,
 //!   DISCONNECT.
+//! - `harness/limits.rs`: server limits (subscriptions, levels, window,
+//!   queue bytes, outbound aliases, session expiry).
 //! - `harness/props.rs`: property tests against model clients.
 //!
 //! [`Harness`]: util::Harness
@@ -26,6 +28,8 @@ mod connect;
 mod deliver;
 #[path = "harness/inbound.rs"]
 mod inbound;
+#[path = "harness/limits.rs"]
+mod limits;
 #[path = "harness/props.rs"]
 mod props;
 #[path = "harness/subscribe.rs"]

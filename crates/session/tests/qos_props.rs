@@ -272,6 +272,8 @@ fn publish(qos: QoS, n: u64) -> Publish {
 fn run_outbound(warm_up: u16, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut o = Outbound::new(OutboundConfig {
         max_queued: MAX_QUEUED,
+        // Room for about five 1-byte messages: the byte budget is hit too.
+        max_bytes: 5 * 200,
     });
     let mut c = Client {
         connected: true,
@@ -330,7 +332,7 @@ fn run_outbound(warm_up: u16, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         prop_assert!(false, "expired at offer");
                         c.expired_at_offer += 1;
                     }
-                    Offer::Dropped(DropReason::QueueFull) => {
+                    Offer::Dropped(DropReason::QueueFull | DropReason::QueueBytes) => {
                         prop_assert!(qos != QoS::AtMostOnce);
                         c.queue_full += 1;
                     }
@@ -411,6 +413,10 @@ fn run_outbound(warm_up: u16, ops: Vec<Op>) -> Result<(), TestCaseError> {
             prop_assert!(o.inflight_len() <= usize::from(c.receive_maximum));
         }
         prop_assert!(o.queued_len() <= MAX_QUEUED);
+        prop_assert!(o.stored_bytes() <= 5 * 200);
+        if o.queued_len() == 0 && c.held.values().all(|h| matches!(h, Held::Released(..))) {
+            prop_assert_eq!(o.stored_bytes(), 0, "bytes of nothing stored");
+        }
         if c.connected && !c.resume_pending && o.queued_len() > 0 {
             // Something waits only behind a full window.
             prop_assert!(o.inflight_len() >= usize::from(c.receive_maximum));
@@ -434,7 +440,7 @@ fn run_outbound(warm_up: u16, ops: Vec<Op>) -> Result<(), TestCaseError> {
     // dropped from the queue on expiry (counted).
     let expired_in_queue = o.dropped_expired() - c.expired_at_offer;
     prop_assert_eq!(c.first_sent.len() as u64 + expired_in_queue, c.accepted);
-    prop_assert_eq!(o.dropped_full(), c.queue_full);
+    prop_assert_eq!(o.dropped_full() + o.dropped_bytes(), c.queue_full);
     // ... and every message first sent completed exactly once.
     prop_assert_eq!(c.completed.len(), c.first_sent.len());
     for n in &c.first_sent {
@@ -543,7 +549,10 @@ proptest! {
 /// produces (its deadlines are in the future), is counted like the others.
 #[test]
 fn expired_offer_is_counted() {
-    let mut o = Outbound::new(OutboundConfig { max_queued: 1 });
+    let mut o = Outbound::new(OutboundConfig {
+        max_queued: 1,
+        ..OutboundConfig::default()
+    });
     assert_eq!(
         o.offer(publish(QoS::ExactlyOnce, 0), Some(10), 11, false),
         Offer::Dropped(DropReason::Expired)

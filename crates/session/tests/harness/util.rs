@@ -34,7 +34,7 @@ pub use ringmq_codec::{
     UnsubAck, Unsubscribe, Will,
 };
 pub use ringmq_session::{
-    negotiate, Action, CloseCause, Delivery, Negotiated, Outbox, ServerPolicy, Session,
+    negotiate, Action, CloseCause, Delivery, Limit, Negotiated, Outbox, ServerPolicy, Session,
     Subscription, Tick, Timer, Violation,
 };
 
