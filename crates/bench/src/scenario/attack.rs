@@ -381,8 +381,11 @@ struct Phase {
 }
 
 impl Phase {
+    /// The attack's connections are gone (the first call counts).
     fn end(&self) {
-        self.ended_ns.fetch_max(now_ns(), Ordering::AcqRel);
+        let _ = self
+            .ended_ns
+            .compare_exchange(0, now_ns(), Ordering::AcqRel, Ordering::Acquire);
         self.ended.open();
     }
 }
@@ -400,14 +403,22 @@ fn mib(delta: i128) -> f64 {
     delta as f64 / (1024.0 * 1024.0)
 }
 
-/// The broker's memory over the run.
-struct RssWatch {
+/// The scenario thread's view of the run: the broker's memory, read every
+/// [`SAMPLE_MS`], and the progress line.
+struct Monitor {
     pid: Option<u32>,
     peak: u64,
     gone: bool,
+    kind: AttackKind,
+    quiet: bool,
+    progress: Arc<Progress>,
+    start_ns: u64,
+    next_line_ns: u64,
 }
 
-impl RssWatch {
+impl Monitor {
+    /// The broker's RSS now (and the peak so far); `None` without
+    /// `--broker-pid` or once /proc/PID has no memory (it exited).
     fn read(&mut self) -> Option<u64> {
         let rss = process_rss(self.pid?);
         match rss {
@@ -416,43 +427,91 @@ impl RssWatch {
         }
         rss
     }
+
+    /// Read every [`SAMPLE_MS`] while `busy()`, with a progress line a
+    /// second (unless quiet) naming the phase `what`.
+    fn watch_while(&mut self, what: &str, mut busy: impl FnMut() -> bool) {
+        while busy() {
+            std::thread::sleep(Duration::from_millis(SAMPLE_MS));
+            let rss = self.read();
+            let now = now_ns();
+            if self.quiet || now < self.next_line_ns {
+                continue;
+            }
+            self.next_line_ns = now + 1_000_000_000;
+            let rss = rss.map_or("n/a".to_string(), |v| format!("{:.1} MiB", mib(v.into())));
+            let p = &self.progress;
+            let _ = writeln!(
+                std::io::stderr(),
+                "[{:6.1}s] {} {what}: broker RSS {rss} | attack conns {} | canary rounds {} back {}",
+                now.saturating_sub(self.start_ns) as f64 / 1e9,
+                self.kind.name(),
+                p.up.load(Ordering::Relaxed),
+                p.sent.load(Ordering::Relaxed),
+                p.received.load(Ordering::Relaxed),
+            );
+        }
+    }
+
+    /// Whether the broker is still there (a row's text).
+    fn alive(&self) -> String {
+        match self.pid {
+            Some(pid) if process_rss(pid).is_some() && !self.gone => "yes".to_string(),
+            Some(pid) => format!("NO: /proc/{pid} has no memory any more (exited)"),
+            None => "n/a: no --broker-pid".to_string(),
+        }
+    }
+}
+
+/// What the scenario thread measured around the attack.
+struct Readings {
+    before: Option<u64>,
+    peak: u64,
+    after: Option<u64>,
+    alive: String,
+    /// Calm from, attack from, attack ended, after reading (ns).
+    calm_ns: u64,
+    start_ns: u64,
+    ended_ns: u64,
+    end_ns: u64,
 }
 
 /// Run the attack scenario; one report.
 pub fn run(args: &AttackArgs) -> Result<Report, BenchError> {
     args.validate()?;
     let kind = args.kind;
-    check_fds(
-        "count",
-        kind.sockets(args.count()) + args.canary.canaries as u64,
-    )?;
+    let canaries = args.canary.canaries;
+    check_fds("count", kind.sockets(args.count()) + canaries as u64)?;
     set_slice(Duration::from_micros(args.common.slice_us));
     let target = Target::from_common(&args.common)?;
-    let quiet = args.common.quiet;
-    let canary = match args.canary.canaries {
+    let cpu_of = |i| args.common.cpu_of_thread(i);
+    let canary = match canaries {
         0 => None,
         _ => Some(Canary::start(
             &args.common,
             &target,
             &args.canary,
-            args.common.cpu_of_thread(0),
+            cpu_of(0),
         )?),
     };
-    let calm_start = match &canary {
+    let calm_ns = match &canary {
         Some(c) => c.wait_ready(Duration::from_secs(10))?,
         None => now_ns(),
     };
-    let mut rss = RssWatch {
+    let mut monitor = Monitor {
         pid: args.common.broker_pid,
         peak: 0,
         gone: false,
+        kind,
+        quiet: args.common.quiet,
+        progress: Arc::clone(&target.progress),
+        start_ns: calm_ns,
+        next_line_ns: 0,
     };
-    let calm_end = now_ns() + (args.baseline_secs * 1e9) as u64;
-    while now_ns() < calm_end {
-        std::thread::sleep(Duration::from_millis(SAMPLE_MS));
-    }
-    let before = rss.read();
-    rss.peak = before.unwrap_or(0);
+    let calm_end = calm_ns + (args.baseline_secs * 1e9) as u64;
+    monitor.watch_while("calm", || now_ns() < calm_end);
+    let before = monitor.read();
+    monitor.peak = before.unwrap_or(0);
 
     let phase = Arc::new(Phase {
         go: Latch::new(1),
@@ -461,10 +520,7 @@ pub fn run(args: &AttackArgs) -> Result<Report, BenchError> {
         ended_ns: AtomicU64::new(0),
         sampled: Latch::new(1),
     });
-    let placement = args
-        .common
-        .cpu_of_thread(1)
-        .map_or(Placement::Unbound, Placement::Fixed);
+    let placement = cpu_of(1).map_or(Placement::Unbound, Placement::Fixed);
     let (t, a, p) = (Arc::clone(&target), args.clone(), Arc::clone(&phase));
     let handle = executor_builder(placement)
         .name("attack")
@@ -476,41 +532,16 @@ pub fn run(args: &AttackArgs) -> Result<Report, BenchError> {
     let start_ns = now_ns();
     phase.started_ns.store(start_ns, Ordering::Release);
     phase.go.open();
-
-    let mut next_line = start_ns + 1_000_000_000;
-    let watch = |rss: &mut RssWatch, next_line: &mut u64, what: &str| {
-        let now_rss = rss.read();
-        let now = now_ns();
-        if !quiet && now >= *next_line {
-            *next_line += 1_000_000_000;
-            let rss_text =
-                now_rss.map_or("n/a".to_string(), |v| format!("{:.1} MiB", mib(v as i128)));
-            let p = &target.progress;
-            let _ = writeln!(
-                std::io::stderr(),
-                "[{:6.1}s] {} {what}: broker RSS {rss_text} | attack conns {} | canary rounds {} back {}",
-                (now - start_ns) as f64 / 1e9,
-                kind.name(),
-                p.up.load(Ordering::Relaxed),
-                p.sent.load(Ordering::Relaxed),
-                p.received.load(Ordering::Relaxed),
-            );
-        }
-    };
-    while !phase.ended.is_open() {
-        std::thread::sleep(Duration::from_millis(SAMPLE_MS));
-        watch(&mut rss, &mut next_line, "attack");
-    }
+    monitor.watch_while("attack", || !phase.ended.is_open());
     let ended_ns = phase.ended_ns.load(Ordering::Acquire);
     let settle_end = ended_ns + (args.settle_secs * 1e9) as u64;
-    while now_ns() < settle_end {
-        std::thread::sleep(Duration::from_millis(SAMPLE_MS));
-        watch(&mut rss, &mut next_line, "settle");
-    }
-    let after = rss.read();
-    let window_end = now_ns();
+    monitor.watch_while("settle", || now_ns() < settle_end);
+    let after = monitor.read();
+    let end_ns = now_ns();
     let (own_cpu, broker_cpu) = (crate::procfs::CpuSample::own(), cpu.broker_now());
+    let alive = monitor.alive();
     phase.sampled.open();
+
     let outcome = handle
         .join()
         .map_err(|e| BenchError::Executor(format!("attack thread: {e}")))?;
@@ -518,9 +549,32 @@ pub fn run(args: &AttackArgs) -> Result<Report, BenchError> {
         Some(c) => c.finish()?,
         None => CanaryRecord::default(),
     };
-    let calm = canary::window_stats(&record.rounds, calm_start, start_ns);
-    let during = canary::window_stats(&record.rounds, start_ns, window_end);
+    let readings = Readings {
+        before,
+        peak: monitor.peak,
+        after,
+        alive,
+        calm_ns,
+        start_ns,
+        ended_ns,
+        end_ns,
+    };
+    let mut report = build_report(args, &readings, outcome, &record);
+    cpu.report_until(&mut report, own_cpu, broker_cpu);
+    Ok(report)
+}
 
+/// The report: parameters, the verdict, memory, canaries, the attack's
+/// own rows; the one-line result as the last note.
+fn build_report(
+    args: &AttackArgs,
+    r: &Readings,
+    outcome: Outcome,
+    record: &CanaryRecord,
+) -> Report {
+    let kind = args.kind;
+    let calm = canary::window_stats(&record.rounds, r.calm_ns, r.start_ns);
+    let during = canary::window_stats(&record.rounds, r.start_ns, r.end_ns);
     let mut report = Report::new("attack");
     report.param("kind", Value::Text(kind.name().to_string()));
     common_params(&mut report, &args.common);
@@ -533,22 +587,16 @@ pub fn run(args: &AttackArgs) -> Result<Report, BenchError> {
     );
     machine_note(&mut report);
     report.text("refused", "refused", outcome.verdict.text());
-    let alive = match args.common.broker_pid {
-        Some(pid) => {
-            if process_rss(pid).is_some() && !rss.gone {
-                "yes".to_string()
-            } else {
-                format!("NO: /proc/{pid} gone")
-            }
-        }
-        None => "n/a: no --broker-pid".to_string(),
-    };
-    report.text("broker_alive", "broker alive after the attack", alive);
-    let growth = memory_rows(&mut report, before, rss.peak, after);
+    report.text(
+        "broker_alive",
+        "broker alive after the attack",
+        r.alive.clone(),
+    );
+    let growth = memory_rows(&mut report, r.before, r.peak, r.after);
     report.float(
         "attack_s",
         "attack lasted (s)",
-        ended_ns.saturating_sub(start_ns) as f64 / 1e9,
+        r.ended_ns.saturating_sub(r.start_ns) as f64 / 1e9,
         2,
     );
     canary::report_stats(
@@ -563,25 +611,24 @@ pub fn run(args: &AttackArgs) -> Result<Report, BenchError> {
         "canary connections lost (they reconnect)",
         record.disconnects.total(),
     );
+    report.int(
+        "canary_duplicates",
+        "canary deliveries of a round already back",
+        record.duplicates,
+    );
     if args.canary.canaries > 0 {
         report.note(record.priority_note());
     }
     for (why, n) in &record.disconnects.0 {
         report.note(format!("canary connections lost: {n} x {why}"));
     }
-    report.int(
-        "canary_duplicates",
-        "canary deliveries of a round already back",
-        record.duplicates,
-    );
     report.rows.extend(outcome.rows.rows);
     report.notes.extend(outcome.rows.notes);
-    cpu.report_until(&mut report, own_cpu, broker_cpu);
-    // The one-line result: the last line of the table output and the
-    // last note in JSON.
+    // The one-line result: the last line of the table output and the last
+    // note in JSON.
     let line = one_line(kind, growth, &during, &outcome.verdict);
     report.note(format!("result: {line}"));
-    Ok(report)
+    report
 }
 
 /// Memory rows; returns (after - before, peak - before) in MiB if known.
@@ -1539,6 +1586,57 @@ mod tests {
         r.param("kind", Value::Text("x".into()));
         assert_eq!(memory_rows(&mut r, None, 0, None), None);
         assert!(matches!(r.get("rss_growth_mib"), Some(Value::Text(_))));
+    }
+
+    #[test]
+    fn report_has_the_keys_hostile_sh_reads() {
+        let args = parse(&["--kind", "never-read"]);
+        let round = |due, got| canary::Round {
+            canary: 0,
+            due_ns: due,
+            sent_ns: Some(due),
+            received_ns: Some(got),
+        };
+        let record = CanaryRecord {
+            rounds: vec![round(10, 20), round(200, 1_200)],
+            ..CanaryRecord::default()
+        };
+        let readings = Readings {
+            before: Some(1 << 20),
+            peak: 5 << 20,
+            after: Some(2 << 20),
+            alive: "yes".into(),
+            calm_ns: 0,
+            start_ns: 100,
+            ended_ns: 150,
+            end_ns: 300,
+        };
+        let outcome = Outcome::new(Report::new("attack"), Verdict::Accepted("read all".into()));
+        let r = build_report(&args, &readings, outcome, &record);
+        for key in [
+            "refused",
+            "broker_alive",
+            "rss_growth_mib",
+            "rss_peak_growth_mib",
+            "canary_rounds",
+            "canary_lost",
+            "canary_rtt_p99_ms",
+            "canary_rtt_max_ms",
+            "canary_calm_rounds",
+        ] {
+            assert!(r.get(key).is_some(), "{key} missing");
+        }
+        assert_eq!(r.get("canary_rounds"), Some(&Value::Int(1)));
+        assert_eq!(r.get("canary_calm_rounds"), Some(&Value::Int(1)));
+        assert_eq!(r.get("rss_peak_growth_mib"), Some(&Value::Float(4.0, 1)));
+        assert_eq!(
+            r.notes.last().map(String::as_str),
+            Some(
+                "result: never-read: RSS +1.0 MiB after (+4.0 at peak); canary p99 0.001 ms, \
+                 max 0.001 ms, lost 0/1; refused: no: read all"
+            )
+        );
+        assert!(r.to_json().contains("\"refused\":\"no: read all\""));
     }
 
     #[test]

@@ -976,6 +976,30 @@ mod tests {
     }
 
     #[test]
+    fn storm_rows_have_the_keys_storm_sh_reads() {
+        let s = Storm {
+            deadlines: Some((1_000_000, 3_000_000)),
+            wills: Some((2_000_000, 6_000_000)),
+            lateness: exact_summary(&mut [0, 3_000_000]),
+        };
+        let mut r = Report::new("keepalive");
+        storm_rows(&mut r, &s);
+        for (key, ms) in [
+            ("deadline_spread_ms", 2.0),
+            ("will_first_to_last_ms", 4.0),
+            ("storm_ms", 5.0),
+            ("will_lateness_p50_ms", 0.0),
+            ("will_lateness_max_ms", 3.0),
+        ] {
+            assert_eq!(r.get(key), Some(&Value::Float(ms, 1)), "{key}");
+        }
+        assert!(r.get("will_lateness_p99_ms").is_some());
+        let mut empty = Report::new("keepalive");
+        storm_rows(&mut empty, &Storm::default());
+        assert!(empty.rows.is_empty());
+    }
+
+    #[test]
     fn analyse_pairs_wills_with_clients() {
         let client = |index, last, closed: Option<u64>, disconnect| ClientOutcome {
             index,
