@@ -605,7 +605,7 @@ impl Engine {
             conn.in_arena = false;
         }
         match fed {
-            Fed::More => {}
+            Fed::More | Fed::Congested => {}
             Fed::WaitFor(old) => {
                 conn.state = State::Waiting;
                 self.waiting
