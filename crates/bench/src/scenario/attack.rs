@@ -608,7 +608,7 @@ fn build_report(
     canary::report_stats(&mut report, "canary", "canary during the attack", &during);
     report.int(
         "canary_disconnects",
-        "canary connections lost (they reconnect)",
+        "canary connections lost or refused (they retry)",
         record.disconnects.total(),
     );
     report.int(
@@ -620,7 +620,7 @@ fn build_report(
         report.note(record.priority_note());
     }
     for (why, n) in &record.disconnects.0 {
-        report.note(format!("canary connections lost: {n} x {why}"));
+        report.note(format!("canary connections lost or refused: {n} x {why}"));
     }
     report.rows.extend(outcome.rows.rows);
     report.notes.extend(outcome.rows.notes);
@@ -663,7 +663,7 @@ fn memory_rows(
             report.text(
                 "rss_growth_mib",
                 "broker RSS growth",
-                "n/a: no --broker-pid, or /proc unreadable",
+                "n/a: no reading (no --broker-pid, or the broker exited)",
             );
             None
         }
@@ -851,7 +851,7 @@ async fn never_read(ctx: &Ctx) -> Outcome {
                 2,
             );
             Verdict::Refused(format!(
-                "stopped reading after {:.1} s, {took} taken",
+                "stopped reading after {:.2} s, {took} taken",
                 at as f64 / 1e9
             ))
         }

@@ -478,17 +478,7 @@ async fn one_canary(
                     return;
                 }
             } else {
-                // Ticks missed by more than an interval are skipped rounds.
-                let now = now_ns();
-                while next_due + interval_ns <= now {
-                    record.borrow_mut().rounds.push(Round {
-                        canary: index,
-                        due_ns: next_due,
-                        sent_ns: None,
-                        received_ns: None,
-                    });
-                    next_due += interval_ns;
-                }
+                skip_missed(&record, index, &mut next_due, interval_ns, now_ns());
             }
             let wake_at = drain_until.unwrap_or(next_due);
             let event = or(
@@ -537,10 +527,12 @@ async fn one_canary(
                     };
                     // A write the broker does not take blocks this canary:
                     // the ticks it misses meanwhile are skipped rounds.
-                    conn.send(&Packet::Publish(publish)).await
+                    bounded(&control, conn.send(&Packet::Publish(publish))).await
                 }
                 Event::Read(Ok(_)) => {
-                    handle_input(&mut conn, index, &record, &mut in_flight, &target.progress).await
+                    let input =
+                        handle_input(&mut conn, index, &record, &mut in_flight, &target.progress);
+                    bounded(&control, input).await
                 }
                 Event::Read(Err(e)) => Err(e),
             };
@@ -553,6 +545,47 @@ async fn one_canary(
                 break;
             }
         }
+    }
+    // Told to stop while disconnected: the ticks of the outage were due
+    // too.
+    if !first {
+        skip_missed(&record, index, &mut next_due, interval_ns, now_ns());
+    }
+}
+
+/// `fut` (a write), unless the canaries have been told to stop more than
+/// [`DRAIN_MS`] ago: a broker that never takes a canary's bytes cannot
+/// hold up [`Canary::finish`].
+async fn bounded<T>(
+    control: &Control,
+    fut: impl std::future::Future<Output = Result<T, ConnError>>,
+) -> Result<T, ConnError> {
+    or(fut, async {
+        control.stop.wait().await;
+        glommio::timer::sleep(Duration::from_millis(DRAIN_MS)).await;
+        Err(ConnError::Timeout("canary write"))
+    })
+    .await
+}
+
+/// Record the ticks of canary `index` missed by more than an interval
+/// by `now_ns` (disconnected, or a write blocked) as skipped rounds.
+fn skip_missed(
+    record: &RefCell<CanaryRecord>,
+    index: u32,
+    next_due: &mut u64,
+    interval_ns: u64,
+    now_ns: u64,
+) {
+    let mut r = record.borrow_mut();
+    while *next_due + interval_ns <= now_ns {
+        r.rounds.push(Round {
+            canary: index,
+            due_ns: *next_due,
+            sent_ns: None,
+            received_ns: None,
+        });
+        *next_due += interval_ns;
     }
 }
 
@@ -652,6 +685,27 @@ mod tests {
         let rtt = s.rtt.expect("two came back");
         assert_eq!((rtt.count, rtt.min, rtt.max), (2, 30, 140));
         assert_eq!(window_stats(&[], 0, 10), CanaryStats::default());
+    }
+
+    #[test]
+    fn missed_ticks_become_skipped_rounds() {
+        let record = RefCell::new(CanaryRecord::default());
+        let mut next_due = 100;
+        // Less than an interval late: nothing skipped, the tick is still on.
+        skip_missed(&record, 3, &mut next_due, 50, 149);
+        assert!(record.borrow().rounds.is_empty());
+        assert_eq!(next_due, 100);
+        skip_missed(&record, 3, &mut next_due, 50, 260);
+        let due: Vec<u64> = record.borrow().rounds.iter().map(|r| r.due_ns).collect();
+        assert_eq!(due, [100, 150, 200]);
+        assert_eq!(next_due, 250);
+        assert!(record
+            .borrow()
+            .rounds
+            .iter()
+            .all(|r| r.canary == 3 && r.sent_ns.is_none()));
+        let lost = window_stats(&record.borrow().rounds, 0, 1000);
+        assert_eq!((lost.rounds, lost.lost), (3, 3));
     }
 
     #[test]

@@ -272,7 +272,7 @@ pub fn run(args: &KeepaliveArgs) -> Result<Report, BenchError> {
         }
         report.int(
             "canary_disconnects",
-            "canary connections lost (they reconnect)",
+            "canary connections lost or refused (they retry)",
             record.disconnects.total(),
         );
         report.note(record.priority_note());
