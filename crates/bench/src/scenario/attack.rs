@@ -36,8 +36,8 @@
 //! after the after reading to see whether their session is still there).
 //!
 //! Bounded: `--duration-secs` at most 30; connection set-up stops at the
-//! attack's end (absent sessions: after 25 s); every read and write races
-//! a deadline. At most 15,000 connections. Pure parts are tested at the
+//! attack's end (absent sessions: after 20 s, their probes after 10 s);
+//! every read and write races a deadline. At most 15,000 connections. Pure parts are tested at the
 //! bottom.
 
 use std::cell::{Cell, RefCell};
@@ -93,7 +93,10 @@ const SUBSCRIBER_DRAIN_NS: u64 = 3_000_000_000;
 const SESSION_EXPIRY_SECS: u32 = 3600;
 
 /// Absent sessions stop being created this long after the start, ns.
-const CREATE_LIMIT_NS: u64 = 25_000_000_000;
+const CREATE_LIMIT_NS: u64 = 20_000_000_000;
+
+/// The probes of the absent sessions stop this long after they start, ns.
+const PROBE_LIMIT_NS: u64 = 10_000_000_000;
 
 /// Absent sessions reconnected at the end to see whether they survived.
 const PROBES: u64 = 100;
@@ -1307,7 +1310,7 @@ async fn absent_sessions(ctx: &Ctx) -> Outcome {
     let count = ctx.args.count();
     let start = now_ns();
     let create_until = start + CREATE_LIMIT_NS;
-    let created = Rc::new(Cell::new(0u64));
+    let created: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(Vec::new()));
     let failures = Rc::new(RefCell::new(Failures::default()));
     let refused_subs = Rc::new(Cell::new(0u64));
     let target = Arc::clone(&ctx.target);
@@ -1342,7 +1345,7 @@ async fn absent_sessions(ctx: &Ctx) -> Outcome {
                             refused_subs.set(refused_subs.get() + 1);
                         }
                         conn.disconnect().await;
-                        created.set(created.get() + 1);
+                        created.borrow_mut().push(i);
                         Progress::add(&target.progress.up, 1);
                     }
                     Some(Err(e)) => failures.borrow_mut().add(&e),
@@ -1362,21 +1365,25 @@ async fn absent_sessions(ctx: &Ctx) -> Outcome {
     .await;
     let (mut probed, mut present) = (0u64, 0u64);
     let mut probe_failures = Failures::default();
-    for i in probe_indices(count, PROBES) {
-        let spec = absent_spec(&ctx.target, i);
-        match ctx.target.establish(&spec, ReadSize::SMALL).await {
-            Ok(e) => {
+    let mut sessions = std::mem::take(&mut *created.borrow_mut());
+    sessions.sort_unstable();
+    let probe_until = now_ns() + PROBE_LIMIT_NS;
+    for k in probe_indices(sessions.len() as u64, PROBES) {
+        let spec = absent_spec(&ctx.target, sessions[k as usize]);
+        match before(probe_until, ctx.target.establish(&spec, ReadSize::SMALL)).await {
+            Some(Ok(e)) => {
                 probed += 1;
                 if e.connack.session_present {
                     present += 1;
                 }
                 e.conn.disconnect().await;
             }
-            Err(e) => probe_failures.add(&e),
+            Some(Err(e)) => probe_failures.add(&e),
+            None => break,
         }
     }
 
-    let (created, failures) = (created.get(), failures.borrow());
+    let (created, failures) = (sessions.len() as u64, failures.borrow());
     let secs = (created_ns - start) as f64 / 1e9;
     rows.int("sessions_created", "absent sessions created", created);
     failures.report(&mut rows, "connections");
