@@ -154,8 +154,11 @@ pub struct Config {
 
     /// QoS 1/2 messages the broker keeps unacknowledged towards one
     /// client, whatever the client's Receive Maximum (a v3 client has
-    /// none, and would otherwise get 65,535).
-    #[arg(long, value_name = "N", default_value_t = 32)]
+    /// none, and would otherwise get 65,535). Below a publisher's own
+    /// window a subscriber falls behind it and its queue overflows (32
+    /// lost half of a 64-in-flight QoS 1 stream here): the default matches
+    /// --receive-maximum.
+    #[arg(long, value_name = "N", default_value_t = 128)]
     pub max_inflight_out: u16,
 
     /// QoS 1/2 messages kept per session while its client is away or its

@@ -579,6 +579,15 @@ impl Session {
     /// rest of the connection's input is ignored.
     pub fn malformed(&mut self, code: ReasonCode, out: &mut Outbox) {
         if self.link.as_ref().is_some_and(|l| !l.closing) {
+            // A decode error meant for CONNACK (0x84 for a second CONNECT
+            // of an unknown version) becomes a Protocol Error here:
+            // DISCONNECT cannot carry it (3.14.2.1; a second CONNECT is a
+            // Protocol Error, MQTT-3.1.0-2).
+            let code = if code.allowed_in_disconnect() {
+                code
+            } else {
+                ReasonCode::PROTOCOL_ERROR
+            };
             self.close_with(code, None, out);
             out.push(Action::Close(CloseCause::ProtocolError));
         }
@@ -725,6 +734,22 @@ impl Session {
             .unwrap_or(0);
         let mut codes = Vec::with_capacity(packet.filters.len());
         let mut retained = Vec::new();
+        if self.protocol == ProtocolVersion::V3_1
+            && packet.filters.iter().any(|(filter, _)| {
+                check_filter(filter).is_err()
+                    || exceeds_levels(filter, policy.max_topic_levels)
+                    || (self.subscriptions.len() >= policy.max_subscriptions
+                        && self.subscriptions.get(filter).is_none())
+            })
+        {
+            // MQTT 3.1's SUBACK has no failure code: a filter it cannot
+            // grant can only end the connection.
+            out.push(Action::Close(CloseCause::ProtocolError));
+            if let Some(link) = self.link.as_mut() {
+                link.closing = true;
+            }
+            return Ok(());
+        }
         // v3 has only the failure code 0x80.
         let failure = |v5code| if v5 { v5code } else { ReasonCode(0x80) };
         for ((filter, options), check) in packet.filters.iter().zip(checked) {

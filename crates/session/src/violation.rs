@@ -52,7 +52,6 @@ impl Violation {
             Violation::TopicAliasOutOfRange => ReasonCode::TOPIC_ALIAS_INVALID,
             Violation::QosNotSupported => ReasonCode::QOS_NOT_SUPPORTED,
             Violation::ReceiveMaximumExceeded => ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
-            Violation::AuthWithoutMethod => ReasonCode::BAD_AUTHENTICATION_METHOD,
             Violation::SecondConnect
             | Violation::TopicAliasUnknown
             | Violation::EmptyTopicWithoutAlias
@@ -60,6 +59,9 @@ impl Violation {
             | Violation::NoLocalOnSharedSubscription
             | Violation::SeveralSubscriptionIdentifiers
             | Violation::SessionExpiryRaisedFromZero
+            // 4.12: a Protocol Error (0x8C Bad authentication method is a
+            // CONNACK code; DISCONNECT may not carry it).
+            | Violation::AuthWithoutMethod
             | Violation::ServerPacketFromClient => ReasonCode::PROTOCOL_ERROR,
         }
     }

@@ -813,7 +813,13 @@ impl Core {
                         assert_eq!(d.code, v.reason_code(), "DISCONNECT after {v:?}");
                     }
                     if let Call::Malformed(code) = call {
-                        assert_eq!(d.code, code, "DISCONNECT after a decode error");
+                        // A CONNACK-only code becomes a Protocol Error.
+                        let expected = if code.allowed_in_disconnect() {
+                            code
+                        } else {
+                            ReasonCode::PROTOCOL_ERROR
+                        };
+                        assert_eq!(d.code, expected, "DISCONNECT after a decode error");
                     }
                 }
                 self.check_sent(e, link, &packet, call, old_flows.as_ref());

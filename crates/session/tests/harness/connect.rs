@@ -187,7 +187,7 @@ fn auth_without_an_authentication_method_is_0x8c() {
         code: ReasonCode::CONTINUE_AUTHENTICATION,
         properties: Properties::default(),
     }));
-    h.assert_violation(Violation::AuthWithoutMethod, 0x8C);
+    h.assert_violation(Violation::AuthWithoutMethod, 0x82);
 }
 
 #[test]
