@@ -48,6 +48,10 @@ pub enum Command {
     /// round trips: broker memory before/peak/after, canary p99/max/lost,
     /// whether the broker refused it.
     Attack(crate::scenario::attack::AttackArgs),
+    /// Mixed load for a long time (QoS 0/1/2, resets, take-overs, wills,
+    /// retained churn, a canary): sent vs received per QoS, lost,
+    /// duplicated, wills, stalls; exit status 3 when anything was lost.
+    Soak(crate::scenario::soak::SoakArgs),
 }
 
 /// Flags every scenario takes.
@@ -722,6 +726,7 @@ mod tests {
             &["pubsub"],
             &["sink"],
             &["attack", "--kind", "never-read"],
+            &["soak"],
         ] {
             let cmd = parse(args).expect("defaults parse");
             let ok = match &cmd {
@@ -732,6 +737,7 @@ mod tests {
                 Command::Pubsub(a) => a.validate(),
                 Command::Sink(a) => a.validate(),
                 Command::Attack(a) => a.validate(),
+                Command::Soak(a) => a.validate(),
             };
             assert_eq!(ok, Ok(()), "{args:?}");
         }

@@ -14,7 +14,7 @@
 //! - `procfs`: /proc and getrusage readings (CPU, RSS), the clock.
 //! - `report`: the human-readable table and the one-line JSON.
 //! - `scenario`: `conn`, `idle`, `keepalive`, `takeover`, `pubsub`, `attack`
-//!   (with the `canary` it shares with `keepalive`) and the
+//!   (with the `canary` it shares with `keepalive`), `soak` and the
 //!   hidden `sink`, one file each.
 //!
 //! Invariants: the tool never touches a broker's internals: it measures
@@ -49,6 +49,7 @@ pub fn run(cli: &Cli) -> Result<Report, BenchError> {
         Command::Pubsub(a) => scenario::pubsub::run(a),
         Command::Sink(a) => scenario::sink::run(a),
         Command::Attack(a) => scenario::attack::run(a),
+        Command::Soak(a) => scenario::soak::run(a),
     }
 }
 
@@ -62,5 +63,6 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Pubsub(a) => a.common.json,
         Command::Sink(a) => a.json,
         Command::Attack(a) => a.common.json,
+        Command::Soak(a) => a.common.json,
     }
 }

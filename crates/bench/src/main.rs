@@ -1,7 +1,8 @@
 //! The `ringmq-bench` command: parse flags, run one scenario, print its
 //! report (a table, or one JSON line with `--json`) on stdout. Progress
 //! lines and errors go to stderr. Exit status 2 for bad flags, 1 when the
-//! run could not be carried out.
+//! run could not be carried out, 3 when it ran and its report says it
+//! failed (a soak that lost a message).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
             };
             // A closed stdout (e.g. `| head`) is not worth a panic.
             match std::io::stdout().write_all(text.as_bytes()) {
+                Ok(()) if report.failed => ExitCode::from(3),
                 Ok(()) => ExitCode::SUCCESS,
                 Err(_) => ExitCode::FAILURE,
             }

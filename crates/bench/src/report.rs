@@ -43,6 +43,9 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Remarks printed under the table (and as `notes` in JSON).
     pub notes: Vec<String>,
+    /// The run found what it exists to find (a lost message, a stall):
+    /// the command exits with status 3. The reasons are in the rows.
+    pub failed: bool,
 }
 
 impl Report {

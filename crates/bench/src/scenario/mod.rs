@@ -13,6 +13,7 @@ pub mod idle;
 pub mod keepalive;
 pub mod pubsub;
 pub mod sink;
+pub mod soak;
 pub mod takeover;
 
 use std::collections::BTreeMap;
