@@ -91,9 +91,9 @@ pub(crate) struct Core {
     /// --max-connect-rate.
     pub(crate) connect_bucket: super::ratelimit::TokenBucket,
     /// --will-rate, and the fired session timers waiting for it (with
-    /// when they fired).
+    /// when they fired and the timer's generation then).
     pub(crate) timer_bucket: super::ratelimit::TokenBucket,
-    pub(crate) due: VecDeque<(SessionId, ringmq_session::Timer, Tick)>,
+    pub(crate) due: VecDeque<(SessionId, ringmq_session::Timer, Tick, u32)>,
     /// Links waiting for their CONNECT (--max-pending-connects).
     pub(crate) pending_connects: usize,
 }

@@ -432,14 +432,16 @@ impl Core {
                     }
                 }
                 TimerEvent::Session(sid, timer) => {
-                    // The entry has fired: it is no longer armed (the
-                    // session may arm it again before the backlog gets to
-                    // it; a stale fire is harmless to a session).
-                    self.table.set_timer(sid, timer, None);
+                    // The entry has fired: it is no longer armed. If the
+                    // session arms or cancels this timer before the
+                    // backlog gets to it, the fire is stale and skipped.
+                    let Some(gen) = self.table.fired(sid, timer) else {
+                        continue;
+                    };
                     if !self.due.is_empty() {
                         ShardStats::inc(&self.stats.timers_deferred);
                     }
-                    self.due.push_back((sid, timer, now));
+                    self.due.push_back((sid, timer, now, gen));
                 }
             }
         }
@@ -452,7 +454,13 @@ impl Core {
     fn run_due(&mut self, now: Tick) {
         let tick_ms = self.shared.config.keepalive_tick_ms;
         let mut deferred = 0u64;
-        while let Some(&(sid, timer, due)) = self.due.front() {
+        while let Some(&(sid, timer, due, gen)) = self.due.front() {
+            if !self.table.timer_current(sid, timer, gen) {
+                // Re-armed or cancelled meanwhile (a reconnection cancels
+                // a will still waiting here): nothing to do, no token.
+                self.due.pop_front();
+                continue;
+            }
             if !self.timer_bucket.take(now) {
                 deferred = self.due.len() as u64;
                 break;

@@ -23,6 +23,9 @@ pub(crate) struct Entry {
     pub(crate) link: Option<LinkId>,
     /// Wheel entries by `Timer::index`.
     pub(crate) timers: [Option<TimerKey>; 3],
+    /// Bumped whenever the session arms or cancels a timer kind, so a
+    /// fired timer still waiting for --will-rate can tell it is stale.
+    pub(crate) timer_gen: [u32; 3],
     /// Take-overs of this client id since `fight_since_ms` (--takeover-limit).
     pub(crate) fights: u32,
     pub(crate) fight_since_ms: u64,
@@ -112,6 +115,7 @@ impl SessionTable {
                 session,
                 link: None,
                 timers: [None; 3],
+                timer_gen: [0; 3],
                 fights: 0,
                 fight_since_ms: 0,
             },
@@ -186,7 +190,8 @@ impl SessionTable {
         }
     }
 
-    /// Replaces a session's wheel entry for `timer`; returns the old one.
+    /// Replaces a session's wheel entry for `timer` (the session armed or
+    /// cancelled it); returns the old one.
     pub(crate) fn set_timer(
         &mut self,
         id: SessionId,
@@ -194,7 +199,25 @@ impl SessionTable {
         key: Option<TimerKey>,
     ) -> Option<TimerKey> {
         let entry = self.get_mut(id)?;
+        let gen = &mut entry.timer_gen[timer.index()];
+        *gen = gen.wrapping_add(1);
         std::mem::replace(&mut entry.timers[timer.index()], key)
+    }
+
+    /// The wheel entry for `timer` has fired: it is no longer armed.
+    /// Returns the timer's generation, to check it is still current when
+    /// it is handled.
+    pub(crate) fn fired(&mut self, id: SessionId, timer: Timer) -> Option<u32> {
+        let entry = self.get_mut(id)?;
+        entry.timers[timer.index()] = None;
+        Some(entry.timer_gen[timer.index()])
+    }
+
+    /// Whether `timer` is still at generation `gen` (neither armed again
+    /// nor cancelled since it fired).
+    pub(crate) fn timer_current(&self, id: SessionId, timer: Timer, gen: u32) -> bool {
+        self.get(id)
+            .is_some_and(|e| e.timer_gen[timer.index()] == gen)
     }
 
     /// Sessions with a link attached, and their links.

@@ -557,12 +557,22 @@ impl Session {
         out.push(Action::Close(CloseCause::TakenOver));
         self.link = None;
         out.push(Action::CancelTimer(Timer::KeepAlive));
+        // A session with expiry 0 (v3 clean session 1) ends with its
+        // connection, so on take-over too (MQTT 5 3.1.4 comment): the new
+        // connection gets a fresh one (Session Present 0) whatever its
+        // Clean Start, and a delayed will is cut short like any other
+        // ending session (3.1.3.2.2).
+        let ends = clean_start || self.session_expiry_secs == 0;
         let due = will_due_on_close(CloseCause::TakenOver, self.protocol);
         match self.will.take() {
-            Some(will) if due && (self.will_delay_secs == 0 || clean_start) => {
+            Some(will) if due && (self.will_delay_secs == 0 || ends) => {
                 out.push(Action::PublishWill(will));
             }
             _ => {}
+        }
+        if self.session_expiry_secs == 0 && !clean_start {
+            self.clear(out);
+            self.resumable = false;
         }
     }
 

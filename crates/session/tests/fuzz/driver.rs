@@ -612,9 +612,15 @@ impl Core {
                 .as_ref()
                 .is_some_and(|x| x.client_id == client_id)
         });
+        // A session with expiry 0 ends at a take-over (MQTT 5 3.1.4): the
+        // newcomer never finds it present.
+        let mut ended_by_takeover = false;
         if let Some(e) = found {
             let old = self.entries[e].as_ref().and_then(|x| x.link);
             if let Some(old) = old {
+                ended_by_takeover = self.entries[e]
+                    .as_ref()
+                    .is_some_and(|x| x.session.session_expiry_secs() == 0);
                 // MQTT-3.1.4-3: the old connection is closed first.
                 self.stats.takeovers += 1;
                 let bound = self.bound(Some(e), 0);
@@ -649,7 +655,7 @@ impl Core {
                 self.entries.len() - 1
             }
         };
-        let present = found.is_some() && !connect.clean_start;
+        let present = found.is_some() && !connect.clean_start && !ended_by_takeover;
         let receive_max = if v5 {
             connect.properties.receive_maximum.unwrap_or(u16::MAX)
         } else {
