@@ -745,12 +745,13 @@ impl Session {
         let mut codes = Vec::with_capacity(packet.filters.len());
         let mut retained = Vec::new();
         if self.protocol == ProtocolVersion::V3_1
-            && packet.filters.iter().any(|(filter, _)| {
-                check_filter(filter).is_err()
-                    || exceeds_levels(filter, policy.max_topic_levels)
-                    || (self.subscriptions.len() >= policy.max_subscriptions
-                        && self.subscriptions.get(filter).is_none())
-            })
+            && (packet.filters.len() > policy.max_subscriptions
+                || packet.filters.iter().any(|(filter, _)| {
+                    check_filter(filter).is_err()
+                        || exceeds_levels(filter, policy.max_topic_levels)
+                        || (self.subscriptions.len() >= policy.max_subscriptions
+                            && self.subscriptions.get(filter).is_none())
+                }))
         {
             // MQTT 3.1's SUBACK has no failure code: a filter it cannot
             // grant can only end the connection.
@@ -762,9 +763,17 @@ impl Session {
         }
         // v3 has only the failure code 0x80.
         let failure = |v5code| if v5 { v5code } else { ReasonCode(0x80) };
-        for ((filter, options), check) in packet.filters.iter().zip(checked) {
+        for (n, ((filter, options), check)) in packet.filters.iter().zip(checked).enumerate() {
             if check.is_err() {
                 codes.push(failure(ReasonCode::TOPIC_FILTER_INVALID));
+                continue;
+            }
+            if n >= policy.max_subscriptions {
+                // One packet cannot ask for more than a session may hold
+                // (each filter would query the retained store: a 1 MiB
+                // SUBSCRIBE of "#" repeated is 200,000 queries).
+                out.push(Action::LimitHit(Limit::Subscriptions));
+                codes.push(failure(ReasonCode::QUOTA_EXCEEDED));
                 continue;
             }
             if exceeds_levels(filter, policy.max_topic_levels) {

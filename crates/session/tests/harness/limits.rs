@@ -38,6 +38,16 @@ fn subscriptions_beyond_the_limit_get_quota_exceeded() {
     // Replacing an existing subscription is not a new one.
     h.packet(subscribe(2, &[("a", opts(QoS::ExactlyOnce))]));
     assert_eq!(suback_codes(&h), [0x02]);
+    // Nor may one packet repeat a filter past the limit (each repeat
+    // would query the retained store again).
+    h.packet(subscribe(3, &[("a", q1), ("a", q1), ("a", q1)]));
+    assert_eq!(suback_codes(&h), [0x01, 0x01, 0x97]);
+    let retained = h
+        .actions()
+        .iter()
+        .filter(|a| matches!(a, Action::SendRetained { .. }))
+        .count();
+    assert_eq!(retained, 2);
     // v3 has only 0x80.
     let mut h = Harness::connected_with(policy, v3("c"));
     h.packet(subscribe(1, &[("a", q1), ("b", q1), ("c", q1)]));
