@@ -2,16 +2,6 @@
 
 use crate::util::*;
 
-fn suback_codes(h: &Harness) -> Vec<u8> {
-    h.sent()
-        .into_iter()
-        .find_map(|p| match p {
-            Packet::SubAck(s) => Some(s.codes.iter().map(|c| c.0).collect()),
-            _ => None,
-        })
-        .expect("a SUBACK")
-}
-
 fn unsuback_codes(h: &Harness) -> Vec<u8> {
     h.sent()
         .into_iter()

@@ -598,6 +598,17 @@ impl Harness {
     }
 }
 
+/// The codes of the SUBACK the last call wrote.
+pub fn suback_codes(h: &Harness) -> Vec<u8> {
+    h.sent()
+        .into_iter()
+        .find_map(|p| match p {
+            Packet::SubAck(s) => Some(s.codes.iter().map(|c| c.0).collect()),
+            _ => None,
+        })
+        .expect("a SUBACK")
+}
+
 impl Default for Harness {
     fn default() -> Self {
         Self::new()
