@@ -115,6 +115,9 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 /// broker's close, and the watcher for its will.
 const WILL_GRACE_NS: u64 = 10_000_000_000;
 
+/// How long a reset subscriber waits for its will before reconnecting.
+const WILL_AFTER_RESET_WAIT_NS: u64 = 5_000_000_000;
+
 /// How long a polite will client stays before its normal DISCONNECT.
 const POLITE_STAY_MS: u64 = 500;
 
@@ -497,6 +500,11 @@ impl WillBook {
     /// The watcher got the will with `key`.
     pub fn receive(&mut self, key: u64) {
         *self.received.entry(key).or_insert(0) += 1;
+    }
+
+    /// Whether the will with `key` arrived.
+    pub fn has(&self, key: u64) -> bool {
+        self.received.contains_key(&key)
     }
 
     /// Expected wills not received yet.
@@ -1450,6 +1458,12 @@ async fn subscriber(role: Role, index: u32, shared: Arc<Shared>, result: Results
                             rng.below(args.offline_ms + 1),
                         ))
                         .await;
+                        // Reconnecting before the broker noticed the reset
+                        // would be a take-over of a dead connection (3.1.1
+                        // publishes no will then): wait for the will first.
+                        if let Some(w) = &will {
+                            wait_for_will(&shared, w.key).await;
+                        }
                         will = Some(shared.will(&who));
                         conn =
                             reconnect(&shared, version, &id, will.as_ref(), &filters, &mut stats)
@@ -1501,6 +1515,15 @@ async fn subscriber(role: Role, index: u32, shared: Arc<Shared>, result: Results
         qos2_redelivered: client.qos2_redelivered,
         stats,
     });
+}
+
+/// Wait (at most [`WILL_AFTER_RESET_WAIT_NS`]) until the watcher has the
+/// will with `key`.
+async fn wait_for_will(shared: &Shared, key: u64) {
+    let deadline = now_ns() + WILL_AFTER_RESET_WAIT_NS;
+    while !shared.book().has(key) && now_ns() < deadline && !shared.leave.is_open() {
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// A second connection takes the session over; the old one must get
@@ -3193,6 +3216,7 @@ mod tests {
         b.receive(10);
         b.receive(20);
         assert_eq!(b.outstanding(), 2);
+        assert!(b.has(1) && b.has(20) && !b.has(2));
         assert_eq!(
             b.summary(),
             WillSummary {
