@@ -139,8 +139,9 @@ pub struct Session {
     will: Option<Box<Will>>,
     /// Will Delay Interval of `will`, seconds.
     will_delay_secs: u32,
-    /// `will` is due and waits for its delay (the WillDelay timer).
-    will_pending: bool,
+    /// `will` is due and waits for its delay (the WillDelay timer) until
+    /// this tick.
+    will_pending: Option<Tick>,
     /// Seconds the session outlives its connection (`u32::MAX` = forever).
     session_expiry_secs: u32,
     qos: Option<Box<QosState>>,
@@ -159,7 +160,7 @@ impl Session {
             subscriptions: Subscriptions::default(),
             will: None,
             will_delay_secs: 0,
-            will_pending: false,
+            will_pending: None,
             session_expiry_secs: 0,
             qos: None,
             link: None,
@@ -225,14 +226,15 @@ impl Session {
         let version = connect.protocol;
         let v5 = version == ProtocolVersion::V5;
         let present = self.resumable && !connect.clean_start;
-        if self.will_pending {
-            // A reconnection cancels a delayed will, unless it ends the
-            // session, which sends the will now (3.1.2.5: "when the delay
-            // passes or the session ends").
-            self.will_pending = false;
+        if let Some(due) = self.will_pending.take() {
+            // A reconnection within the delay cancels a delayed will,
+            // unless it ends the session, which sends the will now
+            // (3.1.2.5: "when the delay passes or the session ends"). One
+            // after the delay (its timer still waiting for the shard's
+            // --will-rate) does not: the will was due (MQTT-3.1.2-8).
             out.push(Action::CancelTimer(Timer::WillDelay));
             if let Some(will) = self.will.take() {
-                if connect.clean_start {
+                if connect.clean_start || now >= due {
                     out.push(Action::PublishWill(will));
                 }
             }
@@ -481,8 +483,7 @@ impl Session {
                 }
             }
             Timer::WillDelay => {
-                if self.will_pending {
-                    self.will_pending = false;
+                if self.will_pending.take().is_some() {
                     if let Some(will) = self.will.take() {
                         out.push(Action::PublishWill(will));
                     }
@@ -493,8 +494,7 @@ impl Session {
                     return;
                 }
                 // The session ends before the will delay: the will goes now.
-                if self.will_pending {
-                    self.will_pending = false;
+                if self.will_pending.take().is_some() {
                     out.push(Action::CancelTimer(Timer::WillDelay));
                     if let Some(will) = self.will.take() {
                         out.push(Action::PublishWill(will));
@@ -523,11 +523,9 @@ impl Session {
                     // When the delay passes or the session ends, whichever
                     // comes first.
                     let secs = self.will_delay_secs.min(self.session_expiry_secs);
-                    self.will_pending = true;
-                    out.push(Action::ArmTimer(
-                        Timer::WillDelay,
-                        now.add_secs(u64::from(secs)),
-                    ));
+                    let due = now.add_secs(u64::from(secs));
+                    self.will_pending = Some(due);
+                    out.push(Action::ArmTimer(Timer::WillDelay, due));
                 }
             }
         } else {

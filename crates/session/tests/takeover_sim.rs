@@ -75,10 +75,10 @@
 //! (b) 2-4 clients fighting over an id, (c) QoS 1/2 traffic across
 //! reconnects); `will_on_takeover_matrix` (will_matrix.md row by row);
 //! `fin_and_connect_in_both_orders`; the take-over of sessions that end
-//! with their connection (a bug this simulation found, fixed in 806afd3).
-//! Ignored, reproducing a bug found: with a --will-rate backlog, a
-//! reconnection cancels a will whose delay has already passed
-//! (`a_will_whose_delay_passed_is_published_though_its_fire_waits`,
+//! with their connection (a bug this simulation found, fixed in 806afd3);
+//! with a --will-rate backlog, a reconnection cancelled a will whose delay
+//! had already passed (found here, fixed by the session remembering the
+//! will's deadline: `a_will_whose_delay_passed_is_published_though_its_fire_waits`,
 //! `takeover_simulation_with_a_timer_backlog`).
 //!
 //! The simulated clients share their QoS state per client id and per
@@ -2188,7 +2188,6 @@ fn takeover_simulation() {
 /// finds the stale-timer bug of the backlog (see
 /// `a_will_delay_fire_held_back_by_will_rate_is_harmless`).
 #[test]
-#[ignore = "bug (issue 12): timers held back by --will-rate fire stale, or are cancelled after their deadline"]
 fn takeover_simulation_with_a_timer_backlog() {
     run_cases(true);
 }
@@ -2448,7 +2447,7 @@ fn fin_and_connect_in_both_orders() {
 }
 
 // ---------------------------------------------------------------------
-// Bugs found: regression tests, and an ignored reproducer
+// Bugs found: regression tests
 // ---------------------------------------------------------------------
 
 fn v3_connect(clean_session: bool) -> Connect {
@@ -2578,7 +2577,8 @@ fn v5_takeover_ends_a_session_expiry_0_session_and_sends_its_will() {
     );
 }
 
-/// Bug (the --will-rate backlog, still there after 806afd3): a will whose
+/// Regression (the --will-rate backlog; fixed by `Session` keeping the
+/// will's deadline and publishing on a reconnection after it): a will whose
 /// delay has passed, but whose WillDelay fire still waits for a token, is
 /// cancelled if the client reconnects before the backlog reaches it. The
 /// reconnection's CancelTimer makes the waiting fire stale (driver.rs
@@ -2593,7 +2593,6 @@ fn v5_takeover_ends_a_session_expiry_0_session_and_sends_its_will() {
 /// backlog before `connect` (they are due), or the session keeps its
 /// will's deadline and publishes a pending will that is due on connect.
 #[test]
-#[ignore = "bug (issue 12): a reconnection cancels a will whose delay passed while its fire waits for --will-rate"]
 fn a_will_whose_delay_passed_is_published_though_its_fire_waits() {
     let mut flags = Flags::new(60);
     flags.will_rate = 1;
