@@ -3103,6 +3103,42 @@ mod tests {
         d
     }
 
+    fn soak_args(args: &[&str]) -> SoakArgs {
+        use clap::Parser;
+        let mut all = vec!["ringmq-bench", "soak"];
+        all.extend_from_slice(args);
+        match crate::cli::Cli::try_parse_from(all).map(|c| c.command) {
+            Ok(crate::cli::Command::Soak(a)) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_validate_and_bound_the_connections() {
+        let a = soak_args(&[]);
+        assert_eq!(a.validate(), Ok(()));
+        assert_eq!(a.duration_secs, 1800.0);
+        // 48 persistent connections (a fighter's two) and 12 publishers,
+        // doubled for the session-ending ones; 3 waves of 20 will clients;
+        // watcher, retained pair, canary pair.
+        assert_eq!(a.connections_bound(), 2 * (48 + 12) + 60 + 5);
+        let flag = |args: &[&str]| soak_args(args).validate().map_err(|e| e.flag);
+        assert_eq!(flag(&["--will-clients", "2000"]), Err("subscribers"));
+        assert_eq!(flag(&["--resetters", "1000"]), Err("subscribers"));
+        assert_eq!(flag(&["--duration-secs", "0"]), Err("duration-secs"));
+        assert_eq!(flag(&["--publisher-reset-secs", "0"]), Ok(()));
+        assert_eq!(flag(&["--rate", "0"]), Err("rate"));
+        assert_eq!(flag(&["-T", "0"]), Err("topics"));
+        assert_eq!(flag(&["--payload", "15"]), Err("payload"));
+        assert_eq!(flag(&["--takeover-ms", "10"]), Err("takeover-ms"));
+        assert_eq!(flag(&["--topic-prefix", "a/#"]), Err("topic-prefix"));
+        assert_eq!(
+            flag(&["--subscribers", "0", "--resetters", "0", "--fighters", "0"]),
+            Err("subscribers")
+        );
+        assert_eq!(flag(&["--retained-topics", "0"]), Ok(()));
+    }
+
     #[test]
     fn rng_is_deterministic_and_in_range() {
         let mut a = Rng::new(7);
