@@ -1592,3 +1592,120 @@ impl RawClient {
         drop(self.stream);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Hostile-client helpers (tests/hostile.rs)
+// ---------------------------------------------------------------------------
+
+impl RawClient {
+    /// Opens a TCP connection to the IPv4 `addr` from `local_ip` (any
+    /// port; all of 127.0.0.0/8 is loopback on Linux, so a test can play a
+    /// second host), with SO_RCVBUF set to `rcvbuf` bytes before the SYN
+    /// when given: the window the kernel offers the broker then stays
+    /// small, so a client that does not read backs the broker up after
+    /// kilobytes instead of megabytes.
+    pub fn open_from(
+        addr: SocketAddr,
+        local_ip: std::net::Ipv4Addr,
+        rcvbuf: Option<usize>,
+    ) -> RawClient {
+        use std::os::fd::FromRawFd;
+        let SocketAddr::V4(remote) = addr else {
+            panic!("open_from: {addr} is not IPv4")
+        };
+        let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(ip.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: plain socket calls on a descriptor this function owns
+        // until `from_raw_fd` takes it; every pointer is to a live local
+        // of the size passed with it.
+        let stream = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+            // Owned at once, so an assertion below closes it.
+            let stream = TcpStream::from_raw_fd(fd);
+            if let Some(bytes) = rcvbuf {
+                let value = bytes as libc::c_int;
+                let rc = libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+                assert_eq!(rc, 0, "SO_RCVBUF: {}", io::Error::last_os_error());
+            }
+            let local = sockaddr(local_ip, 0);
+            let rc = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len);
+            assert_eq!(rc, 0, "bind {local_ip}: {}", io::Error::last_os_error());
+            let peer = sockaddr(*remote.ip(), remote.port());
+            let rc = libc::connect(fd, (&peer as *const libc::sockaddr_in).cast(), len);
+            assert_eq!(rc, 0, "connect {addr}: {}", io::Error::last_os_error());
+            stream
+        };
+        RawClient::from_stream(stream, false)
+    }
+
+    /// Whether the broker closes the connection within `timeout`; packets
+    /// that come first are discarded. False when it is still open then.
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_packet(left) {
+                Ok(_) => {}
+                Err(ReadError::Closed) => return true,
+                Err(ReadError::Timeout) => return false,
+                Err(e) => panic!("reading until close: {e:?}"),
+            }
+        }
+    }
+
+    /// Reads and discards raw bytes until the broker closes the connection
+    /// (EOF or reset); answers how many bytes came. Panics when it is still
+    /// open at `timeout`. Unlike `expect_closed` this keeps nothing, for a
+    /// connection with megabytes of backlog.
+    pub fn drain_until_closed(&mut self, timeout: Duration, why: &str) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut total = std::mem::take(&mut self.buf).len();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "connection not closed within {timeout:?} ({why}); {total} bytes drained"
+            );
+            let wait = (deadline - now).max(Duration::from_millis(1));
+            self.stream.set_read_timeout(Some(wait)).expect("timeout");
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return total,
+                Ok(n) => total += n,
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock
+                    | io::ErrorKind::TimedOut
+                    | io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                        return total
+                    }
+                    _ => panic!("draining until close ({why}): {e}"),
+                },
+            }
+        }
+    }
+}
+
+/// `n` topics `prefix<i>` whose retained messages `shard` owns
+/// (`shard_for(topic, SHARDS)`).
+pub fn topics_on_shard(prefix: &str, shard: usize, n: usize) -> Vec<String> {
+    (0..100_000)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|t| shard_for(t.as_bytes(), SHARDS) == shard)
+        .take(n)
+        .collect()
+}
