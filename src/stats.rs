@@ -94,10 +94,12 @@ counters! {
     /// Fired session timers (keep-alive, will delay, expiry) that waited
     /// for the --will-rate bucket.
     timers_deferred,
-    /// Wills published later than one tick after they fell due (--will-rate).
-    wills_late,
-    /// Sum over late wills of how late they were, in milliseconds.
-    will_lateness_ms,
+    /// Fired session timers (keep-alive expiries and the closes and wills
+    /// they cause, will delays, session expiries) handled more than one
+    /// tick after they fell due, because they waited for --will-rate.
+    timers_late,
+    /// Sum over late timers of how late they were, in milliseconds.
+    timer_lateness_ms,
 }
 
 impl ShardStats {

@@ -82,7 +82,7 @@ enum State {
     Waiting,
     /// The client does not read: its output passed --max-outbuf-bytes, so
     /// it is not read either (it would only make more output) until its
-    /// output drains to half that; see `Engine::blocked`.
+    /// output drains to half that.
     Blocked,
     /// Closed for the session; the slot lives until the kernel has
     /// finished every request on it.
@@ -201,9 +201,13 @@ struct Engine {
     read_since_flush: usize,
     /// `--max-outbuf-bytes`.
     max_outbuf: usize,
-    /// Connections not read because their output is full, with when they
-    /// are closed unless it drains (`--write-stall-timeout-ms`).
-    blocked: Vec<(u32, Instant)>,
+    /// Sends the kernel holds (slot, the bytes' address, deadline): one
+    /// not written whole by its deadline (`--write-stall-timeout-ms`)
+    /// closes its connection. An entry is current while the connection's
+    /// `sending` still starts at that address; a send that completes, or
+    /// makes progress and is resubmitted, leaves a stale entry behind,
+    /// dropped at the next check.
+    stalls: Vec<(u32, usize, Instant)>,
     stall_timeout: Duration,
 }
 
@@ -235,7 +239,7 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Ring, listeners: Vec<OwnedFd>, d
         direct_sends: DIRECT_SENDS,
         read_since_flush: 0,
         max_outbuf: shard.config().max_outbuf_bytes,
-        blocked: Vec::new(),
+        stalls: Vec::new(),
         stall_timeout: Duration::from_millis(shard.config().write_stall_timeout_ms),
     };
     engine.arm_listeners();
@@ -344,7 +348,7 @@ impl Engine {
             consider(*at);
         }
         if !self.stall_timeout.is_zero() {
-            if let Some(at) = self.blocked.iter().map(|(_, at)| *at).min() {
+            if let Some(at) = self.stalls.iter().map(|(_, _, at)| *at).min() {
                 consider(at);
             }
         }
@@ -653,8 +657,6 @@ impl Engine {
         if conn.reading == Reading::Multi {
             self.ring.cancel(token);
         }
-        self.blocked
-            .push((slot, Instant::now() + self.stall_timeout));
         let stats = &self.shard.shared.stats[self.shard.id];
         crate::stats::ShardStats::inc(&stats.outbuf_paused);
         trace!("output above --max-outbuf-bytes: not reading");
@@ -675,28 +677,31 @@ impl Engine {
         }
     }
 
-    /// Closes blocked connections whose output has not drained within
-    /// --write-stall-timeout-ms.
+    /// Closes connections whose socket has not taken a send whole within
+    /// --write-stall-timeout-ms (a client that does not read, whatever it
+    /// sends).
     fn close_stalled(&mut self) {
-        if self.blocked.is_empty() {
+        if self.stalls.is_empty() {
             return;
         }
         let now = Instant::now();
-        let blocked = std::mem::take(&mut self.blocked);
-        for (slot, deadline) in blocked {
-            let Some(conn) = self.conn(slot) else {
-                continue;
-            };
-            if !matches!(conn.state, State::Blocked) {
+        let stalls = std::mem::take(&mut self.stalls);
+        for (slot, at, deadline) in stalls {
+            let current = self.conn(slot).is_some_and(|c| {
+                !matches!(c.state, State::Closed)
+                    && !c.sending.is_empty()
+                    && c.sending.as_ptr() as usize == at
+            });
+            if !current {
                 continue;
             }
-            if now >= deadline && !self.stall_timeout.is_zero() {
+            if now >= deadline {
                 let stats = &self.shard.shared.stats[self.shard.id];
                 crate::stats::ShardStats::inc(&stats.write_stall_closed);
                 debug!("output stalled past --write-stall-timeout-ms: closing");
                 self.close(slot, CloseCause::NetworkError);
             } else {
-                self.blocked.push((slot, deadline));
+                self.stalls.push((slot, at, deadline));
             }
         }
     }
@@ -898,6 +903,10 @@ impl Engine {
         };
         let len = conn.sending.len().min(u32::MAX as usize) as u32;
         let (fd, ptr) = (conn.fd.as_raw_fd(), conn.sending.as_ptr());
+        if !self.stall_timeout.is_zero() {
+            self.stalls
+                .push((slot, ptr as usize, Instant::now() + self.stall_timeout));
+        }
         // SAFETY: `sending` is kept unchanged in the slot until this send's
         // completion (the slot is not freed while a send is in flight).
         unsafe { self.ring.send(fd, ptr, len, token) };
