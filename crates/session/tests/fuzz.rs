@@ -33,6 +33,8 @@
 //! Long run: `RINGMQ_FUZZ_CASES=10000000 cargo test --release -p
 //! ringmq-session --test fuzz -- --nocapture`.
 
+#[path = "shared/client_aliases.rs"]
+mod client_aliases;
 #[path = "fuzz/driver.rs"]
 mod driver;
 #[path = "fuzz/gen.rs"]

@@ -19,6 +19,8 @@
 //!
 //! [`Harness`]: util::Harness
 
+#[path = "shared/client_aliases.rs"]
+mod client_aliases;
 #[path = "harness/util.rs"]
 mod util;
 

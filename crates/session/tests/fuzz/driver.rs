@@ -1066,28 +1066,7 @@ impl Core {
                 assert!(d.code.is_error(), "server DISCONNECT with {}", d.code);
             }
             Packet::Publish(p) => {
-                let topic = match p.properties.topic_alias {
-                    None => {
-                        assert!(!p.topic.is_empty(), "empty topic without alias: {p:?}");
-                        p.topic.clone()
-                    }
-                    Some(alias) => {
-                        assert!(
-                            alias >= 1 && alias <= l.alias_max,
-                            "alias {alias} beyond the client's maximum {}",
-                            l.alias_max
-                        );
-                        if p.topic.is_empty() {
-                            l.aliases
-                                .get(&alias)
-                                .unwrap_or_else(|| panic!("alias {alias} used before it was set"))
-                                .clone()
-                        } else {
-                            l.aliases.insert(alias, p.topic.clone());
-                            p.topic.clone()
-                        }
-                    }
-                };
+                let topic = crate::client_aliases::client_topic(&mut l.aliases, l.alias_max, p);
                 assert!(!topic.is_empty());
                 if p.qos == QoS::AtMostOnce {
                     assert!(p.packet_id == 0 && !p.dup, "QoS 0 with id or DUP: {p:?}");

@@ -181,7 +181,7 @@ fn server_only_packets_from_the_client_are_protocol_errors_0x82() {
 }
 
 #[test]
-fn auth_without_an_authentication_method_is_0x8c() {
+fn auth_without_an_authentication_method_is_a_protocol_error() {
     let mut h = Harness::connected(v5("c"));
     h.packet(Packet::Auth(ringmq_codec::Auth {
         code: ReasonCode::CONTINUE_AUTHENTICATION,

@@ -570,28 +570,8 @@ impl Harness {
             link.max_packet_size
         );
         if let Packet::Publish(p) = packet {
-            let topic = match p.properties.topic_alias {
-                None => {
-                    assert!(!p.topic.is_empty(), "empty topic without alias: {p:?}");
-                    p.topic.clone()
-                }
-                Some(alias) => {
-                    assert!(
-                        alias >= 1 && alias <= link.topic_alias_maximum,
-                        "alias {alias} beyond the client's maximum {}",
-                        link.topic_alias_maximum
-                    );
-                    if p.topic.is_empty() {
-                        link.aliases
-                            .get(&alias)
-                            .unwrap_or_else(|| panic!("alias {alias} used before it was set"))
-                            .clone()
-                    } else {
-                        link.aliases.insert(alias, p.topic.clone());
-                        p.topic.clone()
-                    }
-                }
-            };
+            let topic =
+                crate::client_aliases::client_topic(&mut link.aliases, link.topic_alias_maximum, p);
             self.topics.push(topic);
         }
         self.wire.push(packet.clone());
