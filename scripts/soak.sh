@@ -9,12 +9,16 @@
 # stall, and give its memory back once the clients have left.
 #
 # Starts the broker on a free loopback port pinned to --broker-cpus
-# (default: this checkout's ringmq, --shards 2), records its resident
-# memory (VmRSS of /proc/PID/status) at baseline, every minute of the run
-# and after the clients left (polling up to 60 s for it to come back within
-# the tolerance), and its peak (VmHWM); runs ringmq-bench soak pinned to
-# --tool-cpus; stops the broker by its PID (SIGTERM, SIGKILL after 5 s);
-# prints a summary. Every step is bounded in time.
+# (default: this checkout's ringmq, --shards 2) and records its resident
+# memory (VmRSS of /proc/PID/status): at start (cold), after a short
+# warm-up soak whose clients have all left (warm: what the allocator and
+# the broker's tables keep once they have been used), every minute of the
+# run, and after the run's clients left, polling up to 60 s for it to come
+# back within the tolerance of the warm baseline (the cold one is printed
+# too; a leak grows with the run's length, a warm-up does not hide it);
+# and its peak (VmHWM). Runs ringmq-bench soak pinned to --tool-cpus; stops
+# the broker by its PID (SIGTERM, SIGKILL after 5 s); prints a summary.
+# Every step is bounded in time.
 #
 # Exit status: 0 when the verdict is a pass and the memory came back, 1
 # when the soak found a failure (the tool's verdict, the memory, the broker
@@ -24,6 +28,8 @@
 #   scripts/soak.sh [options] [extra ringmq-bench soak args...]
 # Options:
 #   -d SECS                 load duration (default 1800)
+#   --warmup SECS           warm-up soak before the baseline (default 60;
+#                           0: none, the baseline is the cold one)
 #   --broker 'CMD {PORT}'   run another broker ({PORT} is replaced), e.g.
 #                           --broker 'mosquitto -p {PORT}'
 #   --shards N              ringmq shards (default 2; ignored with --broker)
@@ -49,6 +55,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/release"
 
 DURATION=1800
+WARMUP=60
 BROKER_CMD=""
 SHARDS=2
 BROKER_CPUS=0-1
@@ -65,6 +72,7 @@ die() { echo "soak.sh: $*" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -d) [[ $# -ge 2 ]] || die "-d needs seconds"; DURATION="$2"; shift 2 ;;
+        --warmup) [[ $# -ge 2 ]] || die "--warmup needs seconds"; WARMUP="$2"; shift 2 ;;
         --broker) [[ $# -ge 2 ]] || die "--broker needs 'CMD {PORT}'"; BROKER_CMD="$2"; shift 2 ;;
         --shards) SHARDS="$2"; shift 2 ;;
         --broker-cpus) BROKER_CPUS="$2"; shift 2 ;;
@@ -89,6 +97,7 @@ for a in "${EXTRA[@]}"; do
     esac
 done
 [[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -gt 0 ]] || die "-d: a whole number of seconds"
+[[ "$WARMUP" =~ ^[0-9]+$ ]] || die "--warmup: a whole number of seconds"
 [[ "$TOL_PCT" =~ ^[0-9]+$ && "$TOL_KIB" =~ ^[0-9]+$ ]] || die "tolerances are whole numbers"
 command -v taskset >/dev/null || die "taskset (util-linux) is needed"
 command -v python3 >/dev/null || die "python3 is needed (to read the JSON report)"
@@ -165,9 +174,25 @@ until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
 done
 # Let start-up allocations settle before the baseline.
 sleep 2
-BASELINE="$(rss_kib "$BROKER_PID")"
-[[ -n "$BASELINE" ]] || die "cannot read /proc/$BROKER_PID/status"
-echo "baseline RSS $(mib "$BASELINE") MiB" >&2
+COLD="$(rss_kib "$BROKER_PID")"
+[[ -n "$COLD" ]] || die "cannot read /proc/$BROKER_PID/status"
+echo "cold RSS $(mib "$COLD") MiB" >&2
+WARM_VERDICT="none"
+BASELINE="$COLD"
+if [[ "$WARMUP" -gt 0 ]]; then
+    echo "warm-up: $WARMUP s of the same load" >&2
+    set +e
+    timeout --kill-after=10 $((WARMUP + 600)) taskset -c "$TOOL_CPUS" "$BIN/ringmq-bench" soak \
+        --host 127.0.0.1 --port "$PORT" --threads "$THREADS" --duration-secs "$WARMUP" \
+        --quiet --json "${EXTRA[@]}" >"$TMP/warmup.json" 2>"$TMP/warmup.err"
+    warm_rc=$?
+    set -e
+    WARM_VERDICT="$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["verdict"])' "$TMP/warmup.json" 2>/dev/null || echo "no report (exit $warm_rc): $(tail -1 "$TMP/warmup.err")")"
+    kill -0 "$BROKER_PID" 2>/dev/null || die "the broker exited during the warm-up: $(tail -3 "$TMP/broker.log")"
+    sleep 2
+    BASELINE="$(rss_kib "$BROKER_PID")"
+    echo "warm-up verdict: $WARM_VERDICT; warm RSS $(mib "$BASELINE") MiB" >&2
+fi
 
 # One RSS sample a minute during the run (minute, KiB).
 (
@@ -239,10 +264,10 @@ fi
 
 python3 - "$TMP/soak.json" "$DURATION" "$BROKER_NAME" "$COMMIT" "$(nproc)" "$CPU_MODEL" \
     "$START_DATE" "$BASELINE" "${PEAK:-}" "${AFTER:-}" "$BACK" "${BACK_AFTER_S:-}" \
-    "$TOL_PCT" "$TOL_KIB" "$BROKER_ALIVE" "$RSS_SAMPLES" <<'EOF'
+    "$TOL_PCT" "$TOL_KIB" "$BROKER_ALIVE" "$RSS_SAMPLES" "$COLD" "$WARMUP" "$WARM_VERDICT" <<'EOF'
 import json, sys
 (path, duration, broker, commit, ncpu, cpu, start, base, peak, after, back, back_s,
- tol_pct, tol_kib, alive, samples) = sys.argv[1:17]
+ tol_pct, tol_kib, alive, samples, cold, warmup, warm_verdict) = sys.argv[1:20]
 r = json.loads(open(path).read().strip().splitlines()[-1])
 def g(k, d="n/a"):
     v = r.get(k)
@@ -279,13 +304,17 @@ print(f"| canary round trips / p99 / max (ms) | {n('canary_round_trips')} / {ms(
 print(f"| longest subscriber gap under load (ms) | {g('delivery_gap_max_ms')} |")
 print(f"| stalls (canary or subscriber > limit) | {n('stalls')} canary, {n('subscriber_stalls')} subscriber |")
 print(f"| broker CPU (% of one core) | {g('broker_cpu_pct')} |")
-print(f"| broker RSS baseline / peak / after (MiB) | {mib(base)} / {mib(peak)} / {mib(after)} |")
+if warmup != "0":
+    print(f"| warm-up ({warmup} s) verdict | {warm_verdict} |")
+    print(f"| broker RSS cold / warm baseline / peak / after (MiB) | {mib(cold)} / {mib(base)} / {mib(peak)} / {mib(after)} |")
+else:
+    print(f"| broker RSS baseline / peak / after (MiB) | {mib(base)} / {mib(peak)} / {mib(after)} |")
 if alive != "1":
     print("| memory back to baseline | n/a: the broker exited |")
 elif back == "1":
-    print(f"| memory back to baseline | yes, after {back_s} s (within {tol_pct} % or {tol_kib} KiB) |")
+    print(f"| memory back to baseline | yes, after {back_s} s (within {tol_pct} % or {tol_kib} KiB of {mib(base)} MiB) |")
 else:
-    print(f"| memory back to baseline | NO within 60 s (tolerance {tol_pct} % or {tol_kib} KiB) |")
+    print(f"| memory back to baseline | NO within 60 s (tolerance {tol_pct} % or {tol_kib} KiB of {mib(base)} MiB) |")
 print(f"| verdict | {g('verdict')} |")
 if samples:
     print()
@@ -295,6 +324,9 @@ for note in r.get("notes", []):
 EOF
 
 STATUS=0
+if [[ "$WARMUP" -gt 0 && "$WARM_VERDICT" != pass ]]; then
+    echo "soak.sh: FAIL: the warm-up's verdict is not a pass: $WARM_VERDICT" >&2; STATUS=1
+fi
 if [[ $TOOL_RC -eq 3 ]]; then
     echo "soak.sh: FAIL: the soak's verdict is not a pass" >&2; STATUS=1
 elif [[ $TOOL_RC -ne 0 ]]; then
