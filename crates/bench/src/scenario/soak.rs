@@ -17,7 +17,10 @@
 //!   QoS 1 will and Keep Alive `--will-keepalive` connect; half go silent
 //!   (the broker must close them and publish the will), half disconnect
 //!   normally (their will must never appear). A resetter's will must
-//!   appear after each reset. One watcher counts the wills;
+//!   appear after each reset (which is why a resetter waits for it before
+//!   reconnecting: a reconnect handled before the reset would be a
+//!   take-over, after which 3.1.1 publishes no will). One persistent
+//!   watcher counts the wills;
 //! - retained churn: `--retained-topics` topics are set and cleared every
 //!   `--retained-ms`; every second a checker subscribes to the topic just
 //!   changed and must get exactly its latest value (nothing once cleared),
@@ -25,7 +28,8 @@
 //! - a canary publishes QoS 1 every `--canary-ms` to its own subscriber
 //!   (client ids that ringmq puts on different shards of two) and records
 //!   the round trip (PUBACK and delivery). One longer than `--stall-ms` is
-//!   a stall.
+//!   a stall, and so is a subscriber getting nothing for that long while
+//!   connected under load (it reads three flows of ~50 msg/s each).
 //!
 //! Then publishing stops, every QoS 1/2 message must reach every
 //! subscriber of its topic within `--drain-secs`, every expected will
@@ -48,8 +52,11 @@
 //! duplicated, a QoS 1/2 publish never acknowledged, a message delivered
 //! at another QoS, a will missing or published after a normal
 //! DISCONNECT, a session lost on reconnect, an old connection left open
-//! by a take-over, a wrong retained message, a stall or a lost canary.
-//! Any of them makes `ringmq-bench` exit with status 3.
+//! by a take-over, a wrong retained message, a stall or a lost canary, a
+//! client that could not reconnect within 30 s. Any of them makes
+//! `ringmq-bench` exit with status 3. QoS 0 loss, QoS 1 duplicates, take-
+//! overs refused by the broker's limit and wills of connections the broker
+//! closed by itself are reported, not failures.
 //!
 //! Bounded: every wait has a deadline; the connections are counted before
 //! the run (at most [`MAX_CONNECTIONS`]). `--mqtt-version` is not used:
