@@ -91,6 +91,9 @@ counters! {
     pending_connects_refused,
     /// CONNECTs refused as a take-over fight (--takeover-limit).
     takeovers_refused,
+    /// Times a connection stopped being read because it had too many
+    /// retained queries unanswered by other shards.
+    retained_query_waits,
     /// Fired session timers (keep-alive, will delay, expiry) that waited
     /// for the --will-rate bucket.
     timers_deferred,

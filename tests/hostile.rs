@@ -1398,3 +1398,53 @@ fn outbound_topic_aliases_are_capped() {
     sub.ping();
     canary.round_trip("at the end");
 }
+
+// ---------------------------------------------------------------------------
+// 16. Repeated wildcard SUBSCRIBEs (retained query amplification)
+// ---------------------------------------------------------------------------
+
+/// Attack: a client on shard 0 sends 300 SUBSCRIBEs of `#` in one write
+/// while shard 1 holds retained messages: each one asks shard 1 for its
+/// whole share of the store. The connection is not read while it has too
+/// many queries unanswered (`retained_query_waits`), yet every SUBACK and
+/// every retained copy still arrives, and the canary keeps its round trips.
+#[test]
+fn repeated_wildcard_subscribes_wait_for_their_retained_answers() {
+    const SUBSCRIBES: u16 = 300;
+    let broker = start(&[]);
+    let addr = broker.local_addr();
+    let mut canary = Canary::connect(addr, "amp");
+    let mut publisher = client(addr, &id_on_shard("amp-pub-", 1), false);
+    let topics = topics_on_shard("amp/", 1, 3);
+    for (i, t) in topics.iter().enumerate() {
+        publisher
+            .send(&publish_packet(t, b"kept", 1, i as u16 + 1, true, false))
+            .expect("send PUBLISH");
+        let p = publisher.expect_packet(PROMPT, "PUBACK");
+        assert_eq!(p.kind, PUBACK, "{p:?}");
+    }
+    let mut greedy = client(addr, &id_on_shard("amp-sub-", 0), false);
+    let mut burst = Vec::new();
+    for id in 1..=SUBSCRIBES {
+        burst.extend_from_slice(&subscribe_packet(id, &[("amp/#", 0)], false));
+    }
+    greedy.send(&burst).expect("send the SUBSCRIBEs");
+    let (mut subacks, mut retained) = (0u16, 0usize);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while subacks < SUBSCRIBES || retained < 3 * SUBSCRIBES as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{subacks} SUBACKs and {retained} retained copies; {:?}",
+            broker.stats()
+        );
+        let p = greedy.expect_packet(PROMPT, "SUBACK or PUBLISH");
+        match p.kind {
+            SUBACK => subacks += 1,
+            PUBLISH => retained += 1,
+            other => panic!("unexpected packet {other:#x}: {p:?}"),
+        }
+    }
+    let s = broker.stats();
+    assert!(s.retained_query_waits > 0, "the connection waited: {s:?}");
+    canary.round_trip("after the amplification");
+}

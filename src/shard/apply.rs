@@ -182,7 +182,7 @@ impl Core {
                     is_new,
                 } => {
                     if let Some(sid) = sid {
-                        self.query_retained(sid, filter, grant, is_new);
+                        self.query_retained(sid, link, filter, grant, is_new);
                     }
                 }
                 Action::ArmTimer(timer, at) => {
@@ -302,7 +302,14 @@ impl Core {
     /// After a SUBACK: asks the retained owners for what the Retain
     /// Handling option wants (a plain topic has one owner; a wildcard asks
     /// every shard). What this shard holds is delivered after the outbox.
-    fn query_retained(&mut self, sid: SessionId, filter: Bytes, grant: Subscription, is_new: bool) {
+    fn query_retained(
+        &mut self,
+        sid: SessionId,
+        link: Option<&Rc<Link>>,
+        filter: Bytes,
+        grant: Subscription,
+        is_new: bool,
+    ) {
         let Ok(text) = std::str::from_utf8(&filter) else {
             return;
         };
@@ -333,6 +340,9 @@ impl Core {
                     reply_to: self.id,
                     session: sid,
                 };
+                if let Some(link) = link {
+                    link.retained_asked();
+                }
                 self.send_mesh(owner, msg);
             }
         }

@@ -630,12 +630,17 @@ impl Engine {
             self.block(slot);
             return;
         }
+        let waits_for_retained = self.link(slot).is_some_and(|l| l.retained_backlog());
         let Some(conn) = self.conn_mut(slot) else {
             return;
         };
-        if shard.core.borrow().outlet.is_congested() {
+        if shard.core.borrow().outlet.is_congested() || waits_for_retained {
             // Back-pressure: stop reading until the other shards take what
-            // this connection sent them.
+            // this connection sent them (or answer its retained queries).
+            if waits_for_retained {
+                let stats = &shard.shared.stats[shard.id];
+                crate::stats::ShardStats::inc(&stats.retained_query_waits);
+            }
             conn.state = State::Paused;
             if conn.reading == Reading::Multi {
                 let token = self.token(Op::Recv, slot);

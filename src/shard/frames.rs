@@ -25,9 +25,10 @@ use super::link::Link;
 pub(crate) enum Fed {
     /// Every whole packet is handled; read more.
     More,
-    /// A channel to another shard is full: the rest of `pending` waits
-    /// (the engine pauses the connection), so a client's input can never
-    /// grow a channel's overflow by more than one packet's effects.
+    /// A channel to another shard is full, or the connection has too many
+    /// retained queries unanswered: the rest of `pending` waits (the engine
+    /// pauses the connection), so a client's input can never grow a
+    /// channel's overflow by more than one packet's effects.
     Congested,
     /// A take-over: hold everything after this CONNECT (its CONNACK
     /// included) until the old link is closed (MQTT-3.1.4-3).
@@ -118,7 +119,7 @@ pub(crate) fn feed(
         };
         if connected {
             core.on_packet(link, packet, stamp);
-            if core.outlet.is_congested() && !pending.is_empty() {
+            if (core.outlet.is_congested() || link.retained_backlog()) && !pending.is_empty() {
                 return Fed::Congested;
             }
             continue;

@@ -177,7 +177,14 @@ pub(crate) struct Link {
     pub(crate) user_timeout_ms: Cell<Option<u32>>,
     /// Bytes handed to the kernel and not yet written.
     in_flight: Cell<u32>,
+    /// Retained queries sent to other shards and not yet answered.
+    retained_queries: Cell<u16>,
 }
+
+/// Retained queries one connection may have unanswered before it is not
+/// read (each reply may carry a shard's whole share of the retained
+/// store: a client repeating wildcard SUBSCRIBEs must wait for them).
+pub(crate) const MAX_RETAINED_QUERIES: u16 = 64;
 
 impl Link {
     pub(crate) fn new(id: LinkId, peer: SocketAddr) -> Self {
@@ -193,6 +200,7 @@ impl Link {
             connect_timer: Cell::new(None),
             user_timeout_ms: Cell::new(None),
             in_flight: Cell::new(0),
+            retained_queries: Cell::new(0),
         }
     }
 
@@ -213,6 +221,24 @@ impl Link {
     /// Bytes waiting to be written: encoded, and handed to the kernel.
     pub(crate) fn queued_bytes(&self) -> usize {
         self.outbuf.borrow().len() + self.in_flight.get() as usize
+    }
+
+    /// A retained query of this connection went to another shard.
+    pub(crate) fn retained_asked(&self) {
+        self.retained_queries
+            .set(self.retained_queries.get().saturating_add(1));
+    }
+
+    /// A retained query of this connection's session was answered (one of
+    /// a previous connection's may land here: it saturates at 0).
+    pub(crate) fn retained_answered(&self) {
+        self.retained_queries
+            .set(self.retained_queries.get().saturating_sub(1));
+    }
+
+    /// Too many retained queries in flight: stop reading until answered.
+    pub(crate) fn retained_backlog(&self) -> bool {
+        self.retained_queries.get() >= MAX_RETAINED_QUERIES
     }
 
     /// The engine's count of bytes handed to the kernel and not written.

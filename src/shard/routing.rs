@@ -220,14 +220,14 @@ impl Core {
         };
         let mut messages = Vec::new();
         self.retained.matching(text, self.now, &mut messages);
-        if !messages.is_empty() {
-            let reply = Msg::RetainedReply {
-                session,
-                filter,
-                messages,
-            };
-            self.send_mesh(reply_to, reply);
-        }
+        // Always answered, empty or not: the asking connection counts its
+        // queries in flight (see `Link::retained_queries`).
+        let reply = Msg::RetainedReply {
+            session,
+            filter,
+            messages,
+        };
+        self.send_mesh(reply_to, reply);
     }
 
     /// Retained messages for a new subscription: RETAIN 1 (MQTT-3.3.1-8),
@@ -242,6 +242,12 @@ impl Core {
         let Some(entry) = self.table.get_mut(session) else {
             return;
         };
+        if let Some(link) = entry.link.and_then(|l| self.links.get(&l)) {
+            link.retained_answered();
+        }
+        if messages.is_empty() {
+            return;
+        }
         let Some(grant) = entry.session.subscription(filter) else {
             return;
         };
