@@ -137,8 +137,9 @@ pub struct Config {
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_outbuf_hard_bytes: usize,
 
-    /// A client with output waiting whose socket takes nothing for this
-    /// long is closed, in milliseconds (0 = never).
+    /// A client with output waiting whose peer acknowledges none of it for
+    /// this long is closed, in milliseconds (0 = never). A slow reader that
+    /// makes progress is not.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub write_stall_timeout_ms: u64,
 

@@ -201,13 +201,15 @@ struct Engine {
     read_since_flush: usize,
     /// `--max-outbuf-bytes`.
     max_outbuf: usize,
-    /// Sends the kernel holds (slot, the bytes' address, deadline): one
-    /// not written whole by its deadline (`--write-stall-timeout-ms`)
-    /// closes its connection. An entry is current while the connection's
-    /// `sending` still starts at that address; a send that completes, or
-    /// makes progress and is resubmitted, leaves a stale entry behind,
-    /// dropped at the next check.
-    stalls: Vec<(u32, usize, Instant)>,
+    /// Sends the kernel holds (slot, the bytes' address, next check, the
+    /// peer's acknowledged bytes at the last check). At each check a send
+    /// still there whose peer acknowledged nothing since the last one
+    /// (`--write-stall-timeout-ms` apart) closes its connection; a slow
+    /// reader that makes progress is checked again later. An entry is
+    /// current while the connection's `sending` still starts at that
+    /// address; a send that completes, or is resubmitted after progress,
+    /// leaves a stale entry behind, dropped at the next check.
+    stalls: Vec<Stall>,
     stall_timeout: Duration,
 }
 
@@ -348,7 +350,7 @@ impl Engine {
             consider(*at);
         }
         if !self.stall_timeout.is_zero() {
-            if let Some(at) = self.stalls.iter().map(|(_, _, at)| *at).min() {
+            if let Some(at) = self.stalls.iter().map(|s| s.check).min() {
                 consider(at);
             }
         }
@@ -691,22 +693,31 @@ impl Engine {
         }
         let now = Instant::now();
         let stalls = std::mem::take(&mut self.stalls);
-        for (slot, at, deadline) in stalls {
-            let current = self.conn(slot).is_some_and(|c| {
-                !matches!(c.state, State::Closed)
-                    && !c.sending.is_empty()
-                    && c.sending.as_ptr() as usize == at
-            });
+        for mut stall in stalls {
+            let Some(conn) = self.conn(stall.slot) else {
+                continue;
+            };
+            let current = !matches!(conn.state, State::Closed)
+                && !conn.sending.is_empty()
+                && conn.sending.as_ptr() as usize == stall.at;
             if !current {
                 continue;
             }
-            if now >= deadline {
+            if now < stall.check {
+                self.stalls.push(stall);
+                continue;
+            }
+            let acked = bytes_acked(conn.fd.as_raw_fd());
+            if stall.acked.is_some_and(|before| acked <= before) {
                 let stats = &self.shard.shared.stats[self.shard.id];
                 crate::stats::ShardStats::inc(&stats.write_stall_closed);
                 debug!("output stalled past --write-stall-timeout-ms: closing");
-                self.close(slot, CloseCause::NetworkError);
+                self.close(stall.slot, CloseCause::NetworkError);
             } else {
-                self.stalls.push((slot, at, deadline));
+                // Progress (or the first look): check again a timeout later.
+                stall.acked = Some(acked);
+                stall.check = now + self.stall_timeout;
+                self.stalls.push(stall);
             }
         }
     }
@@ -909,8 +920,15 @@ impl Engine {
         let len = conn.sending.len().min(u32::MAX as usize) as u32;
         let (fd, ptr) = (conn.fd.as_raw_fd(), conn.sending.as_ptr());
         if !self.stall_timeout.is_zero() {
-            self.stalls
-                .push((slot, ptr as usize, Instant::now() + self.stall_timeout));
+            // The first look takes the peer's acknowledged bytes (a second,
+            // or the timeout if shorter); a stall is judged from there.
+            let first = self.stall_timeout.min(Duration::from_secs(1));
+            self.stalls.push(Stall {
+                slot,
+                at: ptr as usize,
+                check: Instant::now() + first,
+                acked: None,
+            });
         }
         // SAFETY: `sending` is kept unchanged in the slot until this send's
         // completion (the slot is not freed while a send is in flight).
@@ -1142,6 +1160,38 @@ impl Engine {
                     Op::Cancel => {}
                 }
             }
+        }
+    }
+}
+
+/// A send the kernel holds, watched for `--write-stall-timeout-ms`.
+struct Stall {
+    slot: u32,
+    /// Address of the bytes sent (identifies the send).
+    at: usize,
+    /// When to look next.
+    check: Instant,
+    /// The peer's acknowledged bytes at the last look.
+    acked: Option<u64>,
+}
+
+/// Bytes the peer has acknowledged on this socket (TCP_INFO), 0 if unknown.
+fn bytes_acked(fd: RawFd) -> u64 {
+    // SAFETY: tcp_info is plain data; getsockopt writes at most `len`.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let r = libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        if r == 0 {
+            info.tcpi_bytes_acked
+        } else {
+            0
         }
     }
 }
