@@ -174,7 +174,7 @@ echo
 echo "hostile.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)), broker on CPU $BROKER_CPU, tool on CPU $TOOL_CPU${LABEL:+, $LABEL}"
 line="ringmq: --shards 2${BROKER_EXTRA:+ $BROKER_EXTRA}"
 if [[ ",$BROKERS," == *",mosquitto,"* ]]; then
-    line+="; Mosquitto: $(mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version /v/p' | head -1), listener + allow_anonymous true"
+    line+="; Mosquitto: $(mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version /v/p' | head -1 || true), listener + allow_anonymous true"
 fi
 echo "$line"
 echo

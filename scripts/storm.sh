@@ -199,7 +199,7 @@ echo
 echo "storm.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)), broker on CPU $BROKER_CPU, tool on CPU $TOOL_CPU${LABEL:+, $LABEL}"
 line="$CLIENTS clients with wills (MQTT $VERSION, Keep Alive $KEEPALIVE s) pinged at once, then their link cut (netns veth down); ringmq --shards 2${BROKER_EXTRA:+ $BROKER_EXTRA}"
 if [[ ",$BROKERS," == *",mosquitto,"* ]]; then
-    line+="; Mosquitto $(mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version /v/p' | head -1)"
+    line+="; Mosquitto $(mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version /v/p' | head -1 || true)"
 fi
 echo "$line"
 echo
