@@ -16,7 +16,7 @@
 # run, and after the run's clients left, polling up to 60 s for it to come
 # back within the tolerance of the warm baseline (the cold one is printed
 # too; a leak grows with the run's length, a warm-up does not hide it);
-# and its peak (VmHWM). Runs ringmq-bench soak pinned to --tool-cpus; stops
+# and its peak (VmHWM or the largest sample). Runs ringmq-bench soak pinned to --tool-cpus; stops
 # the broker by its PID (SIGTERM, SIGKILL after 5 s); prints a summary.
 # Every step is bounded in time.
 #
@@ -232,7 +232,10 @@ AFTER=""
 BACK=0
 BACK_AFTER_S=""
 if [[ $BROKER_ALIVE -eq 1 ]]; then
+    # VmHWM is updated lazily by the kernel (it can trail VmRSS): the peak
+    # is the larger of it and the samples.
     PEAK="$(hwm_kib "$BROKER_PID")"
+    PEAK="$(awk -v p="${PEAK:-0}" '$2 > p { p = $2 } END { print p }' "$TMP/rss.txt" 2>/dev/null || echo "$PEAK")"
     limit_kib=$(awk -v b="$BASELINE" -v p="$TOL_PCT" -v k="$TOL_KIB" \
         'BEGIN { t = b * p / 100; if (t < k) t = k; printf "%d", b + t }')
     t0=$SECONDS
