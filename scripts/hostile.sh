@@ -72,19 +72,10 @@ IFS=, read -r -a BROKER_LIST <<<"$BROKERS"
 for b in "${BROKER_LIST[@]}"; do
     case "$b" in ringmq|mosquitto) ;; *) die "unknown broker $b (ringmq, mosquitto)" ;; esac
 done
-command -v taskset >/dev/null || die "taskset (util-linux) is needed"
-command -v python3 >/dev/null || die "python3 is needed (for the table)"
-if [[ ",$BROKERS," == *",mosquitto,"* ]] && ! command -v mosquitto >/dev/null; then
-    die "mosquitto is not installed (Debian/Ubuntu: apt-get install -y mosquitto), or use --brokers ringmq"
-fi
-
-if [[ $BUILD -eq 1 ]]; then
-    echo "building ringmq and ringmq-bench (release, $TARGET_DIR)..." >&2
-    (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" timeout 3600 nice -n 10 \
-        cargo build --release -q -p ringmq --bin ringmq -p ringmq-bench) \
-        || die "build failed"
-fi
-[[ -x "$BIN/ringmq" && -x "$BIN/ringmq-bench" ]] || die "no binaries in $BIN (drop --no-build)"
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+check_tools
+build_binaries
 
 TMP="$(mktemp -d /tmp/ringmq-hostile.XXXXXX)"
 BROKER_PID=""

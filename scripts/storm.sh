@@ -88,19 +88,10 @@ if [[ "$(id -u)" -ne 0 ]]; then
     die "this test needs root: it creates a network namespace and a veth pair (ip netns add, ip link add) and moves the clients into it (setns). Run it as root, e.g. sudo scripts/storm.sh"
 fi
 command -v ip >/dev/null || die "the ip command (iproute2) is needed"
-command -v taskset >/dev/null || die "taskset (util-linux) is needed"
-command -v python3 >/dev/null || die "python3 is needed (for the table)"
-if [[ ",$BROKERS," == *",mosquitto,"* ]] && ! command -v mosquitto >/dev/null; then
-    die "mosquitto is not installed (Debian/Ubuntu: apt-get install -y mosquitto), or use --brokers ringmq"
-fi
-
-if [[ $BUILD -eq 1 ]]; then
-    echo "building ringmq and ringmq-bench (release, $TARGET_DIR)..." >&2
-    (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" timeout 3600 nice -n 10 \
-        cargo build --release -q -p ringmq --bin ringmq -p ringmq-bench) \
-        || die "build failed"
-fi
-[[ -x "$BIN/ringmq" && -x "$BIN/ringmq-bench" ]] || die "no binaries in $BIN (drop --no-build)"
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+check_tools
+build_binaries
 
 # Names unique to this run (interface names: at most 15 bytes).
 ID="$$"
