@@ -577,7 +577,7 @@ impl Engine {
         if !matches!(conn.state, State::Open) {
             return;
         }
-        let fed = {
+        let (fed, link) = {
             let mut core = shard.core.borrow_mut();
             let Some(link) = core.links.at(slot).cloned() else {
                 return;
@@ -596,7 +596,7 @@ impl Engine {
                     ms as libc::c_int,
                 );
             }
-            fed
+            (fed, link)
         };
         if conn.pending.is_empty() {
             // An empty view still holds its read block: let it go, so an
@@ -627,15 +627,14 @@ impl Engine {
                 return;
             }
         }
-        let queued = self.link(slot).map_or(0, |l| l.queued_bytes());
-        if queued > self.max_outbuf {
-            self.block(slot);
+        if link.queued_bytes() > self.max_outbuf {
+            let stats = &shard.shared.stats[shard.id];
+            crate::stats::ShardStats::inc(&stats.outbuf_paused);
+            trace!("output above --max-outbuf-bytes: not reading");
+            self.stop_reading(slot, State::Blocked);
             return;
         }
-        let waits_for_retained = self.link(slot).is_some_and(|l| l.retained_backlog());
-        let Some(conn) = self.conn_mut(slot) else {
-            return;
-        };
+        let waits_for_retained = link.retained_backlog();
         if shard.core.borrow().outlet.is_congested() || waits_for_retained {
             // Back-pressure: stop reading until the other shards take what
             // this connection sent them (or answer its retained queries).
@@ -643,42 +642,41 @@ impl Engine {
                 let stats = &shard.shared.stats[shard.id];
                 crate::stats::ShardStats::inc(&stats.retained_query_waits);
             }
-            conn.state = State::Paused;
-            if conn.reading == Reading::Multi {
-                let token = self.token(Op::Recv, slot);
-                self.ring.cancel(token);
-            }
+            self.stop_reading(slot, State::Paused);
             self.paused.push(slot);
             return;
         }
         self.read_more(slot);
     }
 
-    /// Stops reading a connection whose output passed --max-outbuf-bytes.
-    fn block(&mut self, slot: u32) {
+    /// Stops reading a connection for a while (`Paused` or `Blocked`):
+    /// its multishot receive is cancelled; bytes already read stay pending.
+    fn stop_reading(&mut self, slot: u32, state: State) {
         let token = self.token(Op::Recv, slot);
         let Some(conn) = self.conn_mut(slot) else {
             return;
         };
-        conn.state = State::Blocked;
+        conn.state = state;
         if conn.reading == Reading::Multi {
             self.ring.cancel(token);
         }
-        let stats = &self.shard.shared.stats[self.shard.id];
-        crate::stats::ShardStats::inc(&stats.outbuf_paused);
-        trace!("output above --max-outbuf-bytes: not reading");
     }
 
     /// A blocked connection reads again once its output is down to half
     /// of --max-outbuf-bytes.
     fn unblock_if_drained(&mut self, slot: u32) {
+        // Checked on every send completion: the link is looked up only for
+        // a connection that is blocked.
+        if !self
+            .conn(slot)
+            .is_some_and(|c| matches!(c.state, State::Blocked))
+        {
+            return;
+        }
         let drained = self
             .link(slot)
             .is_some_and(|l| l.queued_bytes() <= self.max_outbuf / 2);
-        let Some(conn) = self.conn_mut(slot) else {
-            return;
-        };
-        if matches!(conn.state, State::Blocked) && drained {
+        if let (true, Some(conn)) = (drained, self.conn_mut(slot)) {
             conn.state = State::Open;
             self.handle(slot);
         }
