@@ -1,5 +1,6 @@
 //! What every shard shares with the broker handle (read-only, or atomic).
 
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub(crate) struct Shared {
 /// can only refuse early, never let more through).
 pub(crate) struct PerIp {
     counts: Box<[AtomicU32]>,
+    /// One hasher for every shard, so an address always lands on one slot.
+    hasher: hashbrown::DefaultHashBuilder,
 }
 
 const PER_IP_SLOTS: usize = 1 << 16;
@@ -39,21 +42,19 @@ impl Default for PerIp {
     fn default() -> Self {
         Self {
             counts: (0..PER_IP_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            hasher: Default::default(),
         }
     }
 }
 
 impl PerIp {
     fn slot(&self, ip: IpAddr) -> &AtomicU32 {
-        // FNV-1a over the address bytes: stable and cheap.
-        let bytes: &[u8] = &match ip {
-            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-            IpAddr::V6(v6) => v6.octets(),
+        // An IPv4 address and its IPv6-mapped form are one peer.
+        let ip = match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
         };
-        let mut h: u32 = 0x811c_9dc5;
-        for &b in bytes {
-            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-        }
+        let h = self.hasher.hash_one(ip);
         &self.counts[h as usize % PER_IP_SLOTS]
     }
 
