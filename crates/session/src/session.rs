@@ -743,13 +743,14 @@ impl Session {
         let mut codes = Vec::with_capacity(packet.filters.len());
         let mut retained = Vec::new();
         if self.protocol == ProtocolVersion::V3_1
-            && (packet.filters.len() > policy.max_subscriptions
-                || packet.filters.iter().any(|(filter, _)| {
-                    check_filter(filter).is_err()
-                        || exceeds_levels(filter, policy.max_topic_levels)
-                        || (self.subscriptions.len() >= policy.max_subscriptions
-                            && self.subscriptions.get(filter).is_none())
-                }))
+            && packet
+                .filters
+                .iter()
+                .zip(&checked)
+                .enumerate()
+                .any(|(n, ((filter, _), check))| {
+                    self.refusal(n, filter, check.is_ok(), policy).is_some()
+                })
         {
             // MQTT 3.1's SUBACK has no failure code: a filter it cannot
             // grant can only end the connection.
@@ -759,31 +760,13 @@ impl Session {
             }
             return Ok(());
         }
-        // v3 has only the failure code 0x80.
-        let failure = |v5code| if v5 { v5code } else { ReasonCode(0x80) };
         for (n, ((filter, options), check)) in packet.filters.iter().zip(checked).enumerate() {
-            if check.is_err() {
-                codes.push(failure(ReasonCode::TOPIC_FILTER_INVALID));
-                continue;
-            }
-            if n >= policy.max_subscriptions {
-                // One packet cannot ask for more than a session may hold
-                // (each filter would query the retained store: a 1 MiB
-                // SUBSCRIBE of "#" repeated is 200,000 queries).
-                out.push(Action::LimitHit(Limit::Subscriptions));
-                codes.push(failure(ReasonCode::QUOTA_EXCEEDED));
-                continue;
-            }
-            if exceeds_levels(filter, policy.max_topic_levels) {
-                out.push(Action::LimitHit(Limit::TopicLevels));
-                codes.push(failure(ReasonCode::TOPIC_FILTER_INVALID));
-                continue;
-            }
-            if self.subscriptions.len() >= policy.max_subscriptions
-                && self.subscriptions.get(filter).is_none()
-            {
-                out.push(Action::LimitHit(Limit::Subscriptions));
-                codes.push(failure(ReasonCode::QUOTA_EXCEEDED));
+            if let Some((code, limit)) = self.refusal(n, filter, check.is_ok(), policy) {
+                if let Some(limit) = limit {
+                    out.push(Action::LimitHit(limit));
+                }
+                // v3 has only the failure code 0x80.
+                codes.push(if v5 { code } else { ReasonCode(0x80) });
                 continue;
             }
             let grant = Subscription {
@@ -815,6 +798,34 @@ impl Session {
             out.push(action);
         }
         Ok(())
+    }
+
+    /// Why filter `n` of a SUBSCRIBE (`valid`: it passed the filter
+    /// rules) cannot be granted: its v5 SUBACK code and the limit it ran
+    /// into, if any. One packet cannot ask for more filters than a session
+    /// may hold: each would query the retained store (a 1 MiB SUBSCRIBE of
+    /// "#" repeated is 200,000 queries).
+    fn refusal(
+        &self,
+        n: usize,
+        filter: &[u8],
+        valid: bool,
+        policy: &ServerPolicy,
+    ) -> Option<(ReasonCode, Option<Limit>)> {
+        let quota = Some((ReasonCode::QUOTA_EXCEEDED, Some(Limit::Subscriptions)));
+        if !valid {
+            Some((ReasonCode::TOPIC_FILTER_INVALID, None))
+        } else if n >= policy.max_subscriptions {
+            quota
+        } else if exceeds_levels(filter, policy.max_topic_levels) {
+            Some((ReasonCode::TOPIC_FILTER_INVALID, Some(Limit::TopicLevels)))
+        } else if self.subscriptions.len() >= policy.max_subscriptions
+            && self.subscriptions.get(filter).is_none()
+        {
+            quota
+        } else {
+            None
+        }
     }
 
     /// UNSUBSCRIBE: route-drops, then UNSUBACK.
