@@ -6,6 +6,7 @@
 //! and the per-scenario checks. Pure: nothing here touches the network.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand};
@@ -107,6 +108,29 @@ pub struct Common {
     /// low rates on machines whose idle CPUs wake slowly).
     #[arg(long, value_name = "US", default_value_t = 0)]
     pub spin_us: u64,
+    /// Connect with TLS (mqtts; with --ws, wss), ALPN "mqtt", no session
+    /// resumption. Needs --ca.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM bundle of the CA certificates to trust (with --tls).
+    #[arg(long, value_name = "PATH")]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate chain to present (with --tls and --key).
+    #[arg(long, value_name = "PATH")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, value_name = "PATH")]
+    pub key: Option<PathBuf>,
+    /// Name the broker's certificate must carry (also sent as SNI when it
+    /// is a DNS name).
+    #[arg(long, value_name = "NAME", default_value = "localhost")]
+    pub server_name: String,
+    /// MQTT over WebSocket (RFC 6455, subprotocol "mqtt"); with --tls, wss.
+    #[arg(long)]
+    pub ws: bool,
+    /// Request path of the WebSocket upgrade.
+    #[arg(long, value_name = "PATH", default_value = "/mqtt")]
+    pub ws_path: String,
 }
 
 /// `conn` flags.
@@ -501,7 +525,52 @@ impl Common {
                 format!("{} is not in 10..=1000000", self.slice_us),
             );
         }
+        self.validate_transport()
+    }
+
+    /// Checks of the transport flags (the files are read later).
+    fn validate_transport(&self) -> Result<(), ArgError> {
+        if self.tls && self.ca.is_none() {
+            return bad("ca", "--tls needs a CA bundle to trust");
+        }
+        if !self.tls {
+            for (flag, set) in [
+                ("ca", self.ca.is_some()),
+                ("cert", self.cert.is_some()),
+                ("key", self.key.is_some()),
+            ] {
+                if set {
+                    return bad(flag, "only with --tls");
+                }
+            }
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return bad("cert", "--cert and --key go together");
+        }
+        if self.server_name.is_empty() {
+            return bad("server-name", "empty");
+        }
+        let path = &self.ws_path;
+        if !path.starts_with('/')
+            || path.len() > 1024
+            || path.bytes().any(|b| b <= b' ' || b == 0x7F)
+        {
+            return bad(
+                "ws-path",
+                "an absolute request path (\"/...\") without spaces or control characters",
+            );
+        }
         Ok(())
+    }
+
+    /// The URL scheme of the connections: mqtt, mqtts, ws or wss.
+    pub fn scheme(&self) -> &'static str {
+        match (self.tls, self.ws) {
+            (true, true) => "wss",
+            (true, false) => "mqtts",
+            (false, true) => "ws",
+            (false, false) => "mqtt",
+        }
     }
 
     /// The CPU executor `thread` is pinned to, if pinning was asked for.
@@ -843,6 +912,42 @@ mod tests {
             panic!("sink parses");
         };
         assert_eq!(s.validate().map_err(flag_of), Err("firehose"));
+    }
+
+    #[test]
+    fn transport_flags() {
+        let common = |args: &[&str]| {
+            let mut all = vec!["conn"];
+            all.extend_from_slice(args);
+            match parse(&all) {
+                Ok(Command::Conn(c)) => c.common,
+                other => panic!("{other:?}"),
+            }
+        };
+        let plain = common(&[]);
+        assert_eq!(plain.scheme(), "mqtt");
+        assert_eq!(plain.server_name, "localhost");
+        assert_eq!(plain.ws_path, "/mqtt");
+        let wss = common(&["--tls", "--ca", "ca.pem", "--ws", "--ws-path", "/x"]);
+        assert_eq!(wss.validate(), Ok(()));
+        assert_eq!(wss.scheme(), "wss");
+        assert_eq!(common(&["--ws"]).scheme(), "ws");
+        let check = |args: &[&str]| common(args).validate().map_err(flag_of);
+        assert_eq!(check(&["--tls"]), Err("ca"));
+        assert_eq!(check(&["--ca", "ca.pem"]), Err("ca"));
+        assert_eq!(check(&["--tls", "--ca", "c", "--cert", "x"]), Err("cert"));
+        assert_eq!(check(&["--tls", "--ca", "c", "--key", "x"]), Err("cert"));
+        assert_eq!(
+            check(&["--tls", "--ca", "c", "--cert", "x", "--key", "y"]),
+            Ok(())
+        );
+        assert_eq!(check(&["--key", "y"]), Err("key"));
+        assert_eq!(check(&["--ws", "--ws-path", "mqtt"]), Err("ws-path"));
+        assert_eq!(check(&["--ws", "--ws-path", "/a b"]), Err("ws-path"));
+        assert_eq!(
+            check(&["--tls", "--ca", "c", "--server-name", ""]),
+            Err("server-name")
+        );
     }
 
     #[test]

@@ -17,8 +17,19 @@
 //!   connection holds a few dozen bytes and a busy subscriber reads up to
 //!   256 KiB per syscall.
 //! - Peer input never panics: malformed bytes are a [`ConnError::Decode`].
+//! - With `--tls` or `--ws` the connection carries a [`Layer`]
+//!   ([`crate::transport`]), checked once per read and per flush: a flush
+//!   hands the whole write buffer to it (one WebSocket binary frame, then
+//!   TLS records) and writes what it queued; a read goes through it and
+//!   returns only once MQTT bytes came out (TLS records without
+//!   application data, WebSocket control frames and partial frames are
+//!   absorbed). Its output is written piecewise with the progress kept in
+//!   the layer, so a layered read or flush is cancel-safe too; output a
+//!   read produced (a pong) goes out at the start of the next read or
+//!   flush. Without a layer both paths are exactly the plain ones.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -31,6 +42,7 @@ use ringmq_codec::{
 };
 
 use crate::error::ConnError;
+use crate::transport::{Layer, TransportSpec};
 
 /// Bounds of a connection's adaptive read size, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +95,8 @@ pub struct Conn {
     sizes: ReadSize,
     version: ProtocolVersion,
     limits: Limits,
+    /// TLS and/or WebSocket; `None` for plain MQTT over TCP.
+    layer: Option<Box<Layer>>,
 }
 
 impl Conn {
@@ -110,6 +124,92 @@ impl Conn {
             sizes,
             version,
             limits: Limits::default(),
+            layer: None,
+        }
+    }
+
+    /// Put `spec`'s layers under this (just connected) stream; then
+    /// [`Conn::tls_handshake`] and [`Conn::ws_upgrade`] bring them up.
+    pub fn wrap(&mut self, spec: &TransportSpec) -> Result<(), ConnError> {
+        self.layer = Some(Box::new(Layer::new(spec)?));
+        Ok(())
+    }
+
+    /// Drive the TLS handshake to its end (no-op without TLS).
+    pub async fn tls_handshake(&mut self) -> Result<(), ConnError> {
+        loop {
+            self.write_pending().await?;
+            if !self.layer.as_ref().is_some_and(|l| l.is_handshaking()) {
+                return Ok(());
+            }
+            self.read_layered().await?;
+        }
+    }
+
+    /// Send the WebSocket upgrade and read its 101 (no-op without
+    /// WebSocket).
+    pub async fn ws_upgrade(&mut self) -> Result<(), ConnError> {
+        let Some(layer) = self.layer.as_deref_mut() else {
+            return Ok(());
+        };
+        layer.start_upgrade()?;
+        self.write_pending().await?;
+        while !self.layer.as_ref().is_none_or(|l| l.is_upgraded()) {
+            self.read_layered().await?;
+        }
+        Ok(())
+    }
+
+    /// What TLS negotiated, if this connection has TLS.
+    pub fn tls_summary(&self) -> Option<String> {
+        self.layer.as_ref().and_then(|l| l.tls_summary())
+    }
+
+    /// Write what the layer queued, as far as the socket takes it; the
+    /// progress is kept in the layer after every write.
+    async fn write_pending(&mut self) -> Result<(), ConnError> {
+        let Some(layer) = self.layer.as_deref_mut() else {
+            return Ok(());
+        };
+        loop {
+            let pending = layer.pending();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            match self.stream.write(pending).await {
+                Ok(0) => return Err(ConnError::Io(io::ErrorKind::WriteZero)),
+                Ok(n) => layer.sent(n),
+                Err(e) => return Err(ConnError::from_io(&e)),
+            }
+        }
+    }
+
+    /// One socket read through the layer; the MQTT bytes it yielded.
+    async fn read_layered(&mut self) -> Result<usize, ConnError> {
+        let Some(layer) = self.layer.as_deref_mut() else {
+            return Ok(0);
+        };
+        let size = self.read_size;
+        let n = match self.stream.read(layer.read_buf(size)).await {
+            Ok(0) => return Err(ConnError::Closed),
+            Ok(n) => n,
+            Err(e) => return Err(ConnError::from_io(&e)),
+        };
+        self.read_size = self.sizes.next(size, n);
+        layer.received(n, &mut self.rbuf)
+    }
+
+    /// [`Conn::fill`] through the layer.
+    async fn fill_layered(&mut self) -> Result<usize, ConnError> {
+        loop {
+            self.write_pending().await?;
+            if self.layer.as_ref().is_some_and(|l| l.peer_closed()) {
+                return Err(ConnError::Closed);
+            }
+            let got = self.read_layered().await?;
+            if got > 0 {
+                return Ok(got);
+            }
         }
     }
 
@@ -136,6 +236,14 @@ impl Conn {
 
     /// Write everything queued, in one `write` when the socket takes it.
     pub async fn flush(&mut self) -> Result<(), ConnError> {
+        if let Some(layer) = self.layer.as_deref_mut() {
+            if !self.wbuf.is_empty() {
+                let result = layer.send(&self.wbuf);
+                self.wbuf.clear();
+                result?;
+            }
+            return self.write_pending().await;
+        }
         if self.wbuf.is_empty() {
             return Ok(());
         }
@@ -176,6 +284,9 @@ impl Conn {
     /// Read more bytes (one `recv`); `Err(Closed)` when the peer closed.
     /// Cancel-safe (see the module docs).
     pub async fn fill(&mut self) -> Result<usize, ConnError> {
+        if self.layer.is_some() {
+            return self.fill_layered().await;
+        }
         let start = self.rbuf.len();
         let size = self.read_size;
         // Reclaims the space of packets already split off and dropped.
@@ -266,19 +377,77 @@ impl Conn {
     /// Send a normal DISCONNECT with these (v5) properties, best effort,
     /// and close.
     pub async fn disconnect_with(mut self, properties: Properties) {
-        let _ = self
-            .send(&Packet::Disconnect(ringmq_codec::Disconnect {
-                code: ReasonCode::NORMAL_DISCONNECTION,
-                properties,
-            }))
-            .await;
-        let _ = self.stream.close().await;
+        let _ = self.finish(properties).await;
+    }
+
+    /// Send a normal DISCONNECT (and the layers' goodbyes: WebSocket
+    /// close, TLS close_notify) and shut the write side, then wait at
+    /// most `timeout` for the broker to close its side.
+    pub async fn disconnect_and_wait(mut self, timeout: Duration) -> Result<Closed, ConnError> {
+        match self.finish(Properties::default()).await {
+            Ok(()) => {}
+            Err(e) if is_reset(&e) => return Ok(Closed::Reset),
+            Err(e) => return Err(e),
+        }
+        within(timeout, "broker close", async {
+            loop {
+                self.rbuf.clear();
+                match self.fill().await {
+                    Ok(_) => {}
+                    Err(ConnError::Closed) => return Ok(Closed::Orderly),
+                    Err(e) if is_reset(&e) => return Ok(Closed::Reset),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+    }
+
+    /// DISCONNECT, goodbyes, write side shut.
+    async fn finish(&mut self, properties: Properties) -> Result<(), ConnError> {
+        self.queue(&Packet::Disconnect(ringmq_codec::Disconnect {
+            code: ReasonCode::NORMAL_DISCONNECTION,
+            properties,
+        }))?;
+        if let Some(layer) = self.layer.as_deref_mut() {
+            let result = layer.send(&self.wbuf);
+            self.wbuf.clear();
+            result?;
+            layer.close();
+        }
+        self.flush().await?;
+        self.stream
+            .close()
+            .await
+            .map_err(|e| ConnError::from_io(&e))
     }
 
     /// The raw stream (for shutdown or socket options).
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }
+}
+
+/// How the broker ended a connection after the client's DISCONNECT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// With a FIN (end of stream).
+    Orderly,
+    /// With a reset: typically it closed with the client's goodbyes
+    /// (WebSocket close, TLS close_notify) still unread.
+    Reset,
+}
+
+/// The socket was reset (or is no longer connected).
+fn is_reset(e: &ConnError) -> bool {
+    matches!(
+        e,
+        ConnError::Io(
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::NotConnected
+                | io::ErrorKind::BrokenPipe
+        )
+    )
 }
 
 /// Run `fut`, or fail with `Timeout(stage)` after `timeout`.

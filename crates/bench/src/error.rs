@@ -12,6 +12,7 @@ use std::io;
 use ringmq_codec::{DecodeError, EncodeError, PacketType, ReasonCode};
 
 use crate::cli::ArgError;
+use crate::ws::WsError;
 
 /// Why a run could not be carried out.
 #[derive(Debug)]
@@ -96,6 +97,11 @@ pub enum ConnError {
     Disconnected(ReasonCode),
     /// A packet that makes no sense at this point.
     Unexpected(PacketType),
+    /// The TLS layer failed (handshake, certificate, record, alert): the
+    /// rustls error as text.
+    Tls(String),
+    /// The WebSocket layer failed (upgrade refused, a forbidden frame).
+    WebSocket(WsError),
 }
 
 impl ConnError {
@@ -116,6 +122,8 @@ impl ConnError {
             }
             ConnError::Disconnected(code) => format!("DISCONNECT 0x{:02X} {}", code.0, code.name()),
             ConnError::Unexpected(t) => format!("unexpected {t:?}"),
+            ConnError::Tls(why) => format!("tls: {why}"),
+            ConnError::WebSocket(e) => format!("websocket: {e}"),
         }
     }
 
@@ -187,6 +195,14 @@ mod tests {
         assert_eq!(
             ConnError::Unexpected(PacketType::SubAck).label(),
             "unexpected SubAck"
+        );
+        assert_eq!(
+            ConnError::WebSocket(WsError::Refused(404)).label(),
+            "websocket: upgrade refused: HTTP 404"
+        );
+        assert_eq!(
+            ConnError::Tls("received fatal alert: BadCertificate".into()).label(),
+            "tls: received fatal alert: BadCertificate"
         );
     }
 

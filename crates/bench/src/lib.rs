@@ -7,6 +7,8 @@
 //!   pinned), progress counters and line, the cross-thread [`runtime::Latch`].
 //! - `conn`: one MQTT connection over glommio with batched writes and
 //!   copy-free decoding through `ringmq-codec`.
+//! - `transport`: the optional TLS (`--tls`) and WebSocket (`--ws`) byte
+//!   layers under every connection; `ws`: the WebSocket codec (pure).
 //! - `template`: pre-encoded, stamped PUBLISH packets for the publishers.
 //! - `payload`: the payload stamp, lost/duplicate accounting and the
 //!   publisher/subscriber/topic layout (pure).
@@ -34,6 +36,8 @@ pub mod report;
 pub mod runtime;
 pub mod scenario;
 pub mod template;
+pub mod transport;
+pub mod ws;
 
 use cli::{Cli, Command};
 use error::BenchError;

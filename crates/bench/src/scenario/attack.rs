@@ -986,6 +986,7 @@ async fn slow_subscriber(ctx: &Ctx) -> Outcome {
         connect_timeout: ctx.target.connect_timeout,
         prefix: ctx.target.prefix.clone(),
         progress: Arc::clone(&ctx.target.progress),
+        transport: ctx.target.transport.clone(),
     };
     let spec = ConnectSpec::new(ctx.target.client_id("attack-slow-sub", 0), KEEP_ALIVE_SECS);
     let mut sub = match subscribed(&v3, &spec, &topic, QoS::AtLeastOnce).await {

@@ -29,6 +29,7 @@ use crate::error::{BenchError, ConnError};
 use crate::procfs::{cpu_model, now_ns, raise_nofile_limit, CpuSample};
 use crate::report::{Report, Value};
 use crate::runtime::Progress;
+use crate::transport::TransportSpec;
 
 /// What every task of a run needs to know, shared across executors.
 #[derive(Debug)]
@@ -43,6 +44,8 @@ pub struct Target {
     pub prefix: String,
     /// Progress counters.
     pub progress: Arc<Progress>,
+    /// TLS and/or WebSocket under every connection (`--tls`, `--ws`).
+    pub transport: Option<Arc<TransportSpec>>,
 }
 
 impl Target {
@@ -66,6 +69,7 @@ impl Target {
             connect_timeout: Duration::from_millis(common.connect_timeout_ms),
             prefix: common.client_prefix.clone(),
             progress: Arc::new(Progress::default()),
+            transport: TransportSpec::from_common(common)?,
         }))
     }
 
@@ -74,13 +78,9 @@ impl Target {
         format!("{}-{role}-{index}", self.prefix)
     }
 
-    /// TCP connect, send CONNECT, wait for CONNACK, each within the
-    /// connect timeout.
-    pub async fn establish(
-        &self,
-        spec: &ConnectSpec,
-        sizes: ReadSize,
-    ) -> Result<Established, ConnError> {
+    /// TCP connect, then the TLS handshake and the WebSocket upgrade if
+    /// the run has them, each stage within the connect timeout.
+    pub async fn open(&self, sizes: ReadSize) -> Result<Opened, ConnError> {
         let tcp_start_ns = now_ns();
         let mut conn = within(
             self.connect_timeout,
@@ -88,6 +88,35 @@ impl Target {
             Conn::open(self.addr, self.version, sizes),
         )
         .await?;
+        let tcp_up_ns = now_ns();
+        if let Some(spec) = &self.transport {
+            conn.wrap(spec)?;
+            if spec.tls.is_some() {
+                within(self.connect_timeout, "TLS handshake", conn.tls_handshake()).await?;
+            }
+            if spec.ws.is_some() {
+                within(self.connect_timeout, "WebSocket upgrade", conn.ws_upgrade()).await?;
+            }
+        }
+        Ok(Opened {
+            conn,
+            tcp_start_ns,
+            tcp_up_ns,
+        })
+    }
+
+    /// [`Target::open`], send CONNECT, wait for CONNACK, each stage within
+    /// the connect timeout.
+    pub async fn establish(
+        &self,
+        spec: &ConnectSpec,
+        sizes: ReadSize,
+    ) -> Result<Established, ConnError> {
+        let Opened {
+            mut conn,
+            tcp_start_ns,
+            tcp_up_ns,
+        } = self.open(sizes).await?;
         let connect_sent_ns = now_ns();
         let connack = within(
             self.connect_timeout,
@@ -100,10 +129,21 @@ impl Target {
             conn,
             connack,
             tcp_start_ns,
+            tcp_up_ns,
             connect_sent_ns,
             connack_ns,
         })
     }
+}
+
+/// A connection ready for CONNECT (TCP up, TLS and WebSocket if any).
+pub struct Opened {
+    /// The connection.
+    pub conn: Conn,
+    /// When the TCP connect started.
+    pub tcp_start_ns: u64,
+    /// When TCP was up (the TLS handshake, if any, started).
+    pub tcp_up_ns: u64,
 }
 
 /// A connection right after its CONNACK, with its timings.
@@ -114,7 +154,10 @@ pub struct Established {
     pub connack: ConnAck,
     /// When the TCP connect started.
     pub tcp_start_ns: u64,
-    /// When CONNECT was written (TCP was up).
+    /// When TCP was up.
+    pub tcp_up_ns: u64,
+    /// When CONNECT was written (TCP, TLS and WebSocket were up): the
+    /// layers' handshakes fall between `tcp_up_ns` and this.
     pub connect_sent_ns: u64,
     /// When CONNACK arrived.
     pub connack_ns: u64,
@@ -184,6 +227,7 @@ pub fn common_params(report: &mut Report, common: &Common) {
     report.param("host", Value::Text(common.host.clone()));
     report.param("port", Value::Int(u64::from(common.port)));
     report.param("mqtt_version", Value::Text(common.mqtt_version.to_string()));
+    report.param("transport", Value::Text(common.scheme().to_string()));
     report.param("threads", Value::Int(common.threads as u64));
     if let Some(cpus) = &common.cpus {
         let list: Vec<String> = cpus.0.iter().map(usize::to_string).collect();

@@ -829,19 +829,16 @@ fn connect_packet(
     }
 }
 
-/// TCP connect, CONNECT, CONNACK, each within the connect timeout.
+/// TCP connect (TLS, WebSocket), CONNECT, CONNACK, each within the
+/// connect timeout.
 async fn open(
     target: &Target,
     version: ProtocolVersion,
     connect: &Connect,
     sizes: ReadSize,
 ) -> Result<(Conn, ConnAck), ConnError> {
-    let mut conn = within(
-        target.connect_timeout,
-        "TCP connect",
-        Conn::open(target.addr, version, sizes),
-    )
-    .await?;
+    let mut conn = target.open(sizes).await?.conn;
+    conn.set_version(version);
     let ack = within(target.connect_timeout, "CONNACK", conn.handshake(connect)).await?;
     Ok((conn, ack))
 }
