@@ -29,6 +29,10 @@ pub enum Command {
     /// Open N connections at a target rate: connects/s, CONNACK latency,
     /// failures by reason.
     Conn(ConnArgs),
+    /// N times: TCP (+ TLS, WebSocket) connect, CONNECT -> CONNACK,
+    /// DISCONNECT and close: handshakes/s, latency by stage, broker CPU
+    /// per handshake (with --broker-pid).
+    Handshake(HandshakeArgs),
     /// Hold N connections that ping every K seconds: broker CPU and
     /// resident memory per connection (with --broker-pid).
     Idle(IdleArgs),
@@ -151,6 +155,31 @@ pub struct ConnArgs {
     /// Keep Alive sent in CONNECT, seconds.
     #[arg(long, default_value_t = 60)]
     pub keepalive: u16,
+}
+
+/// `handshake` flags.
+#[derive(Args, Debug, Clone)]
+pub struct HandshakeArgs {
+    /// Flags shared by every scenario.
+    #[command(flatten)]
+    pub common: Common,
+    /// Handshakes to make (connections are closed as they go, so this is
+    /// not bounded by the open-files limit).
+    #[arg(short = 'n', long, default_value_t = 5000)]
+    pub connections: u64,
+    /// Target handshakes per second over all threads, or "max".
+    #[arg(long, default_value = "max")]
+    pub rate: Rate,
+    /// Connections in progress at once per thread.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Keep Alive sent in CONNECT, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub keepalive: u16,
+    /// Milliseconds to wait for the broker to close its side after the
+    /// DISCONNECT (a connection it leaves open longer counts as a failure).
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub close_wait_ms: u64,
 }
 
 /// `idle` flags.
@@ -601,6 +630,16 @@ impl ConnArgs {
     }
 }
 
+impl HandshakeArgs {
+    /// Checks before running.
+    pub fn validate(&self) -> Result<(), ArgError> {
+        self.common.validate()?;
+        at_least_one("connections", self.connections)?;
+        at_least_one("concurrency", self.concurrency as u64)?;
+        at_least_one("close-wait-ms", self.close_wait_ms)
+    }
+}
+
 impl IdleArgs {
     /// Seconds between PINGREQs of one connection.
     pub fn ping_secs(&self) -> f64 {
@@ -789,6 +828,7 @@ mod tests {
     fn defaults_parse_and_validate() {
         for args in [
             &["conn"][..],
+            &["handshake"],
             &["idle"],
             &["keepalive"],
             &["takeover"],
@@ -800,6 +840,7 @@ mod tests {
             let cmd = parse(args).expect("defaults parse");
             let ok = match &cmd {
                 Command::Conn(a) => a.validate(),
+                Command::Handshake(a) => a.validate(),
                 Command::Idle(a) => a.validate(),
                 Command::Keepalive(a) => a.validate(),
                 Command::Takeover(a) => a.validate(),

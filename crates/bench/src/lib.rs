@@ -15,9 +15,9 @@
 //! - `hist`: HDR-style latency histogram and percentile summaries (pure).
 //! - `procfs`: /proc and getrusage readings (CPU, RSS), the clock.
 //! - `report`: the human-readable table and the one-line JSON.
-//! - `scenario`: `conn`, `idle`, `keepalive`, `takeover`, `pubsub`, `attack`
-//!   (with the `canary` it shares with `keepalive`), `soak` and the
-//!   hidden `sink`, one file each.
+//! - `scenario`: `conn`, `handshake`, `idle`, `keepalive`, `takeover`,
+//!   `pubsub`, `attack` (with the `canary` it shares with `keepalive`),
+//!   `soak` and the hidden `sink`, one file each.
 //!
 //! Invariants: the tool never touches a broker's internals: it measures
 //! only what a client can see (plus /proc for `--broker-pid`). Hot paths
@@ -47,6 +47,7 @@ use report::Report;
 pub fn run(cli: &Cli) -> Result<Report, BenchError> {
     match &cli.command {
         Command::Conn(a) => scenario::conn::run(a),
+        Command::Handshake(a) => scenario::handshake::run(a),
         Command::Idle(a) => scenario::idle::run(a),
         Command::Keepalive(a) => scenario::keepalive::run(a),
         Command::Takeover(a) => scenario::takeover::run(a),
@@ -61,6 +62,7 @@ pub fn run(cli: &Cli) -> Result<Report, BenchError> {
 pub fn wants_json(cli: &Cli) -> bool {
     match &cli.command {
         Command::Conn(a) => a.common.json,
+        Command::Handshake(a) => a.common.json,
         Command::Idle(a) => a.common.json,
         Command::Keepalive(a) => a.common.json,
         Command::Takeover(a) => a.common.json,

@@ -9,6 +9,7 @@
 pub mod attack;
 pub mod canary;
 pub mod conn;
+pub mod handshake;
 pub mod idle;
 pub mod keepalive;
 pub mod pubsub;
@@ -261,6 +262,20 @@ impl CpuWindow {
     /// The broker's CPU sample now, if a broker is watched.
     pub fn broker_now(&self) -> Option<CpuSample> {
         self.broker.and_then(|(pid, _)| CpuSample::of(pid))
+    }
+
+    /// CPU time the tool and (if watched and readable) the broker used
+    /// from the window's start to these later samples.
+    pub fn used_until(
+        &self,
+        own: &CpuSample,
+        broker: Option<&CpuSample>,
+    ) -> (Duration, Option<Duration>) {
+        let broker = match (self.broker, broker) {
+            (Some((_, Some(a))), Some(b)) => Some(b.cpu.saturating_sub(a.cpu)),
+            _ => None,
+        };
+        (own.cpu.saturating_sub(self.own.cpu), broker)
     }
 
     /// Like [`CpuWindow::report`] with samples taken earlier.
