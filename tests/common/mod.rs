@@ -16,6 +16,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -1708,4 +1710,274 @@ pub fn topics_on_shard(prefix: &str, shard: usize, n: usize) -> Vec<String> {
         .filter(|t| shard_for(t.as_bytes(), SHARDS) == shard)
         .take(n)
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Packets over any byte stream (TLS and WebSocket: tests/tls.rs, tests/ws.rs)
+// ---------------------------------------------------------------------------
+
+/// A byte stream whose reads can be bounded in time: TCP, TLS over TCP, a
+/// WebSocket carrying bytes in binary messages.
+pub trait Timed: Read + Write {
+    /// Bounds every following read to `timeout`.
+    fn limit_reads(&mut self, timeout: Duration) -> io::Result<()>;
+}
+
+impl Timed for TcpStream {
+    fn limit_reads(&mut self, timeout: Duration) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, Some(timeout.max(Duration::from_millis(1))))
+    }
+}
+
+/// Splits one whole packet off the front of `buf` (remaining length as in
+/// MQTT 2.1.4), or answers `None` when it is not complete yet.
+pub fn take_packet(buf: &mut Vec<u8>) -> Result<Option<RawPacket>, ReadError> {
+    let mut len = 0usize;
+    let mut i = 1;
+    loop {
+        let Some(&b) = buf.get(i) else {
+            return Ok(None);
+        };
+        len |= usize::from(b & 0x7F) << (7 * (i - 1));
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        if i > 4 {
+            return Err(ReadError::Malformed(buf.clone()));
+        }
+    }
+    if buf.len() < i + len {
+        return Ok(None);
+    }
+    let first = buf[0];
+    let body = buf[i..i + len].to_vec();
+    buf.drain(..i + len);
+    Ok(Some(RawPacket {
+        kind: first >> 4,
+        flags: first & 0x0F,
+        body,
+    }))
+}
+
+/// `RawClient` over any `Timed` stream: writes hand-built bytes and reads
+/// whole packets with a deadline. EOF, reset and a TLS peer that closes
+/// without close_notify all read as `ReadError::Closed`.
+pub struct PacketStream<S> {
+    /// The byte stream.
+    pub stream: S,
+    buf: Vec<u8>,
+    /// Whether to parse incoming packets as MQTT 5.
+    pub v5: bool,
+}
+
+impl<S: Timed> PacketStream<S> {
+    /// Wraps a stream on which nothing was read yet.
+    pub fn new(stream: S, v5: bool) -> PacketStream<S> {
+        PacketStream {
+            stream,
+            buf: Vec::new(),
+            v5,
+        }
+    }
+
+    /// Wraps `stream`, sends `opts`' CONNECT and answers the CONNACK
+    /// (whatever its code).
+    pub fn connect(stream: S, opts: &ConnectOpts) -> (PacketStream<S>, ConnAckInfo) {
+        let mut c = PacketStream::new(stream, opts.is_v5());
+        c.send(&opts.encode()).expect("send CONNECT");
+        let ack = c.expect_packet(PROMPT, "CONNACK").connack(c.v5);
+        (c, ack)
+    }
+
+    /// Like `connect`, asserting the CONNACK code is success.
+    pub fn connected(stream: S, opts: &ConnectOpts) -> (PacketStream<S>, ConnAckInfo) {
+        let (c, ack) = PacketStream::connect(stream, opts);
+        assert_eq!(ack.code, 0, "CONNACK for {opts:?} refused: {ack:?}");
+        (c, ack)
+    }
+
+    /// Writes bytes and flushes them.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
+    }
+
+    /// Reads one whole packet, waiting at most `timeout`.
+    pub fn read_packet(&mut self, timeout: Duration) -> Result<RawPacket, ReadError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(p) = take_packet(&mut self.buf)? {
+                return Ok(p);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ReadError::Timeout);
+            }
+            self.stream
+                .limit_reads(deadline - now)
+                .map_err(ReadError::Io)?;
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(ReadError::Closed),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock
+                    | io::ErrorKind::TimedOut
+                    | io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::BrokenPipe => return Err(ReadError::Closed),
+                    _ => return Err(ReadError::Io(e)),
+                },
+            }
+        }
+    }
+
+    /// Reads one packet, panicking (naming `what`) on timeout or close.
+    pub fn expect_packet(&mut self, timeout: Duration, what: &str) -> RawPacket {
+        match self.read_packet(timeout) {
+            Ok(p) => p,
+            Err(e) => panic!("waiting for {what}: {e:?}"),
+        }
+    }
+
+    /// Reads the next packet and parses it as a PUBLISH; QoS 1 is acked.
+    pub fn expect_publish(&mut self, timeout: Duration) -> PublishInfo {
+        let info = self.expect_packet(timeout, "PUBLISH").publish(self.v5);
+        if info.qos == 1 {
+            self.send(&puback_packet(info.packet_id))
+                .expect("send PUBACK");
+        }
+        info
+    }
+
+    /// Asserts that neither a packet nor a close arrives within `dur`.
+    pub fn expect_silence(&mut self, dur: Duration, why: &str) {
+        match self.read_packet(dur) {
+            Err(ReadError::Timeout) => {}
+            other => panic!("expected silence for {dur:?} ({why}), got {other:?}"),
+        }
+    }
+
+    /// Reads until the broker closes the connection; answers the packets that
+    /// came first. Panics when it is still open at `timeout`.
+    pub fn expect_closed(&mut self, timeout: Duration, why: &str) -> Vec<RawPacket> {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_packet(left) {
+                Ok(p) => got.push(p),
+                Err(ReadError::Closed) => return got,
+                Err(ReadError::Timeout) => {
+                    panic!("connection not closed within {timeout:?} ({why}); got {got:?}")
+                }
+                Err(e) => panic!("reading until close ({why}): {e:?}; got {got:?}"),
+            }
+        }
+    }
+
+    /// Sends PINGREQ and asserts the next packet is PINGRESP.
+    pub fn ping(&mut self) {
+        self.send(&PINGREQ_BYTES).expect("send PINGREQ");
+        let p = self.expect_packet(PROMPT, "PINGRESP");
+        assert_eq!(p.kind, PINGRESP, "expected PINGRESP, got {p:?}");
+    }
+
+    /// Subscribes and answers the SUBACK codes (asserting the packet id).
+    pub fn subscribe(&mut self, packet_id: u16, filters: &[(&str, u8)]) -> Vec<u8> {
+        let v5 = self.v5;
+        self.send(&subscribe_packet(packet_id, filters, v5))
+            .expect("send SUBSCRIBE");
+        let (id, codes) = self.expect_packet(PROMPT, "SUBACK").ack_codes(SUBACK, v5);
+        assert_eq!(id, packet_id, "SUBACK packet id");
+        codes
+    }
+
+    /// Publishes at QoS 0.
+    pub fn publish0(&mut self, topic: &str, payload: &[u8]) {
+        let v5 = self.v5;
+        self.send(&publish_packet(topic, payload, 0, 0, false, v5))
+            .expect("send PUBLISH");
+    }
+
+    /// Publishes at QoS 1 and waits for the PUBACK.
+    pub fn publish1(&mut self, topic: &str, payload: &[u8], packet_id: u16) {
+        let v5 = self.v5;
+        self.send(&publish_packet(topic, payload, 1, packet_id, false, v5))
+            .expect("send PUBLISH");
+        let p = self.expect_packet(PROMPT, "PUBACK");
+        assert_eq!(p.kind, PUBACK, "expected PUBACK, got {p:?}");
+        assert_eq!(&p.body[..2], &packet_id.to_be_bytes(), "PUBACK packet id");
+    }
+}
+
+/// Asserts a keep-alive close seen at `closed` lies in [sent + lower,
+/// acked + lower + tick + MARGIN]: `sent` is just before the client's last
+/// packet was written, `acked` when the broker's answer to it was read.
+pub fn assert_close_window(
+    sent: Instant,
+    acked: Instant,
+    closed: Instant,
+    lower: Duration,
+    what: &str,
+) {
+    let after_send = closed - sent;
+    assert!(
+        after_send >= lower,
+        "{what}: closed {after_send:?} after the last packet, before {lower:?}"
+    );
+    let upper = lower + Duration::from_millis(TICK_MS) + MARGIN;
+    let after_ack = closed.saturating_duration_since(acked);
+    assert!(
+        after_ack <= upper,
+        "{what}: closed {after_ack:?} after the last packet, later than {upper:?}"
+    );
+}
+
+/// Reads raw bytes until the peer closes `stream` (EOF or reset) and
+/// answers them; panics when it is still open at `timeout`.
+pub fn read_until_closed(stream: &mut TcpStream, timeout: Duration, why: &str) -> Vec<u8> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let now = Instant::now();
+        assert!(
+            now < deadline,
+            "connection not closed within {timeout:?} ({why}); got {got:?}"
+        );
+        stream
+            .set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))
+            .expect("set_read_timeout");
+        match stream.read(&mut chunk) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) => match e.kind() {
+                io::ErrorKind::WouldBlock
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::Interrupted => {}
+                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => return got,
+                _ => panic!("reading until close ({why}): {e}"),
+            },
+        }
+    }
+}
+
+/// Connects with `connect(client_id)` (ids owned by shard 1) until one
+/// connection was accepted by the other shard and handed over to its owner
+/// (`Stats::handoffs` grew during it); answers that connection. With
+/// SO_REUSEPORT spreading accepts over two shards, 50 tries all landing on
+/// the owner has odds of 2^-50.
+pub fn handed_off<C>(broker: &Broker, mut connect: impl FnMut(&str) -> C) -> C {
+    for i in 0..50 {
+        let before = broker.stats().handoffs;
+        let c = connect(&id_on_shard(&format!("handoff{i}-"), 1));
+        if broker.stats().handoffs > before {
+            return c;
+        }
+    }
+    panic!("50 connections were all accepted by the shard owning their client id")
 }
