@@ -6,7 +6,9 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::Parser;
 
@@ -14,14 +16,51 @@ use clap::Parser;
 #[derive(Parser, Clone, Debug)]
 #[command(name = "ringmq", version, about, long_about = None)]
 pub struct Config {
-    /// Address to listen on (repeatable). Every shard binds every listener
-    /// with SO_REUSEPORT and the kernel spreads the accepts.
-    #[arg(
-        long = "listen",
-        value_name = "ADDR:PORT",
-        default_value = "0.0.0.0:1883"
-    )]
-    pub listen: Vec<SocketAddr>,
+    /// A listener (repeatable): `mqtt://HOST:PORT` (or bare `HOST:PORT`),
+    /// `mqtts://HOST:PORT`, `ws://HOST:PORT/PATH` or `wss://HOST:PORT/PATH`
+    /// (PATH defaults to /mqtt). Every shard binds every listener with
+    /// SO_REUSEPORT and the kernel spreads the accepts.
+    #[arg(long = "listen", value_name = "URL", default_value = "0.0.0.0:1883")]
+    pub listen: Vec<ListenUrl>,
+
+    /// Certificate chain (PEM) of the mqtts:// and wss:// listeners.
+    /// Reloaded on SIGHUP.
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM: PKCS#8, RSA or SEC1) of --tls-cert. Reloaded on
+    /// SIGHUP.
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA bundle (PEM) that client certificates are verified against; with
+    /// it, TLS clients are asked for a certificate (optional unless
+    /// --require-certificate). Reloaded on SIGHUP.
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// TLS clients without a certificate that --tls-ca verifies fail the
+    /// handshake.
+    #[arg(long)]
+    pub require_certificate: bool,
+
+    /// The subject CN of a TLS client's certificate becomes its username
+    /// (as Mosquitto's use_identity_as_username); a TLS client without a
+    /// certificate, or whose certificate has no CN, is refused (CONNACK
+    /// 0x87 / v3 0x05). Needs --tls-ca.
+    #[arg(long)]
+    pub use_identity_as_username: bool,
+
+    /// TLS handshakes each shard runs at once; a TLS socket accepted beyond
+    /// it is closed at once (counted), so a storm of TLS connects cannot
+    /// take the shard's CPU from its established clients.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_tls_handshakes: usize,
+
+    /// Accept WebSocket upgrades that offer no `mqtt` (or `mqttv3.1`)
+    /// subprotocol; without this they get HTTP 400.
+    #[arg(long)]
+    pub ws_allow_no_subprotocol: bool,
 
     /// Number of shards (one pinned glommio executor each). Default: one per
     /// CPU this process may run on (its affinity mask). At most 64.
@@ -291,6 +330,41 @@ impl Config {
         if self.listen.is_empty() {
             return bad("listen", "at least one address is needed".into());
         }
+        let tls_listener = self.listen.iter().any(|l| l.scheme.tls());
+        if tls_listener && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return bad(
+                "listen",
+                "an mqtts:// or wss:// listener needs --tls-cert and --tls-key".into(),
+            );
+        }
+        if !tls_listener {
+            for (flag, given) in [
+                ("tls-cert", self.tls_cert.is_some()),
+                ("tls-key", self.tls_key.is_some()),
+                ("tls-ca", self.tls_ca.is_some()),
+                ("require-certificate", self.require_certificate),
+                ("use-identity-as-username", self.use_identity_as_username),
+            ] {
+                if given {
+                    return bad(flag, "given, but no --listen is mqtts:// or wss://".into());
+                }
+            }
+        }
+        if self.require_certificate && self.tls_ca.is_none() {
+            return bad(
+                "require-certificate",
+                "needs --tls-ca to verify certificates against".into(),
+            );
+        }
+        if self.use_identity_as_username && self.tls_ca.is_none() {
+            return bad(
+                "use-identity-as-username",
+                "needs --tls-ca to verify certificates against".into(),
+            );
+        }
+        if self.max_tls_handshakes == 0 {
+            return bad("max-tls-handshakes", "must be at least 1".into());
+        }
         if let Some(n) = self.shards {
             if n == 0 || n > 64 {
                 return bad("shards", format!("{n} is not in 1..=64"));
@@ -416,6 +490,100 @@ impl Config {
     }
 }
 
+/// A listener's protocol stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// MQTT over TCP.
+    Mqtt,
+    /// MQTT over TLS.
+    Mqtts,
+    /// MQTT over WebSocket.
+    Ws,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+}
+
+impl Scheme {
+    /// Whether the listener speaks TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, Scheme::Mqtts | Scheme::Wss)
+    }
+
+    /// Whether the listener speaks WebSocket.
+    pub fn ws(self) -> bool {
+        matches!(self, Scheme::Ws | Scheme::Wss)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Scheme::Mqtt => "mqtt",
+            Scheme::Mqtts => "mqtts",
+            Scheme::Ws => "ws",
+            Scheme::Wss => "wss",
+        }
+    }
+}
+
+/// One `--listen` value: `[SCHEME://]HOST:PORT[/PATH]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenUrl {
+    /// The protocol stack.
+    pub scheme: Scheme,
+    /// The address to bind (a host name is resolved once, at start).
+    pub addr: SocketAddr,
+    /// The HTTP path of a WebSocket listener ("/mqtt" by default); empty
+    /// for the others.
+    pub path: String,
+}
+
+impl FromStr for ListenUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (scheme, rest) = match s.split_once("://") {
+            None => (Scheme::Mqtt, s),
+            Some(("mqtt" | "tcp", rest)) => (Scheme::Mqtt, rest),
+            Some(("mqtts" | "ssl" | "tls", rest)) => (Scheme::Mqtts, rest),
+            Some(("ws", rest)) => (Scheme::Ws, rest),
+            Some(("wss", rest)) => (Scheme::Wss, rest),
+            Some((other, _)) => {
+                return Err(format!(
+                    "unknown scheme {other:?} (use mqtt://, mqtts://, ws:// or wss://)"
+                ))
+            }
+        };
+        let (host_port, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if !path.is_empty() && !scheme.ws() {
+            return Err(format!(
+                "{s:?}: only ws:// and wss:// listeners have a path"
+            ));
+        }
+        let path = match (scheme.ws(), path) {
+            (true, "") => "/mqtt".to_string(),
+            (true, p) => p.to_string(),
+            (false, _) => String::new(),
+        };
+        let addr = match host_port.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => host_port
+                .to_socket_addrs()
+                .map_err(|e| format!("{s:?}: not HOST:PORT ({e})"))?
+                .next()
+                .ok_or_else(|| format!("{s:?}: {host_port} resolves to no address"))?,
+        };
+        Ok(ListenUrl { scheme, addr, path })
+    }
+}
+
+impl fmt::Display for ListenUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme.name(), self.addr, self.path)
+    }
+}
+
 /// The CPUs this process may run on, in order (respects taskset and
 /// container cpusets).
 pub fn allowed_cpus() -> Vec<usize> {
@@ -440,7 +608,8 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let c = Config::from_args(["ringmq"]).unwrap();
-        assert_eq!(c.listen, vec!["0.0.0.0:1883".parse().unwrap()]);
+        assert_eq!(c.listen[0].addr, "0.0.0.0:1883".parse().unwrap());
+        assert_eq!(c.listen[0].scheme, Scheme::Mqtt);
         assert_eq!(c.keepalive_tick_ms, 100);
         assert_eq!(c.keepalive_backoff, 0.75);
     }
@@ -474,6 +643,56 @@ mod tests {
             (
                 vec!["ringmq", "--max-session-expiry-secs", "60"],
                 "--session-expiry-default-secs",
+            ),
+        ] {
+            let err = Config::from_args(args).unwrap_err().to_string();
+            assert!(err.contains(flag), "{err:?} should name {flag}");
+        }
+    }
+
+    #[test]
+    fn listen_urls() {
+        let parse = |s: &str| s.parse::<ListenUrl>();
+        let l = parse("mqtts://127.0.0.1:8883").unwrap();
+        assert_eq!(
+            (l.scheme, l.addr.port(), l.path.as_str()),
+            (Scheme::Mqtts, 8883, "")
+        );
+        let l = parse("ws://127.0.0.1:80").unwrap();
+        assert_eq!((l.scheme, l.path.as_str()), (Scheme::Ws, "/mqtt"));
+        let l = parse("wss://[::1]:443/broker/mqtt").unwrap();
+        assert_eq!((l.scheme, l.path.as_str()), (Scheme::Wss, "/broker/mqtt"));
+        assert!(l.addr.is_ipv6());
+        assert_eq!(parse("1.2.3.4:5").unwrap().scheme, Scheme::Mqtt);
+        assert_eq!(
+            parse("mqtt://1.2.3.4:5").unwrap().to_string(),
+            "mqtt://1.2.3.4:5"
+        );
+        assert!(parse("http://1.2.3.4:5").is_err());
+        assert!(parse("mqtt://1.2.3.4:5/x").is_err());
+        assert!(parse("mqtt://nonsense").is_err());
+    }
+
+    #[test]
+    fn tls_flags_are_checked_together() {
+        for (args, flag) in [
+            (
+                vec!["ringmq", "--listen", "mqtts://127.0.0.1:0"],
+                "--tls-cert",
+            ),
+            (vec!["ringmq", "--tls-cert", "c.pem"], "--tls-cert"),
+            (
+                vec![
+                    "ringmq",
+                    "--listen",
+                    "wss://127.0.0.1:0",
+                    "--tls-cert",
+                    "c",
+                    "--tls-key",
+                    "k",
+                    "--require-certificate",
+                ],
+                "--require-certificate",
             ),
         ] {
             let err = Config::from_args(args).unwrap_err().to_string();

@@ -17,17 +17,18 @@ mod io;
 mod mesh;
 mod shard;
 mod stats;
+mod transport;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::info;
 
-pub use config::{allowed_cpus, Config, ConfigError};
+pub use config::{allowed_cpus, Config, ConfigError, ListenUrl, Scheme};
 pub use stats::Stats;
 
 use mesh::Mesh;
@@ -77,6 +78,8 @@ pub enum StartError {
     Executor(String),
     /// A listener could not be bound.
     Listen(String),
+    /// The TLS certificate, key or CA could not be loaded.
+    Tls(String),
 }
 
 impl fmt::Display for StartError {
@@ -109,6 +112,7 @@ impl fmt::Display for StartError {
             ),
             StartError::Executor(e) => write!(f, "cannot start a shard executor: {e}"),
             StartError::Listen(e) => write!(f, "cannot listen: {e}"),
+            StartError::Tls(e) => write!(f, "cannot load TLS material: {e}"),
         }
     }
 }
@@ -173,6 +177,9 @@ impl Broker {
         let shards = config.shard_count();
         let locked = check_locked_memory(shards, config.io_memory_kib, config.ring_depth)?;
         let cpus = allowed_cpus();
+        let tls = transport::tls::load(&config)
+            .map_err(StartError::Tls)?
+            .map(Arc::new);
         let (mesh, inboxes) = Mesh::<Msg>::new(shards, config.inbox_capacity)
             .map_err(|e| StartError::Executor(format!("cannot create the shard mesh: {e}")))?;
         let shared = Arc::new(Shared {
@@ -184,19 +191,23 @@ impl Broker {
             open_connections: AtomicUsize::new(0),
             epoch: std::time::Instant::now(),
             per_ip: Default::default(),
+            tls_reloads: AtomicU64::new(0),
+            tls_reload_failures: AtomicU64::new(0),
             config,
         });
         let mut broker = Broker {
             shared: shared.clone(),
-            addrs: shared.config.listen.clone(),
+            addrs: shared.config.listen.iter().map(|l| l.addr).collect(),
             threads: Vec::with_capacity(shards),
         };
+        let mut listen = shared.config.listen.clone();
         for (id, inbox) in inboxes.into_iter().enumerate() {
             let cpu = cpus[id % cpus.len()];
             let (ready_tx, ready_rx) = mpsc::channel::<Result<Vec<SocketAddr>, StartError>>();
             let shared = shared.clone();
             // Port 0: shard 0 binds first and the others bind the port it got.
-            let addrs = broker.addrs.clone();
+            let urls = listen.clone();
+            let tls = tls.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ringmq-shard-{id}"))
                 .spawn(move || {
@@ -206,7 +217,7 @@ impl Broker {
                     // The release profile aborts on panic anyway; this
                     // covers builds that unwind.
                     let body = std::panic::AssertUnwindSafe(move || {
-                        run_shard(id, cpu, shared, inbox, addrs, ready_tx)
+                        run_shard(id, cpu, shared, inbox, urls, tls, ready_tx)
                     });
                     if std::panic::catch_unwind(body).is_err() {
                         tracing::error!(shard = id, "shard panicked: aborting the process");
@@ -218,6 +229,9 @@ impl Broker {
             match ready_rx.recv() {
                 Ok(Ok(bound)) => {
                     if id == 0 {
+                        for (url, addr) in listen.iter_mut().zip(&bound) {
+                            url.addr = *addr;
+                        }
                         broker.addrs = bound;
                     }
                 }
@@ -231,7 +245,11 @@ impl Broker {
         }
         info!(
             shards,
-            listen = ?broker.addrs,
+            listen = %listen
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
             keepalive_tick_ms = broker.shared.config.keepalive_tick_ms,
             keepalive_backoff = broker.shared.config.keepalive_backoff,
             ring_depth = broker.shared.config.ring_depth,
@@ -264,7 +282,39 @@ impl Broker {
         for s in &self.shared.stats {
             s.add_to(&mut total);
         }
+        total.tls_reloads = self.shared.tls_reloads.load(Ordering::Relaxed);
+        total.tls_reload_failures = self.shared.tls_reload_failures.load(Ordering::Relaxed);
         total
+    }
+
+    /// Reads --tls-cert, --tls-key and --tls-ca again (what SIGHUP does):
+    /// handshakes that start after this use the new material; connections
+    /// already open keep theirs. A failure keeps the old material and says
+    /// why.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        let loaded = transport::tls::load(&self.shared.config);
+        let material = match loaded {
+            Ok(Some(m)) => Arc::new(m),
+            Ok(None) => {
+                info!("TLS reload asked, but no listener speaks TLS");
+                return Err("no TLS listener is configured".into());
+            }
+            Err(e) => {
+                self.shared
+                    .tls_reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "TLS reload failed: the old certificate stays in use");
+                return Err(e);
+            }
+        };
+        for id in 0..self.shared.shards {
+            self.shared
+                .mesh
+                .send_external(id, Msg::TlsReload(material.clone()));
+        }
+        self.shared.tls_reloads.fetch_add(1, Ordering::Relaxed);
+        info!("TLS certificate, key and CA reloaded");
+        Ok(())
     }
 
     /// Stops accepting, sends v5 clients DISCONNECT 0x8B, closes every
@@ -295,7 +345,8 @@ fn run_shard(
     cpu: usize,
     shared: Arc<Shared>,
     inbox: mesh::Inbox<Msg>,
-    addrs: Vec<SocketAddr>,
+    urls: Vec<ListenUrl>,
+    tls: Option<Arc<transport::tls::TlsMaterial>>,
     ready_tx: mpsc::Sender<Result<Vec<SocketAddr>, StartError>>,
 ) {
     // The shard's socket I/O runs on its own ring (shard/engine.rs); the
@@ -322,15 +373,13 @@ fn run_shard(
                 return;
             }
         };
-        let shard = Shard::new(id, shared, inbox);
-        match shard::listen::serve(&shard, &addrs) {
+        let shard = Shard::new(id, shared, inbox, tls.as_deref());
+        match shard::listen::serve(&shard, &urls) {
             Ok(bound) => {
                 let _ = ready_tx.send(Ok(bound));
             }
             Err(e) => {
-                let _ = ready_tx.send(Err(StartError::Listen(format!(
-                    "shard {id}: {addrs:?}: {e}"
-                ))));
+                let _ = ready_tx.send(Err(StartError::Listen(format!("shard {id}: {e}"))));
                 return;
             }
         }

@@ -1,5 +1,5 @@
-//! The `ringmq` command: parse flags, start the shards, wait for SIGINT or
-//! SIGTERM, stop cleanly.
+//! The `ringmq` command: parse flags, start the shards, reload TLS material
+//! on SIGHUP, stop cleanly on SIGINT or SIGTERM.
 
 use std::process::ExitCode;
 
@@ -47,8 +47,18 @@ fn main() -> ExitCode {
         }
     };
     let mut signal = 0;
-    // SAFETY: sigwait reads the set and writes one int we own.
-    unsafe { libc::sigwait(&signals, &mut signal) };
+    loop {
+        // SAFETY: sigwait reads the set and writes one int we own.
+        unsafe { libc::sigwait(&signals, &mut signal) };
+        if signal != libc::SIGHUP {
+            break;
+        }
+        // SIGHUP: new TLS material for new handshakes; after a failure the
+        // old material stays.
+        info!("SIGHUP: reloading TLS material");
+        // The broker logs the outcome (and why, when it fails).
+        let _ = broker.reload_tls();
+    }
     info!(signal, "stop signal received: shutting down");
     broker.shutdown();
     info!("stopped");
@@ -62,6 +72,7 @@ fn stop_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }

@@ -103,6 +103,23 @@ counters! {
     timers_late,
     /// Sum over late timers of how late they were, in milliseconds.
     timer_lateness_ms,
+    /// TLS handshakes that failed (not TLS, a refused certificate, a
+    /// handshake cut short by the peer).
+    tls_handshake_errors,
+    /// TLS errors after the handshake (a bad record).
+    tls_errors,
+    /// TLS sockets closed at accept by --max-tls-handshakes.
+    tls_handshakes_refused,
+    /// WebSocket upgrade requests refused (wrong path, bad key, no MQTT
+    /// subprotocol, not an upgrade).
+    ws_upgrade_refused,
+    /// WebSocket connections closed for a frame that broke the rules (a
+    /// text frame, an unmasked or oversize frame).
+    ws_protocol_errors,
+    /// TLS material reloaded (SIGHUP).
+    tls_reloads,
+    /// TLS reloads that failed (the old material stayed).
+    tls_reload_failures,
 }
 
 impl ShardStats {

@@ -277,6 +277,12 @@ impl Ring {
         self.bufs.provide(id);
     }
 
+    /// The `len` bytes a read put into buffer `id`, to work on in place; the buffer
+    /// goes back with [`Ring::give_back`].
+    pub(crate) fn read_slice(&mut self, id: u16, len: usize) -> &mut [u8] {
+        &mut self.bufs.slots[usize::from(id)][..len]
+    }
+
     /// Gives buffer `id` back to the kernel unread (an empty or stale read).
     pub(crate) fn give_back(&mut self, id: u16) {
         self.bufs.provide(id);

@@ -57,6 +57,7 @@ pub(crate) struct Adopt {
     pub(crate) fd: std::os::fd::OwnedFd,
     pub(crate) read: bytes::BytesMut,
     pub(crate) peer: std::net::SocketAddr,
+    pub(crate) transport: Option<Box<crate::transport::Transport>>,
 }
 
 /// Everything mutable a shard owns. Borrowed once per step (a read
@@ -88,6 +89,8 @@ pub(crate) struct Core {
     pub(crate) next_link: u32,
     /// Rate limits of the warnings about limits hit.
     pub(crate) gates: super::ratelimit::Gates,
+    /// This shard's TLS configurations (`None`: no TLS listener).
+    pub(crate) tls: Option<crate::transport::tls::ShardTls>,
     /// --max-connect-rate.
     pub(crate) connect_bucket: super::ratelimit::TokenBucket,
     /// --will-rate, and the fired session timers waiting for it (with

@@ -111,6 +111,7 @@ impl Core {
                 fd: adopt.fd,
                 read: adopt.read,
                 peer: adopt.peer,
+                transport: adopt.transport,
             },
         );
     }
@@ -157,6 +158,23 @@ impl Core {
             };
             self.refuse(link, code, "max connections");
             return None;
+        }
+        let mut connect = connect;
+        if let Some(name) = link.cert_name.take() {
+            // --use-identity-as-username: the certificate names the user,
+            // whatever the CONNECT says.
+            match name.0 {
+                Some(cn) => connect.username = Some(Bytes::from(cn.into_string())),
+                None => {
+                    let code = if v5 {
+                        ReasonCode::NOT_AUTHORIZED
+                    } else {
+                        ReasonCode(0x05)
+                    };
+                    self.refuse(link, code, "no client certificate name");
+                    return None;
+                }
+            }
         }
         let now = self.clock.read().1;
         self.now = now;
@@ -536,10 +554,23 @@ impl Core {
                     filter,
                     messages,
                 } => self.deliver_retained(session, &filter, messages),
-                Msg::Adopt { fd, read, peer } => {
+                Msg::Adopt {
+                    fd,
+                    read,
+                    peer,
+                    transport,
+                } => {
                     ShardStats::inc(&self.stats.handoffs);
                     // The engine starts it in this same turn.
-                    self.adopts.push(Adopt { fd, read, peer });
+                    self.adopts.push(Adopt {
+                        fd,
+                        read,
+                        peer,
+                        transport,
+                    });
+                }
+                Msg::TlsReload(material) => {
+                    self.tls = Some(crate::transport::tls::ShardTls::new(&material));
                 }
                 Msg::Shutdown => self.begin_shutdown(),
             }

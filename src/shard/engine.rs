@@ -34,9 +34,13 @@ use ringmq_session::CloseCause;
 use tracing::{debug, trace, warn};
 
 use super::frames::{self, Fed};
-use super::link::{Dirty, Link};
+use super::link::{CertName, Dirty, Link};
+use super::ratelimit::Gate;
 use super::Shard;
+use crate::config::Scheme;
 use crate::io::ring::{Completion, Op, Ring, Token};
+use crate::stats::ShardStats;
+use crate::transport::{Fault, Status, Transport, WsConfig};
 
 /// Longest a take-over waits for the old connection to close.
 const TAKEOVER_WAIT: Duration = Duration::from_millis(100);
@@ -84,6 +88,9 @@ enum State {
     /// it is not read either (it would only make more output) until its
     /// output drains to half that.
     Blocked,
+    /// Its CONNECT names a client id another shard owns, but a send (of
+    /// its TLS handshake) is still in flight: it moves once that is done.
+    HandingOff(u8),
     /// Closed for the session; the slot lives until the kernel has
     /// finished every request on it.
     Closed,
@@ -103,6 +110,9 @@ struct Conn {
     /// read buffer taken without a copy): a partial packet left there must
     /// move out before the turn ends, or it pins the whole block.
     in_arena: bool,
+    /// TLS and/or WebSocket (`None`: MQTT straight over TCP). `pending`
+    /// then holds what it decoded, in storage of its own.
+    transport: Option<Box<Transport>>,
 }
 
 impl Conn {
@@ -170,6 +180,9 @@ impl Slab {
 struct Listener {
     fd: OwnedFd,
     armed: bool,
+    scheme: Scheme,
+    /// Its WebSocket settings (unused by other schemes).
+    ws: WsConfig,
 }
 
 /// The engine's state beside the shard's `Core`.
@@ -211,20 +224,35 @@ struct Engine {
     /// leaves a stale entry behind, dropped at the next check.
     stalls: Vec<Stall>,
     stall_timeout: Duration,
+    /// TLS handshakes under way on this shard, and --max-tls-handshakes.
+    handshakes: usize,
+    max_handshakes: usize,
 }
 
 /// Runs the shard on its own ring until shutdown has closed every
 /// connection. `listeners` are bound and listening; `doorbell` is the
 /// inbox's doorbell read end.
 pub(crate) async fn run(shard: Rc<Shard>, ring: Ring, listeners: Vec<OwnedFd>, doorbell: OwnedFd) {
+    let config = shard.config();
+    let listeners = listeners
+        .into_iter()
+        .zip(&config.listen)
+        .map(|(fd, url)| Listener {
+            fd,
+            armed: false,
+            scheme: url.scheme,
+            ws: WsConfig {
+                path: url.path.clone(),
+                allow_no_subprotocol: config.ws_allow_no_subprotocol,
+                max_frame: config.max_packet_size as usize,
+            },
+        })
+        .collect();
     let mut engine = Engine {
         shard: shard.clone(),
         ring,
         slots: Slab::default(),
-        listeners: listeners
-            .into_iter()
-            .map(|fd| Listener { fd, armed: false })
-            .collect(),
+        listeners,
         doorbell,
         doorbell_buf: Box::new([0; 64]),
         doorbell_armed: false,
@@ -243,6 +271,8 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Ring, listeners: Vec<OwnedFd>, d
         max_outbuf: shard.config().max_outbuf_bytes,
         stalls: Vec::new(),
         stall_timeout: Duration::from_millis(shard.config().write_stall_timeout_ms),
+        handshakes: 0,
+        max_handshakes: shard.config().max_tls_handshakes,
     };
     engine.arm_listeners();
     engine.arm_doorbell();
@@ -396,7 +426,7 @@ impl Engine {
             std::mem::take(&mut core.adopts)
         };
         for adopt in adopts {
-            self.open(adopt.fd, adopt.peer, adopt.read, true);
+            self.open(adopt.fd, adopt.peer, adopt.read, true, adopt.transport);
         }
     }
 
@@ -452,12 +482,22 @@ impl Engine {
                 return;
             }
             let peer = peer_addr(fd.as_raw_fd());
+            let listener = c.token.slot as usize;
+            let mut transport = match self.transport_for(listener) {
+                Ok(t) => t,
+                // Dropping the descriptor closes it (counted, logged).
+                Err(()) => return self.rearm_accept(&c),
+            };
             if !self.shard.core.borrow_mut().admit(peer) {
                 // Dropping the descriptor closes it.
                 return self.rearm_accept(&c);
             }
+            if let Some(t) = transport.as_mut().filter(|t| t.is_tls()) {
+                t.counted = true;
+                self.handshakes += 1;
+            }
             set_nodelay(fd.as_raw_fd());
-            self.open(fd, peer, BytesMut::new(), false);
+            self.open(fd, peer, BytesMut::new(), false, transport);
         } else if !self.shard.shutting_down() {
             let error = std::io::Error::from_raw_os_error(-c.result);
             crate::stats::ShardStats::inc(&self.shard.shared.stats[self.shard.id].accept_errors);
@@ -474,6 +514,48 @@ impl Engine {
         self.rearm_accept(&c);
     }
 
+    /// The layers a socket accepted on `listener` needs; `Err` when it must
+    /// be closed at once (--max-tls-handshakes).
+    fn transport_for(&mut self, listener: usize) -> Result<Option<Box<Transport>>, ()> {
+        let Some(l) = self.listeners.get(listener) else {
+            return Ok(None);
+        };
+        let scheme = l.scheme;
+        if scheme == Scheme::Mqtt {
+            return Ok(None);
+        }
+        let stats = &self.shard.shared.stats[self.shard.id];
+        if scheme.tls() && self.handshakes >= self.max_handshakes {
+            ShardStats::inc(&stats.tls_handshakes_refused);
+            let mut core = self.shard.core.borrow_mut();
+            let now = core.clock.read().1;
+            if let Some(unlogged) = core.gates.check(Gate::TlsHandshakes, now) {
+                warn!(
+                    shard = self.shard.id,
+                    max = self.max_handshakes,
+                    unlogged,
+                    "--max-tls-handshakes in progress: closing new TLS sockets"
+                );
+            }
+            return Err(());
+        }
+        let core = self.shard.core.borrow();
+        let tls = match (scheme.tls(), &core.tls) {
+            (false, _) => None,
+            (true, Some(tls)) if scheme == Scheme::Wss => Some(&tls.wss),
+            (true, Some(tls)) => Some(&tls.mqtts),
+            (true, None) => return Err(()),
+        };
+        match Transport::new(listener as u16, tls, scheme.ws()) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) => {
+                debug!(error = %e, "cannot start a TLS connection");
+                ShardStats::inc(&stats.tls_handshake_errors);
+                Err(())
+            }
+        }
+    }
+
     /// A multishot accept that ended is armed again (unless accepts are
     /// backing off).
     fn rearm_accept(&mut self, c: &Completion) {
@@ -484,10 +566,25 @@ impl Engine {
 
     // ---- connections ------------------------------------------------
 
-    fn open(&mut self, fd: OwnedFd, peer: SocketAddr, read: BytesMut, adopted: bool) {
+    fn open(
+        &mut self,
+        fd: OwnedFd,
+        peer: SocketAddr,
+        read: BytesMut,
+        adopted: bool,
+        mut transport: Option<Box<Transport>>,
+    ) {
         let slot = self.slots.alloc();
         // The core keeps the link, by this same slot.
-        let _ = self.shard.core.borrow_mut().new_link(peer, adopted, slot);
+        let link = self.shard.core.borrow_mut().new_link(peer, adopted, slot);
+        if let Some(t) = transport.as_mut() {
+            // A handed-over connection: its name goes to the new link, and
+            // what its layers still have to send (TLS tickets) goes out.
+            t.named = false;
+            if !t.wire.is_empty() {
+                link.wake();
+            }
+        }
         let entry = self.slots.get_mut(slot).expect("allocated");
         entry.gen = Token::next_gen(entry.gen);
         entry.conn = Some(Conn {
@@ -498,8 +595,80 @@ impl Engine {
             state: State::Open,
             adopted,
             in_arena: false,
+            transport,
         });
+        self.note_identity(slot, &link);
         self.handle(slot);
+    }
+
+    /// --use-identity-as-username: once a TLS handshake is done, the
+    /// client certificate's name goes to the link for its CONNECT.
+    fn note_identity(&mut self, slot: u32, link: &Link) {
+        if !self.shard.config().use_identity_as_username {
+            return;
+        }
+        let Some(t) = self.conn_mut(slot).and_then(|c| c.transport.as_mut()) else {
+            return;
+        };
+        if t.named {
+            return;
+        }
+        if let Some(name) = t.peer_name() {
+            t.named = true;
+            link.cert_name.set(Some(Box::new(CertName(name))));
+        }
+    }
+
+    /// Handles bytes read on a connection with a transport: its layers
+    /// decode them into `pending`. False when the connection was closed.
+    fn transport_input(&mut self, slot: u32, id: u16, n: usize) -> bool {
+        let Some(conn) = self.slots.get_mut(slot).and_then(|s| s.conn.as_mut()) else {
+            self.ring.give_back(id);
+            return false;
+        };
+        let t = conn.transport.as_mut().expect("a transport connection");
+        // Decrypted where it was read: the buffer is scratch after this.
+        let data = self.ring.read_slice(id, n);
+        let ws = &self.listeners[usize::from(t.listener)].ws;
+        let result = t.input(ws, data, &mut conn.pending);
+        self.ring.give_back(id);
+        conn.in_arena = false;
+        let done = t.counted && !t.tls_handshaking();
+        if done {
+            t.counted = false;
+        }
+        let wire = !t.wire.is_empty();
+        if done {
+            self.handshakes -= 1;
+        }
+        let Some(link) = self.link(slot) else {
+            return false;
+        };
+        if wire {
+            link.wake();
+        }
+        self.note_identity(slot, &link);
+        let stats = &self.shard.shared.stats[self.shard.id];
+        match result {
+            Ok(Status::Open) => true,
+            Ok(Status::Closed) => {
+                trace!("peer closed its transport");
+                self.close(slot, CloseCause::NetworkError);
+                false
+            }
+            Err(fault) => {
+                let counter = match &fault {
+                    Fault::Handshake(_) => &stats.tls_handshake_errors,
+                    Fault::Tls(_) => &stats.tls_errors,
+                    Fault::Upgrade(_) => &stats.ws_upgrade_refused,
+                    Fault::Frame(_) => &stats.ws_protocol_errors,
+                };
+                ShardStats::inc(counter);
+                debug!(peer = %link.peer, %fault, "closing connection");
+                self.close(slot, CloseCause::ProtocolError);
+                false
+            }
+        }
     }
 
     fn on_recv(&mut self, c: Completion) {
@@ -524,7 +693,14 @@ impl Engine {
         if !c.more {
             conn.reading = Reading::Off;
         }
-        if let Some(id) = c.buffer {
+        if let (Some(id), true) = (c.buffer, conn.transport.is_some()) {
+            let n = c.result.max(0) as usize;
+            if matches!(conn.state, State::Closed) || n == 0 {
+                self.ring.give_back(id);
+            } else if !self.transport_input(slot, id, n) {
+                return;
+            }
+        } else if let Some(id) = c.buffer {
             let n = c.result.max(0) as usize;
             let take_whole = TAKE_WHOLE_MIN.min(self.ring.read_buffer_bytes());
             if n == 0 {
@@ -545,9 +721,17 @@ impl Engine {
                 conn.in_arena = false;
             }
         }
+        let Some(conn) = self.conn_mut(slot) else {
+            return;
+        };
         if matches!(conn.state, State::Closed) {
             self.release_if_done(slot);
             return;
+        }
+        if c.result == 0 && conn.transport.as_ref().is_some_and(|t| t.tls_handshaking()) {
+            // The peer gave up mid-handshake.
+            let stats = &self.shard.shared.stats[self.shard.id];
+            ShardStats::inc(&stats.tls_handshake_errors);
         }
         if c.result > 0 {
             self.read_since_flush += c.result as usize;
@@ -623,7 +807,15 @@ impl Engine {
                 return;
             }
             Fed::HandOff(owner, read) => {
-                self.hand_off(slot, owner, read);
+                if conn.sending.is_empty() {
+                    self.hand_off(slot, owner, read);
+                } else {
+                    // Its TLS handshake is still being sent: the socket
+                    // moves once the kernel is done with it.
+                    conn.pending = read;
+                    // (Shards are at most 64: the id fits a byte.)
+                    conn.state = State::HandingOff(owner.0 as u8);
+                }
                 return;
             }
         }
@@ -814,6 +1006,7 @@ impl Engine {
             fd: conn.fd,
             read,
             peer: link.peer.addr(),
+            transport: conn.transport,
         };
         core.hand_off(owner, adopt);
     }
@@ -863,12 +1056,20 @@ impl Engine {
         }
         let mut out = {
             let mut out = link.outbuf.borrow_mut();
-            if out.is_empty() {
+            let wire = conn.transport.as_ref().is_some_and(|t| !t.wire.is_empty());
+            if out.is_empty() && !wire {
                 return;
             }
             // The link keeps no buffer while the bytes are in flight.
             std::mem::take(&mut *out)
         };
+        if let Some(t) = conn.transport.as_mut() {
+            // Wrapped by the layers, behind what they had to send already.
+            if !out.is_empty() {
+                t.output(&out);
+            }
+            out = std::mem::take(&mut t.wire);
+        }
         if direct {
             // The first few writes of a turn go out at once with send(2):
             // a lone reply (a PINGRESP, a PUBACK) then costs one syscall and
@@ -962,6 +1163,12 @@ impl Engine {
             self.release_if_done(slot);
             return;
         }
+        if let (State::HandingOff(owner), 0) = (&conn.state, left) {
+            let owner = ringmq_route::ShardId(usize::from(*owner));
+            let read = std::mem::take(&mut conn.pending);
+            self.hand_off(slot, owner, read);
+            return;
+        }
         if let Some(link) = self.link(slot) {
             link.set_in_flight(left);
         }
@@ -1004,7 +1211,37 @@ impl Engine {
             // CONNACK, a PUBACK) leaves before the DISCONNECT and the FIN.
             self.ring.submit();
         }
-        {
+        let conn = self
+            .slots
+            .get_mut(slot)
+            .and_then(|s| s.conn.as_mut())
+            .expect("live");
+        if let Some(t) = conn.transport.as_mut() {
+            if t.counted {
+                t.counted = false;
+                self.handshakes -= 1;
+            }
+            // Last chance for a queued DISCONNECT to leave, wrapped, with
+            // the layers' goodbyes (close frame, close_notify) after it.
+            let mut out = link.outbuf.borrow_mut();
+            if !out.is_empty() {
+                t.output(&out);
+                out.clear();
+            }
+            t.close();
+            if !t.wire.is_empty() {
+                // SAFETY: a non-blocking send from memory we own.
+                unsafe {
+                    libc::send(
+                        fd,
+                        t.wire.as_ptr().cast(),
+                        t.wire.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                t.wire = BytesMut::new();
+            }
+        } else {
             // Last chance for a queued DISCONNECT to leave (no waiting).
             let out = link.outbuf.borrow();
             if !out.is_empty() {

@@ -179,7 +179,14 @@ pub(crate) struct Link {
     in_flight: Cell<u32>,
     /// Retained queries sent to other shards and not yet answered.
     retained_queries: Cell<u16>,
+    /// With --use-identity-as-username, a TLS connection's client
+    /// certificate name, for its CONNECT (inside: `None` when the client
+    /// showed no certificate or one without a CN).
+    pub(crate) cert_name: Cell<Option<Box<CertName>>>,
 }
+
+/// The subject CN of a client certificate, if there was one with a CN.
+pub(crate) struct CertName(pub(crate) Option<Box<str>>);
 
 /// Retained queries one connection may have unanswered before it is not
 /// read (each reply may carry a shard's whole share of the retained
@@ -201,6 +208,7 @@ impl Link {
             user_timeout_ms: Cell::new(None),
             in_flight: Cell::new(0),
             retained_queries: Cell::new(0),
+            cert_name: Cell::new(None),
         }
     }
 

@@ -6,13 +6,17 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 
 use super::Shard;
+use crate::config::ListenUrl;
 
 /// Binds every listener (with SO_REUSEPORT) for the shard's engine.
 /// Returns the bound addresses (the real port when 0 was asked).
-pub(crate) fn serve(shard: &Rc<Shard>, addrs: &[SocketAddr]) -> std::io::Result<Vec<SocketAddr>> {
-    let mut bound = Vec::with_capacity(addrs.len());
-    for addr in addrs {
-        let fd = bind_reuseport(addr, shard.config().listen_backlog)?;
+/// Listener `i` here is `--listen` number `i` (the engine takes its
+/// scheme from there).
+pub(crate) fn serve(shard: &Rc<Shard>, urls: &[ListenUrl]) -> std::io::Result<Vec<SocketAddr>> {
+    let mut bound = Vec::with_capacity(urls.len());
+    for url in urls {
+        let fd = bind_reuseport(&url.addr, shard.config().listen_backlog)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{url}: {e}")))?;
         let std = std::net::TcpListener::from(fd);
         bound.push(std.local_addr()?);
         shard.listeners.borrow_mut().push(OwnedFd::from(std));

@@ -59,7 +59,12 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn new(id: usize, shared: Arc<Shared>, mut inbox: Inbox<Msg>) -> Rc<Shard> {
+    pub(crate) fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        mut inbox: Inbox<Msg>,
+        tls: Option<&crate::transport::tls::TlsMaterial>,
+    ) -> Rc<Shard> {
         let doorbell = inbox.take_doorbell();
         let config = &shared.config;
         let policy = ServerPolicy {
@@ -104,6 +109,7 @@ impl Shard {
             shutting_down: false,
             next_link: 0,
             gates: Default::default(),
+            tls: tls.map(crate::transport::tls::ShardTls::new),
             // Bursts of 10 ms of work: a backlog drains in small steps
             // between reads, never in one long freeze.
             timer_bucket: ratelimit::TokenBucket::new(

@@ -5,11 +5,15 @@
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use ringmq_codec::Publish;
 use ringmq_route::{GroupKey, RetainedMessage, RouteChange, ShardId};
 use ringmq_session::{SessionId, Tick};
+
+use crate::transport::tls::TlsMaterial;
+use crate::transport::Transport;
 
 /// A message for another shard.
 #[derive(Debug)]
@@ -37,7 +41,11 @@ pub(crate) enum Msg {
         fd: OwnedFd,
         read: BytesMut,
         peer: SocketAddr,
+        /// The TLS / WebSocket state, for a connection that has one.
+        transport: Option<Box<Transport>>,
     },
+    /// New TLS material (SIGHUP): handshakes from now on use it.
+    TlsReload(Arc<TlsMaterial>),
     /// Stop accepting, disconnect every client, stop the shard.
     Shutdown,
 }

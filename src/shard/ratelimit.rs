@@ -152,11 +152,12 @@ pub(crate) enum Gate {
     PerIp,
     PendingConnects,
     WillRate,
+    TlsHandshakes,
 }
 
 /// One [`LogGate`] per [`Gate`].
 #[derive(Debug, Default)]
-pub(crate) struct Gates([LogGate; 11]);
+pub(crate) struct Gates([LogGate; 12]);
 
 impl Gates {
     /// See [`LogGate::check`].

@@ -2,7 +2,7 @@
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,6 +23,9 @@ pub(crate) struct Shared {
     pub(crate) epoch: Instant,
     /// Connections per peer address, for `--max-connections-per-ip`.
     pub(crate) per_ip: PerIp,
+    /// TLS reloads done and failed (written by the broker handle).
+    pub(crate) tls_reloads: AtomicU64,
+    pub(crate) tls_reload_failures: AtomicU64,
 }
 
 /// Open connections per IP address over all shards, in a fixed table of
