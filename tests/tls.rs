@@ -196,6 +196,126 @@ fn require_certificate_refuses_clients_without_a_valid_certificate() {
 }
 
 #[test]
+fn an_untrusted_client_certificate_is_refused_without_harming_the_broker() {
+    let pki = Pki::generate();
+    let broker = tls_broker(&pki, &["--tls-ca", &pki.ca.path, "--require-certificate"]);
+    let addr = broker.local_addr();
+    let device = client_config(&pki.ca, Some(&pki.device), &[]);
+    let (mut bystander, _) = tls_connected(addr, &device, &ConnectOpts::v5("bystander"));
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let config = client_config_versions(&pki.ca, Some(&pki.other_device), &[], &[version]);
+        assert_tls_refused(
+            addr,
+            &config,
+            &format!("untrusted certificate, {version:?}"),
+        );
+    }
+    wait_stats(&broker, "two handshake errors", |s| {
+        s.tls_handshake_errors == 2 && s.connections == 1
+    });
+    bystander.ping();
+    let (mut again, _) = tls_connected(addr, &device, &ConnectOpts::v3("again"));
+    again.ping();
+}
+
+/// A TCP stream that writes one byte per `write` call (TCP_NODELAY on), so
+/// TLS records reach the broker cut at every byte.
+struct Bytewise(TcpStream);
+
+impl std::io::Read for Bytewise {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Bytewise {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match buf.first() {
+            Some(b) => self.0.write(std::slice::from_ref(b)),
+            None => Ok(0),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Timed for rustls::StreamOwned<rustls::ClientConnection, Bytewise> {
+    fn limit_reads(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.sock.0.limit_reads(timeout)
+    }
+}
+
+#[test]
+fn tls_bytes_arriving_one_at_a_time_are_reassembled() {
+    let pki = Pki::generate();
+    let broker = tls_broker(&pki, &["--tls-ca", &pki.ca.path]);
+    let addr = broker.local_addr();
+    for (i, version) in [&rustls::version::TLS12, &rustls::version::TLS13]
+        .into_iter()
+        .enumerate()
+    {
+        // With a client certificate: the longest client flight.
+        let config = client_config_versions(&pki.ca, Some(&pki.device), &[], &[version]);
+        let sock = TcpStream::connect(addr).expect("TCP connect");
+        sock.set_nodelay(true).unwrap();
+        sock.set_read_timeout(Some(PROMPT)).unwrap();
+        let mut sock = Bytewise(sock);
+        let mut conn = client_connection(&config);
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock)
+                .unwrap_or_else(|e| panic!("{version:?} handshake byte by byte: {e}"));
+        }
+        let stream = rustls::StreamOwned::new(conn, sock);
+        let (mut c, _) =
+            PacketStream::connected(stream, &ConnectOpts::v5(&format!("bytewise-{i}")));
+        assert_eq!(c.subscribe(1, &[("bytewise/#", 1)]), [1]);
+        c.publish1("bytewise/x", &[0x5A; 3000], 2);
+        assert_eq!(c.expect_publish(PROMPT).payload, [0x5A; 3000]);
+    }
+    assert_eq!(broker.stats().tls_handshake_errors, 0);
+}
+
+#[test]
+fn garbage_inside_the_handshake_is_refused_and_counted() {
+    let pki = Pki::generate();
+    let broker = tls_broker(&pki, &[]);
+    let addr = broker.local_addr();
+    let config = client_config(&pki.ca, None, &[]);
+    let (mut bystander, _) = tls_connected(addr, &config, &ConnectOpts::v3("bystander"));
+    let hello = client_hello(&config);
+
+    // A ClientHello followed at once by a broken handshake record.
+    let mut s = TcpStream::connect(addr).expect("TCP connect");
+    let mut bytes = hello.clone();
+    bytes.extend_from_slice(&[0x16, 0x03, 0x03, 0x00, 0x05, 0xFF, 0x00, 0x00, 0x01, 0x00]);
+    s.write_all(&bytes).unwrap();
+    read_until_closed(&mut s, PROMPT, "broken second handshake record");
+
+    // A ClientHello, the server's flight, then a record that cannot decrypt.
+    let mut s = TcpStream::connect(addr).expect("TCP connect");
+    s.write_all(&hello).unwrap();
+    s.set_read_timeout(Some(PROMPT)).unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut s, &mut first).expect("the server's first flight");
+    let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x30];
+    record.extend((0..0x30u8).map(|i| i.wrapping_mul(37)));
+    s.write_all(&record).unwrap();
+    read_until_closed(&mut s, PROMPT, "undecryptable record");
+
+    // A record header announcing more than TLS allows (2^14 + 2048).
+    let mut s = TcpStream::connect(addr).expect("TCP connect");
+    s.write_all(&[0x16, 0x03, 0x01, 0xFF, 0xFF, 0x01]).unwrap();
+    read_until_closed(&mut s, PROMPT, "oversized record");
+
+    wait_stats(&broker, "three handshake errors", |s| {
+        s.tls_handshake_errors == 3 && s.connections == 1
+    });
+    bystander.ping();
+}
+
+#[test]
 fn identity_as_username_accepts_a_cn_and_refuses_no_cn_or_no_certificate() {
     let pki = Pki::generate();
     let broker = tls_broker(
@@ -325,7 +445,7 @@ fn a_tls_connection_handed_to_the_shard_owning_its_client_id_keeps_working() {
     let config = client_config(&pki.ca, None, &[]);
     let (mut publisher, _) = tls_connected(addr, &config, &ConnectOpts::v3("ho-pub"));
     // The accepting shard ran the handshake; the owner carries on with it.
-    let (mut c, _) = handed_off(&broker, |id| {
+    let (mut c, _) = handed_off(&broker, "ho-tls-", |id| {
         tls_connected(addr, &config, &ConnectOpts::v5(id))
     });
     assert_eq!(c.subscribe(1, &[("handoff/tls", 1)]), [1]);

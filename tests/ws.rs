@@ -642,6 +642,120 @@ fn one_packet_in_a_fragmented_message_with_a_ping_between_fragments() {
 }
 
 #[test]
+fn large_messages_cross_websocket_intact_in_both_directions() {
+    let broker = start(&[
+        "--listen",
+        "ws://127.0.0.1:0/mqtt",
+        "--listen",
+        "mqtt://127.0.0.1:0",
+    ]);
+    let (ws, plain) = (broker.local_addrs()[0], broker.local_addrs()[1]);
+    let (mut ws_sub, _) = ws_connected(ws, &ConnectOpts::v3("big-ws-sub"));
+    assert_eq!(ws_sub.subscribe(1, &[("big/#", 0)]), [0]);
+    let (mut tcp_sub, _) = RawClient::connected(plain, &ConnectOpts::v3("big-tcp-sub"));
+    assert_eq!(tcp_sub.subscribe(1, &[("big/ws", 0)]), [0]);
+    let (mut ws_pub, _) = ws_connected(ws, &ConnectOpts::v5("big-ws-pub"));
+    let (mut tcp_pub, _) = RawClient::connected(plain, &ConnectOpts::v5("big-tcp-pub"));
+
+    // 200 kB: one client frame with a 64-bit length, and whatever framing
+    // the broker chooses on the way out.
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    ws_pub.publish1("big/ws", &payload, 1);
+    assert!(
+        ws_sub.expect_publish(PROMPT).payload == payload,
+        "ws in, ws out"
+    );
+    assert!(
+        tcp_sub.expect_publish(PROMPT).payload == payload,
+        "ws in, tcp out"
+    );
+    tcp_pub.publish1("big/tcp", &payload, 1);
+    assert!(
+        ws_sub.expect_publish(PROMPT).payload == payload,
+        "tcp in, ws out"
+    );
+    // 16-bit lengths too.
+    ws_pub.publish1("big/ws", &payload[..30_000], 2);
+    assert!(ws_sub.expect_publish(PROMPT).payload == payload[..30_000]);
+    assert!(tcp_sub.expect_publish(PROMPT).payload == payload[..30_000]);
+    assert_eq!(broker.stats().ws_protocol_errors, 0);
+}
+
+#[test]
+fn bytes_sent_with_the_upgrade_request_are_kept() {
+    let broker = ws_broker(&[]);
+    let addr = broker.local_addr();
+    // The request and the CONNECT frame in one write, before any answer.
+    let mut bytes = upgrade_request("/mqtt", Some(SAMPLE_KEY), Some("mqtt")).into_bytes();
+    bytes.extend(binary(&ConnectOpts::v3("eager").encode()));
+    bytes.extend(binary(&PINGREQ_BYTES));
+    let mut c = RawWs::open(addr);
+    c.send(&bytes);
+    let deadline = Instant::now() + PROMPT;
+    while !c.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        assert!(c.fill(deadline, "HTTP response"), "{:?}", c.buf);
+    }
+    let head_end = c.buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(
+        c.buf.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&c.buf)
+    );
+    c.buf.drain(..head_end);
+    let mut mqtt = Vec::new();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let f = c.read_frame(PROMPT).expect("CONNACK and PINGRESP frames");
+        assert_eq!(f.opcode & 0x7, 0x2, "{f:?}");
+        mqtt.extend_from_slice(&f.payload);
+        while let Some(p) = take_packet(&mut mqtt).unwrap() {
+            got.push(p.kind);
+        }
+    }
+    assert_eq!(got, [CONNACK, PINGRESP]);
+}
+
+#[test]
+fn ws_and_wss_connections_handed_to_the_owner_shard_keep_working() {
+    let pki = Pki::generate();
+    let broker = start(&[
+        "--listen",
+        "ws://127.0.0.1:0/mqtt",
+        "--listen",
+        "wss://127.0.0.1:0/mqtt",
+        "--tls-cert",
+        &pki.cert,
+        "--tls-key",
+        &pki.key,
+    ]);
+    let (ws, wss) = (broker.local_addrs()[0], broker.local_addrs()[1]);
+    let config = client_config(&pki.ca, None, &[]);
+    let (mut publisher, _) = ws_connected(ws, &ConnectOpts::v3("ho-ws-pub"));
+
+    let (mut a, _) = handed_off(&broker, "ho-ws-", |id| {
+        ws_connected(ws, &ConnectOpts::v5(id))
+    });
+    let (mut b, _) = handed_off(&broker, "ho-wss-", |id| {
+        let tls = tls_connect(wss, &config).expect("TLS handshake");
+        let ws = ws_handshake(tls, &format!("wss://localhost:{}/mqtt", wss.port()));
+        PacketStream::connected(WsBytes::new(ws), &ConnectOpts::v3(id))
+    });
+    assert_eq!(a.subscribe(1, &[("handoff/ws", 1)]), [1]);
+    assert_eq!(b.subscribe(1, &[("handoff/ws", 1)]), [1]);
+    publisher.publish1("handoff/ws", b"after the hand-off", 1);
+    assert_eq!(a.expect_publish(PROMPT).payload, b"after the hand-off");
+    assert_eq!(b.expect_publish(PROMPT).payload, b"after the hand-off");
+    a.ping();
+    b.ping();
+    let stats = broker.stats();
+    assert_eq!(
+        (stats.ws_protocol_errors, stats.tls_handshake_errors),
+        (0, 0),
+        "{stats:?}"
+    );
+}
+
+#[test]
 fn ping_is_answered_with_a_pong_carrying_the_same_payload() {
     let broker = ws_broker(&[]);
     let (mut c, _) = ws_connected(broker.local_addr(), &ConnectOpts::v5("pinger"));

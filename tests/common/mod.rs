@@ -1966,15 +1966,16 @@ pub fn read_until_closed(stream: &mut TcpStream, timeout: Duration, why: &str) -
     }
 }
 
-/// Connects with `connect(client_id)` (ids owned by shard 1) until one
+/// Connects with `connect(client_id)` (ids `prefix<n>` owned by shard 1,
+/// a new one each try) until one
 /// connection was accepted by the other shard and handed over to its owner
 /// (`Stats::handoffs` grew during it); answers that connection. With
 /// SO_REUSEPORT spreading accepts over two shards, 50 tries all landing on
 /// the owner has odds of 2^-50.
-pub fn handed_off<C>(broker: &Broker, mut connect: impl FnMut(&str) -> C) -> C {
+pub fn handed_off<C>(broker: &Broker, prefix: &str, mut connect: impl FnMut(&str) -> C) -> C {
     for i in 0..50 {
         let before = broker.stats().handoffs;
-        let c = connect(&id_on_shard(&format!("handoff{i}-"), 1));
+        let c = connect(&id_on_shard(&format!("{prefix}{i}-"), 1));
         if broker.stats().handoffs > before {
             return c;
         }
