@@ -137,6 +137,9 @@ pub(crate) struct TlsConn {
     /// Received bytes that do not make a whole record yet (storage of its
     /// own, and none at all when empty).
     incoming: BytesMut,
+    /// rustls reported an error: nothing more is asked of it (its view
+    /// of the input may no longer match `incoming`).
+    failed: bool,
 }
 
 /// Most state changes one call handles before it gives up (a peer cannot
@@ -148,6 +151,7 @@ impl TlsConn {
         Ok(TlsConn {
             conn: UnbufferedServerConnection::new(config)?,
             incoming: BytesMut::new(),
+            failed: false,
         })
     }
 
@@ -180,7 +184,10 @@ impl TlsConn {
         wire: &mut BytesMut,
         mut plain: impl FnMut(&[u8]) -> bool,
     ) -> Result<bool, rustls::Error> {
-        let TlsConn { conn, incoming } = self;
+        if self.failed {
+            return Err(rustls::Error::General("TLS failed already".into()));
+        }
+        let TlsConn { conn, incoming, .. } = self;
         let result = if incoming.is_empty() {
             // The usual case: whole records, worked on where they were read.
             let r = drive(conn, data, wire, &mut plain);
@@ -202,14 +209,8 @@ impl TlsConn {
             }
             r
         };
-        match result {
-            Ok((_, closed)) => Ok(closed),
-            Err(e) => {
-                // The alert rustls queued for this error goes to the peer.
-                self.pending_records(wire);
-                Err(e)
-            }
-        }
+        self.failed = result.is_err();
+        result.map(|(_, closed)| closed)
     }
 
     /// Encrypts application data into `wire` (after any records rustls
@@ -235,6 +236,11 @@ impl TlsConn {
 
     /// Runs `f` once rustls allows application data, after moving every
     /// record it has waiting into `wire`.
+    ///
+    /// rustls must always be shown the same unconsumed input (a
+    /// handshake message split over records is remembered by offsets into
+    /// it), so this passes the partial record kept in `incoming`, never a
+    /// buffer of its own.
     fn with_traffic(
         &mut self,
         wire: &mut BytesMut,
@@ -243,37 +249,54 @@ impl TlsConn {
             &mut BytesMut,
         ) -> bool,
     ) -> bool {
-        if self.conn.is_handshaking() {
+        if self.failed || self.conn.is_handshaking() {
             return false;
         }
+        let mut f = Some(f);
         for _ in 0..MAX_STEPS {
-            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
-            match state {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut self.incoming);
+            let done = match state {
                 Ok(ConnectionState::EncodeTlsData(mut e)) => {
-                    if !encode(&mut e, wire) {
-                        return false;
-                    }
+                    (!encode(&mut e, wire)).then_some(false)
                 }
-                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
-                Ok(ConnectionState::WriteTraffic(mut w)) => return f(&mut w, wire),
-                _ => return false,
+                Ok(ConnectionState::TransmitTlsData(t)) => {
+                    t.done();
+                    None
+                }
+                Ok(ConnectionState::WriteTraffic(mut w)) => {
+                    Some(f.take().is_some_and(|f| f(&mut w, wire)))
+                }
+                _ => Some(false),
+            };
+            self.incoming.advance(discard);
+            if let Some(done) = done {
+                return done;
             }
         }
         false
     }
 
-    /// Moves the records rustls has waiting (an alert after an error) into
-    /// `wire`.
-    fn pending_records(&mut self, wire: &mut BytesMut) {
+    /// Moves the records rustls has waiting (the alert after an error)
+    /// from `conn` into `wire`; `buf` is the input the error came from.
+    /// Only records already queued are asked for: each call then pops one
+    /// before looking at the input again (which would repeat the error).
+    fn pending_records(
+        conn: &mut UnbufferedServerConnection,
+        buf: &mut [u8],
+        wire: &mut BytesMut,
+    ) {
         for _ in 0..16 {
-            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+            if !conn.wants_write() {
+                return;
+            }
+            let UnbufferedStatus { state, .. } = conn.process_tls_records(buf);
             match state {
                 Ok(ConnectionState::EncodeTlsData(mut e)) => {
                     if !encode(&mut e, wire) {
                         return;
                     }
                 }
-                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
                 _ => return,
             }
         }
@@ -292,7 +315,16 @@ fn drive(
     let mut closed = false;
     for _ in 0..MAX_STEPS {
         let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut buf[used..]);
-        let state = state?;
+        let state = match state {
+            Ok(state) => state,
+            Err(e) => {
+                // The alert rustls queued for this error goes to the peer
+                // (taken with the same input, as rustls requires).
+                used += discard;
+                TlsConn::pending_records(conn, &mut buf[used..], wire);
+                return Err(e);
+            }
+        };
         let mut stop = false;
         match state {
             ConnectionState::ReadTraffic(mut r) => {
