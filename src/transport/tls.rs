@@ -281,11 +281,7 @@ impl TlsConn {
     /// from `conn` into `wire`; `buf` is the input the error came from.
     /// Only records already queued are asked for: each call then pops one
     /// before looking at the input again (which would repeat the error).
-    fn pending_records(
-        conn: &mut UnbufferedServerConnection,
-        buf: &mut [u8],
-        wire: &mut BytesMut,
-    ) {
+    fn pending_records(conn: &mut UnbufferedServerConnection, buf: &mut [u8], wire: &mut BytesMut) {
         for _ in 0..16 {
             if !conn.wants_write() {
                 return;
@@ -433,6 +429,137 @@ pub(crate) fn subject_cn(der: &[u8]) -> Option<Box<str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+
+    /// A server config with a fresh self-signed certificate for
+    /// "localhost", and a client config that trusts it.
+    fn configs() -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let der = CertificateDer::from(cert.der().to_vec());
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![der.clone()],
+                PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// Runs a client against a `TlsConn` in memory, feeding the server in
+    /// pieces of `chunk` bytes (after `corrupt` changed the client's
+    /// bytes). Returns what the server decrypted, or its error.
+    fn exchange(
+        chunk: usize,
+        messages: &[&[u8]],
+        corrupt: impl Fn(&mut Vec<u8>),
+    ) -> Result<Vec<u8>, rustls::Error> {
+        let (server_config, client_config) = configs();
+        let mut server = TlsConn::new(server_config).unwrap();
+        let mut client =
+            rustls::ClientConnection::new(client_config, "localhost".try_into().unwrap()).unwrap();
+        let mut got = Vec::new();
+        let mut wire = BytesMut::new();
+        let mut sent = 0;
+        for _ in 0..50 {
+            if !client.is_handshaking() && sent < messages.len() {
+                client.writer().write_all(messages[sent]).unwrap();
+                sent += 1;
+            }
+            let mut to_server = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut to_server).unwrap();
+            }
+            corrupt(&mut to_server);
+            for piece in to_server.chunks_mut(chunk) {
+                server.input(piece, &mut wire, |plain| {
+                    got.extend_from_slice(plain);
+                    true
+                })?;
+            }
+            let mut from_server = &wire.split()[..];
+            while !from_server.is_empty() {
+                client.read_tls(&mut from_server).unwrap();
+                client
+                    .process_new_packets()
+                    .map_err(|e| rustls::Error::General(format!("client: {e}")))?;
+            }
+            if sent == messages.len() && !client.is_handshaking() && !client.wants_write() {
+                break;
+            }
+        }
+        // The server writes back; the client reads it.
+        if !server.write(b"from the server", &mut wire) {
+            return Err(rustls::Error::General("server cannot write".into()));
+        }
+        let mut from_server = &wire.split()[..];
+        while !from_server.is_empty() {
+            client.read_tls(&mut from_server).unwrap();
+            client
+                .process_new_packets()
+                .map_err(|e| rustls::Error::General(format!("client: {e}")))?;
+        }
+        let mut back = [0u8; 64];
+        let n = client.reader().read(&mut back).unwrap_or(0);
+        if &back[..n] != b"from the server" {
+            return Err(rustls::Error::General("client got no reply".into()));
+        }
+        Ok(got)
+    }
+
+    #[test]
+    fn records_split_anywhere_decrypt_the_same() {
+        let big = vec![7u8; 40_000];
+        let messages: [&[u8]; 3] = [b"CONNECT", &big, b"PINGREQ"];
+        let want: Vec<u8> = messages.concat();
+        for chunk in [1, 2, 3, 5, 7, 100, 1000, 4096, 1 << 20] {
+            let got = exchange(chunk, &messages, |_| {}).unwrap();
+            assert_eq!(got.len(), want.len(), "chunk {chunk}");
+            assert!(got == want, "chunk {chunk}");
+        }
+        // An idle connection keeps no input buffer.
+        let (server_config, _) = configs();
+        assert!(TlsConn::new(server_config).unwrap().incoming.capacity() == 0);
+    }
+
+    #[test]
+    fn corrupt_input_is_an_error_never_a_panic() {
+        // Every position of the client's first flight and of a later
+        // record, flipped in turn, split in a few ways: rustls must
+        // refuse (or, for bytes it ignores, go on), and the shard lives.
+        for chunk in [1, 13, 4096] {
+            for at in (0..400).step_by(7) {
+                let _ = exchange(chunk, &[b"hello"], |bytes| {
+                    if let Some(b) = bytes.get_mut(at) {
+                        *b ^= 0x5a;
+                    }
+                });
+            }
+        }
+        // Garbage straight away, and after a failure, more input.
+        let (server_config, _) = configs();
+        let mut server = TlsConn::new(server_config).unwrap();
+        let mut wire = BytesMut::new();
+        let mut junk = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+        assert!(server.input(&mut junk, &mut wire, |_| true).is_err());
+        assert!(server.input(&mut junk, &mut wire, |_| true).is_err());
+        assert!(!server.write(b"x", &mut wire));
+        server.close(&mut wire);
+    }
 
     #[test]
     fn common_name_is_read_from_the_subject() {
