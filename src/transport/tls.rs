@@ -536,6 +536,41 @@ mod tests {
         assert!(TlsConn::new(server_config).unwrap().incoming.capacity() == 0);
     }
 
+    /// Not a check: holds 1000 server connections after their handshakes,
+    /// for a heap profiler to say what an idle TLS connection keeps
+    /// (`valgrind --tool=massif <test binary> --ignored idle_tls_heap`).
+    #[test]
+    #[ignore]
+    fn idle_tls_heap() {
+        let (server_config, client_config) = configs();
+        let mut kept = Vec::new();
+        for _ in 0..1000 {
+            let mut server = TlsConn::new(server_config.clone()).unwrap();
+            let mut client = rustls::ClientConnection::new(
+                client_config.clone(),
+                "localhost".try_into().unwrap(),
+            )
+            .unwrap();
+            let mut wire = BytesMut::new();
+            while client.is_handshaking() || client.wants_write() {
+                let mut to_server = Vec::new();
+                while client.wants_write() {
+                    client.write_tls(&mut to_server).unwrap();
+                }
+                server.input(&mut to_server, &mut wire, |_| true).unwrap();
+                let mut from_server = &wire.split()[..];
+                while !from_server.is_empty() {
+                    client.read_tls(&mut from_server).unwrap();
+                    client.process_new_packets().unwrap();
+                }
+            }
+            assert!(server.write(b"x", &mut wire));
+            kept.push(Box::new(server));
+        }
+        std::hint::black_box(&kept);
+        eprintln!("holding {} idle TLS connections", kept.len());
+    }
+
     #[test]
     fn corrupt_input_is_an_error_never_a_panic() {
         // Every position of the client's first flight and of a later
