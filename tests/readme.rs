@@ -18,12 +18,7 @@ fn every_flag_has_a_readme_row_and_every_row_a_flag() {
     let rows: Vec<String> = table
         .iter()
         .filter_map(|l| l.strip_prefix("| `--"))
-        .map(|l| {
-            l.split(|c: char| c == ' ' || c == '`')
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
+        .map(|l| l.split([' ', '`']).next().unwrap_or("").to_string())
         .collect();
     let flags: Vec<String> = ringmq::Config::command()
         .get_arguments()
