@@ -1,0 +1,144 @@
+//! SIGHUP through the real binary: the `ringmq` process reloads its TLS
+//! material on the signal, new handshakes get the new certificate, an open
+//! connection stays up, and SIGTERM still stops it cleanly.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::certs::{client_config, tls_connect, Pki};
+use common::{poll_until, ConnectOpts, PacketStream, PROMPT};
+
+/// The broker process, killed if the test fails half-way.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Process {
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill on the pid of a child we own and have not reaped.
+        assert_eq!(unsafe { libc::kill(self.0.id() as libc::pid_t, signal) }, 0);
+    }
+}
+
+/// Starts the binary on an mqtts:// port 0 and returns it with its port
+/// (read from its "ringmq started" log line) and the rest of its log.
+fn start(pki: &Pki) -> (Process, SocketAddr, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args([
+            "--listen",
+            "mqtts://127.0.0.1:0",
+            "--tls-cert",
+            &pki.cert,
+            "--tls-key",
+            &pki.key,
+            "--shards",
+            "1",
+            "--io-memory-kib",
+            "256",
+            "--log",
+            "info",
+        ])
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the ringmq binary");
+    let stderr = child.stderr.take().expect("stderr");
+    let process = Process(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the broker logs that it started");
+        if let Some(at) = line.find("mqtts://") {
+            let rest = &line[at + "mqtts://".len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                .unwrap_or(rest.len());
+            break rest[..end].parse().expect("the listen address");
+        }
+    };
+    (process, addr, rx)
+}
+
+#[test]
+fn sighup_reloads_the_certificate_and_keeps_open_connections() {
+    let pki = Pki::generate();
+    let (process, addr, log) = start(&pki);
+    let trust_main = client_config(&pki.ca, None, &[]);
+    let trust_other = client_config(&pki.other, None, &[]);
+
+    let stream = tls_connect(addr, &trust_main).expect("handshake with the first certificate");
+    let (mut old, _) = PacketStream::connected(stream, &ConnectOpts::v5("before-sighup"));
+    assert_eq!(old.subscribe(1, &[("hup/#", 0)]), [0]);
+
+    pki.install(&pki.other_server);
+    process.signal(libc::SIGHUP);
+    // The signal is handled asynchronously: new handshakes switch soon.
+    assert!(
+        poll_until(PROMPT, || tls_connect(addr, &trust_other).is_ok()),
+        "a client trusting only the new CA never got through after SIGHUP"
+    );
+    assert!(
+        tls_connect(addr, &trust_main)
+            .map(|s| {
+                let mut c = PacketStream::new(s, false);
+                let _ = c.send(&ConnectOpts::v3("old-ca").encode());
+                c.read_packet(PROMPT).is_err()
+            })
+            .unwrap_or(true),
+        "the old certificate is still served after SIGHUP"
+    );
+    let lines: Vec<String> = log.try_iter().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("TLS certificate, key and CA reloaded")),
+        "{lines:#?}"
+    );
+
+    // The connection from before the reload still works.
+    old.publish0("hup/x", b"still up");
+    let p = old.expect_publish(PROMPT);
+    assert_eq!(p.payload.as_slice(), b"still up");
+
+    // A reload that fails keeps the new material and says why.
+    pki.install_raw("garbage\n", "garbage\n");
+    process.signal(libc::SIGHUP);
+    let mut said = false;
+    assert!(poll_until(PROMPT, || {
+        said |= log
+            .try_iter()
+            .any(|l| l.contains("TLS reload failed") && l.contains("--tls-"));
+        said
+    }));
+    assert!(tls_connect(addr, &trust_other).is_ok());
+
+    // SIGTERM still stops it, with exit status 0.
+    let mut process = process;
+    process.signal(libc::SIGTERM);
+    let mut status = None;
+    assert!(poll_until(Duration::from_secs(10), || {
+        status = process.0.try_wait().expect("wait");
+        status.is_some()
+    }));
+    assert!(status.expect("exited").success(), "{status:?}");
+}
