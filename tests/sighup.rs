@@ -107,13 +107,14 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
             .unwrap_or(true),
         "the old certificate is still served after SIGHUP"
     );
-    let lines: Vec<String> = log.try_iter().collect();
-    assert!(
+    let mut lines = Vec::new();
+    let reloaded = poll_until(PROMPT, || {
+        lines.extend(log.try_iter());
         lines
             .iter()
-            .any(|l| l.contains("TLS certificate, key and CA reloaded")),
-        "{lines:#?}"
-    );
+            .any(|l| l.contains("TLS certificate, key and CA reloaded"))
+    });
+    assert!(reloaded, "{lines:#?}");
 
     // The connection from before the reload still works.
     old.publish0("hup/x", b"still up");
