@@ -505,11 +505,21 @@ fn a_handshake_stalled_halfway_is_closed_by_the_connect_timeout() {
     stalled
         .write_all(&hello[..hello.len() / 2])
         .expect("send half a ClientHello");
+    // A whole handshake and then no CONNECT: the deadline counts from
+    // accept, not from the end of the handshake.
+    let mut mute = PacketStream::new(tls_connect(addr, &config).expect("handshake"), false);
     // A client that completes everything at once is not affected.
     let (mut prompt, _) = tls_connected(addr, &config, &ConnectOpts::v3("prompt").keep_alive(0));
 
     let got = read_until_closed(&mut stalled, Duration::from_secs(5), "stalled ClientHello");
     let after = opened.elapsed();
+    let packets = mute.expect_closed(Duration::from_secs(5), "handshake done, no CONNECT");
+    assert!(packets.is_empty(), "{packets:?}");
+    let mute_after = opened.elapsed();
+    assert!(
+        mute_after <= Duration::from_millis(500 + TICK_MS) + MARGIN,
+        "the silent TLS client closed after {mute_after:?}"
+    );
     assert!(
         got.is_empty() || got[0] == 0x15,
         "half a ClientHello got something else than an alert: {got:?}"
@@ -522,8 +532,8 @@ fn a_handshake_stalled_halfway_is_closed_by_the_connect_timeout() {
         after <= Duration::from_millis(500 + TICK_MS) + MARGIN,
         "closed after {after:?}, long after the connect timeout"
     );
-    wait_stats(&broker, "connect timeout counted", |s| {
-        s.connect_timeouts == 1 && s.connections == 1
+    wait_stats(&broker, "connect timeouts counted", |s| {
+        s.connect_timeouts == 2 && s.connections == 1
     });
     prompt.expect_silence(
         Duration::from_millis(600),
@@ -724,6 +734,29 @@ fn silent_mqtts_client_is_closed_after_1_5_keep_alive_and_its_will_published() {
     wait_stats(&broker, "expiry and will counted", |s| {
         s.keepalive_expired == 1 && s.wills_published == 1 && s.connections == 1
     });
+}
+
+#[test]
+fn close_notify_without_disconnect_ends_the_connection_and_publishes_the_will() {
+    let pki = Pki::generate();
+    let broker = tls_broker(&pki, &[]);
+    let addr = broker.local_addr();
+    let config = client_config(&pki.ca, None, &[]);
+    let (mut watcher, _) = tls_connected(addr, &config, &ConnectOpts::v3("cn-watcher"));
+    assert_eq!(watcher.subscribe(1, &[("will/tls/#", 0)]), [0]);
+    let opts = ConnectOpts::v5("notifier").will(WillOpts::new("will/tls/notify", "no DISCONNECT"));
+    let (mut c, _) = tls_connected(addr, &config, &opts);
+    // A TLS close is not an MQTT DISCONNECT (MQTT-3.1.2-8).
+    c.stream.conn.send_close_notify();
+    c.stream.flush().unwrap();
+    c.expect_closed(PROMPT, "after close_notify");
+    let will = watcher.expect_publish(PROMPT);
+    assert_eq!(
+        (will.topic.as_str(), will.payload.as_slice()),
+        ("will/tls/notify", &b"no DISCONNECT"[..])
+    );
+    let stats = wait_stats(&broker, "closed", |s| s.connections == 1);
+    assert_eq!(stats.tls_handshake_errors, 0, "{stats:?}");
 }
 
 #[test]

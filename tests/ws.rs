@@ -941,6 +941,104 @@ fn upgrade_refusals_wrong_path_404_bad_key_or_no_subprotocol_400() {
 }
 
 #[test]
+fn other_malformed_upgrades_are_refused_with_a_4xx_and_closed() {
+    let broker = ws_broker(&[]);
+    let addr = broker.local_addr();
+    let good = upgrade_request("/mqtt", Some(SAMPLE_KEY), Some("mqtt"));
+    let cases = [
+        (
+            good.replace("Version: 13", "Version: 8"),
+            "WebSocket version 8",
+        ),
+        (good.replace("GET ", "POST "), "POST"),
+        (
+            good.replace("Upgrade: websocket\r\n", ""),
+            "no Upgrade header",
+        ),
+        (good.replace("HTTP/1.1", "HTTP/1.0"), "HTTP/1.0"),
+    ];
+    for (i, (request, what)) in cases.iter().enumerate() {
+        let (mut c, r) = RawWs::upgrade(addr, request);
+        assert!(
+            (400..500).contains(&r.status),
+            "{what}: expected a 4xx, got {r:?}"
+        );
+        c.expect_end(PROMPT, what);
+        wait_stats(&broker, what, |s| s.ws_upgrade_refused == i as u64 + 1);
+    }
+    // A request head that never ends: refused once past the broker's bound
+    // (64 kB sent, no blank line), not held until the connect timeout.
+    let mut c = RawWs::open(addr);
+    let mut head = b"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: ".to_vec();
+    head.resize(64 * 1024, b'a');
+    // The broker may close while this is still being written.
+    let _ = c.stream.write_all(&head);
+    c.expect_end(PROMPT, "endless request head");
+    let stats = wait_stats(&broker, "all refused and closed", |s| {
+        s.ws_upgrade_refused == 5 && s.connections == 0
+    });
+    assert_eq!(stats.connects, 0, "{stats:?}");
+}
+
+#[test]
+fn bytes_that_cannot_start_an_http_request_are_refused_at_once() {
+    // As on mqtt:// (tests/bad_input.rs), a first byte that can never start
+    // what the listener expects is refused without waiting for more: here
+    // well before the 10 s default connect timeout.
+    let broker = ws_broker(&[]);
+    let mut c = RawWs::open(broker.local_addr());
+    c.send(&ConnectOpts::v3("mqtt-on-ws").encode());
+    let got = read_until_closed(&mut c.stream, PROMPT, "MQTT CONNECT on a ws port");
+    assert!(
+        got.is_empty() || got.starts_with(b"HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    wait_stats(&broker, "refusal counted", |s| {
+        s.ws_upgrade_refused == 1 && s.connections == 0
+    });
+}
+
+#[test]
+fn fragmentation_does_not_get_a_packet_past_max_packet_size() {
+    let broker = ws_broker(&["--max-packet-size", "1024"]);
+    let addr = broker.local_addr();
+    let (mut watcher, _) = ws_connected(addr, &ConnectOpts::v3("frag-watcher"));
+    assert_eq!(watcher.subscribe(1, &[("frag/#", 0)]), [0]);
+    let (mut c, _) = ws_connected(addr, &ConnectOpts::v5("frag-big"));
+    // A 5 kB PUBLISH in 100-byte fragments: no frame is over the limit.
+    let big = publish_packet("frag/big", &[1u8; 5000], 0, 0, false, true);
+    let chunks: Vec<&[u8]> = big.chunks(100).collect();
+    let last = chunks.len() - 1;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let opcode = if i == 0 {
+            OpCode::Data(Data::Binary)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let frame = Frame::message(chunk.to_vec(), opcode, i == last);
+        if c.stream.ws.send(Message::Frame(frame)).is_err() {
+            break; // closed already
+        }
+    }
+    let got = c.expect_closed(PROMPT, "PUBLISH over --max-packet-size");
+    for p in &got {
+        assert!(
+            p.is_disconnect(0x95),
+            "only DISCONNECT 0x95 (packet too large) may come first: {got:?}"
+        );
+    }
+    let close = close_code(c.stream.close.as_ref().unwrap_or(&None));
+    assert!(
+        close.is_none() || close == Some(1009) || close == Some(1000),
+        "{close:?}"
+    );
+    watcher.expect_silence(Duration::from_millis(200), "the big PUBLISH was not routed");
+    let stats = broker.stats();
+    assert_eq!(stats.publishes_in, 0, "{stats:?}");
+}
+
+#[test]
 fn upgrade_answers_with_the_accept_value_and_an_offered_mqtt_subprotocol() {
     let broker = ws_broker(&[]);
     let addr = broker.local_addr();
