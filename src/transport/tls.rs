@@ -360,24 +360,11 @@ fn encode(
     e: &mut rustls::unbuffered::EncodeTlsData<'_, rustls::server::ServerConnectionData>,
     wire: &mut BytesMut,
 ) -> bool {
-    let at = wire.len();
-    let mut need = 1024;
-    loop {
-        wire.resize(at + need, 0);
-        match e.encode(&mut wire[at..]) {
-            Ok(n) => {
-                wire.truncate(at + n);
-                return true;
-            }
-            Err(EncodeError::InsufficientSize(s)) if s.required_size > need => {
-                need = s.required_size;
-            }
-            Err(_) => {
-                wire.truncate(at);
-                return false;
-            }
-        }
-    }
+    append(wire, 1024, |out| match e.encode(out) {
+        Ok(n) => Ok(n),
+        Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
+        Err(_) => Err(None),
+    })
 }
 
 /// Encrypts `data` into `wire` (written in place after what is there).
@@ -386,20 +373,34 @@ fn encrypt(
     data: &[u8],
     wire: &mut BytesMut,
 ) -> bool {
-    let at = wire.len();
     // Per record (at most 16 KiB of data): a header, the content type, the
     // tag (and for TLS 1.2 an explicit nonce): well under 64 bytes.
-    let mut need = data.len() + (data.len() / 16384 + 1) * 64;
+    let guess = data.len() + (data.len() / 16384 + 1) * 64;
+    append(wire, guess, |out| match w.encrypt(data, out) {
+        Ok(n) => Ok(n),
+        Err(EncryptError::InsufficientSize(s)) => Err(Some(s.required_size)),
+        Err(_) => Err(None),
+    })
+}
+
+/// Lets `write` fill the end of `wire` in place: it returns the bytes it
+/// wrote, or the room it needs (`Some`) or failure (`None`). Starts with
+/// `guess` bytes of room; `wire` keeps only what was written.
+fn append(
+    wire: &mut BytesMut,
+    guess: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
+) -> bool {
+    let at = wire.len();
+    let mut room = guess;
     loop {
-        wire.resize(at + need, 0);
-        match w.encrypt(data, &mut wire[at..]) {
+        wire.resize(at + room, 0);
+        match write(&mut wire[at..]) {
             Ok(n) => {
                 wire.truncate(at + n);
                 return true;
             }
-            Err(EncryptError::InsufficientSize(s)) if s.required_size > need => {
-                need = s.required_size;
-            }
+            Err(Some(needed)) if needed > room => room = needed,
             Err(_) => {
                 wire.truncate(at);
                 return false;
