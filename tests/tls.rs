@@ -2,11 +2,13 @@
 //! over TLS; server certificates the client does not trust; client
 //! certificates (`--tls-ca`, `--require-certificate`) and the certificate
 //! CN as username (`--use-identity-as-username`); bytes that are not TLS,
-//! handshakes cut short and stalled ones (`--connect-timeout-ms`,
-//! `--max-tls-handshakes`); reloading the certificate files
-//! (`Broker::reload_tls`, what SIGHUP does), good and bad; keep-alive, will
-//! and take-over over TLS; plain and TLS listeners side by side; TLS 1.2 and
-//! 1.3; ALPN "mqtt"; flag validation.
+//! garbage inside the handshake, records cut at every byte, handshakes cut
+//! short and stalled ones (`--connect-timeout-ms`, `--max-tls-handshakes`);
+//! reloading the certificate files (`Broker::reload_tls`, what SIGHUP
+//! does), good and bad; keep-alive, will (also after close_notify) and
+//! take-over over TLS; a connection handed to the shard owning its client
+//! id; 200 kB messages and bursts; plain and TLS listeners side by side;
+//! TLS 1.2 and 1.3; ALPN "mqtt"; a SEC1 server key; flag validation.
 //!
 //! Certificates come from `common::certs::Pki` (rcgen, a fresh directory per
 //! test). Raw clients are rustls `ClientConnection`s over a blocking

@@ -3,10 +3,14 @@
 //! that do not line up with frames (a packet over several frames, several
 //! packets in one frame, a packet in a fragmented message with a ping in
 //! between); ping, text frames (close 1003), close frames, unmasked frames,
-//! frames over `--max-packet-size` (close 1009); the HTTP upgrade: path
-//! (404), key (400), subprotocol (`mqtt`, `mqttv3.1`, none with and without
-//! `--ws-allow-no-subprotocol`), the accept value; `--connect-timeout-ms`
-//! over the upgrade; keep-alive, will and take-over over WebSocket.
+//! frames over `--max-packet-size` (close 1009) and fragmented messages
+//! that would get a packet past it; 200 kB messages both ways; the HTTP
+//! upgrade: path (404), key (400), subprotocol (`mqtt`, `mqttv3.1`, none
+//! with and without `--ws-allow-no-subprotocol`), the accept value, other
+//! malformed requests (4xx), bytes that are not HTTP, bytes sent with the
+//! request, listener paths; `--connect-timeout-ms` over the upgrade;
+//! keep-alive, will and take-over over WebSocket; connections handed to
+//! the shard owning their client id.
 //!
 //! Clients: tungstenite over a blocking `TcpStream` (or a rustls stream for
 //! wss), carrying the hand-built packets of tests/common through
