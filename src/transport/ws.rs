@@ -398,10 +398,13 @@ fn upgrade(
         grow(buffered, new);
         buffered
     };
-    // Only a blank line ends the headers: parse only when one may have
-    // arrived, so a request trickling in byte by byte is not re-parsed at
-    // every byte.
-    let parsed = if has_blank_line(&request[old.saturating_sub(2)..]) {
+    // Only a blank line ends the headers: parse when one may have arrived,
+    // so a request trickling in byte by byte is not re-parsed at every
+    // byte. Also parse the first bytes and the end of the request line:
+    // a peer that does not speak HTTP at all (MQTT on a ws:// port) is
+    // refused at once, not after 8 KiB or the connect timeout.
+    let line_ended = !request[..old].contains(&b'\n') && new.contains(&b'\n');
+    let parsed = if old == 0 || line_ended || has_blank_line(&request[old.saturating_sub(2)..]) {
         parse(config, request, wire)?
     } else {
         None
