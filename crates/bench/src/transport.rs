@@ -390,7 +390,7 @@ impl Layer {
                         *peer_closed = true;
                     }
                     match ws {
-                        None => read_plaintext(tls, rbuf)?,
+                        None => read_plaintext(tls, state.plaintext_bytes_to_read(), rbuf)?,
                         Some(w) => {
                             plain.clear();
                             read_plaintext_vec(tls, plain)?;
@@ -462,24 +462,34 @@ impl Layer {
     }
 }
 
-/// Append the plaintext TLS has to `rbuf` (straight into its spare room).
-fn read_plaintext(tls: &mut ClientConnection, rbuf: &mut BytesMut) -> Result<(), ConnError> {
-    loop {
-        let start = rbuf.len();
-        rbuf.resize(start + 16 * 1024, 0);
-        let result = tls.reader().read(&mut rbuf[start..]);
-        let got = match &result {
-            Ok(n) => *n,
-            Err(_) => 0,
-        };
-        rbuf.truncate(start + got);
-        match result {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(ConnError::Io(e.kind())),
-        }
+/// Append the `available` plaintext bytes TLS holds to `rbuf`, straight
+/// into its spare room.
+fn read_plaintext(
+    tls: &mut ClientConnection,
+    available: usize,
+    rbuf: &mut BytesMut,
+) -> Result<(), ConnError> {
+    if available == 0 {
+        return Ok(());
     }
+    let start = rbuf.len();
+    rbuf.resize(start + available, 0);
+    let mut filled = 0;
+    let result = loop {
+        match tls.reader().read(&mut rbuf[start + filled..]) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                filled += n;
+                if filled == available {
+                    break Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+            Err(e) => break Err(ConnError::Io(e.kind())),
+        }
+    };
+    rbuf.truncate(start + filled);
+    result
 }
 
 /// Append the plaintext TLS has to `plain`.
