@@ -992,3 +992,40 @@ fn tls_flags_are_validated() {
     let msg = start_error(&["--listen", "gopher://127.0.0.1:0"]);
     assert!(msg.contains("listen"), "unknown scheme: {msg}");
 }
+
+#[test]
+fn packets_in_the_read_that_carries_close_notify_are_handled_first() {
+    // Ten PUBLISHes, a DISCONNECT and close_notify in one write: the
+    // broker decrypts them in one read and must handle the packets before
+    // it ends the connection (every message delivered, no will).
+    let pki = Pki::generate();
+    let broker = tls_broker(&pki, &[]);
+    let addr = broker.local_addr();
+    let config = client_config(&pki.ca, None, &[]);
+    let (mut watcher, _) = tls_connected(addr, &config, &ConnectOpts::v3("last-watcher"));
+    assert_eq!(watcher.subscribe(1, &[("last/#", 0)]), [0]);
+    let opts = ConnectOpts::v5("last-words").will(WillOpts::new("last/will", "gone"));
+    let (mut c, _) = tls_connected(addr, &config, &opts);
+    let conn = &mut c.stream.conn;
+    for i in 0..10 {
+        let publish = publish_packet("last/msg", format!("m{i}").as_bytes(), 0, 0, false, true);
+        conn.writer().write_all(&publish).unwrap();
+    }
+    conn.writer().write_all(&disconnect_v5(0)).unwrap();
+    conn.send_close_notify();
+    let mut records = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut records).unwrap();
+    }
+    c.stream.sock.write_all(&records).unwrap();
+    for i in 0..10 {
+        let p = watcher.expect_publish(PROMPT);
+        assert_eq!(p.payload, format!("m{i}").as_bytes(), "message {i}");
+    }
+    wait_stats(&broker, "the closer gone", |s| s.connections == 1);
+    // A will would reach the watcher before this marker.
+    watcher.publish0("last/will", b"marker");
+    let p = watcher.expect_publish(PROMPT);
+    assert_eq!(p.payload.as_slice(), b"marker", "a will after a DISCONNECT");
+    assert_eq!(broker.stats().wills_published, 0);
+}

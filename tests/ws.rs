@@ -442,7 +442,12 @@ fn raw_upgraded(addr: SocketAddr) -> RawWs {
 /// Sends CONNECT in one masked frame and asserts a CONNACK with code 0
 /// comes back in binary frames.
 fn raw_mqtt_connect(c: &mut RawWs, id: &str) {
-    c.send(&binary(&ConnectOpts::v3(id).encode()));
+    raw_mqtt_connect_with(c, &ConnectOpts::v3(id));
+}
+
+/// Like `raw_mqtt_connect`, with the CONNECT of `opts`.
+fn raw_mqtt_connect_with(c: &mut RawWs, opts: &ConnectOpts) {
+    c.send(&binary(&opts.encode()));
     let mut bytes = Vec::new();
     loop {
         let f = c.read_frame(PROMPT).expect("a frame with the CONNACK");
@@ -1327,4 +1332,41 @@ fn wss_carries_mqtt_for_tungstenite_and_rumqttc() {
     wait_stats(&broker, "TLS error counted", |s| {
         s.tls_handshake_errors == 1 && s.connections == 2
     });
+}
+
+#[test]
+fn packets_in_the_read_that_carries_the_close_frame_are_handled_first() {
+    // Ten PUBLISHes, a DISCONNECT and the close frame in one write: the
+    // broker reads them together and must handle the packets before it
+    // ends the connection (every message delivered, no will).
+    let broker = ws_broker(&[]);
+    let addr = broker.local_addr();
+    let (mut watcher, _) = ws_connected(addr, &ConnectOpts::v3("last-watcher").keep_alive(0));
+    assert_eq!(watcher.subscribe(1, &[("last/#", 0)]), [0]);
+    let mut c = raw_upgraded(addr);
+    let opts = ConnectOpts::v3("last-words").will(WillOpts::new("last/will", "gone"));
+    raw_mqtt_connect_with(&mut c, &opts);
+    let mut bytes = Vec::new();
+    for i in 0..10 {
+        let publish = publish_packet("last/msg", format!("m{i}").as_bytes(), 0, 0, false, false);
+        bytes.extend(binary(&publish));
+    }
+    bytes.extend(binary(&DISCONNECT_V3));
+    bytes.extend(ws_frame(
+        0x8,
+        true,
+        &1000u16.to_be_bytes(),
+        Some([9, 8, 7, 6]),
+    ));
+    c.send(&bytes);
+    for i in 0..10 {
+        let p = watcher.expect_publish(PROMPT);
+        assert_eq!(p.payload, format!("m{i}").as_bytes(), "message {i}");
+    }
+    wait_stats(&broker, "the closer gone", |s| s.connections == 1);
+    // A will would reach the watcher before this marker.
+    watcher.publish0("last/will", b"marker");
+    let p = watcher.expect_publish(PROMPT);
+    assert_eq!(p.payload.as_slice(), b"marker", "a will after a DISCONNECT");
+    assert_eq!(broker.stats().wills_published, 0);
 }

@@ -620,11 +620,13 @@ impl Engine {
     }
 
     /// Handles bytes read on a connection with a transport: its layers
-    /// decode them into `pending`. False when the connection was closed.
-    fn transport_input(&mut self, slot: u32, id: u16, n: usize) -> bool {
+    /// decode them into `pending`. `Err`: the transport ended (the peer
+    /// closed it, or broke its rules) and the connection closes for that
+    /// cause once what the read decoded is handled.
+    fn transport_input(&mut self, slot: u32, id: u16, n: usize) -> Result<(), CloseCause> {
         let Some(conn) = self.slots.get_mut(slot).and_then(|s| s.conn.as_mut()) else {
             self.ring.give_back(id);
-            return false;
+            return Ok(());
         };
         let t = conn.transport.as_mut().expect("a transport connection");
         // Decrypted where it was read: the buffer is scratch after this.
@@ -642,7 +644,7 @@ impl Engine {
             self.handshakes -= 1;
         }
         let Some(link) = self.link(slot) else {
-            return false;
+            return Ok(());
         };
         if wire {
             link.wake();
@@ -650,11 +652,10 @@ impl Engine {
         self.note_identity(slot, &link);
         let stats = &self.shard.shared.stats[self.shard.id];
         match result {
-            Ok(Status::Open) => true,
+            Ok(Status::Open) => Ok(()),
             Ok(Status::Closed) => {
                 trace!("peer closed its transport");
-                self.close(slot, CloseCause::NetworkError);
-                false
+                Err(CloseCause::NetworkError)
             }
             Err(fault) => {
                 let counter = match &fault {
@@ -665,8 +666,7 @@ impl Engine {
                 };
                 ShardStats::inc(counter);
                 debug!(peer = %link.peer, %fault, "closing connection");
-                self.close(slot, CloseCause::ProtocolError);
-                false
+                Err(CloseCause::ProtocolError)
             }
         }
     }
@@ -697,7 +697,12 @@ impl Engine {
             let n = c.result.max(0) as usize;
             if matches!(conn.state, State::Closed) || n == 0 {
                 self.ring.give_back(id);
-            } else if !self.transport_input(slot, id, n) {
+            } else if let Err(cause) = self.transport_input(slot, id, n) {
+                // What the same read carried before the transport's end is
+                // handled first: its PUBLISHes are delivered, and a
+                // DISCONNECT in it decides the will.
+                self.handle(slot);
+                self.close(slot, cause);
                 return;
             }
         } else if let Some(id) = c.buffer {
