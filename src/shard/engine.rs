@@ -62,6 +62,12 @@ const DIRECT_SENDS: u32 = 4;
 const FLUSH_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for clients to take their DISCONNECT.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+/// TLS handshake steps (reads of a connection still handshaking: each may
+/// cost a signature and a key exchange, ~0.1-0.2 ms) one turn handles; the
+/// rest wait for the next turn, so a storm of TLS connects delays the
+/// shard's established clients by a few milliseconds at most, not by a
+/// turn of hundreds of handshakes.
+const HANDSHAKES_PER_TURN: u32 = 16;
 
 /// How a connection's reads stand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,6 +233,13 @@ struct Engine {
     /// TLS handshakes under way on this shard, and --max-tls-handshakes.
     handshakes: usize,
     max_handshakes: usize,
+    /// Handshake steps this turn may still take (`HANDSHAKES_PER_TURN`).
+    handshake_budget: u32,
+    /// Handshaking connections whose input waits for a turn's budget
+    /// (slot, generation), oldest first; the bytes wait in their
+    /// transport. Not read meanwhile: their receive is re-armed once the
+    /// input is handled.
+    held: std::collections::VecDeque<(u32, u32)>,
 }
 
 /// Runs the shard on its own ring until shutdown has closed every
@@ -273,6 +286,8 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Ring, listeners: Vec<OwnedFd>, d
         stall_timeout: Duration::from_millis(shard.config().write_stall_timeout_ms),
         handshakes: 0,
         max_handshakes: shard.config().max_tls_handshakes,
+        handshake_budget: HANDSHAKES_PER_TURN,
+        held: Default::default(),
     };
     engine.arm_listeners();
     engine.arm_doorbell();
@@ -288,6 +303,8 @@ impl Engine {
             self.ring.reap(&mut self.completions);
             self.direct_sends = DIRECT_SENDS;
             self.take_inbox();
+            self.handshake_budget = HANDSHAKES_PER_TURN;
+            self.run_held();
             let completions = std::mem::take(&mut self.completions);
             for c in &completions {
                 self.complete(*c);
@@ -320,7 +337,10 @@ impl Engine {
             }
             // Sleep unless something is already waiting. The deadline is
             // read after everything this turn armed.
-            if self.ring.has_completions() || !self.shard.core.borrow().inbox.park() {
+            if self.ring.has_completions()
+                || !self.held.is_empty()
+                || !self.shard.core.borrow().inbox.park()
+            {
                 self.ring.submit();
                 continue;
             }
@@ -623,17 +643,29 @@ impl Engine {
     /// decode them into `pending`. `Err`: the transport ended (the peer
     /// closed it, or broke its rules) and the connection closes for that
     /// cause once what the read decoded is handled.
-    fn transport_input(&mut self, slot: u32, id: u16, n: usize) -> Result<(), CloseCause> {
+    /// `read`: the read buffer and its length, or `None` for the input
+    /// held in the transport.
+    fn transport_input(&mut self, slot: u32, read: Option<(u16, usize)>) -> Result<(), CloseCause> {
         let Some(conn) = self.slots.get_mut(slot).and_then(|s| s.conn.as_mut()) else {
-            self.ring.give_back(id);
+            if let Some((id, _)) = read {
+                self.ring.give_back(id);
+            }
             return Ok(());
         };
         let t = conn.transport.as_mut().expect("a transport connection");
-        // Decrypted where it was read: the buffer is scratch after this.
-        let data = self.ring.read_slice(id, n);
         let ws = &self.listeners[usize::from(t.listener)].ws;
-        let result = t.input(ws, data, &mut conn.pending);
-        self.ring.give_back(id);
+        let result = match read {
+            Some((id, n)) => {
+                // Decrypted where it was read: the buffer is scratch after.
+                let r = t.input(ws, self.ring.read_slice(id, n), &mut conn.pending);
+                self.ring.give_back(id);
+                r
+            }
+            None => {
+                let mut held = std::mem::take(&mut t.held);
+                t.input(ws, &mut held, &mut conn.pending)
+            }
+        };
         conn.in_arena = false;
         let done = t.counted && !t.tls_handshaking();
         if done {
@@ -695,15 +727,28 @@ impl Engine {
         }
         if let (Some(id), true) = (c.buffer, conn.transport.is_some()) {
             let n = c.result.max(0) as usize;
+            let t = conn.transport.as_mut().expect("checked");
             if matches!(conn.state, State::Closed) || n == 0 {
                 self.ring.give_back(id);
-            } else if let Err(cause) = self.transport_input(slot, id, n) {
-                // What the same read carried before the transport's end is
-                // handled first: its PUBLISHes are delivered, and a
-                // DISCONNECT in it decides the will.
-                self.handle(slot);
-                self.close(slot, cause);
+            } else if t.tls_handshaking() && self.handshake_budget == 0 {
+                // This turn's handshake work is done: the step waits for
+                // the next turn, its bytes in the transport.
+                t.held.extend_from_slice(self.ring.read_slice(id, n));
+                self.ring.give_back(id);
+                self.held.push_back((slot, c.token.gen));
                 return;
+            } else {
+                if t.tls_handshaking() {
+                    self.handshake_budget -= 1;
+                }
+                if let Err(cause) = self.transport_input(slot, Some((id, n))) {
+                    // What the same read carried before the transport's
+                    // end is handled first: its PUBLISHes are delivered,
+                    // and a DISCONNECT in it decides the will.
+                    self.handle(slot);
+                    self.close(slot, cause);
+                    return;
+                }
             }
         } else if let Some(id) = c.buffer {
             let n = c.result.max(0) as usize;
@@ -754,6 +799,32 @@ impl Engine {
                 self.count_timeout(errno);
                 self.close(slot, CloseCause::NetworkError);
             }
+        }
+    }
+
+    /// Handshake steps held back by earlier turns' budgets, oldest first,
+    /// within this turn's budget.
+    fn run_held(&mut self) {
+        while self.handshake_budget > 0 {
+            let Some((slot, gen)) = self.held.pop_front() else {
+                return;
+            };
+            let live = self.slots.get(slot).is_some_and(|s| {
+                s.gen == gen
+                    && s.conn
+                        .as_ref()
+                        .is_some_and(|c| !matches!(c.state, State::Closed))
+            });
+            if !live {
+                continue;
+            }
+            self.handshake_budget -= 1;
+            if let Err(cause) = self.transport_input(slot, None) {
+                self.handle(slot);
+                self.close(slot, cause);
+                continue;
+            }
+            self.handle(slot);
         }
     }
 

@@ -64,6 +64,9 @@ pub(crate) struct Transport {
     ws: Option<WsServer>,
     /// Bytes for the peer that the engine has not sent yet.
     pub(crate) wire: BytesMut,
+    /// Bytes read but not handed to the layers yet (a handshake step
+    /// waiting for the shard's next turn).
+    pub(crate) held: BytesMut,
     /// The listener it came in on (its index in `--listen`, the same on
     /// every shard), for its WebSocket settings.
     pub(crate) listener: u16,
@@ -99,6 +102,7 @@ impl Transport {
             tls,
             ws: ws.then(WsServer::new),
             wire: BytesMut::new(),
+            held: BytesMut::new(),
             listener,
             counted: false,
             named: false,
