@@ -1,0 +1,1 @@
+//! Mosquitto ACL files: parsing and access decisions (to be written).

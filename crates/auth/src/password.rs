@@ -1,0 +1,1 @@
+//! Mosquitto password files: parsing, verifying, hashing (to be written).
