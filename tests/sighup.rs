@@ -87,7 +87,7 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
     let trust_other = client_config(&pki.other, None, &[]);
 
     let stream = tls_connect(addr, &trust_main).expect("handshake with the first certificate");
-    let (mut old, _) = PacketStream::connected(stream, &ConnectOpts::v5("before-sighup"));
+    let (mut old, _) = PacketStream::connected_over(stream, &ConnectOpts::v5("before-sighup"));
     assert_eq!(old.subscribe(1, &[("hup/#", 0)]), [0]);
 
     pki.install(&pki.other_server);

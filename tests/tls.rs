@@ -51,7 +51,7 @@ fn tls_connected(
 ) -> (PacketStream<TlsStream>, ConnAckInfo) {
     let stream = tls_connect(addr, config)
         .unwrap_or_else(|e| panic!("TLS handshake for {:?} failed: {e}", opts.client_id));
-    PacketStream::connected(stream, opts)
+    PacketStream::connected_over(stream, opts)
 }
 
 /// Like `tls_connected`, answering the CONNACK whatever its code.
@@ -62,7 +62,7 @@ fn tls_connack(
 ) -> (PacketStream<TlsStream>, ConnAckInfo) {
     let stream = tls_connect(addr, config)
         .unwrap_or_else(|e| panic!("TLS handshake for {:?} failed: {e}", opts.client_id));
-    PacketStream::connect(stream, opts)
+    PacketStream::connect_over(stream, opts)
 }
 
 /// Asserts the broker refuses `config` at the TLS layer: the handshake
@@ -271,7 +271,7 @@ fn tls_bytes_arriving_one_at_a_time_are_reassembled() {
         }
         let stream = rustls::StreamOwned::new(conn, sock);
         let (mut c, _) =
-            PacketStream::connected(stream, &ConnectOpts::v5(&format!("bytewise-{i}")));
+            PacketStream::connected_over(stream, &ConnectOpts::v5(&format!("bytewise-{i}")));
         assert_eq!(c.subscribe(1, &[("bytewise/#", 1)]), [1]);
         c.publish1("bytewise/x", &[0x5A; 3000], 2);
         assert_eq!(c.expect_publish(PROMPT).payload, [0x5A; 3000]);
@@ -866,7 +866,8 @@ fn tls_1_2_only_and_tls_1_3_only_clients_both_work_and_alpn_mqtt_is_chosen() {
             Some(&b"mqtt"[..]),
             "{wire:?}: ALPN mqtt offered and expected back"
         );
-        let (mut c, _) = PacketStream::connected(stream, &ConnectOpts::v5(&format!("ver-{i}")));
+        let (mut c, _) =
+            PacketStream::connected_over(stream, &ConnectOpts::v5(&format!("ver-{i}")));
         assert_eq!(c.subscribe(1, &[("ver/#", 1)]), [1]);
         c.publish1(&format!("ver/{i}"), b"x", 3);
         assert_eq!(c.expect_publish(PROMPT).topic, format!("ver/{i}"));
@@ -875,7 +876,7 @@ fn tls_1_2_only_and_tls_1_3_only_clients_both_work_and_alpn_mqtt_is_chosen() {
     let config = client_config(&pki.ca, None, &[]);
     let stream = tls_connect(addr, &config).expect("handshake without ALPN");
     assert_eq!(stream.conn.alpn_protocol(), None);
-    let (mut c, _) = PacketStream::connected(stream, &ConnectOpts::v3("no-alpn"));
+    let (mut c, _) = PacketStream::connected_over(stream, &ConnectOpts::v3("no-alpn"));
     c.ping();
 }
 

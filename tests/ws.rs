@@ -166,7 +166,7 @@ type WsClient = PacketStream<WsBytes<TcpStream>>;
 /// A WebSocket connection to `addr` that sent `opts`' CONNECT and got a
 /// successful CONNACK.
 fn ws_connected(addr: SocketAddr, opts: &ConnectOpts) -> (WsClient, ConnAckInfo) {
-    PacketStream::connected(WsBytes::new(ws_open(addr)), opts)
+    PacketStream::connected_over(WsBytes::new(ws_open(addr)), opts)
 }
 
 /// Reads messages until the broker's close frame; answers the messages
@@ -747,7 +747,7 @@ fn ws_and_wss_connections_handed_to_the_owner_shard_keep_working() {
     let (mut b, _) = handed_off(&broker, "ho-wss-", |id| {
         let tls = tls_connect(wss, &config).expect("TLS handshake");
         let ws = ws_handshake(tls, &format!("wss://localhost:{}/mqtt", wss.port()));
-        PacketStream::connected(WsBytes::new(ws), &ConnectOpts::v3(id))
+        PacketStream::connected_over(WsBytes::new(ws), &ConnectOpts::v3(id))
     });
     assert_eq!(a.subscribe(1, &[("handoff/ws", 1)]), [1]);
     assert_eq!(b.subscribe(1, &[("handoff/ws", 1)]), [1]);
@@ -1291,7 +1291,7 @@ fn wss_carries_mqtt_for_tungstenite_and_rumqttc() {
 
     let tls = tls_connect(addr, &config).expect("TLS handshake");
     let ws = ws_handshake(tls, &format!("wss://localhost:{}/mqtt", addr.port()));
-    let (mut c, _) = PacketStream::connected(WsBytes::new(ws), &ConnectOpts::v5("wss-raw"));
+    let (mut c, _) = PacketStream::connected_over(WsBytes::new(ws), &ConnectOpts::v5("wss-raw"));
     assert_eq!(c.subscribe(1, &[("wss/#", 1)]), [1]);
     c.publish1("wss/self", b"over TLS and WebSocket", 4);
     let p = c.expect_publish(PROMPT);

@@ -654,7 +654,7 @@ impl RawPacket {
     }
 }
 
-/// Why `RawClient::read_packet` returned no packet.
+/// Why `PacketStream::read_packet` returned no packet.
 #[derive(Debug)]
 pub enum ReadError {
     /// Nothing complete arrived before the deadline.
@@ -667,111 +667,124 @@ pub enum ReadError {
     Malformed(Vec<u8>),
 }
 
-/// A raw TCP MQTT client that writes hand-built bytes and reads whole packets.
-pub struct RawClient {
-    stream: TcpStream,
+// ---------------------------------------------------------------------------
+// Packets over any byte stream (TCP, TLS, WebSocket)
+// ---------------------------------------------------------------------------
+
+/// A byte stream whose reads can be bounded in time: TCP, TLS over TCP, a
+/// WebSocket carrying bytes in binary messages.
+pub trait Timed: Read + Write {
+    /// Bounds every following read to `timeout`.
+    fn limit_reads(&mut self, timeout: Duration) -> io::Result<()>;
+}
+
+impl Timed for TcpStream {
+    fn limit_reads(&mut self, timeout: Duration) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, Some(timeout.max(Duration::from_millis(1))))
+    }
+}
+
+/// Splits one whole packet off the front of `buf` (remaining length as in
+/// MQTT 2.1.4), or answers `None` when it is not complete yet.
+pub fn take_packet(buf: &mut Vec<u8>) -> Result<Option<RawPacket>, ReadError> {
+    let mut len = 0usize;
+    let mut i = 1;
+    loop {
+        let Some(&b) = buf.get(i) else {
+            return Ok(None);
+        };
+        len |= usize::from(b & 0x7F) << (7 * (i - 1));
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        if i > 4 {
+            return Err(ReadError::Malformed(buf.clone()));
+        }
+    }
+    if buf.len() < i + len {
+        return Ok(None);
+    }
+    let first = buf[0];
+    let body = buf[i..i + len].to_vec();
+    buf.drain(..i + len);
+    Ok(Some(RawPacket {
+        kind: first >> 4,
+        flags: first & 0x0F,
+        body,
+    }))
+}
+
+/// An MQTT client over any `Timed` stream (`RawClient` over TCP): writes
+/// hand-built bytes and reads whole packets with a deadline. EOF, reset and
+/// a TLS peer that closes without close_notify all read as
+/// `ReadError::Closed`.
+pub struct PacketStream<S> {
+    /// The byte stream.
+    pub stream: S,
     buf: Vec<u8>,
     /// Whether to parse incoming packets as MQTT 5.
     pub v5: bool,
 }
 
-impl RawClient {
-    /// Opens a TCP connection (no MQTT yet).
-    pub fn open(addr: SocketAddr) -> RawClient {
-        let stream = TcpStream::connect(addr).expect("TCP connect to the broker");
-        stream.set_nodelay(true).expect("set_nodelay");
-        RawClient {
+impl<S: Timed> PacketStream<S> {
+    /// Wraps a stream on which nothing was read yet.
+    pub fn new(stream: S, v5: bool) -> PacketStream<S> {
+        PacketStream {
             stream,
             buf: Vec::new(),
-            v5: false,
+            v5,
         }
     }
 
-    /// Opens a connection, sends `opts`' CONNECT and answers the CONNACK
+    /// Wraps `stream`, sends `opts`' CONNECT and answers the CONNACK
     /// (whatever its code).
-    pub fn connect(addr: SocketAddr, opts: &ConnectOpts) -> (RawClient, ConnAckInfo) {
-        let mut c = RawClient::open(addr);
-        c.v5 = opts.is_v5();
+    pub fn connect_over(stream: S, opts: &ConnectOpts) -> (PacketStream<S>, ConnAckInfo) {
+        let mut c = PacketStream::new(stream, opts.is_v5());
         c.send(&opts.encode()).expect("send CONNECT");
-        let p = c.expect_packet(PROMPT, "CONNACK");
-        let ack = p.connack(c.v5);
+        let ack = c.expect_packet(PROMPT, "CONNACK").connack(c.v5);
         (c, ack)
     }
 
-    /// Like `connect`, asserting the CONNACK code is success.
-    pub fn connected(addr: SocketAddr, opts: &ConnectOpts) -> (RawClient, ConnAckInfo) {
-        let (c, ack) = RawClient::connect(addr, opts);
+    /// Like `connect_over`, asserting the CONNACK code is success.
+    pub fn connected_over(stream: S, opts: &ConnectOpts) -> (PacketStream<S>, ConnAckInfo) {
+        let (c, ack) = PacketStream::connect_over(stream, opts);
         assert_eq!(ack.code, 0, "CONNACK for {opts:?} refused: {ack:?}");
         (c, ack)
     }
 
-    /// Writes bytes.
+    /// Writes bytes and flushes them.
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
-    }
-
-    /// Half-closes our side for writing (the broker reads EOF).
-    pub fn shutdown_write(&self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-    }
-
-    fn frame(&mut self) -> Result<Option<RawPacket>, ReadError> {
-        if self.buf.is_empty() {
-            return Ok(None);
-        }
-        let mut len = 0usize;
-        let mut i = 1;
-        loop {
-            let Some(&b) = self.buf.get(i) else {
-                return Ok(None);
-            };
-            len |= usize::from(b & 0x7F) << (7 * (i - 1));
-            i += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-            if i > 4 {
-                return Err(ReadError::Malformed(self.buf.clone()));
-            }
-        }
-        if self.buf.len() < i + len {
-            return Ok(None);
-        }
-        let first = self.buf[0];
-        let body = self.buf[i..i + len].to_vec();
-        self.buf.drain(..i + len);
-        Ok(Some(RawPacket {
-            kind: first >> 4,
-            flags: first & 0x0F,
-            body,
-        }))
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
     }
 
     /// Reads one whole packet, waiting at most `timeout`.
     pub fn read_packet(&mut self, timeout: Duration) -> Result<RawPacket, ReadError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(p) = self.frame()? {
+            if let Some(p) = take_packet(&mut self.buf)? {
                 return Ok(p);
             }
             let now = Instant::now();
             if now >= deadline {
                 return Err(ReadError::Timeout);
             }
-            let wait = (deadline - now).max(Duration::from_millis(1));
             self.stream
-                .set_read_timeout(Some(wait))
+                .limit_reads(deadline - now)
                 .map_err(ReadError::Io)?;
             let mut chunk = [0u8; 4096];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(ReadError::Closed),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {}
-                    io::ErrorKind::Interrupted => {}
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
-                        return Err(ReadError::Closed)
-                    }
+                    io::ErrorKind::WouldBlock
+                    | io::ErrorKind::TimedOut
+                    | io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::BrokenPipe => return Err(ReadError::Closed),
                     _ => return Err(ReadError::Io(e)),
                 },
             }
@@ -788,8 +801,7 @@ impl RawClient {
 
     /// Reads the next packet and parses it as a PUBLISH; QoS 1 is acked.
     pub fn expect_publish(&mut self, timeout: Duration) -> PublishInfo {
-        let p = self.expect_packet(timeout, "PUBLISH");
-        let info = p.publish(self.v5);
+        let info = self.expect_packet(timeout, "PUBLISH").publish(self.v5);
         if info.qos == 1 {
             self.send(&puback_packet(info.packet_id))
                 .expect("send PUBACK");
@@ -806,7 +818,7 @@ impl RawClient {
     }
 
     /// Reads until the broker closes the connection; answers the packets that
-    /// came first. Panics when the connection is still open at `timeout`.
+    /// came first. Panics when it is still open at `timeout`.
     pub fn expect_closed(&mut self, timeout: Duration, why: &str) -> Vec<RawPacket> {
         let deadline = Instant::now() + timeout;
         let mut got = Vec::new();
@@ -825,13 +837,6 @@ impl RawClient {
         }
     }
 
-    /// Like `expect_closed`, also answering when (after the call began) the
-    /// close was seen.
-    pub fn expect_closed_at(&mut self, timeout: Duration, why: &str) -> (Vec<RawPacket>, Instant) {
-        let got = self.expect_closed(timeout, why);
-        (got, Instant::now())
-    }
-
     /// Sends PINGREQ and asserts the next packet is PINGRESP.
     pub fn ping(&mut self) {
         self.send(&PINGREQ_BYTES).expect("send PINGREQ");
@@ -845,8 +850,7 @@ impl RawClient {
         let v5 = self.v5;
         self.send(&subscribe_packet(packet_id, filters, v5))
             .expect("send SUBSCRIBE");
-        let p = self.expect_packet(PROMPT, "SUBACK");
-        let (id, codes) = p.ack_codes(SUBACK, v5);
+        let (id, codes) = self.expect_packet(PROMPT, "SUBACK").ack_codes(SUBACK, v5);
         assert_eq!(id, packet_id, "SUBACK packet id");
         codes
     }
@@ -866,6 +870,44 @@ impl RawClient {
         let p = self.expect_packet(PROMPT, "PUBACK");
         assert_eq!(p.kind, PUBACK, "expected PUBACK, got {p:?}");
         assert_eq!(&p.body[..2], &packet_id.to_be_bytes(), "PUBACK packet id");
+    }
+}
+
+/// A raw TCP MQTT client that writes hand-built bytes and reads whole packets.
+pub type RawClient = PacketStream<TcpStream>;
+
+impl RawClient {
+    /// Opens a TCP connection (no MQTT yet).
+    pub fn open(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).expect("TCP connect to the broker");
+        RawClient::from_stream(stream, false)
+    }
+
+    /// Opens a connection, sends `opts`' CONNECT and answers the CONNACK
+    /// (whatever its code).
+    pub fn connect(addr: SocketAddr, opts: &ConnectOpts) -> (RawClient, ConnAckInfo) {
+        let stream = TcpStream::connect(addr).expect("TCP connect to the broker");
+        stream.set_nodelay(true).expect("set_nodelay");
+        PacketStream::connect_over(stream, opts)
+    }
+
+    /// Like `connect`, asserting the CONNACK code is success.
+    pub fn connected(addr: SocketAddr, opts: &ConnectOpts) -> (RawClient, ConnAckInfo) {
+        let (c, ack) = RawClient::connect(addr, opts);
+        assert_eq!(ack.code, 0, "CONNACK for {opts:?} refused: {ack:?}");
+        (c, ack)
+    }
+
+    /// Half-closes our side for writing (the broker reads EOF).
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// Like `expect_closed`, also answering when (after the call began) the
+    /// close was seen.
+    pub fn expect_closed_at(&mut self, timeout: Duration, why: &str) -> (Vec<RawPacket>, Instant) {
+        let got = self.expect_closed(timeout, why);
+        (got, Instant::now())
     }
 }
 
@@ -1554,11 +1596,7 @@ impl RawClient {
     /// to parse what comes back.
     pub fn from_stream(stream: TcpStream, v5: bool) -> RawClient {
         stream.set_nodelay(true).expect("set_nodelay");
-        RawClient {
-            stream,
-            buf: Vec::new(),
-            v5,
-        }
+        PacketStream::new(stream, v5)
     }
 
     /// Writes `bytes` one byte per `write` call (TCP_NODELAY is on, so each
@@ -1713,206 +1751,8 @@ pub fn topics_on_shard(prefix: &str, shard: usize, n: usize) -> Vec<String> {
 }
 
 // ---------------------------------------------------------------------------
-// Packets over any byte stream (TLS and WebSocket: tests/tls.rs, tests/ws.rs)
+// Helpers shared by the TCP, TLS and WebSocket tests
 // ---------------------------------------------------------------------------
-
-/// A byte stream whose reads can be bounded in time: TCP, TLS over TCP, a
-/// WebSocket carrying bytes in binary messages.
-pub trait Timed: Read + Write {
-    /// Bounds every following read to `timeout`.
-    fn limit_reads(&mut self, timeout: Duration) -> io::Result<()>;
-}
-
-impl Timed for TcpStream {
-    fn limit_reads(&mut self, timeout: Duration) -> io::Result<()> {
-        TcpStream::set_read_timeout(self, Some(timeout.max(Duration::from_millis(1))))
-    }
-}
-
-/// Splits one whole packet off the front of `buf` (remaining length as in
-/// MQTT 2.1.4), or answers `None` when it is not complete yet.
-pub fn take_packet(buf: &mut Vec<u8>) -> Result<Option<RawPacket>, ReadError> {
-    let mut len = 0usize;
-    let mut i = 1;
-    loop {
-        let Some(&b) = buf.get(i) else {
-            return Ok(None);
-        };
-        len |= usize::from(b & 0x7F) << (7 * (i - 1));
-        i += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-        if i > 4 {
-            return Err(ReadError::Malformed(buf.clone()));
-        }
-    }
-    if buf.len() < i + len {
-        return Ok(None);
-    }
-    let first = buf[0];
-    let body = buf[i..i + len].to_vec();
-    buf.drain(..i + len);
-    Ok(Some(RawPacket {
-        kind: first >> 4,
-        flags: first & 0x0F,
-        body,
-    }))
-}
-
-/// `RawClient` over any `Timed` stream: writes hand-built bytes and reads
-/// whole packets with a deadline. EOF, reset and a TLS peer that closes
-/// without close_notify all read as `ReadError::Closed`.
-pub struct PacketStream<S> {
-    /// The byte stream.
-    pub stream: S,
-    buf: Vec<u8>,
-    /// Whether to parse incoming packets as MQTT 5.
-    pub v5: bool,
-}
-
-impl<S: Timed> PacketStream<S> {
-    /// Wraps a stream on which nothing was read yet.
-    pub fn new(stream: S, v5: bool) -> PacketStream<S> {
-        PacketStream {
-            stream,
-            buf: Vec::new(),
-            v5,
-        }
-    }
-
-    /// Wraps `stream`, sends `opts`' CONNECT and answers the CONNACK
-    /// (whatever its code).
-    pub fn connect(stream: S, opts: &ConnectOpts) -> (PacketStream<S>, ConnAckInfo) {
-        let mut c = PacketStream::new(stream, opts.is_v5());
-        c.send(&opts.encode()).expect("send CONNECT");
-        let ack = c.expect_packet(PROMPT, "CONNACK").connack(c.v5);
-        (c, ack)
-    }
-
-    /// Like `connect`, asserting the CONNACK code is success.
-    pub fn connected(stream: S, opts: &ConnectOpts) -> (PacketStream<S>, ConnAckInfo) {
-        let (c, ack) = PacketStream::connect(stream, opts);
-        assert_eq!(ack.code, 0, "CONNACK for {opts:?} refused: {ack:?}");
-        (c, ack)
-    }
-
-    /// Writes bytes and flushes them.
-    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)?;
-        self.stream.flush()
-    }
-
-    /// Reads one whole packet, waiting at most `timeout`.
-    pub fn read_packet(&mut self, timeout: Duration) -> Result<RawPacket, ReadError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(p) = take_packet(&mut self.buf)? {
-                return Ok(p);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(ReadError::Timeout);
-            }
-            self.stream
-                .limit_reads(deadline - now)
-                .map_err(ReadError::Io)?;
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(ReadError::Closed),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock
-                    | io::ErrorKind::TimedOut
-                    | io::ErrorKind::Interrupted => {}
-                    io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::UnexpectedEof
-                    | io::ErrorKind::BrokenPipe => return Err(ReadError::Closed),
-                    _ => return Err(ReadError::Io(e)),
-                },
-            }
-        }
-    }
-
-    /// Reads one packet, panicking (naming `what`) on timeout or close.
-    pub fn expect_packet(&mut self, timeout: Duration, what: &str) -> RawPacket {
-        match self.read_packet(timeout) {
-            Ok(p) => p,
-            Err(e) => panic!("waiting for {what}: {e:?}"),
-        }
-    }
-
-    /// Reads the next packet and parses it as a PUBLISH; QoS 1 is acked.
-    pub fn expect_publish(&mut self, timeout: Duration) -> PublishInfo {
-        let info = self.expect_packet(timeout, "PUBLISH").publish(self.v5);
-        if info.qos == 1 {
-            self.send(&puback_packet(info.packet_id))
-                .expect("send PUBACK");
-        }
-        info
-    }
-
-    /// Asserts that neither a packet nor a close arrives within `dur`.
-    pub fn expect_silence(&mut self, dur: Duration, why: &str) {
-        match self.read_packet(dur) {
-            Err(ReadError::Timeout) => {}
-            other => panic!("expected silence for {dur:?} ({why}), got {other:?}"),
-        }
-    }
-
-    /// Reads until the broker closes the connection; answers the packets that
-    /// came first. Panics when it is still open at `timeout`.
-    pub fn expect_closed(&mut self, timeout: Duration, why: &str) -> Vec<RawPacket> {
-        let deadline = Instant::now() + timeout;
-        let mut got = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.read_packet(left) {
-                Ok(p) => got.push(p),
-                Err(ReadError::Closed) => return got,
-                Err(ReadError::Timeout) => {
-                    panic!("connection not closed within {timeout:?} ({why}); got {got:?}")
-                }
-                Err(e) => panic!("reading until close ({why}): {e:?}; got {got:?}"),
-            }
-        }
-    }
-
-    /// Sends PINGREQ and asserts the next packet is PINGRESP.
-    pub fn ping(&mut self) {
-        self.send(&PINGREQ_BYTES).expect("send PINGREQ");
-        let p = self.expect_packet(PROMPT, "PINGRESP");
-        assert_eq!(p.kind, PINGRESP, "expected PINGRESP, got {p:?}");
-    }
-
-    /// Subscribes and answers the SUBACK codes (asserting the packet id).
-    pub fn subscribe(&mut self, packet_id: u16, filters: &[(&str, u8)]) -> Vec<u8> {
-        let v5 = self.v5;
-        self.send(&subscribe_packet(packet_id, filters, v5))
-            .expect("send SUBSCRIBE");
-        let (id, codes) = self.expect_packet(PROMPT, "SUBACK").ack_codes(SUBACK, v5);
-        assert_eq!(id, packet_id, "SUBACK packet id");
-        codes
-    }
-
-    /// Publishes at QoS 0.
-    pub fn publish0(&mut self, topic: &str, payload: &[u8]) {
-        let v5 = self.v5;
-        self.send(&publish_packet(topic, payload, 0, 0, false, v5))
-            .expect("send PUBLISH");
-    }
-
-    /// Publishes at QoS 1 and waits for the PUBACK.
-    pub fn publish1(&mut self, topic: &str, payload: &[u8], packet_id: u16) {
-        let v5 = self.v5;
-        self.send(&publish_packet(topic, payload, 1, packet_id, false, v5))
-            .expect("send PUBLISH");
-        let p = self.expect_packet(PROMPT, "PUBACK");
-        assert_eq!(p.kind, PUBACK, "expected PUBACK, got {p:?}");
-        assert_eq!(&p.body[..2], &packet_id.to_be_bytes(), "PUBACK packet id");
-    }
-}
 
 /// Asserts a keep-alive close seen at `closed` lies in [sent + lower,
 /// acked + lower + tick + MARGIN]: `sent` is just before the client's last
