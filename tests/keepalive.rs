@@ -15,21 +15,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-/// Asserts the close seen at `closed` lies in [sent + lower, acked + lower + tick + MARGIN].
-fn assert_window(sent: Instant, acked: Instant, closed: Instant, lower: Duration, what: &str) {
-    let after_send = closed - sent;
-    assert!(
-        after_send >= lower,
-        "{what}: closed {after_send:?} after the last packet, before {lower:?}"
-    );
-    let upper = lower + Duration::from_millis(TICK_MS) + MARGIN;
-    let after_ack = closed.saturating_duration_since(acked);
-    assert!(
-        after_ack <= upper,
-        "{what}: closed {after_ack:?} after the last packet, later than {upper:?}"
-    );
-}
-
 #[test]
 fn silent_v3_client_closed_after_1_5_keep_alive_and_will_delivered() {
     let broker = start(&[]);
@@ -52,7 +37,7 @@ fn silent_v3_client_closed_after_1_5_keep_alive_and_will_delivered() {
         packets.is_empty(),
         "v3.1.1 has no server DISCONNECT: {packets:?}"
     );
-    assert_window(sent, acked, closed, Duration::from_millis(1500), "K=1");
+    assert_close_window(sent, acked, closed, Duration::from_millis(1500), "K=1");
 
     let will = watcher.expect_publish(PROMPT);
     assert_eq!(
@@ -84,7 +69,7 @@ fn silent_v5_client_gets_disconnect_0x8d_before_close() {
     );
 
     let (packets, closed) = silent.expect_closed_at(Duration::from_secs(5), "keep-alive expiry");
-    assert_window(sent, acked, closed, Duration::from_millis(1500), "v5 K=1");
+    assert_close_window(sent, acked, closed, Duration::from_millis(1500), "v5 K=1");
     assert!(
         matches!(packets.last(), Some(p) if p.is_disconnect(0x8D)),
         "expected DISCONNECT 0x8D (keep alive timeout) before the close, got {packets:?}"
@@ -116,7 +101,7 @@ fn any_packet_resets_the_keep_alive_timer() {
     }
     let acked = Instant::now();
     let (_, closed) = c.expect_closed_at(Duration::from_secs(5), "expiry after the last packet");
-    assert_window(
+    assert_close_window(
         last_sent,
         acked,
         closed,
@@ -184,7 +169,7 @@ fn traffic_to_a_silent_subscriber_does_not_keep_it_alive() {
         }
     };
     assert!(received >= 5, "subscriber got only {received} publishes");
-    assert_window(
+    assert_close_window(
         sent,
         acked,
         closed,
@@ -206,7 +191,7 @@ fn keepalive_backoff_flag_scales_the_timeout() {
     assert_eq!(c.expect_packet(PROMPT, "CONNACK").connack(false).code, 0);
     let acked = Instant::now();
     let (_, closed) = c.expect_closed_at(Duration::from_secs(6), "expiry with backoff 1.0");
-    assert_window(
+    assert_close_window(
         sent,
         acked,
         closed,
@@ -234,7 +219,7 @@ fn server_keepalive_is_imposed_on_v5_clients() {
     assert_eq!(ack0.props.int(PROP_SERVER_KEEP_ALIVE), Some(1), "{ack0:?}");
 
     let (packets, closed) = c.expect_closed_at(Duration::from_secs(5), "server keep alive");
-    assert_window(
+    assert_close_window(
         sent,
         acked,
         closed,
@@ -325,7 +310,7 @@ fn many_silent_clients_on_both_shards_each_expire_in_their_window() {
                     "client {i}: {got:?}"
                 );
                 let lower = Duration::from_millis(1500 * u64::from(k));
-                assert_window(sent, acked, closed, lower, &format!("client {i} K={k}"));
+                assert_close_window(sent, acked, closed, lower, &format!("client {i} K={k}"));
             })
         })
         .collect();
