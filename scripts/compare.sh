@@ -35,6 +35,7 @@ TOOL_CPU=1
 RUN_TIMEOUT=300
 BUILD=1
 ONLY=""
+KEEP="" # no --keep: the run's files are always removed
 EXTRA_NAMES=()
 EXTRA_CMDS=()
 
@@ -79,61 +80,10 @@ for ((i = 0; i < ${#BENCH_ARGS[@]}; i++)); do
     esac
 done
 
-if [[ $BUILD -eq 1 ]]; then
-    echo "building ringmq and ringmq-bench (release, $TARGET_DIR)..." >&2
-    (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" timeout 1800 \
-        cargo build --release -q -p ringmq --bin ringmq -p ringmq-bench) \
-        || die "build failed"
-fi
-[[ -x "$BIN/ringmq" && -x "$BIN/ringmq-bench" ]] || die "no binaries in $BIN (drop --no-build)"
-
-TMP="$(mktemp -d /tmp/ringmq-compare.XXXXXX)"
-BROKER_PID=""
-cleanup() {
-    if [[ -n "$BROKER_PID" ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
-        kill -TERM "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# A loopback port nobody listens on (and the one after it, for rumqttd v5),
-# below Linux's default ephemeral range (32768-60999) so that no client
-# socket of an earlier run can hold it.
-free_port() {
-    local port
-    for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 12000))
-        if ! ss -Htln "sport = :$port" 2>/dev/null | grep -q . \
-            && ! ss -Htln "sport = :$((port + 1))" 2>/dev/null | grep -q .; then
-            echo "$port"; return 0
-        fi
-    done
-    return 1
-}
-
-# Wait (at most 10 s) until something accepts on 127.0.0.1:$1.
-wait_listening() {
-    local deadline=$((SECONDS + 10))
-    while ((SECONDS < deadline)); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        kill -0 "$BROKER_PID" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
-
-stop_broker() {
-    [[ -n "$BROKER_PID" ]] || return 0
-    kill -TERM "$BROKER_PID" 2>/dev/null || true
-    local deadline=$((SECONDS + 5))
-    while kill -0 "$BROKER_PID" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
-    kill -KILL "$BROKER_PID" 2>/dev/null || true
-    wait "$BROKER_PID" 2>/dev/null || true
-    BROKER_PID=""
-}
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$ROOT/scripts/lib.sh"
+build_binaries
+start_run compare
 
 # Brokers to run: name and command line ({PORT} replaced).
 NAMES=(ringmq)
@@ -204,15 +154,15 @@ FAILED=()
 for i in "${!NAMES[@]}"; do
     name="${NAMES[$i]}"
     if [[ -n "$ONLY" && ",$ONLY," != *",$name,"* ]]; then continue; fi
-    port="$(free_port)" || die "no free port"
+    # The port after it is rumqttd's v5 listener.
+    port="$(free_port 2)" || die "no free port"
     write_configs "$port"
     tool_port="$port"
     if [[ "$name" == rumqttd && $MQTT5 -eq 1 ]]; then tool_port=$((port + 1)); fi
     cmd="${CMDS[$i]//\{PORT\}/$port}"
     echo "== $name on 127.0.0.1:$tool_port (CPU $BROKER_CPU): $cmd" >&2
     # shellcheck disable=SC2086 # the command line is meant to be split
-    taskset -c "$BROKER_CPU" $cmd >"$TMP/$name.log" 2>&1 &
-    BROKER_PID=$!
+    start_broker "$BROKER_CPU" "$TMP/$name.log" $cmd
     if ! wait_listening "$tool_port"; then
         echo "   $name did not start listening; its log:" >&2
         tail -5 "$TMP/$name.log" >&2 || true

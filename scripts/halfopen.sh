@@ -56,10 +56,9 @@ while [[ $# -gt 0 ]]; do
 done
 EXTRA=("$@")
 
-if [[ "$(id -u)" -ne 0 ]]; then
-    die "this test needs root: it creates a network namespace and a veth pair (ip netns add, ip link add) and moves the clients into it (setns). Run it as root, e.g. sudo scripts/halfopen.sh"
-fi
-command -v ip >/dev/null || die "the ip command (iproute2) is needed"
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$ROOT/scripts/lib.sh"
+check_netns
 command -v taskset >/dev/null || die "taskset (util-linux) is needed"
 
 if [[ $BUILD -eq 1 ]]; then
@@ -81,28 +80,10 @@ VETH_HOST="rmqh$ID"
 VETH_CLIENT="rmqc$ID"
 BROKER_PID=""
 
-cleanup() {
-    if [[ -n "$BROKER_PID" ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
-        kill -TERM "$BROKER_PID" 2>/dev/null || true
-        local deadline=$((SECONDS + 5))
-        while kill -0 "$BROKER_PID" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
-        kill -KILL "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-    fi
-    ip netns del "$NS" 2>/dev/null || true
-    ip link del "$VETH_HOST" 2>/dev/null || true
-}
-trap cleanup EXIT
+trap 'stop_broker; drop_link' EXIT
 trap 'exit 130' INT TERM
 
-ip netns add "$NS"
-ip link add "$VETH_HOST" type veth peer name "$VETH_CLIENT"
-ip link set "$VETH_CLIENT" netns "$NS"
-ip addr add "$HOST_ADDR/30" dev "$VETH_HOST"
-ip link set "$VETH_HOST" up
-ip netns exec "$NS" ip addr add "$CLIENT_ADDR/30" dev "$VETH_CLIENT"
-ip netns exec "$NS" ip link set "$VETH_CLIENT" up
-ip netns exec "$NS" ip link set lo up
+make_link
 
 # Below Linux's default ephemeral range (32768-60999).
 PORT=$((20000 + RANDOM % 12000))
@@ -110,16 +91,13 @@ cmd="${BROKER_CMD//\{ADDR\}/$HOST_ADDR}"
 cmd="${cmd//\{PORT\}/$PORT}"
 echo "broker: $cmd (CPU $BROKER_CPU)" >&2
 # shellcheck disable=SC2086 # the command line is meant to be split
-taskset -c "$BROKER_CPU" $cmd >"/tmp/halfopen-broker-$ID.log" 2>&1 &
-BROKER_PID=$!
+start_broker "$BROKER_CPU" "/tmp/halfopen-broker-$ID.log" $cmd
 
-# Wait (at most 10 s) for the broker, reaching it from inside the namespace.
-deadline=$((SECONDS + 10))
-until ip netns exec "$NS" bash -c "exec 3<>/dev/tcp/$HOST_ADDR/$PORT" 2>/dev/null; do
+# Reach the broker from inside the namespace.
+if ! wait_listening "$PORT" "$HOST_ADDR" "$NS"; then
     kill -0 "$BROKER_PID" 2>/dev/null || die "the broker exited: $(tail -3 "/tmp/halfopen-broker-$ID.log")"
-    ((SECONDS < deadline)) || die "the broker is not reachable at $HOST_ADDR:$PORT from $NS"
-    sleep 0.05
-done
+    die "the broker is not reachable at $HOST_ADDR:$PORT from $NS"
+fi
 
 # Once every client has its CONNACK, the clients' side of the link goes
 # down: nothing they or the broker send crosses it any more.

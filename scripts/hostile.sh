@@ -68,59 +68,13 @@ IFS=, read -r -a ATTACKS <<<"$ONLY"
 for a in "${ATTACKS[@]}"; do
     [[ ",$ALL_ATTACKS," == *",$a,"* ]] || die "unknown attack $a ($ALL_ATTACKS)"
 done
-IFS=, read -r -a BROKER_LIST <<<"$BROKERS"
-for b in "${BROKER_LIST[@]}"; do
-    case "$b" in ringmq|mosquitto) ;; *) die "unknown broker $b (ringmq, mosquitto)" ;; esac
-done
-# shellcheck source=scripts/lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 source "$ROOT/scripts/lib.sh"
+parse_brokers
 check_tools
 build_binaries
 
-TMP="$(mktemp -d /tmp/ringmq-hostile.XXXXXX)"
-BROKER_PID=""
-stop_broker() {
-    [[ -n "$BROKER_PID" ]] || return 0
-    kill -TERM "$BROKER_PID" 2>/dev/null || true
-    local deadline=$((SECONDS + 5))
-    while kill -0 "$BROKER_PID" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
-    kill -KILL "$BROKER_PID" 2>/dev/null || true
-    wait "$BROKER_PID" 2>/dev/null || true
-    BROKER_PID=""
-}
-cleanup() {
-    stop_broker
-    if [[ -n "$KEEP" ]]; then
-        mkdir -p "$KEEP" && cp -r "$TMP"/. "$KEEP"/ 2>/dev/null || true
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# A loopback port nobody listens on, below Linux's default ephemeral range
-# (32768-60999) so that no client socket of an earlier run can hold it.
-free_port() {
-    local port
-    for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 12000))
-        if ! ss -Htln "sport = :$port" 2>/dev/null | grep -q .; then
-            echo "$port"; return 0
-        fi
-    done
-    return 1
-}
-
-# Wait (at most 10 s) until something accepts on 127.0.0.1:$1.
-wait_listening() {
-    local deadline=$((SECONDS + 10))
-    while ((SECONDS < deadline)); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        kill -0 "$BROKER_PID" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
+start_run hostile
 
 for attack in "${ATTACKS[@]}"; do
     for broker in "${BROKER_LIST[@]}"; do
@@ -135,37 +89,23 @@ for attack in "${ATTACKS[@]}"; do
                 cmd=(mosquitto -c "$out.conf") ;;
         esac
         echo "== $attack vs $broker on 127.0.0.1:$port (CPU $BROKER_CPU): ${cmd[*]}" >&2
-        taskset -c "$BROKER_CPU" "${cmd[@]}" >"$out.log" 2>&1 &
-        BROKER_PID=$!
+        start_broker "$BROKER_CPU" "$out.log" "${cmd[@]}"
         if ! wait_listening "$port"; then
-            echo "   $broker did not start listening; its log:" >&2
-            tail -5 "$out.log" >&2 || true
-            echo '{"error":"the broker did not start"}' >"$out.json"
-            stop_broker
+            start_failed "$out" "$broker did not start listening" "the broker did not start"
             continue
         fi
-        if ! timeout --kill-after=10 150 taskset -c "$TOOL_CPU" "$BIN/ringmq-bench" attack \
-            --kind "$attack" --host 127.0.0.1 --port "$port" --broker-pid "$BROKER_PID" \
-            --quiet --json >"$out.json" 2>"$out.err"; then
-            why="$(tail -1 "$out.err" | tr '"\\' "''")"
-            echo "{\"error\":\"ringmq-bench failed: $why\"}" >"$out.json"
-        fi
-        if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-            echo "   $broker exited during $attack; its log:" >&2
-            tail -3 "$out.log" >&2 || true
-            echo "died" >"$out.died"
-        fi
+        run_tool "$out" 150 attack --kind "$attack" --host 127.0.0.1 --port "$port"
+        note_died "$out" "$broker" "$attack"
         stop_broker
         python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("   " + (r["notes"][-1] if r.get("notes") else r.get("error","?")))' \
             "$out.json" >&2 2>/dev/null || true
     done
 done
 
-echo
-echo "hostile.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)), broker on CPU $BROKER_CPU, tool on CPU $TOOL_CPU${LABEL:+, $LABEL}"
+run_header
 line="ringmq: --shards 2${BROKER_EXTRA:+ $BROKER_EXTRA}"
 if [[ ",$BROKERS," == *",mosquitto,"* ]]; then
-    line+="; Mosquitto: $(mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version /v/p' | head -1 || true), listener + allow_anonymous true"
+    line+="; Mosquitto: $(mosquitto_version), listener + allow_anonymous true"
 fi
 echo "$line"
 echo

@@ -101,6 +101,8 @@ done
 [[ "$TOL_PCT" =~ ^[0-9]+$ && "$TOL_KIB" =~ ^[0-9]+$ ]] || die "tolerances are whole numbers"
 command -v taskset >/dev/null || die "taskset (util-linux) is needed"
 command -v python3 >/dev/null || die "python3 is needed (to read the JSON report)"
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 if [[ $BUILD -eq 1 ]]; then
     what=(-p ringmq-bench)
@@ -123,15 +125,6 @@ TMP="$(mktemp -d /tmp/ringmq-soak.XXXXXX)"
 BROKER_PID=""
 SAMPLER_PID=""
 TOOL_PID=""
-stop_pid() { # stop_pid PID: SIGTERM, SIGKILL after 5 s
-    local pid="$1"
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 5))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     stop_pid "$TOOL_PID"
     stop_pid "$SAMPLER_PID"
@@ -144,14 +137,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A loopback port nobody listens on, below Linux's default ephemeral range
-# (32768-60999) so that no client socket of an earlier run can hold it.
-PORT=""
-for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 12000))
-    if ! ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then PORT="$p"; break; fi
-done
-[[ -n "$PORT" ]] || die "no free port"
+PORT="$(free_port)" || die "no free port"
 
 rss_kib() { # VmRSS of $1 in KiB, or empty
     awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || true
@@ -164,14 +150,11 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 cmd="${BROKER_CMD//\{PORT\}/$PORT}"
 echo "broker: $cmd (CPUs $BROKER_CPUS)" >&2
 # shellcheck disable=SC2086 # the command line is meant to be split
-taskset -c "$BROKER_CPUS" $cmd >"$TMP/broker.log" 2>&1 &
-BROKER_PID=$!
-deadline=$((SECONDS + 10))
-until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
+start_broker "$BROKER_CPUS" "$TMP/broker.log" $cmd
+if ! wait_listening "$PORT"; then
     kill -0 "$BROKER_PID" 2>/dev/null || die "the broker exited: $(tail -3 "$TMP/broker.log")"
-    ((SECONDS < deadline)) || die "the broker is not listening on 127.0.0.1:$PORT"
-    sleep 0.05
-done
+    die "the broker is not listening on 127.0.0.1:$PORT"
+fi
 # Let start-up allocations settle before the baseline.
 sleep 2
 COLD="$(rss_kib "$BROKER_PID")"

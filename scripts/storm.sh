@@ -80,16 +80,10 @@ done
 [[ "$CLIENTS" =~ ^[0-9]+$ && "$CLIENTS" -ge 1 && "$CLIENTS" -le 15000 ]] \
     || die "-n $CLIENTS: 1 to 15000 (one tool process; the open-files hard limit is 20,000)"
 [[ "$KEEPALIVE" =~ ^[0-9]+$ && "$KEEPALIVE" -ge 1 && "$KEEPALIVE" -le 60 ]] || die "-k $KEEPALIVE: 1 to 60"
-IFS=, read -r -a BROKER_LIST <<<"$BROKERS"
-for b in "${BROKER_LIST[@]}"; do
-    case "$b" in ringmq|mosquitto) ;; *) die "unknown broker $b (ringmq, mosquitto)" ;; esac
-done
-if [[ "$(id -u)" -ne 0 ]]; then
-    die "this test needs root: it creates a network namespace and a veth pair (ip netns add, ip link add) and moves the clients into it (setns). Run it as root, e.g. sudo scripts/storm.sh"
-fi
-command -v ip >/dev/null || die "the ip command (iproute2) is needed"
-# shellcheck source=scripts/lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 source "$ROOT/scripts/lib.sh"
+parse_brokers
+check_netns
 check_tools
 build_binaries
 
@@ -98,44 +92,8 @@ ID="$$"
 NS="rmqst$ID"
 VETH_HOST="rmqsh$ID"
 VETH_CLIENT="rmqsc$ID"
-TMP="$(mktemp -d /tmp/ringmq-storm.XXXXXX)"
-BROKER_PID=""
-
-stop_broker() {
-    [[ -n "$BROKER_PID" ]] || return 0
-    kill -TERM "$BROKER_PID" 2>/dev/null || true
-    local deadline=$((SECONDS + 5))
-    while kill -0 "$BROKER_PID" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
-    kill -KILL "$BROKER_PID" 2>/dev/null || true
-    wait "$BROKER_PID" 2>/dev/null || true
-    BROKER_PID=""
-}
-drop_link() {
-    ip netns del "$NS" 2>/dev/null || true
-    ip link del "$VETH_HOST" 2>/dev/null || true
-}
-cleanup() {
-    stop_broker
-    drop_link
-    if [[ -n "$KEEP" ]]; then
-        mkdir -p "$KEEP" && cp -r "$TMP"/. "$KEEP"/ 2>/dev/null || true
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-make_link() {
-    drop_link
-    ip netns add "$NS"
-    ip link add "$VETH_HOST" type veth peer name "$VETH_CLIENT"
-    ip link set "$VETH_CLIENT" netns "$NS"
-    ip addr add "$HOST_ADDR/30" dev "$VETH_HOST"
-    ip link set "$VETH_HOST" up
-    ip netns exec "$NS" ip addr add "$CLIENT_ADDR/30" dev "$VETH_CLIENT"
-    ip netns exec "$NS" ip link set "$VETH_CLIENT" up
-    ip netns exec "$NS" ip link set lo up
-}
+start_run storm
+trap 'cleanup; drop_link' EXIT
 
 for broker in "${BROKER_LIST[@]}"; do
     out="$TMP/$broker"
@@ -151,46 +109,27 @@ for broker in "${BROKER_LIST[@]}"; do
             cmd=(mosquitto -c "$out.conf") ;;
     esac
     echo "== storm vs $broker on $HOST_ADDR:$port (CPU $BROKER_CPU): ${cmd[*]}" >&2
-    taskset -c "$BROKER_CPU" "${cmd[@]}" >"$out.log" 2>&1 &
-    BROKER_PID=$!
-    # Wait (at most 10 s) for the broker, reaching it from inside the namespace.
-    deadline=$((SECONDS + 10))
-    ok=1
-    until ip netns exec "$NS" bash -c "exec 3<>/dev/tcp/$HOST_ADDR/$port" 2>/dev/null; do
-        if ! kill -0 "$BROKER_PID" 2>/dev/null || ((SECONDS >= deadline)); then ok=0; break; fi
-        sleep 0.05
-    done
-    if [[ $ok -eq 0 ]]; then
-        echo "   $broker is not reachable at $HOST_ADDR:$port from $NS; its log:" >&2
-        tail -5 "$out.log" >&2 || true
-        echo '{"error":"the broker did not start"}' >"$out.json"
-        stop_broker
+    start_broker "$BROKER_CPU" "$out.log" "${cmd[@]}"
+    # Reach the broker from inside the namespace.
+    if ! wait_listening "$port" "$HOST_ADDR" "$NS"; then
+        start_failed "$out" "$broker is not reachable at $HOST_ADDR:$port from $NS" "the broker did not start"
         continue
     fi
     CUT="ip netns exec $NS ip link set dev $VETH_CLIENT down"
     echo "   $CLIENTS clients in $NS, Keep Alive $KEEPALIVE s, one synchronised PINGREQ, then: $CUT" >&2
-    if ! timeout --kill-after=10 $((KEEPALIVE * 3 + 180)) taskset -c "$TOOL_CPU" "$BIN/ringmq-bench" keepalive \
+    run_tool "$out" $((KEEPALIVE * 3 + 180)) keepalive \
         --host "$HOST_ADDR" --port "$port" --mqtt-version "$VERSION" \
         -n "$CLIENTS" -k "$KEEPALIVE" --half-open --client-netns "$NS" --sync-ping \
-        --after-connect "$CUT" --canaries 2 --extra-wait-secs 10 --connect-timeout-ms 10000 \
-        --broker-pid "$BROKER_PID" --quiet --json >"$out.json" 2>"$out.err"; then
-        why="$(tail -1 "$out.err" | tr '"\\' "''")"
-        echo "{\"error\":\"ringmq-bench failed: $why\"}" >"$out.json"
-    fi
-    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-        echo "   $broker exited during the storm; its log:" >&2
-        tail -3 "$out.log" >&2 || true
-        echo "died" >"$out.died"
-    fi
+        --after-connect "$CUT" --canaries 2 --extra-wait-secs 10 --connect-timeout-ms 10000
+    note_died "$out" "$broker" "the storm"
     stop_broker
     drop_link
 done
 
-echo
-echo "storm.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)), broker on CPU $BROKER_CPU, tool on CPU $TOOL_CPU${LABEL:+, $LABEL}"
+run_header
 line="$CLIENTS clients with wills (MQTT $VERSION, Keep Alive $KEEPALIVE s) pinged at once, then their link cut (netns veth down); ringmq --shards 2${BROKER_EXTRA:+ $BROKER_EXTRA}"
 if [[ ",$BROKERS," == *",mosquitto,"* ]]; then
-    line+="; Mosquitto $(mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version /v/p' | head -1 || true)"
+    line+="; Mosquitto $(mosquitto_version)"
 fi
 echo "$line"
 echo

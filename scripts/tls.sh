@@ -91,10 +91,9 @@ IFS=, read -r -a TESTS <<<"$ONLY"
 for t in "${TESTS[@]}"; do
     [[ ",$ALL_TESTS," == *",$t,"* ]] || die "unknown measurement $t ($ALL_TESTS)"
 done
-IFS=, read -r -a BROKER_LIST <<<"$BROKERS"
-for b in "${BROKER_LIST[@]}"; do
-    case "$b" in ringmq|mosquitto) ;; *) die "unknown broker $b (ringmq, mosquitto)" ;; esac
-done
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$ROOT/scripts/lib.sh"
+parse_brokers
 [[ "$HANDSHAKES" =~ ^[0-9]+$ && "$HANDSHAKES" -ge 1 && "$HANDSHAKES" -le 1000000 ]] \
     || die "-n must be in 1..1000000"
 [[ "$IDLE" =~ ^[0-9]+$ && "$IDLE" -ge 1 && "$IDLE" -le 14000 ]] \
@@ -102,32 +101,11 @@ done
 [[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -ge 1 && "$DURATION" -le 600 ]] \
     || die "--duration must be whole seconds in 1..600"
 [[ "$RUN_TIMEOUT" =~ ^[0-9]+$ && "$RUN_TIMEOUT" -ge 10 ]] || die "--timeout must be at least 10"
-# shellcheck source=scripts/lib.sh
-source "$ROOT/scripts/lib.sh"
 check_tools
 command -v openssl >/dev/null || die "openssl is needed (for the certificates)"
 build_binaries
 
-TMP="$(mktemp -d /tmp/ringmq-tls.XXXXXX)"
-BROKER_PID=""
-stop_broker() {
-    [[ -n "$BROKER_PID" ]] || return 0
-    kill -TERM "$BROKER_PID" 2>/dev/null || true
-    local deadline=$((SECONDS + 5))
-    while kill -0 "$BROKER_PID" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
-    kill -KILL "$BROKER_PID" 2>/dev/null || true
-    wait "$BROKER_PID" 2>/dev/null || true
-    BROKER_PID=""
-}
-cleanup() {
-    stop_broker
-    if [[ -n "$KEEP" ]]; then
-        mkdir -p "$KEEP" && cp -r "$TMP"/. "$KEEP"/ 2>/dev/null || true
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+start_run tls
 
 # The certificates: a CA and a server certificate it signed, ECDSA P-256,
 # valid two days, for localhost and 127.0.0.1.
@@ -153,30 +131,6 @@ if [[ $EUID -eq 0 ]] && id mosquitto >/dev/null 2>&1; then
     chmod 750 "$TMP" "$PKI"
     chmod 640 "$PKI/server.key" "$PKI/server.pem"
 fi
-
-# A loopback port nobody listens on, below Linux's default ephemeral range
-# (32768-60999) so that no client socket of an earlier run can hold it.
-free_port() {
-    local port
-    for _ in $(seq 1 200); do
-        port=$((20000 + RANDOM % 12000))
-        if ! ss -Htln "sport = :$port" 2>/dev/null | grep -q .; then
-            echo "$port"; return 0
-        fi
-    done
-    return 1
-}
-
-# Wait (at most 10 s) until something accepts on 127.0.0.1:$1.
-wait_listening() {
-    local deadline=$((SECONDS + 10))
-    while ((SECONDS < deadline)); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        kill -0 "$BROKER_PID" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
 
 TLS_ARGS=(--tls --ca "$PKI/ca.pem" --server-name localhost)
 for test in "${TESTS[@]}"; do
@@ -222,36 +176,22 @@ EOF
                 args=(idle -n "$IDLE" --hold-secs 5 --settle-ms 2000) ;;
         esac
         echo "== $test vs $broker on 127.0.0.1:$port (CPU $BROKER_CPU): ${cmd[*]}" >&2
-        taskset -c "$BROKER_CPU" "${cmd[@]}" >"$out.log" 2>&1 &
-        BROKER_PID=$!
+        start_broker "$BROKER_CPU" "$out.log" "${cmd[@]}"
         if ! wait_listening "$p_tls" || ! wait_listening "$p_ws" || ! wait_listening "$p_mqtt"; then
-            echo "   $broker did not start listening; its log:" >&2
-            tail -5 "$out.log" >&2 || true
-            why="$(tail -1 "$out.log" | tr '"\\' "''")"
-            echo "{\"error\":\"the broker did not start: $why\"}" >"$out.json"
-            stop_broker
+            start_failed "$out" "$broker did not start listening" \
+                "the broker did not start: $(tail -1 "$out.log" | tr '"\\' "''")"
             continue
         fi
-        if ! timeout --kill-after=10 "$RUN_TIMEOUT" taskset -c "$TOOL_CPU" "$BIN/ringmq-bench" \
-            "${args[@]}" --host 127.0.0.1 --port "$port" --broker-pid "$BROKER_PID" \
-            --quiet --json >"$out.json" 2>"$out.err"; then
-            why="$(tail -1 "$out.err" | tr '"\\' "''")"
-            echo "{\"error\":\"ringmq-bench failed: $why\"}" >"$out.json"
-        fi
-        if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-            echo "   $broker exited during $test; its log:" >&2
-            tail -3 "$out.log" >&2 || true
-            echo "died" >"$out.died"
-        fi
+        run_tool "$out" "$RUN_TIMEOUT" "${args[@]}" --host 127.0.0.1 --port "$port"
+        note_died "$out" "$broker" "$test"
         stop_broker
     done
 done
 
-echo
-echo "tls.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)), broker on CPU $BROKER_CPU, tool on CPU $TOOL_CPU${LABEL:+, $LABEL}"
+run_header
 line="ringmq: --shards 1${BROKER_EXTRA:+ $BROKER_EXTRA}"
 if [[ ",$BROKERS," == *",mosquitto,"* ]]; then
-    line+="; Mosquitto: $(mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version /v/p' | head -1 || true)"
+    line+="; Mosquitto: $(mosquitto_version)"
 fi
 echo "$line; certificate: ECDSA P-256 for localhost/127.0.0.1, one CA; $(openssl version 2>/dev/null | cut -d' ' -f1-2)"
 echo
