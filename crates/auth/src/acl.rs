@@ -77,6 +77,7 @@
 
 mod filter;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -139,13 +140,14 @@ struct Pattern {
 }
 
 /// A pattern's filter for one client.
-enum Substituted {
+enum Substituted<'p> {
     /// The pattern does not apply to this client (`%u`, anonymous).
     Skip,
     /// A value could not be substituted safely.
     Unsafe,
-    /// The filter with `%c` and `%u` levels replaced.
-    Filter(String),
+    /// The filter with `%c` and `%u` levels replaced (borrowed when the
+    /// pattern has neither).
+    Filter(Cow<'p, str>),
 }
 
 impl Pattern {
@@ -160,7 +162,7 @@ impl Pattern {
         }
     }
 
-    fn substitute(&self, who: &Who<'_>) -> Substituted {
+    fn substitute(&self, who: &Who<'_>) -> Substituted<'_> {
         if self.uses_username && who.username.is_none() {
             return Substituted::Skip;
         }
@@ -180,7 +182,7 @@ impl Pattern {
             _ => "",
         };
         if !self.uses_client_id && !self.uses_username {
-            return Substituted::Filter(self.topic.clone());
+            return Substituted::Filter(Cow::Borrowed(&self.topic));
         }
         let mut out = String::with_capacity(self.topic.len() + client_id.len() + username.len());
         for (i, level) in self.topic.split('/').enumerate() {
@@ -193,7 +195,7 @@ impl Pattern {
                 other => other,
             });
         }
-        Substituted::Filter(out)
+        Substituted::Filter(Cow::Owned(out))
     }
 }
 
@@ -652,6 +654,15 @@ pub(super) mod tests {
         );
         // The admin's own section is in force alongside the patterns.
         expect(&a, &user("dev9", "admin"), &[(Write, "any/thing", true)]);
+        // A pattern without `%c` or `%u` is a rule for every client.
+        let plain = acl("user x\npattern read news/#\n");
+        for who in [anon("c"), user("c", "x"), user("c", "y")] {
+            expect(
+                &plain,
+                &who,
+                &[(Read, "news/a", true), (Write, "news/a", false)],
+            );
+        }
     }
 
     #[test]
