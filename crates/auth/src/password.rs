@@ -701,6 +701,54 @@ mod tests {
         assert_eq!(parse(&out).len(), 3);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(text in "(([ #a-z:$0-9A-Z+/=\r\t]{0,40})\n?){0,6}") {
+            let _ = PasswordFile::parse(&text);
+            let _ = PasswordFile::upgrade_plain(&text, one(), salts());
+        }
+
+        // Edits against a map as the model: after each step the file, and
+        // the file written out and read back, hold exactly the model's users.
+        #[test]
+        fn edits_match_a_map(steps in proptest::collection::vec(
+            (0u8..6, proptest::option::of("[a-z]{0,3}")), 0..24))
+        {
+            let mut file = parse("# kept\n");
+            let mut model = std::collections::BTreeMap::new();
+            for (user, password) in steps {
+                let name = format!("user {user}");
+                match password {
+                    Some(password) => {
+                        let hash = Hash::salted_sha512(password.as_bytes(), [user; SALT_LEN]);
+                        file.set(&name, hash).unwrap();
+                        model.insert(name, password);
+                    }
+                    None => {
+                        proptest::prop_assert_eq!(file.remove(&name), model.remove(&name).is_some());
+                    }
+                }
+                let text = file.to_text();
+                proptest::prop_assert!(text.starts_with("# kept\n"));
+                let again = parse(&text);
+                for checked in [&file, &again] {
+                    proptest::prop_assert_eq!(checked.len(), model.len());
+                    for (name, password) in &model {
+                        proptest::prop_assert_eq!(
+                            checked.verify(name.as_bytes(), Some(password.as_bytes())),
+                            Verdict::Ok
+                        );
+                        proptest::prop_assert_eq!(
+                            checked.verify(name.as_bytes(), Some(b"wrong")),
+                            Verdict::BadCredentials
+                        );
+                    }
+                }
+                proptest::prop_assert_eq!(again.to_text(), text);
+            }
+        }
+    }
+
     #[test]
     fn upgrade_plain_refuses_damaged_hashes() {
         let err =
