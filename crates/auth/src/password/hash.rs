@@ -4,7 +4,8 @@
 //!
 //! The forms, as verified against the `mosquitto_passwd` 2.0.11 on this
 //! machine (Debian's `mosquitto` package) and Mosquitto's own
-//! `common/password_mosq.h` (2.0) and `libcommon/password_common.c` (2.1):
+//! `common/password_mosq.h` (2.0) and `libcommon/password_common.c` (the develop
+//! branch, to be 2.1; "2.1" below):
 //!
 //! - `$7$ITERATIONS$SALT$HASH`: PBKDF2-HMAC-SHA512 (`pw_sha512_pbkdf2 = 7`),
 //!   what `mosquitto_passwd` writes by default since 2.0. SALT and HASH are
