@@ -42,6 +42,12 @@ fn tls_broker(pki: &Pki, extra: &[&str]) -> Broker {
     start(&flags)
 }
 
+/// A TLS connection for `opts`' client, its handshake asserted done.
+fn tls_handshake(addr: SocketAddr, config: &Arc<ClientConfig>, opts: &ConnectOpts) -> TlsStream {
+    tls_connect(addr, config)
+        .unwrap_or_else(|e| panic!("TLS handshake for {:?} failed: {e}", opts.client_id))
+}
+
 /// A TLS connection (handshake done, asserted) that sent `opts`' CONNECT
 /// and got a successful CONNACK.
 fn tls_connected(
@@ -49,9 +55,7 @@ fn tls_connected(
     config: &Arc<ClientConfig>,
     opts: &ConnectOpts,
 ) -> (PacketStream<TlsStream>, ConnAckInfo) {
-    let stream = tls_connect(addr, config)
-        .unwrap_or_else(|e| panic!("TLS handshake for {:?} failed: {e}", opts.client_id));
-    PacketStream::connected_over(stream, opts)
+    PacketStream::connected_over(tls_handshake(addr, config, opts), opts)
 }
 
 /// Like `tls_connected`, answering the CONNACK whatever its code.
@@ -60,9 +64,7 @@ fn tls_connack(
     config: &Arc<ClientConfig>,
     opts: &ConnectOpts,
 ) -> (PacketStream<TlsStream>, ConnAckInfo) {
-    let stream = tls_connect(addr, config)
-        .unwrap_or_else(|e| panic!("TLS handshake for {:?} failed: {e}", opts.client_id));
-    PacketStream::connect_over(stream, opts)
+    PacketStream::connect_over(tls_handshake(addr, config, opts), opts)
 }
 
 /// Asserts the broker refuses `config` at the TLS layer: the handshake
@@ -82,6 +84,17 @@ fn assert_tls_refused(addr: SocketAddr, config: &Arc<ClientConfig>, what: &str) 
     }
 }
 
+/// Asserts the broker counted `reloads` good and `failures` failed TLS
+/// reloads.
+fn assert_reloads(broker: &Broker, reloads: u64, failures: u64) {
+    let stats = broker.stats();
+    assert_eq!(
+        (stats.tls_reloads, stats.tls_reload_failures),
+        (reloads, failures),
+        "{stats:?}"
+    );
+}
+
 /// The rumqttc transport for `config`.
 fn rumqttc_tls(config: &Arc<ClientConfig>) -> rumqttc::Transport {
     rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(config.clone()))
@@ -89,8 +102,6 @@ fn rumqttc_tls(config: &Arc<ClientConfig>) -> rumqttc::Transport {
 
 #[test]
 fn rumqttc_v3_and_v5_connect_subscribe_publish_receive_over_mqtts() {
-    use rumqttc::v5::mqttbytes::QoS as QoS5;
-    use rumqttc::QoS;
     let pki = Pki::generate();
     let broker = tls_broker(&pki, &[]);
     let addr = broker.local_addr();
@@ -102,26 +113,7 @@ fn rumqttc_v3_and_v5_connect_subscribe_publish_receive_over_mqtts() {
     let (mut v5, _) = V5Client::connect(addr, "tls-v5", |o| {
         o.set_transport(rumqttc_tls(&config));
     });
-    assert_eq!(
-        v3.subscribe("tls/to-v3", QoS::AtLeastOnce),
-        [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
-    );
-    assert_eq!(
-        v5.subscribe("tls/to-v5", QoS5::AtLeastOnce),
-        [rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(
-            QoS5::AtLeastOnce
-        )]
-    );
-    v5.publish("tls/to-v3", QoS5::AtLeastOnce, b"from v5");
-    assert_eq!(
-        v3.recv_publish(PROMPT),
-        ("tls/to-v3".to_string(), b"from v5".to_vec())
-    );
-    v3.publish("tls/to-v5", QoS::AtLeastOnce, b"from v3");
-    assert_eq!(
-        v5.recv_publish(PROMPT),
-        ("tls/to-v5".to_string(), b"from v3".to_vec())
-    );
+    exchange_v3_v5(&mut v3, &mut v5, "tls");
     let stats = broker.stats();
     assert_eq!(stats.connects, 2, "{stats:?}");
     assert_eq!(stats.tls_handshake_errors, 0, "{stats:?}");
@@ -526,14 +518,7 @@ fn a_handshake_stalled_halfway_is_closed_by_the_connect_timeout() {
         got.is_empty() || got[0] == 0x15,
         "half a ClientHello got something else than an alert: {got:?}"
     );
-    assert!(
-        after >= Duration::from_millis(500),
-        "closed after {after:?}, before the connect timeout"
-    );
-    assert!(
-        after <= Duration::from_millis(500 + TICK_MS) + MARGIN,
-        "closed after {after:?}, long after the connect timeout"
-    );
+    assert_connect_timeout_window(after, 500);
     wait_stats(&broker, "connect timeouts counted", |s| {
         s.connect_timeouts == 2 && s.connections == 1
     });
@@ -594,12 +579,7 @@ fn reload_switches_new_handshakes_to_the_new_certificate_and_keeps_connections()
     broker
         .reload_tls()
         .expect("reload with a valid certificate");
-    let stats = broker.stats();
-    assert_eq!(
-        (stats.tls_reloads, stats.tls_reload_failures),
-        (1, 0),
-        "{stats:?}"
-    );
+    assert_reloads(&broker, 1, 0);
 
     // New handshakes get the new certificate: only the other CA works now.
     let (mut two, _) = tls_connected(addr, &trust_other, &ConnectOpts::v3("after-reload"));
@@ -642,12 +622,7 @@ fn a_failed_reload_returns_an_error_and_keeps_the_old_certificate() {
     broker
         .reload_tls()
         .expect_err("a key that does not match the certificate");
-    let stats = broker.stats();
-    assert_eq!(
-        (stats.tls_reloads, stats.tls_reload_failures),
-        (0, 2),
-        "{stats:?}"
-    );
+    assert_reloads(&broker, 0, 2);
 
     // New clients still get the old material; old ones are untouched.
     let (mut after, _) = tls_connected(addr, &trust_main, &ConnectOpts::v3("after"));
@@ -664,12 +639,7 @@ fn a_failed_reload_returns_an_error_and_keeps_the_old_certificate() {
         &ConnectOpts::v5("other"),
     );
     other.ping();
-    let stats = broker.stats();
-    assert_eq!(
-        (stats.tls_reloads, stats.tls_reload_failures),
-        (1, 2),
-        "{stats:?}"
-    );
+    assert_reloads(&broker, 1, 2);
 }
 
 #[test]
@@ -1019,14 +989,5 @@ fn packets_in_the_read_that_carries_close_notify_are_handled_first() {
         conn.write_tls(&mut records).unwrap();
     }
     c.stream.sock.write_all(&records).unwrap();
-    for i in 0..10 {
-        let p = watcher.expect_publish(PROMPT);
-        assert_eq!(p.payload, format!("m{i}").as_bytes(), "message {i}");
-    }
-    wait_stats(&broker, "the closer gone", |s| s.connections == 1);
-    // A will would reach the watcher before this marker.
-    watcher.publish0("last/will", b"marker");
-    let p = watcher.expect_publish(PROMPT);
-    assert_eq!(p.payload.as_slice(), b"marker", "a will after a DISCONNECT");
-    assert_eq!(broker.stats().wills_published, 0);
+    assert_last_words_handled(&broker, &mut watcher);
 }

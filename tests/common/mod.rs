@@ -1161,6 +1161,29 @@ impl V5Client {
     }
 }
 
+/// Subscribes `v3` to `<prefix>/to-v3` and `v5` to `<prefix>/to-v5` (QoS
+/// 1, asserted granted) and sends one QoS 1 message each way between them,
+/// asserting it arrives.
+pub fn exchange_v3_v5(v3: &mut V3Client, v5: &mut V5Client, prefix: &str) {
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    use rumqttc::QoS;
+    let (to_v3, to_v5) = (format!("{prefix}/to-v3"), format!("{prefix}/to-v5"));
+    assert_eq!(
+        v3.subscribe(&to_v3, QoS::AtLeastOnce),
+        [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    assert_eq!(
+        v5.subscribe(&to_v5, QoS5::AtLeastOnce),
+        [rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(
+            QoS5::AtLeastOnce
+        )]
+    );
+    v5.publish(&to_v3, QoS5::AtLeastOnce, b"from v5");
+    assert_eq!(v3.recv_publish(PROMPT), (to_v3, b"from v5".to_vec()));
+    v3.publish(&to_v5, QoS::AtLeastOnce, b"from v3");
+    assert_eq!(v5.recv_publish(PROMPT), (to_v5, b"from v3".to_vec()));
+}
+
 // ---------------------------------------------------------------------------
 // QoS 1/2, retained and MQTT 5 feature helpers (issue 6 black-box tests)
 // ---------------------------------------------------------------------------
@@ -1821,4 +1844,36 @@ pub fn handed_off<C>(broker: &Broker, prefix: &str, mut connect: impl FnMut(&str
         }
     }
     panic!("50 connections were all accepted by the shard owning their client id")
+}
+
+/// Asserts a connection that closed `after` (measured from before its
+/// connect) was closed by a connect timeout of `timeout_ms`: not before it,
+/// and not later than one tick plus `MARGIN` after it.
+pub fn assert_connect_timeout_window(after: Duration, timeout_ms: u64) {
+    assert!(
+        after >= Duration::from_millis(timeout_ms),
+        "closed after {after:?}, before the connect timeout"
+    );
+    assert!(
+        after <= Duration::from_millis(timeout_ms + TICK_MS) + MARGIN,
+        "closed after {after:?}, long after the connect timeout"
+    );
+}
+
+/// The end of a "last words" test: a client sent ten QoS 0 PUBLISHes "m0"
+/// to "m9" on `last/msg`, a DISCONNECT and its transport's close in one
+/// write, and had a will on `last/will`. Asserts `watcher` (subscribed to
+/// `last/#`) gets all ten in order, the client goes, and no will follows
+/// (a marker published after it arrives first).
+pub fn assert_last_words_handled<S: Timed>(broker: &Broker, watcher: &mut PacketStream<S>) {
+    for i in 0..10 {
+        let p = watcher.expect_publish(PROMPT);
+        assert_eq!(p.payload, format!("m{i}").as_bytes(), "message {i}");
+    }
+    wait_stats(broker, "the closer gone", |s| s.connections == 1);
+    // A will would reach the watcher before this marker.
+    watcher.publish0("last/will", b"marker");
+    let p = watcher.expect_publish(PROMPT);
+    assert_eq!(p.payload.as_slice(), b"marker", "a will after a DISCONNECT");
+    assert_eq!(broker.stats().wills_published, 0);
 }
