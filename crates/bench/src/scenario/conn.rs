@@ -10,20 +10,19 @@
 //! "connect" times the whole way from the TCP connect to CONNACK. Connects/s is successful connections over the time from
 //! the first TCP connect to the last CONNACK.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::cli::{ConnArgs, Rate};
+use crate::cli::ConnArgs;
 use crate::conn::{Conn, ConnectSpec, ReadSize};
 use crate::error::BenchError;
 use crate::hist::Histogram;
-use crate::procfs::now_ns;
 use crate::report::{Report, Value};
 use crate::runtime::{run_executors, Latch, Progress};
 use crate::scenario::{
-    check_fds, common_params, due_offset_ns, machine_note, share_of, sleep_until, CpuWindow,
-    Failures, Target,
+    check_fds, common_params, layers_label, machine_note, min_opt, paced_workers, per_sec,
+    share_of, span_ns, CpuWindow, Failures, Target,
 };
 
 /// What one thread measured.
@@ -81,17 +80,14 @@ pub fn run(args: &ConnArgs) -> Result<Report, BenchError> {
     machine_note(&mut report);
     report.int("connections_ok", "connections ok", total.ok);
     total.failures.report(&mut report, "connections");
-    let span_ns = match (total.first_start_ns, total.last_connack_ns) {
-        (Some(a), Some(b)) if b > a => b - a,
-        _ => 0,
-    };
+    let span_ns = span_ns(total.first_start_ns, total.last_connack_ns);
     report.float("elapsed_s", "elapsed (s)", span_ns as f64 / 1e9, 3);
-    let per_s = if span_ns > 0 {
-        total.ok as f64 / (span_ns as f64 / 1e9)
-    } else {
-        0.0
-    };
-    report.float("connects_per_s", "connects/s", per_s, 0);
+    report.float(
+        "connects_per_s",
+        "connects/s",
+        per_sec(total.ok, span_ns),
+        0,
+    );
     report.latency("connack", "CONNACK latency", total.connack.summary(), false);
     report.latency("tcp_connect", "TCP connect", total.tcp.summary(), false);
     if args.common.tls || args.common.ws {
@@ -108,24 +104,6 @@ pub fn run(args: &ConnArgs) -> Result<Report, BenchError> {
     Ok(report)
 }
 
-/// What the `layers` latency times.
-pub fn layers_label(common: &crate::cli::Common) -> &'static str {
-    match (common.tls, common.ws) {
-        (true, true) => "TLS handshake + WebSocket upgrade",
-        (true, false) => "TLS handshake",
-        _ => "WebSocket upgrade",
-    }
-}
-
-/// The earlier of two optional instants.
-pub fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, None) => x,
-        (None, y) => y,
-    }
-}
-
 async fn thread_main(
     thread: usize,
     target: Arc<Target>,
@@ -133,60 +111,37 @@ async fn thread_main(
     all_done: Arc<Latch>,
 ) -> ThreadResult {
     let threads = args.common.threads;
-    let mine: Rc<Vec<u64>> = Rc::new(share_of(thread, threads, args.connections).collect());
-    let next = Rc::new(Cell::new(0usize));
     let result = Rc::new(RefCell::new(ThreadResult::default()));
     let held: Rc<RefCell<Vec<Conn>>> = Rc::new(RefCell::new(Vec::new()));
-    let per_thread_rate = match args.rate {
-        Rate::Max => None,
-        Rate::PerSec(r) => Some(r / threads as f64),
-    };
-    let start_ns = now_ns();
-    let workers: Vec<_> = (0..args.concurrency.min(mine.len()))
-        .map(|_| {
-            let (mine, next, result, held, target) = (
-                Rc::clone(&mine),
-                Rc::clone(&next),
-                Rc::clone(&result),
-                Rc::clone(&held),
-                Arc::clone(&target),
-            );
-            let keepalive = args.keepalive;
-            glommio::spawn_local(async move {
-                loop {
-                    let k = next.get();
-                    let Some(&index) = mine.get(k) else { break };
-                    next.set(k + 1);
-                    if let Some(rate) = per_thread_rate {
-                        sleep_until(start_ns + due_offset_ns(k as u64, rate)).await;
-                    }
-                    let spec = ConnectSpec::new(target.client_id("conn", index), keepalive);
-                    let outcome = target.establish(&spec, ReadSize::SMALL).await;
-                    let mut r = result.borrow_mut();
-                    match outcome {
-                        Ok(e) => {
-                            r.ok += 1;
-                            r.connack.record(e.connack_ns - e.connect_sent_ns);
-                            r.tcp.record(e.tcp_up_ns - e.tcp_start_ns);
-                            r.layers.record(e.connect_sent_ns - e.tcp_up_ns);
-                            r.total.record(e.connack_ns - e.tcp_start_ns);
-                            r.first_start_ns = min_opt(r.first_start_ns, Some(e.tcp_start_ns));
-                            r.last_connack_ns = r.last_connack_ns.max(Some(e.connack_ns));
-                            Progress::add(&target.progress.up, 1);
-                            held.borrow_mut().push(e.conn);
-                        }
-                        Err(e) => {
-                            r.failures.add(&e);
-                            Progress::add(&target.progress.errors, 1);
-                        }
-                    }
+    let keepalive = args.keepalive;
+    let (r, h, t) = (Rc::clone(&result), Rc::clone(&held), Arc::clone(&target));
+    let mine = share_of(thread, threads, args.connections).collect();
+    paced_workers(mine, args.concurrency, args.rate, threads, move |index| {
+        let (result, held, target) = (Rc::clone(&r), Rc::clone(&h), Arc::clone(&t));
+        async move {
+            let spec = ConnectSpec::new(target.client_id("conn", index), keepalive);
+            let outcome = target.establish(&spec, ReadSize::SMALL).await;
+            let mut r = result.borrow_mut();
+            match outcome {
+                Ok(e) => {
+                    r.ok += 1;
+                    r.connack.record(e.connack_ns - e.connect_sent_ns);
+                    r.tcp.record(e.tcp_up_ns - e.tcp_start_ns);
+                    r.layers.record(e.connect_sent_ns - e.tcp_up_ns);
+                    r.total.record(e.connack_ns - e.tcp_start_ns);
+                    r.first_start_ns = min_opt(r.first_start_ns, Some(e.tcp_start_ns));
+                    r.last_connack_ns = r.last_connack_ns.max(Some(e.connack_ns));
+                    Progress::add(&target.progress.up, 1);
+                    held.borrow_mut().push(e.conn);
                 }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.await;
-    }
+                Err(e) => {
+                    r.failures.add(&e);
+                    Progress::add(&target.progress.errors, 1);
+                }
+            }
+        }
+    })
+    .await;
     // Hold everything until every thread is through, then say goodbye.
     all_done.count_down();
     all_done.wait().await;

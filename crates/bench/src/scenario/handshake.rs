@@ -17,22 +17,22 @@
 //! utime + stime (/proc/PID/stat) over the whole run divided by the
 //! successful handshakes (clock-tick resolution, so use a few thousand).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::{HandshakeArgs, Rate};
+use crate::cli::HandshakeArgs;
 use crate::conn::{Closed, ConnectSpec, ReadSize};
 use crate::error::BenchError;
 use crate::hist::Histogram;
 use crate::procfs::{now_ns, CpuSample};
 use crate::report::{Report, Value};
 use crate::runtime::{run_executors, Progress};
-use crate::scenario::conn::{layers_label, min_opt};
 use crate::scenario::{
-    common_params, due_offset_ns, machine_note, share_of, sleep_until, CpuWindow, Failures, Target,
+    common_params, layers_label, machine_note, min_opt, paced_workers, per_sec, share_of, span_ns,
+    CpuWindow, Failures, Target,
 };
 
 /// What one thread measured.
@@ -98,10 +98,7 @@ pub fn run(args: &HandshakeArgs) -> Result<Report, BenchError> {
         "broker closed with a reset",
         total.closed_by_reset,
     );
-    let span_ns = match (total.first_start_ns, total.last_end_ns) {
-        (Some(a), Some(b)) if b > a => b - a,
-        _ => 0,
-    };
+    let span_ns = span_ns(total.first_start_ns, total.last_end_ns);
     report.float("elapsed_s", "elapsed (s)", span_ns as f64 / 1e9, 3);
     report.float(
         "handshakes_per_s",
@@ -154,14 +151,6 @@ pub fn run(args: &HandshakeArgs) -> Result<Report, BenchError> {
     Ok(report)
 }
 
-/// Events per second over `span_ns`.
-fn per_sec(n: u64, span_ns: u64) -> f64 {
-    if span_ns == 0 {
-        return 0.0;
-    }
-    n as f64 / (span_ns as f64 / 1e9)
-}
-
 /// CPU time per handshake in microseconds (0 without handshakes).
 pub fn per_handshake_us(cpu: Duration, handshakes: u64) -> f64 {
     if handshakes == 0 {
@@ -172,80 +161,58 @@ pub fn per_handshake_us(cpu: Duration, handshakes: u64) -> f64 {
 
 async fn thread_main(thread: usize, target: Arc<Target>, args: HandshakeArgs) -> ThreadResult {
     let threads = args.common.threads;
-    let mine: Rc<Vec<u64>> = Rc::new(share_of(thread, threads, args.connections).collect());
-    let next = Rc::new(Cell::new(0usize));
     let result = Rc::new(RefCell::new(ThreadResult::default()));
-    let per_thread_rate = match args.rate {
-        Rate::Max => None,
-        Rate::PerSec(r) => Some(r / threads as f64),
-    };
     let close_wait = Duration::from_millis(args.close_wait_ms);
-    let start_ns = now_ns();
-    let workers: Vec<_> = (0..args.concurrency.min(mine.len()))
-        .map(|_| {
-            let (mine, next, result, target) = (
-                Rc::clone(&mine),
-                Rc::clone(&next),
-                Rc::clone(&result),
-                Arc::clone(&target),
-            );
-            let keepalive = args.keepalive;
-            glommio::spawn_local(async move {
-                loop {
-                    let k = next.get();
-                    let Some(&index) = mine.get(k) else { break };
-                    next.set(k + 1);
-                    if let Some(rate) = per_thread_rate {
-                        sleep_until(start_ns + due_offset_ns(k as u64, rate)).await;
-                    }
-                    let spec = ConnectSpec::new(target.client_id("hs", index), keepalive);
-                    let started_ns = now_ns();
-                    {
-                        let mut r = result.borrow_mut();
-                        r.first_start_ns = min_opt(r.first_start_ns, Some(started_ns));
-                    }
-                    let e = match target.establish(&spec, ReadSize::SMALL).await {
-                        Ok(e) => e,
-                        Err(e) => {
-                            let mut r = result.borrow_mut();
-                            r.failures.add(&e);
-                            r.last_end_ns = r.last_end_ns.max(Some(now_ns()));
-                            Progress::add(&target.progress.errors, 1);
-                            continue;
-                        }
-                    };
-                    Progress::add(&target.progress.up, 1);
-                    {
-                        let mut r = result.borrow_mut();
-                        r.ok += 1;
-                        r.tcp.record(e.tcp_up_ns - e.tcp_start_ns);
-                        r.layers.record(e.connect_sent_ns - e.tcp_up_ns);
-                        r.connack.record(e.connack_ns - e.connect_sent_ns);
-                        r.total.record(e.connack_ns - e.tcp_start_ns);
-                        if r.tls.is_none() {
-                            r.tls = e.conn.tls_summary();
-                        }
-                    }
-                    let closed = e.conn.disconnect_and_wait(close_wait).await;
-                    Progress::sub(&target.progress.up, 1);
-                    Progress::add(&target.progress.sent, 1);
+    let keepalive = args.keepalive;
+    let (r, t) = (Rc::clone(&result), Arc::clone(&target));
+    let mine = share_of(thread, threads, args.connections).collect();
+    paced_workers(mine, args.concurrency, args.rate, threads, move |index| {
+        let (result, target) = (Rc::clone(&r), Arc::clone(&t));
+        async move {
+            let spec = ConnectSpec::new(target.client_id("hs", index), keepalive);
+            let started_ns = now_ns();
+            {
+                let mut r = result.borrow_mut();
+                r.first_start_ns = min_opt(r.first_start_ns, Some(started_ns));
+            }
+            let e = match target.establish(&spec, ReadSize::SMALL).await {
+                Ok(e) => e,
+                Err(e) => {
                     let mut r = result.borrow_mut();
+                    r.failures.add(&e);
                     r.last_end_ns = r.last_end_ns.max(Some(now_ns()));
-                    match closed {
-                        Ok(Closed::Orderly) => {}
-                        Ok(Closed::Reset) => r.closed_by_reset += 1,
-                        Err(e) => {
-                            r.close_failures.add(&e);
-                            Progress::add(&target.progress.errors, 1);
-                        }
-                    }
+                    Progress::add(&target.progress.errors, 1);
+                    return;
                 }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.await;
-    }
+            };
+            Progress::add(&target.progress.up, 1);
+            {
+                let mut r = result.borrow_mut();
+                r.ok += 1;
+                r.tcp.record(e.tcp_up_ns - e.tcp_start_ns);
+                r.layers.record(e.connect_sent_ns - e.tcp_up_ns);
+                r.connack.record(e.connack_ns - e.connect_sent_ns);
+                r.total.record(e.connack_ns - e.tcp_start_ns);
+                if r.tls.is_none() {
+                    r.tls = e.conn.tls_summary();
+                }
+            }
+            let closed = e.conn.disconnect_and_wait(close_wait).await;
+            Progress::sub(&target.progress.up, 1);
+            Progress::add(&target.progress.sent, 1);
+            let mut r = result.borrow_mut();
+            r.last_end_ns = r.last_end_ns.max(Some(now_ns()));
+            match closed {
+                Ok(Closed::Orderly) => {}
+                Ok(Closed::Reset) => r.closed_by_reset += 1,
+                Err(e) => {
+                    r.close_failures.add(&e);
+                    Progress::add(&target.progress.errors, 1);
+                }
+            }
+        }
+    })
+    .await;
     let r = std::mem::take(&mut *result.borrow_mut());
     r
 }
@@ -258,7 +225,5 @@ mod tests {
     fn per_handshake_figures() {
         assert_eq!(per_handshake_us(Duration::from_millis(500), 1000), 500.0);
         assert_eq!(per_handshake_us(Duration::from_secs(1), 0), 0.0);
-        assert_eq!(per_sec(5000, 2_000_000_000), 2500.0);
-        assert_eq!(per_sec(1, 0), 0.0);
     }
 }

@@ -11,7 +11,7 @@
 //! every K. Each connection also watches its socket, so a broker closing
 //! it during the hold is counted.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures_lite::future::or;
 use ringmq_codec::Packet;
 
-use crate::cli::{IdleArgs, Rate};
+use crate::cli::IdleArgs;
 use crate::conn::{Conn, ConnectSpec, ReadSize};
 use crate::error::{BenchError, ConnError};
 use crate::hist::Histogram;
@@ -28,7 +28,7 @@ use crate::procfs::{now_ns, process_rss, CpuSample};
 use crate::report::{Report, Value};
 use crate::runtime::{run_executors, Latch, Progress};
 use crate::scenario::{
-    check_fds, common_params, due_offset_ns, machine_note, share_of, sleep_until, CpuWindow,
+    check_fds, common_params, machine_note, paced_workers, share_of, sleep_until, CpuWindow,
     Failures, Target,
 };
 
@@ -183,14 +183,9 @@ async fn thread_main(
     samples: Arc<Mutex<Samples>>,
 ) -> ThreadResult {
     let threads = args.common.threads;
-    let mine: Rc<Vec<u64>> = Rc::new(share_of(thread, threads, args.connections).collect());
-    let next = Rc::new(Cell::new(0usize));
+    let mine = share_of(thread, threads, args.connections).collect();
     let result = Rc::new(RefCell::new(ThreadResult::default()));
     let idle_tasks = Rc::new(RefCell::new(Vec::new()));
-    let per_thread_rate = match args.rate {
-        Rate::Max => None,
-        Rate::PerSec(r) => Some(r / threads as f64),
-    };
     let ping_ns = (args.ping_secs() * 1e9) as u64;
     // The tool's own baseline memory: every executor (and its rings) up,
     // no connection yet.
@@ -204,57 +199,43 @@ async fn thread_main(
         phases.go.open();
     }
     phases.go.wait().await;
-    let start_ns = now_ns();
-    let workers: Vec<_> = (0..args.concurrency.min(mine.len()))
-        .map(|_| {
-            let (mine, next, result, tasks, target, hold_end) = (
-                Rc::clone(&mine),
-                Rc::clone(&next),
-                Rc::clone(&result),
-                Rc::clone(&idle_tasks),
-                Arc::clone(&target),
-                Arc::clone(&phases.hold_end),
-            );
-            let keepalive = args.keepalive;
-            let n = args.connections;
-            glommio::spawn_local(async move {
-                loop {
-                    let k = next.get();
-                    let Some(&index) = mine.get(k) else { break };
-                    next.set(k + 1);
-                    if let Some(rate) = per_thread_rate {
-                        sleep_until(start_ns + due_offset_ns(k as u64, rate)).await;
-                    }
-                    let spec = ConnectSpec::new(target.client_id("idle", index), keepalive);
-                    match target.establish(&spec, ReadSize::SMALL).await {
-                        Ok(e) => {
-                            result.borrow_mut().ok += 1;
-                            Progress::add(&target.progress.up, 1);
-                            // Spread the pings over [K/2, K) after CONNACK.
-                            let spread = ping_ns / 2 * index / n.max(1);
-                            let first = e.connect_sent_ns + ping_ns / 2 + spread;
-                            let task = glommio::spawn_local(hold(
-                                e.conn,
-                                first,
-                                ping_ns,
-                                Arc::clone(&hold_end),
-                                Rc::clone(&result),
-                                Arc::clone(&target),
-                            ));
-                            tasks.borrow_mut().push(task);
-                        }
-                        Err(e) => {
-                            result.borrow_mut().connect_failures.add(&e);
-                            Progress::add(&target.progress.errors, 1);
-                        }
-                    }
+    let keepalive = args.keepalive;
+    let n = args.connections;
+    let (r, tasks, t, hold_end) = (
+        Rc::clone(&result),
+        Rc::clone(&idle_tasks),
+        Arc::clone(&target),
+        Arc::clone(&phases.hold_end),
+    );
+    paced_workers(mine, args.concurrency, args.rate, threads, move |index| {
+        let (result, tasks, target, hold_end) = (
+            Rc::clone(&r),
+            Rc::clone(&tasks),
+            Arc::clone(&t),
+            Arc::clone(&hold_end),
+        );
+        async move {
+            let spec = ConnectSpec::new(target.client_id("idle", index), keepalive);
+            match target.establish(&spec, ReadSize::SMALL).await {
+                Ok(e) => {
+                    result.borrow_mut().ok += 1;
+                    Progress::add(&target.progress.up, 1);
+                    // Spread the pings over [K/2, K) after CONNACK.
+                    let spread = ping_ns / 2 * index / n.max(1);
+                    let first = e.connect_sent_ns + ping_ns / 2 + spread;
+                    let task = glommio::spawn_local(hold(
+                        e.conn, first, ping_ns, hold_end, result, target,
+                    ));
+                    tasks.borrow_mut().push(task);
                 }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.await;
-    }
+                Err(e) => {
+                    result.borrow_mut().connect_failures.add(&e);
+                    Progress::add(&target.progress.errors, 1);
+                }
+            }
+        }
+    })
+    .await;
     phases.connected.count_down();
     if thread == 0 {
         monitor(&args, &target, &phases, &samples).await;

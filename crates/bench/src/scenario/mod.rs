@@ -17,14 +17,17 @@ pub mod sink;
 pub mod soak;
 pub mod takeover;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ringmq_codec::{ConnAck, ProtocolVersion};
 
-use crate::cli::Common;
+use crate::cli::{Common, Rate};
 use crate::conn::{within, Conn, ConnectSpec, ReadSize};
 use crate::error::{BenchError, ConnError};
 use crate::procfs::{cpu_model, now_ns, raise_nofile_limit, CpuSample};
@@ -223,6 +226,85 @@ pub async fn sleep_until(at_ns: u64) {
     }
 }
 
+/// Runs `concurrency` workers on this executor that share out `mine`: each
+/// takes the next index in order and calls `each` with it, after sleeping
+/// until that start is due when `rate` (the whole run's, over `threads`
+/// executors) is not `Max`. Pacing counts from the call. Returns once every
+/// index is done.
+pub async fn paced_workers<F, Fut>(
+    mine: Vec<u64>,
+    concurrency: usize,
+    rate: Rate,
+    threads: usize,
+    each: F,
+) where
+    F: Fn(u64) -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let per_thread_rate = match rate {
+        Rate::Max => None,
+        Rate::PerSec(r) => Some(r / threads as f64),
+    };
+    let start_ns = now_ns();
+    let mine = Rc::new(mine);
+    let next = Rc::new(Cell::new(0usize));
+    let each = Rc::new(each);
+    let workers: Vec<_> = (0..concurrency.min(mine.len()))
+        .map(|_| {
+            let (mine, next, each) = (Rc::clone(&mine), Rc::clone(&next), Rc::clone(&each));
+            glommio::spawn_local(async move {
+                loop {
+                    let k = next.get();
+                    let Some(&index) = mine.get(k) else { break };
+                    next.set(k + 1);
+                    if let Some(rate) = per_thread_rate {
+                        sleep_until(start_ns + due_offset_ns(k as u64, rate)).await;
+                    }
+                    each(index).await;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await;
+    }
+}
+
+/// Events per second: `n` over `span_ns` (0 for an empty span).
+pub fn per_sec(n: u64, span_ns: u64) -> f64 {
+    if span_ns == 0 {
+        return 0.0;
+    }
+    n as f64 / (span_ns as f64 / 1e9)
+}
+
+/// The nanoseconds from `first` to `last` (0 unless both are known and in
+/// order).
+pub fn span_ns(first: Option<u64>, last: Option<u64>) -> u64 {
+    match (first, last) {
+        (Some(a), Some(b)) if b > a => b - a,
+        _ => 0,
+    }
+}
+
+/// The earlier of two optional instants.
+pub fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// What the `layers` latency times.
+pub fn layers_label(common: &Common) -> &'static str {
+    match (common.tls, common.ws) {
+        (true, true) => "TLS handshake + WebSocket upgrade",
+        (true, false) => "TLS handshake",
+        _ => "WebSocket upgrade",
+    }
+}
+
 /// The parameters every report starts with.
 pub fn common_params(report: &mut Report, common: &Common) {
     report.param("host", Value::Text(common.host.clone()));
@@ -334,6 +416,14 @@ mod tests {
         assert_eq!(due_count(999_999, 1000.0), 1);
         assert_eq!(due_count(1_000_000, 1000.0), 2);
         assert_eq!(due_count(1_000_000_000, 1e6), 1_000_001);
+        assert_eq!(per_sec(5000, 2_000_000_000), 2500.0);
+        assert_eq!(per_sec(1, 0), 0.0);
+        assert_eq!(span_ns(Some(5), Some(12)), 7);
+        assert_eq!(span_ns(Some(5), Some(5)), 0);
+        assert_eq!(span_ns(None, Some(5)), 0);
+        assert_eq!(min_opt(Some(3), Some(2)), Some(2));
+        assert_eq!(min_opt(None, Some(2)), Some(2));
+        assert_eq!(min_opt(Some(3), None), Some(3));
     }
 
     #[test]
