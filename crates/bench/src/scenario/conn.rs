@@ -17,12 +17,11 @@ use std::sync::Arc;
 use crate::cli::ConnArgs;
 use crate::conn::{Conn, ConnectSpec, ReadSize};
 use crate::error::BenchError;
-use crate::hist::Histogram;
 use crate::report::{Report, Value};
 use crate::runtime::{run_executors, Latch, Progress};
 use crate::scenario::{
     check_fds, common_params, layers_label, machine_note, min_opt, paced_workers, per_sec,
-    share_of, span_ns, CpuWindow, Failures, Target,
+    share_of, span_ns, CpuWindow, Failures, StageTimes, Target,
 };
 
 /// What one thread measured.
@@ -30,10 +29,7 @@ use crate::scenario::{
 struct ThreadResult {
     ok: u64,
     failures: Failures,
-    connack: Histogram,
-    tcp: Histogram,
-    layers: Histogram,
-    total: Histogram,
+    stages: StageTimes,
     first_start_ns: Option<u64>,
     last_connack_ns: Option<u64>,
 }
@@ -65,10 +61,7 @@ pub fn run(args: &ConnArgs) -> Result<Report, BenchError> {
     for r in results {
         total.ok += r.ok;
         total.failures.merge(&r.failures);
-        total.connack.merge(&r.connack);
-        total.tcp.merge(&r.tcp);
-        total.layers.merge(&r.layers);
-        total.total.merge(&r.total);
+        total.stages.merge(&r.stages);
         total.first_start_ns = min_opt(total.first_start_ns, r.first_start_ns);
         total.last_connack_ns = total.last_connack_ns.max(r.last_connack_ns);
     }
@@ -88,15 +81,25 @@ pub fn run(args: &ConnArgs) -> Result<Report, BenchError> {
         per_sec(total.ok, span_ns),
         0,
     );
-    report.latency("connack", "CONNACK latency", total.connack.summary(), false);
-    report.latency("tcp_connect", "TCP connect", total.tcp.summary(), false);
+    report.latency(
+        "connack",
+        "CONNACK latency",
+        total.stages.connack.summary(),
+        false,
+    );
+    report.latency(
+        "tcp_connect",
+        "TCP connect",
+        total.stages.tcp.summary(),
+        false,
+    );
     if args.common.tls || args.common.ws {
         let label = layers_label(&args.common);
-        report.latency("layers", label, total.layers.summary(), false);
+        report.latency("layers", label, total.stages.layers.summary(), false);
         report.latency(
             "connect",
             "TCP connect -> CONNACK",
-            total.total.summary(),
+            total.stages.total.summary(),
             false,
         );
     }
@@ -125,10 +128,7 @@ async fn thread_main(
             match outcome {
                 Ok(e) => {
                     r.ok += 1;
-                    r.connack.record(e.connack_ns - e.connect_sent_ns);
-                    r.tcp.record(e.tcp_up_ns - e.tcp_start_ns);
-                    r.layers.record(e.connect_sent_ns - e.tcp_up_ns);
-                    r.total.record(e.connack_ns - e.tcp_start_ns);
+                    r.stages.record(&e);
                     r.first_start_ns = min_opt(r.first_start_ns, Some(e.tcp_start_ns));
                     r.last_connack_ns = r.last_connack_ns.max(Some(e.connack_ns));
                     Progress::add(&target.progress.up, 1);

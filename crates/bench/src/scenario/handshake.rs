@@ -26,13 +26,12 @@ use std::time::Duration;
 use crate::cli::HandshakeArgs;
 use crate::conn::{Closed, ConnectSpec, ReadSize};
 use crate::error::BenchError;
-use crate::hist::Histogram;
 use crate::procfs::{now_ns, CpuSample};
 use crate::report::{Report, Value};
 use crate::runtime::{run_executors, Progress};
 use crate::scenario::{
     common_params, layers_label, machine_note, min_opt, paced_workers, per_sec, share_of, span_ns,
-    CpuWindow, Failures, Target,
+    CpuWindow, Failures, StageTimes, Target,
 };
 
 /// What one thread measured.
@@ -42,10 +41,7 @@ struct ThreadResult {
     failures: Failures,
     close_failures: Failures,
     closed_by_reset: u64,
-    tcp: Histogram,
-    layers: Histogram,
-    connack: Histogram,
-    total: Histogram,
+    stages: StageTimes,
     first_start_ns: Option<u64>,
     last_end_ns: Option<u64>,
     tls: Option<String>,
@@ -73,10 +69,7 @@ pub fn run(args: &HandshakeArgs) -> Result<Report, BenchError> {
         total.failures.merge(&r.failures);
         total.close_failures.merge(&r.close_failures);
         total.closed_by_reset += r.closed_by_reset;
-        total.tcp.merge(&r.tcp);
-        total.layers.merge(&r.layers);
-        total.connack.merge(&r.connack);
-        total.total.merge(&r.total);
+        total.stages.merge(&r.stages);
         total.first_start_ns = min_opt(total.first_start_ns, r.first_start_ns);
         total.last_end_ns = total.last_end_ns.max(r.last_end_ns);
         total.tls = total.tls.or(r.tls);
@@ -106,21 +99,26 @@ pub fn run(args: &HandshakeArgs) -> Result<Report, BenchError> {
         per_sec(total.ok, span_ns),
         0,
     );
-    report.latency("tcp_connect", "TCP connect", total.tcp.summary(), false);
+    report.latency(
+        "tcp_connect",
+        "TCP connect",
+        total.stages.tcp.summary(),
+        false,
+    );
     if args.common.tls || args.common.ws {
         let label = layers_label(&args.common);
-        report.latency("layers", label, total.layers.summary(), false);
+        report.latency("layers", label, total.stages.layers.summary(), false);
     }
     report.latency(
         "connack",
         "CONNECT -> CONNACK",
-        total.connack.summary(),
+        total.stages.connack.summary(),
         false,
     );
     report.latency(
         "connect",
         "TCP connect -> CONNACK",
-        total.total.summary(),
+        total.stages.total.summary(),
         false,
     );
     let (own_used, broker_used) = cpu.used_until(&own_end, broker_end.as_ref());
@@ -189,10 +187,7 @@ async fn thread_main(thread: usize, target: Arc<Target>, args: HandshakeArgs) ->
             {
                 let mut r = result.borrow_mut();
                 r.ok += 1;
-                r.tcp.record(e.tcp_up_ns - e.tcp_start_ns);
-                r.layers.record(e.connect_sent_ns - e.tcp_up_ns);
-                r.connack.record(e.connack_ns - e.connect_sent_ns);
-                r.total.record(e.connack_ns - e.tcp_start_ns);
+                r.stages.record(&e);
                 if r.tls.is_none() {
                     r.tls = e.conn.tls_summary();
                 }

@@ -30,6 +30,7 @@ use ringmq_codec::{ConnAck, ProtocolVersion};
 use crate::cli::{Common, Rate};
 use crate::conn::{within, Conn, ConnectSpec, ReadSize};
 use crate::error::{BenchError, ConnError};
+use crate::hist::Histogram;
 use crate::procfs::{cpu_model, now_ns, raise_nofile_limit, CpuSample};
 use crate::report::{Report, Value};
 use crate::runtime::Progress;
@@ -165,6 +166,38 @@ pub struct Established {
     pub connect_sent_ns: u64,
     /// When CONNACK arrived.
     pub connack_ns: u64,
+}
+
+/// The latency of each stage of [`Target::establish`], over many
+/// connections.
+#[derive(Debug, Default)]
+pub struct StageTimes {
+    /// TCP connect.
+    pub tcp: Histogram,
+    /// TLS handshake and WebSocket upgrade: TCP up to CONNECT written.
+    pub layers: Histogram,
+    /// CONNECT written to CONNACK read.
+    pub connack: Histogram,
+    /// The whole way: TCP connect to CONNACK.
+    pub total: Histogram,
+}
+
+impl StageTimes {
+    /// Add one connection's stages.
+    pub fn record(&mut self, e: &Established) {
+        self.tcp.record(e.tcp_up_ns - e.tcp_start_ns);
+        self.layers.record(e.connect_sent_ns - e.tcp_up_ns);
+        self.connack.record(e.connack_ns - e.connect_sent_ns);
+        self.total.record(e.connack_ns - e.tcp_start_ns);
+    }
+
+    /// Add another thread's stages.
+    pub fn merge(&mut self, other: &StageTimes) {
+        self.tcp.merge(&other.tcp);
+        self.layers.merge(&other.layers);
+        self.connack.merge(&other.connack);
+        self.total.merge(&other.total);
+    }
 }
 
 /// Failures counted by [`ConnError::label`].
