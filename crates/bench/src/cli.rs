@@ -12,6 +12,7 @@ use std::str::FromStr;
 use clap::{Args, Parser, Subcommand};
 use ringmq_codec::ProtocolVersion;
 
+use crate::conn::{Login, INDEX_MARK};
 use crate::payload::{MAX_PUBLISHERS, STAMP_LEN};
 
 /// ringmq-bench: a load generator for MQTT 3.1.1 / 5.0 brokers.
@@ -135,6 +136,13 @@ pub struct Common {
     /// Request path of the WebSocket upgrade.
     #[arg(long, value_name = "PATH", default_value = "/mqtt")]
     pub ws_path: String,
+    /// User Name sent in every CONNECT; "%i" becomes the client's index
+    /// (the INDEX of its id), so "user%i" gives each client its own.
+    #[arg(long, value_name = "U")]
+    pub username: Option<String>,
+    /// Password sent in every CONNECT (needs --username); "%i" as there.
+    #[arg(long, value_name = "P")]
+    pub password: Option<String>,
 }
 
 /// `conn` flags.
@@ -554,7 +562,38 @@ impl Common {
                 format!("{} is not in 10..=1000000", self.slice_us),
             );
         }
+        self.validate_login()?;
         self.validate_transport()
+    }
+
+    /// The credentials of every CONNECT.
+    pub fn login(&self) -> Login {
+        Login {
+            username: self.username.clone(),
+            password: self.password.clone(),
+        }
+    }
+
+    /// Checks of --username and --password.
+    fn validate_login(&self) -> Result<(), ArgError> {
+        if self.password.is_some() && self.username.is_none() {
+            // Some scenarios open 3.1.1 connections whatever
+            // --mqtt-version says.
+            return bad(
+                "password",
+                "needs --username: MQTT 3.x sends no password without a user name \
+                 (MQTT-3.1.2-22)",
+            );
+        }
+        for (flag, value) in [("username", &self.username), ("password", &self.password)] {
+            let Some(template) = value else { continue };
+            // Each mark can grow by the digits of a u64 (20) less its own 2.
+            let longest = template.len() + template.matches(INDEX_MARK).count() * 18;
+            if longest > usize::from(u16::MAX) {
+                return bad(flag, "longer than 65535 bytes (an MQTT string)");
+            }
+        }
+        Ok(())
     }
 
     /// Checks of the transport flags (the files are read later).
@@ -988,6 +1027,33 @@ mod tests {
         assert_eq!(
             check(&["--tls", "--ca", "c", "--server-name", ""]),
             Err("server-name")
+        );
+    }
+
+    #[test]
+    fn login_flags() {
+        let common = |args: &[&str]| {
+            let mut all = vec!["handshake"];
+            all.extend_from_slice(args);
+            match parse(&all) {
+                Ok(Command::Handshake(h)) => h.common,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(common(&[]).login(), Login::default());
+        let fleet = common(&["--username", "user%i", "--password", "pw%i"]);
+        assert_eq!(fleet.validate(), Ok(()));
+        assert_eq!(fleet.login().username.as_deref(), Some("user%i"));
+        assert_eq!(fleet.login().password.as_deref(), Some("pw%i"));
+        assert_eq!(common(&["--username", "u"]).validate(), Ok(()));
+        let check = |args: &[&str]| common(args).validate().map_err(flag_of);
+        assert_eq!(check(&["--password", "p"]), Err("password"));
+        let long = "%i".repeat(3277);
+        assert_eq!(check(&["--username", &long]), Err("username"));
+        assert_eq!(check(&["--username", &long[..6552]]), Ok(()));
+        assert_eq!(
+            check(&["--username", "u", "--password", &long]),
+            Err("password")
         );
     }
 

@@ -476,6 +476,10 @@ pub struct ConnectSpec {
     pub session_expiry: Option<u32>,
     /// Will topic and payload (QoS 0, not retained).
     pub will: Option<(String, Vec<u8>)>,
+    /// User Name (`--username`, see [`Login`]).
+    pub username: Option<Bytes>,
+    /// Password (`--password`, see [`Login`]).
+    pub password: Option<Bytes>,
 }
 
 impl ConnectSpec {
@@ -487,7 +491,15 @@ impl ConnectSpec {
             clean_start: true,
             session_expiry: None,
             will: None,
+            username: None,
+            password: None,
         }
+    }
+
+    /// The same, with `login`'s credentials for client `index`.
+    pub fn with_login(mut self, login: &Login, index: u64) -> ConnectSpec {
+        (self.username, self.password) = login.for_client(index);
+        self
     }
 
     /// The CONNECT packet in `version`.
@@ -508,10 +520,47 @@ impl ConnectSpec {
                 retain: false,
                 properties: Properties::default(),
             }),
-            username: None,
-            password: None,
+            username: self.username.clone(),
+            password: self.password.clone(),
             properties,
         }
+    }
+}
+
+/// What every CONNECT of a run authenticates with: `--username` and
+/// `--password` as given, each `%i` in them replaced by the client's index
+/// (the INDEX of its id PREFIX-ROLE-INDEX), so `user%i` / `pw%i` gives
+/// every client its own credentials.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Login {
+    /// User Name template.
+    pub username: Option<String>,
+    /// Password template.
+    pub password: Option<String>,
+}
+
+/// Replaced by the client's index in [`Login`] templates.
+pub const INDEX_MARK: &str = "%i";
+
+impl Login {
+    /// User Name and Password of client `index`.
+    pub fn for_client(&self, index: u64) -> (Option<Bytes>, Option<Bytes>) {
+        let fill = |t: &Option<String>| t.as_deref().map(|t| Bytes::from(expand(t, index)));
+        (fill(&self.username), fill(&self.password))
+    }
+
+    /// Whether CONNECTs carry any credentials.
+    pub fn is_set(&self) -> bool {
+        self.username.is_some() || self.password.is_some()
+    }
+}
+
+/// `template` with every [`INDEX_MARK`] replaced by `index`.
+fn expand(template: &str, index: u64) -> String {
+    if template.contains(INDEX_MARK) {
+        template.replace(INDEX_MARK, &index.to_string())
+    } else {
+        template.to_string()
     }
 }
 
@@ -556,6 +605,44 @@ mod tests {
             assert_eq!(&will.topic[..], b"wills/7");
             let expiry = c.properties.session_expiry_interval;
             assert_eq!(expiry, version.is_v5().then_some(300));
+            assert_eq!((c.username, c.password), (None, None));
+        }
+    }
+
+    #[test]
+    fn login_gives_each_client_its_credentials() {
+        let fleet = Login {
+            username: Some("user%i".into()),
+            password: Some("pw%i-%i".into()),
+        };
+        assert_eq!(
+            fleet.for_client(17),
+            (Some(Bytes::from("user17")), Some(Bytes::from("pw17-17")))
+        );
+        let one = Login {
+            username: Some("alice".into()),
+            password: Some("100%".into()),
+        };
+        assert_eq!(
+            one.for_client(3),
+            (Some(Bytes::from("alice")), Some(Bytes::from("100%")))
+        );
+        assert_eq!(Login::default().for_client(3), (None, None));
+        assert!(!Login::default().is_set());
+        let spec = ConnectSpec::new("rb-conn-5".into(), 60).with_login(&fleet, 5);
+        for version in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+            let mut buf = BytesMut::new();
+            spec.packet(version)
+                .encode(version, &mut buf)
+                .expect("encodes");
+            let (packet, _) = decode(&buf.freeze(), version, &Limits::default())
+                .expect("decodes")
+                .expect("whole");
+            let Packet::Connect(c) = packet else {
+                panic!("not a CONNECT");
+            };
+            assert_eq!(c.username.as_deref(), Some(&b"user5"[..]));
+            assert_eq!(c.password.as_deref(), Some(&b"pw5-5"[..]));
         }
     }
 }

@@ -186,6 +186,15 @@ mod tests {
         );
         let unavailable = ConnError::Refused { code: 3, v5: false };
         assert_eq!(unavailable.label(), "CONNACK 0x03 Server unavailable");
+        // Authentication refusals, v5 and 3.x.
+        let refused = |code, v5| ConnError::Refused { code, v5 }.label();
+        assert_eq!(
+            refused(0x86, true),
+            "CONNACK 0x86 Bad User Name or Password"
+        );
+        assert_eq!(refused(0x87, true), "CONNACK 0x87 Not authorized");
+        assert_eq!(refused(4, false), "CONNACK 0x04 Bad user name or password");
+        assert_eq!(refused(5, false), "CONNACK 0x05 Not authorized");
         assert_eq!(ConnError::Closed.label(), "closed by broker");
         assert_eq!(ConnError::Timeout("CONNACK").label(), "timeout: CONNACK");
         assert_eq!(

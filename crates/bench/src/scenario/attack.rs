@@ -781,7 +781,7 @@ fn codes_text(codes: &[ReasonCode]) -> String {
 async fn never_read(ctx: &Ctx) -> Outcome {
     let mut rows = Report::new("attack");
     let topic = format!("{}/never-read", ctx.args.topic_prefix);
-    let spec = ConnectSpec::new(ctx.target.client_id("attack-nr", 0), KEEP_ALIVE_SECS);
+    let spec = ctx.target.connect_spec("attack-nr", 0, KEEP_ALIVE_SECS);
     let mut conn = match subscribed(&ctx.target, &spec, &topic, QoS::AtMostOnce).await {
         Ok((conn, codes)) if codes.iter().all(|c| c.0 < 0x80) => conn,
         Ok((_, codes)) => {
@@ -866,7 +866,7 @@ async fn never_read(ctx: &Ctx) -> Outcome {
 async fn deep_filters(ctx: &Ctx) -> Outcome {
     let mut rows = Report::new("attack");
     let count = ctx.args.count();
-    let spec = ConnectSpec::new(ctx.target.client_id("attack-deep", 0), KEEP_ALIVE_SECS);
+    let spec = ctx.target.connect_spec("attack-deep", 0, KEEP_ALIVE_SECS);
     let mut conn = match ctx.target.establish(&spec, ReadSize::SMALL).await {
         Ok(e) => e.conn,
         Err(e) => return Outcome::new(rows, Verdict::Refused(format!("connect: {e}"))),
@@ -987,8 +987,11 @@ async fn slow_subscriber(ctx: &Ctx) -> Outcome {
         prefix: ctx.target.prefix.clone(),
         progress: Arc::clone(&ctx.target.progress),
         transport: ctx.target.transport.clone(),
+        login: ctx.target.login.clone(),
     };
-    let spec = ConnectSpec::new(ctx.target.client_id("attack-slow-sub", 0), KEEP_ALIVE_SECS);
+    let spec = ctx
+        .target
+        .connect_spec("attack-slow-sub", 0, KEEP_ALIVE_SECS);
     let mut sub = match subscribed(&v3, &spec, &topic, QoS::AtLeastOnce).await {
         Ok((conn, codes)) if codes.iter().all(|c| c.0 < 0x80) => {
             rows.text(
@@ -1004,7 +1007,9 @@ async fn slow_subscriber(ctx: &Ctx) -> Outcome {
         }
         Err(e) => return Outcome::new(rows, Verdict::Refused(format!("subscriber: {e}"))),
     };
-    let spec = ConnectSpec::new(ctx.target.client_id("attack-slow-pub", 0), KEEP_ALIVE_SECS);
+    let spec = ctx
+        .target
+        .connect_spec("attack-slow-pub", 0, KEEP_ALIVE_SECS);
     let mut publisher = match ctx.target.establish(&spec, ReadSize::SMALL).await {
         Ok(e) => e.conn,
         Err(e) => return Outcome::new(rows, Verdict::Refused(format!("publisher: {e}"))),
@@ -1174,7 +1179,7 @@ async fn big_announce(ctx: &Ctx) -> Outcome {
                 if now_ns() >= end_ns {
                     return;
                 }
-                let spec = ConnectSpec::new(target.client_id("attack-big", i), KEEP_ALIVE_SECS);
+                let spec = target.connect_spec("attack-big", i, KEEP_ALIVE_SECS);
                 match before(end_ns, target.establish(&spec, ReadSize::SMALL)).await {
                     Some(Ok(e)) => {
                         Progress::add(&target.progress.up, 1);
@@ -1419,7 +1424,7 @@ async fn absent_sessions(ctx: &Ctx) -> Outcome {
 
 /// CONNECT of absent session `i`: not clean, with an expiry in v5.
 fn absent_spec(target: &Target, i: u64) -> ConnectSpec {
-    let mut spec = ConnectSpec::new(target.client_id("attack-absent", i), KEEP_ALIVE_SECS);
+    let mut spec = target.connect_spec("attack-absent", i, KEEP_ALIVE_SECS);
     spec.clean_start = false;
     spec.session_expiry = Some(SESSION_EXPIRY_SECS);
     spec

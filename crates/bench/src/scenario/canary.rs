@@ -36,7 +36,7 @@ use glommio::{ExecutorJoinHandle, Placement};
 use ringmq_codec::{Packet, Properties, PubAck, Publish, QoS, ReasonCode};
 
 use crate::cli::{ArgError, Common};
-use crate::conn::{within, Conn, ConnectSpec, ReadSize};
+use crate::conn::{within, Conn, ReadSize};
 use crate::error::{BenchError, ConnError};
 use crate::hist::{exact_summary, Summary};
 use crate::procfs::now_ns;
@@ -381,9 +381,10 @@ enum SetupFailure {
     SubscribeRefused(u8),
 }
 
-/// Connect and subscribe to `topic` at QoS 1.
-async fn set_up(target: &Target, id: &str, topic: &str) -> Result<Conn, SetupFailure> {
-    let spec = ConnectSpec::new(id.to_string(), KEEP_ALIVE_SECS);
+/// Connect (with the credentials of client `index`) and subscribe to
+/// `topic` at QoS 1.
+async fn set_up(target: &Target, index: u32, id: &str, topic: &str) -> Result<Conn, SetupFailure> {
+    let spec = target.spec_for(id.to_string(), u64::from(index), KEEP_ALIVE_SECS);
     let mut e = target
         .establish(&spec, ReadSize::SMALL)
         .await
@@ -435,7 +436,7 @@ async fn one_canary(
             break;
         }
         let setup = or(
-            async { Some(set_up(&target, &id, &topic_name).await) },
+            async { Some(set_up(&target, index, &id, &topic_name).await) },
             async {
                 control.stop.wait().await;
                 None

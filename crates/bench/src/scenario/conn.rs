@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::cli::ConnArgs;
-use crate::conn::{Conn, ConnectSpec, ReadSize};
+use crate::conn::{Conn, ReadSize};
 use crate::error::BenchError;
 use crate::report::{Report, Value};
 use crate::runtime::{run_executors, Latch, Progress};
@@ -122,7 +122,7 @@ async fn thread_main(
     paced_workers(mine, args.concurrency, args.rate, threads, move |index| {
         let (result, held, target) = (Rc::clone(&r), Rc::clone(&h), Arc::clone(&t));
         async move {
-            let spec = ConnectSpec::new(target.client_id("conn", index), keepalive);
+            let spec = target.connect_spec("conn", index, keepalive);
             let outcome = target.establish(&spec, ReadSize::SMALL).await;
             let mut r = result.borrow_mut();
             match outcome {

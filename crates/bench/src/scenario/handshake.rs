@@ -16,6 +16,8 @@
 //! connect to the last close. Broker CPU per handshake is the broker's
 //! utime + stime (/proc/PID/stat) over the whole run divided by the
 //! successful handshakes (clock-tick resolution, so use a few thousand).
+//! When some failed (a refused CONNECT), attempts/s and broker CPU per
+//! attempt count them too: what a storm of wrong passwords costs.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -24,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::HandshakeArgs;
-use crate::conn::{Closed, ConnectSpec, ReadSize};
+use crate::conn::{Closed, ReadSize};
 use crate::error::BenchError;
 use crate::procfs::{now_ns, CpuSample};
 use crate::report::{Report, Value};
@@ -128,14 +130,35 @@ pub fn run(args: &HandshakeArgs) -> Result<Report, BenchError> {
         per_handshake_us(own_used, total.ok),
         1,
     );
+    // Refused CONNECTs (a wrong password) cost the broker too: count every
+    // attempt when some failed.
+    let attempts = total.ok + total.failures.total();
+    if attempts > total.ok {
+        report.float(
+            "attempts_per_s",
+            "attempts/s (ok + failed)",
+            per_sec(attempts, span_ns),
+            0,
+        );
+    }
     if let Some(pid) = args.common.broker_pid {
         match broker_used {
-            Some(used) => report.float(
-                "broker_cpu_per_handshake_us",
-                "broker CPU per handshake (µs)",
-                per_handshake_us(used, total.ok),
-                1,
-            ),
+            Some(used) => {
+                report.float(
+                    "broker_cpu_per_handshake_us",
+                    "broker CPU per handshake (µs)",
+                    per_handshake_us(used, total.ok),
+                    1,
+                );
+                if attempts > total.ok {
+                    report.float(
+                        "broker_cpu_per_attempt_us",
+                        "broker CPU per attempt (µs)",
+                        per_handshake_us(used, attempts),
+                        1,
+                    );
+                }
+            }
             None => report.text(
                 "broker_cpu_per_handshake_us",
                 "broker CPU per handshake (µs)",
@@ -167,7 +190,7 @@ async fn thread_main(thread: usize, target: Arc<Target>, args: HandshakeArgs) ->
     paced_workers(mine, args.concurrency, args.rate, threads, move |index| {
         let (result, target) = (Rc::clone(&r), Arc::clone(&t));
         async move {
-            let spec = ConnectSpec::new(target.client_id("hs", index), keepalive);
+            let spec = target.connect_spec("hs", index, keepalive);
             let started_ns = now_ns();
             {
                 let mut r = result.borrow_mut();

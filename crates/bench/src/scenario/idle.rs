@@ -21,7 +21,7 @@ use futures_lite::future::or;
 use ringmq_codec::Packet;
 
 use crate::cli::IdleArgs;
-use crate::conn::{Conn, ConnectSpec, ReadSize};
+use crate::conn::{Conn, ReadSize};
 use crate::error::{BenchError, ConnError};
 use crate::hist::Histogram;
 use crate::procfs::{now_ns, process_rss, CpuSample};
@@ -215,7 +215,7 @@ async fn thread_main(
             Arc::clone(&hold_end),
         );
         async move {
-            let spec = ConnectSpec::new(target.client_id("idle", index), keepalive);
+            let spec = target.connect_spec("idle", index, keepalive);
             match target.establish(&spec, ReadSize::SMALL).await {
                 Ok(e) => {
                     result.borrow_mut().ok += 1;

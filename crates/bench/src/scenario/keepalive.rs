@@ -41,7 +41,7 @@ use futures_lite::future::or;
 use ringmq_codec::{Packet, QoS, ReasonCode};
 
 use crate::cli::KeepaliveArgs;
-use crate::conn::{within, Conn, ConnectSpec, ReadSize};
+use crate::conn::{within, Conn, ReadSize};
 use crate::error::{BenchError, ConnError};
 use crate::hist::{exact_summary, Summary};
 use crate::procfs::now_ns;
@@ -633,7 +633,7 @@ async fn connect_clients(
                     let Some(index) = mine.borrow_mut().pop() else {
                         break;
                     };
-                    let mut spec = ConnectSpec::new(target.client_id("ka", index), args.keepalive);
+                    let mut spec = target.connect_spec("ka", index, args.keepalive);
                     spec.will = Some((
                         format!("{}/{index}", args.will_prefix),
                         index.to_string().into_bytes(),
@@ -825,10 +825,7 @@ async fn watch(
     shared: Arc<Shared>,
     result: Rc<RefCell<ThreadResult>>,
 ) {
-    let mut spec = ConnectSpec::new(
-        target.client_id("kawatch", 0),
-        (WATCHER_PING_SECS * 2) as u16,
-    );
+    let mut spec = target.connect_spec("kawatch", 0, (WATCHER_PING_SECS * 2) as u16);
     spec.clean_start = true;
     let filter = format!("{}/+", args.will_prefix);
     let setup = async {

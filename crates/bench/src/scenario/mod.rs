@@ -28,7 +28,7 @@ use std::time::Duration;
 use ringmq_codec::{ConnAck, ProtocolVersion};
 
 use crate::cli::{Common, Rate};
-use crate::conn::{within, Conn, ConnectSpec, ReadSize};
+use crate::conn::{within, Conn, ConnectSpec, Login, ReadSize};
 use crate::error::{BenchError, ConnError};
 use crate::hist::Histogram;
 use crate::procfs::{cpu_model, now_ns, raise_nofile_limit, CpuSample};
@@ -51,6 +51,8 @@ pub struct Target {
     pub progress: Arc<Progress>,
     /// TLS and/or WebSocket under every connection (`--tls`, `--ws`).
     pub transport: Option<Arc<TransportSpec>>,
+    /// Credentials of every CONNECT (`--username`, `--password`).
+    pub login: Login,
 }
 
 impl Target {
@@ -75,12 +77,25 @@ impl Target {
             prefix: common.client_prefix.clone(),
             progress: Arc::new(Progress::default()),
             transport: TransportSpec::from_common(common)?,
+            login: common.login(),
         }))
     }
 
     /// Client id `PREFIX-ROLE-INDEX`.
     pub fn client_id(&self, role: &str, index: u64) -> String {
         format!("{}-{role}-{index}", self.prefix)
+    }
+
+    /// A clean CONNECT without will for client id `PREFIX-ROLE-INDEX`,
+    /// with its credentials.
+    pub fn connect_spec(&self, role: &str, index: u64, keep_alive: u16) -> ConnectSpec {
+        self.spec_for(self.client_id(role, index), index, keep_alive)
+    }
+
+    /// A clean CONNECT without will for `client_id`, with the credentials
+    /// of client `index`.
+    pub fn spec_for(&self, client_id: String, index: u64, keep_alive: u16) -> ConnectSpec {
+        ConnectSpec::new(client_id, keep_alive).with_login(&self.login, index)
     }
 
     /// TCP connect, then the TLS handshake and the WebSocket upgrade if
@@ -345,6 +360,9 @@ pub fn common_params(report: &mut Report, common: &Common) {
     report.param("mqtt_version", Value::Text(common.mqtt_version.to_string()));
     report.param("transport", Value::Text(common.scheme().to_string()));
     report.param("threads", Value::Int(common.threads as u64));
+    if let Some(username) = &common.username {
+        report.param("username", Value::Text(username.clone()));
+    }
     if let Some(cpus) = &common.cpus {
         let list: Vec<String> = cpus.0.iter().map(usize::to_string).collect();
         report.param("cpus", Value::Text(list.join(",")));

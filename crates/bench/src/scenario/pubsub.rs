@@ -31,7 +31,7 @@ use futures_lite::future::or;
 use ringmq_codec::{Packet, Properties, PubAck, QoS, ReasonCode};
 
 use crate::cli::{PubsubArgs, Rate};
-use crate::conn::{ConnectSpec, ReadSize};
+use crate::conn::ReadSize;
 use crate::error::{BenchError, ConnError};
 use crate::hist::Histogram;
 use crate::payload::{Deliveries, DeliveryTotals, Layout, Stamp};
@@ -472,7 +472,7 @@ async fn subscriber(
             .map(|t| (topic(&args, t), qos_of(&args)))
             .collect()
     };
-    let spec = ConnectSpec::new(target.client_id("sub", u64::from(s)), 0);
+    let spec = target.connect_spec("sub", u64::from(s), 0);
     let setup = async {
         let mut e = target.establish(&spec, ReadSize::LARGE).await?;
         let codes = e.conn.subscribe(1, &filters).await?;
@@ -591,7 +591,7 @@ async fn publisher(
 ) {
     let mut out = PubResult::default();
     let qos = qos_of(&args);
-    let spec = ConnectSpec::new(target.client_id("pub", u64::from(p)), 0);
+    let spec = target.connect_spec("pub", u64::from(p), 0);
     let mut e = match target.establish(&spec, ReadSize::LARGE).await {
         Ok(e) => e,
         Err(e) => {

@@ -799,9 +799,29 @@ struct WillSpec {
 // Connections: CONNECT, sessions, resets.
 // ---------------------------------------------------------------------
 
+/// A client id with the credentials of its index (`--username`,
+/// `--password`), which every CONNECT of that client carries.
+struct Ident {
+    client_id: String,
+    username: Option<Bytes>,
+    password: Option<Bytes>,
+}
+
+impl Ident {
+    /// `client_id` with the credentials of client `index`.
+    fn new(target: &Target, client_id: String, index: u64) -> Ident {
+        let (username, password) = target.login.for_client(index);
+        Ident {
+            client_id,
+            username,
+            password,
+        }
+    }
+}
+
 fn connect_packet(
     version: ProtocolVersion,
-    id: &str,
+    id: &Ident,
     clean_start: bool,
     keep_alive: u16,
     persistent: bool,
@@ -815,7 +835,7 @@ fn connect_packet(
         protocol: version,
         clean_start,
         keep_alive,
-        client_id: Bytes::copy_from_slice(id.as_bytes()),
+        client_id: Bytes::copy_from_slice(id.client_id.as_bytes()),
         will: will.map(|w| Will {
             topic: w.topic.clone(),
             payload: w.payload.clone(),
@@ -823,8 +843,8 @@ fn connect_packet(
             retain: false,
             properties: Properties::default(),
         }),
-        username: None,
-        password: None,
+        username: id.username.clone(),
+        password: id.password.clone(),
         properties,
     }
 }
@@ -847,7 +867,7 @@ async fn open(
 async fn open_clean(
     target: &Target,
     version: ProtocolVersion,
-    id: &str,
+    id: &Ident,
     sizes: ReadSize,
 ) -> Result<(Conn, ConnAck), ConnError> {
     let connect = connect_packet(version, id, true, KEEP_ALIVE_SECS, false, None);
@@ -859,7 +879,7 @@ async fn open_clean(
 async fn open_session(
     target: &Target,
     version: ProtocolVersion,
-    id: &str,
+    id: &Ident,
     will: Option<&WillSpec>,
     fresh: bool,
 ) -> Result<(Conn, ConnAck), ConnError> {
@@ -876,7 +896,7 @@ async fn open_session(
 
 /// End the session of `conn` and close it: v5 by DISCONNECT with Session
 /// Expiry 0, 3.1.1 by a clean-session connection after it.
-async fn end_session(conn: Conn, target: &Target, version: ProtocolVersion, id: &str) {
+async fn end_session(conn: Conn, target: &Target, version: ProtocolVersion, id: &Ident) {
     if version.is_v5() {
         let properties = Properties {
             session_expiry_interval: Some(0),
@@ -890,7 +910,7 @@ async fn end_session(conn: Conn, target: &Target, version: ProtocolVersion, id: 
 }
 
 /// End a session whose connection is gone (best effort).
-async fn forget_session(target: &Target, version: ProtocolVersion, id: &str) {
+async fn forget_session(target: &Target, version: ProtocolVersion, id: &Ident) {
     if let Ok((conn, _)) = open_clean(target, version, id, ReadSize::SMALL).await {
         conn.disconnect().await;
     }
@@ -1262,7 +1282,7 @@ impl ConnStats {
 async fn reconnect(
     shared: &Shared,
     version: ProtocolVersion,
-    id: &str,
+    id: &Ident,
     will: Option<&WillSpec>,
     filters: &[(String, QoS)],
     stats: &mut ConnStats,
@@ -1395,7 +1415,11 @@ async fn subscriber(role: Role, index: u32, shared: Arc<Shared>, result: Results
     let g = global_index(args, role, index);
     let topic = g % shared.topics();
     let version = version_of(u64::from(g));
-    let id = target.client_id(&format!("soak-{}", role.name()), u64::from(index));
+    let id = Ident::new(
+        target,
+        target.client_id(&format!("soak-{}", role.name()), u64::from(index)),
+        u64::from(index),
+    );
     let filters: Vec<(String, QoS)> = (0..3u8)
         .map(|q| (shared.data_topic(q, topic), qos_of(q)))
         .collect();
@@ -1423,7 +1447,7 @@ async fn subscriber(role: Role, index: u32, shared: Arc<Shared>, result: Results
     let mut conn = match setup {
         Ok(c) => Some(c),
         Err(e) => {
-            shared.fail(format!("{id}: {e}"));
+            shared.fail(format!("{}: {e}", id.client_id));
             None
         }
     };
@@ -1536,7 +1560,7 @@ async fn wait_for_will(shared: &Shared, key: u64) {
 async fn take_over<H: Handler>(
     shared: &Shared,
     version: ProtocolVersion,
-    id: &str,
+    id: &Ident,
     filters: &[(String, QoS)],
     client: &RefCell<Client<H>>,
     conn: &mut Option<Conn>,
@@ -1711,7 +1735,7 @@ struct PubReport {
 async fn publisher_connect(
     shared: &Shared,
     version: ProtocolVersion,
-    id: &str,
+    id: &Ident,
     qos: u8,
     fresh: bool,
 ) -> Result<(Conn, ConnAck), ConnError> {
@@ -1727,7 +1751,11 @@ async fn publisher(qos: u8, topic: u32, shared: Arc<Shared>, result: Results) {
     let target = &shared.target;
     let p = publisher_index(qos, topic, shared.topics());
     let version = version_of(u64::from(p));
-    let id = target.client_id("soak-pub", u64::from(p));
+    let id = Ident::new(
+        target,
+        target.client_id("soak-pub", u64::from(p)),
+        u64::from(p),
+    );
     let mut out = PubReport {
         qos,
         ..PubReport::default()
@@ -1753,7 +1781,7 @@ async fn publisher(qos: u8, topic: u32, shared: Arc<Shared>, result: Results) {
     let (conn, ack, template) = match setup {
         Ok(s) => s,
         Err(e) => {
-            shared.fail(format!("{id}: {e}"));
+            shared.fail(format!("{}: {e}", id.client_id));
             shared.pubs_done.count_down();
             return;
         }
@@ -1915,7 +1943,7 @@ async fn publisher(qos: u8, topic: u32, shared: Arc<Shared>, result: Results) {
 async fn reconnect_publisher(
     shared: &Shared,
     version: ProtocolVersion,
-    id: &str,
+    id: &Ident,
     qos: u8,
     stats: &mut ConnStats,
 ) -> Option<Conn> {
@@ -1972,7 +2000,7 @@ struct WatcherStats {
 async fn watcher(shared: Arc<Shared>, result: Results) {
     let target = &shared.target;
     let version = ProtocolVersion::V5;
-    let id = target.client_id("soak-watch", 0);
+    let id = Ident::new(target, target.client_id("soak-watch", 0), 0);
     let filters = vec![(
         format!("{}/will/#", shared.args.topic_prefix),
         QoS::AtLeastOnce,
@@ -2089,6 +2117,7 @@ async fn will_client(wave: u64, i: u64, shared: Arc<Shared>, stats: Rc<RefCell<W
     let who = format!("w{wave}-{i}");
     let will = shared.will(&who);
     let id = format!("{}-soak-will-{wave}-{i}", shared.target.prefix);
+    let id = Ident::new(&shared.target, id, i);
     let connect = connect_packet(version, &id, true, args.will_keepalive, false, Some(&will));
     let connect_ns = now_ns();
     let mut conn = match open(&shared.target, version, &connect, ReadSize::SMALL).await {
@@ -2313,8 +2342,8 @@ async fn retained(shared: Arc<Shared>, result: Results) {
     let args = &shared.args;
     let target = &shared.target;
     let mut st = RetainedStats::default();
-    let pub_id = target.client_id("soak-ret", 0);
-    let chk_id = target.client_id("soak-chk", 0);
+    let pub_id = Ident::new(target, target.client_id("soak-ret", 0), 0);
+    let chk_id = Ident::new(target, target.client_id("soak-chk", 0), 0);
     let count = args.retained_topics as usize;
     if count == 0 {
         return;
@@ -2498,6 +2527,7 @@ async fn canary(shared: Arc<Shared>, result: Results) {
     let target = &shared.target;
     let mut st = CanaryStats::default();
     let (pub_id, sub_id) = canary_ids(&target.prefix);
+    let (pub_id, sub_id) = (Ident::new(target, pub_id, 0), Ident::new(target, sub_id, 0));
     let topic = format!("{}/canary", args.topic_prefix);
     let version = ProtocolVersion::V5;
     let setup = async {

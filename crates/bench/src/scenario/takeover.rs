@@ -24,7 +24,7 @@ use futures_lite::future::or;
 use ringmq_codec::{Packet, Properties, PubAck, QoS, ReasonCode};
 
 use crate::cli::TakeoverArgs;
-use crate::conn::{within, Conn, ConnectSpec, ReadSize};
+use crate::conn::{within, Conn, ReadSize};
 use crate::error::{BenchError, ConnError};
 use crate::hist::Histogram;
 use crate::payload::{Deliveries, Stamp};
@@ -289,7 +289,7 @@ async fn one_takeover(
     let topic = format!("{}/to/{index}", target.prefix);
 
     // The first connection.
-    let mut first = ConnectSpec::new(id.clone(), 60);
+    let mut first = target.spec_for(id.clone(), index, 60);
     if persistent {
         if v5 {
             first.session_expiry = Some(SESSION_EXPIRY_SECS);
@@ -325,7 +325,7 @@ async fn one_takeover(
     // The take-over: watch the old connection while the new one connects.
     let until = now_ns() + (target.connect_timeout + wait).as_nanos() as u64;
     let old_task = glommio::spawn_local(watch_old(old_conn, until));
-    let mut second = ConnectSpec::new(id.clone(), 60);
+    let mut second = target.spec_for(id.clone(), index, 60);
     second.clean_start = args.clean_start;
     if persistent && v5 {
         second.session_expiry = Some(SESSION_EXPIRY_SECS);
@@ -389,7 +389,7 @@ async fn one_takeover(
         new.conn.disconnect().await;
         if persistent {
             if let Ok(e) = target
-                .establish(&ConnectSpec::new(id, 60), ReadSize::SMALL)
+                .establish(&target.spec_for(id, index, 60), ReadSize::SMALL)
                 .await
             {
                 e.conn.disconnect().await;
@@ -435,10 +435,7 @@ async fn leave_queued(
         }
     }
     if publisher.is_none() {
-        let spec = ConnectSpec::new(
-            target.client_id(&format!("topub{thread}"), worker as u64),
-            60,
-        );
+        let spec = target.connect_spec(&format!("topub{thread}"), worker as u64, 60);
         match target.establish(&spec, ReadSize::SMALL).await {
             Ok(e) => *publisher = Some(e.conn),
             Err(e) => {
