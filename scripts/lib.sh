@@ -162,6 +162,19 @@ mosquitto_version() {
     mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version /v/p' | head -1 || true
 }
 
+# write_password_file FILE N USER PASS: a Mosquitto password file of N
+# users USER0..USER(N-1) with passwords PASS0..: plain user:password lines
+# hashed in place by `mosquitto_passwd -U` (its default, PBKDF2-SHA512),
+# which is much faster than one `mosquitto_passwd -b` per user. Fails
+# unless FILE ends with N hashed lines.
+write_password_file() {
+    local file="$1" n="$2" user="$3" pass="$4"
+    awk -v n="$n" -v u="$user" -v p="$pass" \
+        'BEGIN { for (i = 0; i < n; i++) printf "%s%d:%s%d\n", u, i, p, i }' >"$file"
+    mosquitto_passwd -U "$file" || return 1
+    [[ "$(grep -c '^[^:]*:\$' "$file")" -eq "$n" ]]
+}
+
 # The netns tests need root and iproute2.
 check_netns() {
     if [[ "$(id -u)" -ne 0 ]]; then
