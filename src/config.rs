@@ -62,6 +62,30 @@ pub struct Config {
     #[arg(long)]
     pub ws_allow_no_subprotocol: bool,
 
+    /// Password file in Mosquitto's format (`user:$7$...` lines, as
+    /// mosquitto_passwd or `ringmq passwd` write them). A CONNECT with a
+    /// wrong user or password gets CONNACK 0x86 (v3 0x04). Reloaded on
+    /// SIGHUP.
+    #[arg(long, value_name = "PATH")]
+    pub password_file: Option<PathBuf>,
+
+    /// Whether a client without a username may connect (CONNACK 0x87 / v3
+    /// 0x05 otherwise). Default: false with --password-file, true
+    /// without.
+    #[arg(long, value_name = "BOOL")]
+    pub allow_anonymous: Option<bool>,
+
+    /// Threads that verify password hashes (deliberately slow), so no
+    /// shard waits for one: a CONNECT is parked meanwhile.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub auth_threads: usize,
+
+    /// Seconds each shard remembers a successful (user, password) check, so
+    /// a reconnecting fleet costs one hash per user per this long (0 = no
+    /// cache). Cleared when the password file is reloaded.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub auth_cache_secs: u64,
+
     /// Number of shards (one pinned glommio executor each). Default: one per
     /// CPU this process may run on (its affinity mask). At most 64.
     #[arg(long, value_name = "N")]
@@ -362,6 +386,21 @@ impl Config {
                 "needs --tls-ca to verify certificates against".into(),
             );
         }
+        if self.allow_anonymous == Some(false)
+            && self.password_file.is_none()
+            && !self.use_identity_as_username
+        {
+            return bad(
+                "allow-anonymous",
+                "false needs --password-file (or --use-identity-as-username): no client could connect".into(),
+            );
+        }
+        if !(1..=64).contains(&self.auth_threads) {
+            return bad(
+                "auth-threads",
+                format!("{} is not in 1..=64", self.auth_threads),
+            );
+        }
         if self.max_tls_handshakes == 0 {
             return bad("max-tls-handshakes", "must be at least 1".into());
         }
@@ -476,6 +515,12 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Whether clients without a username may connect (the flag, or its
+    /// default: only when there is no password file).
+    pub fn anonymous_allowed(&self) -> bool {
+        self.allow_anonymous.unwrap_or(self.password_file.is_none())
     }
 
     /// `--max-qos` as a QoS.

@@ -12,12 +12,14 @@
 
 #![warn(missing_docs)]
 
+mod auth;
 mod config;
 mod io;
 mod mesh;
 mod shard;
 mod stats;
 mod transport;
+
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -80,6 +82,8 @@ pub enum StartError {
     Listen(String),
     /// The TLS certificate, key or CA could not be loaded.
     Tls(String),
+    /// The password file could not be read or parsed.
+    Auth(String),
 }
 
 impl fmt::Display for StartError {
@@ -113,6 +117,7 @@ impl fmt::Display for StartError {
             StartError::Executor(e) => write!(f, "cannot start a shard executor: {e}"),
             StartError::Listen(e) => write!(f, "cannot listen: {e}"),
             StartError::Tls(e) => write!(f, "cannot load TLS material: {e}"),
+            StartError::Auth(e) => write!(f, "cannot load the password file: {e}"),
         }
     }
 }
@@ -167,6 +172,8 @@ pub struct Broker {
     shared: Arc<Shared>,
     addrs: Vec<SocketAddr>,
     threads: Vec<JoinHandle<()>>,
+    /// The password verifier threads.
+    auth_threads: Vec<JoinHandle<()>>,
 }
 
 impl Broker {
@@ -180,6 +187,7 @@ impl Broker {
         let tls = transport::tls::load(&config)
             .map_err(StartError::Tls)?
             .map(Arc::new);
+        let passwords = auth::load(&config).map_err(StartError::Auth)?;
         let (mesh, inboxes) = Mesh::<Msg>::new(shards, config.inbox_capacity)
             .map_err(|e| StartError::Executor(format!("cannot create the shard mesh: {e}")))?;
         let shared = Arc::new(Shared {
@@ -193,12 +201,27 @@ impl Broker {
             per_ip: Default::default(),
             tls_reloads: AtomicU64::new(0),
             tls_reload_failures: AtomicU64::new(0),
+            password_reloads: AtomicU64::new(0),
+            password_reload_failures: AtomicU64::new(0),
             config,
         });
+        // Hash checks run on threads of their own; each shard holds a
+        // sender, so the threads end with the shards.
+        let (auth_jobs, auth_threads) = match &passwords {
+            Some(_) => {
+                let (jobs, threads) = auth::start(shared.config.auth_threads, shared.mesh.clone())
+                    .map_err(|e| {
+                        StartError::Executor(format!("cannot start the auth threads: {e}"))
+                    })?;
+                (Some(jobs), threads)
+            }
+            None => (None, Vec::new()),
+        };
         let mut broker = Broker {
             shared: shared.clone(),
             addrs: shared.config.listen.iter().map(|l| l.addr).collect(),
             threads: Vec::with_capacity(shards),
+            auth_threads,
         };
         let mut listen = shared.config.listen.clone();
         for (id, inbox) in inboxes.into_iter().enumerate() {
@@ -207,7 +230,10 @@ impl Broker {
             let shared = shared.clone();
             // Port 0: shard 0 binds first and the others bind the port it got.
             let urls = listen.clone();
-            let tls = tls.clone();
+            let security = Security {
+                tls: tls.clone(),
+                auth: passwords.clone().zip(auth_jobs.clone()),
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("ringmq-shard-{id}"))
                 .spawn(move || {
@@ -217,7 +243,7 @@ impl Broker {
                     // The release profile aborts on panic anyway; this
                     // covers builds that unwind.
                     let body = std::panic::AssertUnwindSafe(move || {
-                        run_shard(id, cpu, shared, inbox, urls, tls, ready_tx)
+                        run_shard(id, cpu, shared, inbox, urls, security, ready_tx)
                     });
                     if std::panic::catch_unwind(body).is_err() {
                         tracing::error!(shard = id, "shard panicked: aborting the process");
@@ -258,6 +284,16 @@ impl Broker {
             locked_kib = locked / 1024,
             "ringmq started"
         );
+        if passwords.is_none() && broker.shared.config.anonymous_allowed() {
+            tracing::warn!(
+                listeners = %listen
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                "no --password-file: every listener accepts any client"
+            );
+        }
         Ok(broker)
     }
 
@@ -284,7 +320,57 @@ impl Broker {
         }
         total.tls_reloads = self.shared.tls_reloads.load(Ordering::Relaxed);
         total.tls_reload_failures = self.shared.tls_reload_failures.load(Ordering::Relaxed);
+        total.password_reloads = self.shared.password_reloads.load(Ordering::Relaxed);
+        total.password_reload_failures =
+            self.shared.password_reload_failures.load(Ordering::Relaxed);
         total
+    }
+
+    /// What SIGHUP does: reloads the TLS material and the password file
+    /// (each only if configured; a failure keeps the old one and is
+    /// logged). Errors are joined into one message.
+    pub fn reload(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        if self.shared.config.listen.iter().any(|l| l.scheme.tls()) {
+            if let Err(e) = self.reload_tls() {
+                errors.push(e);
+            }
+        }
+        if self.shared.config.password_file.is_some() {
+            if let Err(e) = self.reload_passwords() {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Reads --password-file again: CONNECTs from now on are checked
+    /// against it and every shard forgets its cached checks. A file that
+    /// does not parse keeps the old one; the error names the line.
+    pub fn reload_passwords(&self) -> Result<(), String> {
+        let file = match auth::load(&self.shared.config) {
+            Ok(Some(file)) => file,
+            Ok(None) => return Err("no --password-file is configured".into()),
+            Err(e) => {
+                self.shared
+                    .password_reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "password file reload failed: the old one stays in use");
+                return Err(e);
+            }
+        };
+        for id in 0..self.shared.shards {
+            self.shared
+                .mesh
+                .send_external(id, Msg::Passwords(file.clone()));
+        }
+        self.shared.password_reloads.fetch_add(1, Ordering::Relaxed);
+        info!(users = file.len(), "password file reloaded");
+        Ok(())
     }
 
     /// Reads --tls-cert, --tls-key and --tls-ca again (what SIGHUP does):
@@ -330,6 +416,10 @@ impl Broker {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        // The shards held the verifier queue's senders: its threads end.
+        for thread in self.auth_threads.drain(..) {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -339,6 +429,16 @@ impl Drop for Broker {
     }
 }
 
+/// What a shard starts with for TLS and authentication.
+struct Security {
+    tls: Option<Arc<transport::tls::TlsMaterial>>,
+    /// The password file and the verifier threads' queue.
+    auth: Option<(
+        Arc<ringmq_auth::password::PasswordFile>,
+        crossbeam_channel::Sender<auth::Job>,
+    )>,
+}
+
 /// One shard thread's life: build its pinned executor, bind, serve.
 fn run_shard(
     id: usize,
@@ -346,7 +446,7 @@ fn run_shard(
     shared: Arc<Shared>,
     inbox: mesh::Inbox<Msg>,
     urls: Vec<ListenUrl>,
-    tls: Option<Arc<transport::tls::TlsMaterial>>,
+    security: Security,
     ready_tx: mpsc::Sender<Result<Vec<SocketAddr>, StartError>>,
 ) {
     // The shard's socket I/O runs on its own ring (shard/engine.rs); the
@@ -373,7 +473,7 @@ fn run_shard(
                 return;
             }
         };
-        let shard = Shard::new(id, shared, inbox, tls.as_deref());
+        let shard = Shard::new(id, shared, inbox, security.tls.as_deref(), security.auth);
         match shard::listen::serve(&shard, &urls) {
             Ok(bound) => {
                 let _ = ready_tx.send(Ok(bound));

@@ -1,5 +1,5 @@
 //! The `ringmq` command: parse flags, start the shards, reload TLS material
-//! on SIGHUP, stop cleanly on SIGINT or SIGTERM.
+//! and the password file on SIGHUP, stop cleanly on SIGINT or SIGTERM.
 
 use std::process::ExitCode;
 
@@ -55,9 +55,9 @@ fn main() -> ExitCode {
         }
         // SIGHUP: new TLS material for new handshakes; after a failure the
         // old material stays.
-        info!("SIGHUP: reloading TLS material");
+        info!("SIGHUP: reloading the TLS material and the password file");
         // The broker logs the outcome (and why, when it fails).
-        let _ = broker.reload_tls();
+        let _ = broker.reload();
     }
     info!(signal, "stop signal received: shutting down");
     broker.shutdown();

@@ -120,6 +120,21 @@ counters! {
     tls_reloads,
     /// TLS reloads that failed (the old material stayed).
     tls_reload_failures,
+    /// CONNECTs whose user name and password were right (cache hits
+    /// included).
+    auth_ok,
+    /// CONNECTs refused for a wrong user name or password (or none).
+    auth_failed,
+    /// Password checks answered by the shard's cache of recent successes.
+    auth_cache_hits,
+    /// CONNECTs without a user name refused (--allow-anonymous false).
+    anonymous_refused,
+    /// CONNECTs refused because too many password checks were queued.
+    auth_queue_full,
+    /// Password files reloaded (SIGHUP).
+    password_reloads,
+    /// Password file reloads that failed (the old file stayed).
+    password_reload_failures,
 }
 
 impl ShardStats {

@@ -91,6 +91,15 @@ pub(crate) struct Core {
     pub(crate) gates: super::ratelimit::Gates,
     /// This shard's TLS configurations (`None`: no TLS listener).
     pub(crate) tls: Option<crate::transport::tls::ShardTls>,
+    /// `--password-file` as this shard last got it.
+    pub(crate) passwords: Option<Arc<ringmq_auth::password::PasswordFile>>,
+    /// The verifier threads' queue (with a password file).
+    pub(crate) auth_jobs: Option<crossbeam_channel::Sender<crate::auth::Job>>,
+    /// Recent successful password checks.
+    pub(crate) auth_cache: crate::auth::Cache,
+    /// Slots of parked CONNECTs whose verdict came: the engine handles
+    /// them again.
+    pub(crate) resumed: Vec<u32>,
     /// --max-connect-rate.
     pub(crate) connect_bucket: super::ratelimit::TokenBucket,
     /// --will-rate, and the fired session timers waiting for it (with

@@ -20,7 +20,7 @@ use ringmq_session::{
 use tracing::{debug, warn};
 
 use super::apply::{Adopt, Core};
-use super::link::{Link, LinkId};
+use super::link::{AuthState, Link, LinkId};
 use super::msg::Msg;
 use super::ratelimit::Gate;
 use super::timers::TimerEvent;
@@ -141,12 +141,14 @@ impl Core {
         link: &Rc<Link>,
         connect: Connect,
         stamp: Tick,
-    ) -> Option<Rc<Link>> {
+    ) -> Connected {
         let version = connect.protocol;
         let v5 = version == ProtocolVersion::V5;
         // CONNACK goes out in the client's own version.
         link.version.set(Some(version));
-        self.end_connect_wait(link, false);
+        // A CONNECT handled again after its password check already passed
+        // the checks before it.
+        let resumed = link.auth.get() != AuthState::Unchecked;
         let max = self.shared.config.max_connections;
         if max > 0 && self.shared.open_connections.load(Ordering::Relaxed) > max {
             warn!(max, "--max-connections reached: refusing CONNECT");
@@ -157,14 +159,18 @@ impl Core {
                 ReasonCode(0x03)
             };
             self.refuse(link, code, "max connections");
-            return None;
+            return Connected::Done;
         }
         let mut connect = connect;
+        let mut by_certificate = false;
         if let Some(name) = link.cert_name.take() {
             // --use-identity-as-username: the certificate names the user,
             // whatever the CONNECT says.
             match name.0 {
-                Some(cn) => connect.username = Some(Bytes::from(cn.into_string())),
+                Some(cn) => {
+                    connect.username = Some(Bytes::from(cn.into_string()));
+                    by_certificate = true;
+                }
                 None => {
                     let code = if v5 {
                         ReasonCode::NOT_AUTHORIZED
@@ -172,13 +178,14 @@ impl Core {
                         ReasonCode(0x05)
                     };
                     self.refuse(link, code, "no client certificate name");
-                    return None;
+                    return Connected::Done;
                 }
             }
         }
         let now = self.clock.read().1;
         self.now = now;
-        if !self.connect_bucket.take(now) {
+        if !resumed && !self.connect_bucket.take(now) {
+            self.end_connect_wait(link, false);
             ShardStats::inc(&self.stats.connects_rate_limited);
             if let Some(unlogged) = self.gates.check(Gate::ConnectRate, now) {
                 warn!(
@@ -193,13 +200,23 @@ impl Core {
                 ShardStats::inc(&self.stats.connects_refused);
                 link.request_close(CloseCause::ProtocolError);
             }
-            return None;
+            return Connected::Done;
         }
+        match self.authenticate(link, &connect, by_certificate, v5, now) {
+            Step::Go => {}
+            // The CONNECT deadline stays armed while a verifier works.
+            Step::Park => return Connected::Parked,
+            Step::Stop => {
+                self.end_connect_wait(link, false);
+                return Connected::Done;
+            }
+        }
+        self.end_connect_wait(link, false);
         let negotiated = match negotiate(&connect, &self.policy) {
             Ok(n) => n,
             Err(refusal) => {
                 self.refuse(link, refusal.code, refusal.why);
-                return None;
+                return Connected::Done;
             }
         };
         let assigned = negotiated.assign_client_id.then(|| self.assign_client_id());
@@ -228,7 +245,7 @@ impl Core {
                     };
                     self.outbox = out;
                     self.refuse(link, code, "take-over fight");
-                    return None;
+                    return Connected::Done;
                 }
                 if let Some(old) = old {
                     ShardStats::inc(&self.stats.takeovers);
@@ -278,7 +295,123 @@ impl Core {
             "connected"
         );
         self.run_deferred();
-        taken_over
+        match taken_over {
+            Some(old) => Connected::WaitFor(old),
+            None => Connected::Done,
+        }
+    }
+
+    /// The password check of a CONNECT (after --use-identity-as-username
+    /// named the user, if it applies): go on, stop (refused here), or park
+    /// (a verifier thread checks the hash; the CONNECT is handled again
+    /// when its verdict comes).
+    fn authenticate(
+        &mut self,
+        link: &Rc<Link>,
+        connect: &Connect,
+        by_certificate: bool,
+        v5: bool,
+        now: Tick,
+    ) -> Step {
+        let (bad, not_authorized) = if v5 {
+            (
+                ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+                ReasonCode::NOT_AUTHORIZED,
+            )
+        } else {
+            (ReasonCode(0x04), ReasonCode(0x05))
+        };
+        match link.auth.get() {
+            AuthState::Passed => return Step::Go,
+            AuthState::Failed => {
+                ShardStats::inc(&self.stats.auth_failed);
+                self.refuse(link, bad, "bad user name or password");
+                return Step::Stop;
+            }
+            AuthState::Pending => return Step::Park,
+            AuthState::Unchecked => {}
+        }
+        let Some(user) = &connect.username else {
+            if self.shared.config.anonymous_allowed() {
+                return Step::Go;
+            }
+            ShardStats::inc(&self.stats.anonymous_refused);
+            self.refuse(link, not_authorized, "anonymous");
+            return Step::Stop;
+        };
+        // A verified client certificate is the credential; no password file
+        // means any named client may connect.
+        let Some(passwords) = self.passwords.as_ref().filter(|_| !by_certificate) else {
+            return Step::Go;
+        };
+        let Some(password) = &connect.password else {
+            ShardStats::inc(&self.stats.auth_failed);
+            self.refuse(link, bad, "no password");
+            return Step::Stop;
+        };
+        if self.auth_cache.hit(user, password, now) {
+            ShardStats::inc(&self.stats.auth_cache_hits);
+            ShardStats::inc(&self.stats.auth_ok);
+            return Step::Go;
+        }
+        let (hash, known) = match passwords.entry(user) {
+            Some(hash) => (hash.clone(), true),
+            None => (passwords.stand_in().clone(), false),
+        };
+        let job = crate::auth::Job {
+            shard: self.id.0,
+            link: link.id,
+            hash,
+            known,
+            user: user.clone(),
+            password: password.clone(),
+        };
+        let sent = self
+            .auth_jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.try_send(job).is_ok());
+        if !sent {
+            ShardStats::inc(&self.stats.auth_queue_full);
+            if let Some(unlogged) = self.gates.check(Gate::AuthQueue, now) {
+                warn!(
+                    shard = self.id.0,
+                    unlogged,
+                    "password checks queued beyond {}: refusing CONNECT (raise --auth-threads)",
+                    crate::auth::MAX_QUEUED_JOBS
+                );
+            }
+            let code = if v5 {
+                ReasonCode::SERVER_UNAVAILABLE
+            } else {
+                ReasonCode(0x03)
+            };
+            self.refuse(link, code, "password checks queued");
+            return Step::Stop;
+        }
+        link.auth.set(AuthState::Pending);
+        Step::Park
+    }
+
+    /// A verifier's verdict: the parked CONNECT is handled again.
+    fn auth_done(&mut self, done: crate::auth::Done) {
+        let Some(link) = self.links.get(&done.link).cloned() else {
+            return;
+        };
+        if link.auth.get() != AuthState::Pending {
+            return;
+        }
+        if done.ok {
+            ShardStats::inc(&self.stats.auth_ok);
+            let secs = self.shared.config.auth_cache_secs;
+            if secs > 0 {
+                let until = self.now.add_ms(secs.saturating_mul(1000));
+                self.auth_cache.remember(done.user, &done.password, until);
+            }
+            link.auth.set(AuthState::Passed);
+        } else {
+            link.auth.set(AuthState::Failed);
+        }
+        self.resumed.push(link.id.slot());
     }
 
     /// Counts a take-over of `sid`; true when the id has been taken over
@@ -572,6 +705,11 @@ impl Core {
                 Msg::TlsReload(material) => {
                     self.tls = Some(crate::transport::tls::ShardTls::new(&material));
                 }
+                Msg::Passwords(file) => {
+                    self.passwords = Some(file);
+                    self.auth_cache.clear();
+                }
+                Msg::AuthDone(done) => self.auth_done(*done),
                 Msg::Shutdown => self.begin_shutdown(),
             }
             self.run_deferred();
@@ -603,4 +741,23 @@ impl Core {
             link.request_close(CloseCause::ServerShutdown);
         }
     }
+}
+
+/// What became of a CONNECT.
+pub(crate) enum Connected {
+    /// Handled: connected, or refused (the refusal is queued).
+    Done,
+    /// A take-over: everything after this CONNECT waits for the old
+    /// link's close (MQTT-3.1.4-3).
+    WaitFor(Rc<Link>),
+    /// Its password is being checked off the shard: the CONNECT is handled
+    /// again when the verdict comes.
+    Parked,
+}
+
+/// The password check's answer to `on_connect`.
+enum Step {
+    Go,
+    Stop,
+    Park,
 }

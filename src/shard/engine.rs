@@ -94,6 +94,9 @@ enum State {
     /// it is not read either (it would only make more output) until its
     /// output drains to half that.
     Blocked,
+    /// Its CONNECT waits for its password check (a verifier thread): not
+    /// read, its bytes kept, until the verdict resumes it.
+    Parked,
     /// Its CONNECT names a client id another shard owns, but a send (of
     /// its TLS handshake) is still in flight: it moves once that is done.
     HandingOff(u8),
@@ -439,14 +442,26 @@ impl Engine {
     }
 
     fn take_inbox(&mut self) {
-        let adopts = {
+        let (adopts, resumed) = {
             let mut core = self.shard.core.borrow_mut();
             core.now = core.clock.read().1;
             core.drain_inbox();
-            std::mem::take(&mut core.adopts)
+            (
+                std::mem::take(&mut core.adopts),
+                std::mem::take(&mut core.resumed),
+            )
         };
         for adopt in adopts {
             self.open(adopt.fd, adopt.peer, adopt.read, true, adopt.transport);
+        }
+        for slot in resumed {
+            // A verdict on a parked CONNECT: handle it again.
+            if let Some(conn) = self.conn_mut(slot) {
+                if matches!(conn.state, State::Parked) {
+                    conn.state = State::Open;
+                    self.handle(slot);
+                }
+            }
         }
     }
 
@@ -872,6 +887,12 @@ impl Engine {
         }
         match fed {
             Fed::More | Fed::Congested => {}
+            Fed::Parked => {
+                // `pending` was rebuilt in storage of its own.
+                conn.in_arena = false;
+                conn.state = State::Parked;
+                return;
+            }
             Fed::WaitFor(old) => {
                 conn.state = State::Waiting;
                 self.waiting

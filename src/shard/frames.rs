@@ -19,6 +19,7 @@ use tracing::trace;
 use ringmq_route::ShardId;
 
 use super::apply::Core;
+use super::driver::Connected;
 use super::link::Link;
 
 /// What the connection does after a feed.
@@ -33,6 +34,9 @@ pub(crate) enum Fed {
     /// A take-over: hold everything after this CONNECT (its CONNACK
     /// included) until the old link is closed (MQTT-3.1.4-3).
     WaitFor(Rc<Link>),
+    /// Its password is being checked off the shard: hold the connection
+    /// (not read, its bytes kept) until the shard resumes it.
+    Parked,
     /// Close the connection.
     Close(CloseCause),
     /// The client id belongs to another shard: the caller sends it the
@@ -136,8 +140,18 @@ pub(crate) fn feed(
             trace!(owner = owner.0, "handing connection to its owner shard");
             return Fed::HandOff(owner, read);
         }
-        if let Some(old) = core.on_connect(link, *connect, stamp) {
-            return Fed::WaitFor(old);
+        match core.on_connect(link, *connect, stamp) {
+            Connected::Done => {}
+            Connected::WaitFor(old) => return Fed::WaitFor(old),
+            Connected::Parked => {
+                // The CONNECT goes back in front of what follows it: when
+                // the verdict comes it is handled again from the start.
+                let mut back = BytesMut::with_capacity(frame.len() + pending.len());
+                back.extend_from_slice(&frame);
+                back.extend_from_slice(pending);
+                *pending = back;
+                return Fed::Parked;
+            }
         }
     }
 }

@@ -183,6 +183,21 @@ pub(crate) struct Link {
     /// certificate name, for its CONNECT (inside: `None` when the client
     /// showed no certificate or one without a CN).
     pub(crate) cert_name: Cell<Option<Box<CertName>>>,
+    /// Where its CONNECT's password check stands.
+    pub(crate) auth: Cell<AuthState>,
+}
+
+/// A CONNECT's password check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) enum AuthState {
+    /// Not asked (or not needed) yet.
+    #[default]
+    Unchecked,
+    /// Parked: a verifier thread is checking the hash.
+    Pending,
+    /// The verifier said yes / no; the CONNECT is handled again.
+    Passed,
+    Failed,
 }
 
 /// The subject CN of a client certificate, if there was one with a CN.
@@ -209,6 +224,7 @@ impl Link {
             in_flight: Cell::new(0),
             retained_queries: Cell::new(0),
             cert_name: Cell::new(None),
+            auth: Cell::new(AuthState::Unchecked),
         }
     }
 

@@ -43,6 +43,7 @@ use ringmq_wheel::Wheel;
 
 use crate::mesh::Inbox;
 use apply::Core;
+pub(crate) use link::LinkId;
 pub(crate) use msg::Msg;
 pub(crate) use shared::Shared;
 use timers::Clock;
@@ -64,6 +65,10 @@ impl Shard {
         shared: Arc<Shared>,
         mut inbox: Inbox<Msg>,
         tls: Option<&crate::transport::tls::TlsMaterial>,
+        auth: Option<(
+            Arc<ringmq_auth::password::PasswordFile>,
+            crossbeam_channel::Sender<crate::auth::Job>,
+        )>,
     ) -> Rc<Shard> {
         let doorbell = inbox.take_doorbell();
         let config = &shared.config;
@@ -110,6 +115,10 @@ impl Shard {
             next_link: 0,
             gates: Default::default(),
             tls: tls.map(crate::transport::tls::ShardTls::new),
+            passwords: auth.as_ref().map(|(p, _)| p.clone()),
+            auth_jobs: auth.map(|(_, jobs)| jobs),
+            auth_cache: Default::default(),
+            resumed: Vec::new(),
             // Bursts of 10 ms of work: a backlog drains in small steps
             // between reads, never in one long freeze.
             timer_bucket: ratelimit::TokenBucket::new(

@@ -46,6 +46,11 @@ pub(crate) enum Msg {
     },
     /// New TLS material (SIGHUP): handshakes from now on use it.
     TlsReload(Arc<TlsMaterial>),
+    /// A new password file (SIGHUP): CONNECTs from now on are checked
+    /// against it; the cache of successful checks is emptied.
+    Passwords(Arc<ringmq_auth::password::PasswordFile>),
+    /// A verifier thread's verdict on a parked CONNECT.
+    AuthDone(Box<crate::auth::Done>),
     /// Stop accepting, disconnect every client, stop the shard.
     Shutdown,
 }

@@ -153,11 +153,12 @@ pub(crate) enum Gate {
     PendingConnects,
     WillRate,
     TlsHandshakes,
+    AuthQueue,
 }
 
 /// One [`LogGate`] per [`Gate`].
 #[derive(Debug, Default)]
-pub(crate) struct Gates([LogGate; 12]);
+pub(crate) struct Gates([LogGate; 13]);
 
 impl Gates {
     /// See [`LogGate::check`].

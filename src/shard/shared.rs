@@ -26,6 +26,9 @@ pub(crate) struct Shared {
     /// TLS reloads done and failed (written by the broker handle).
     pub(crate) tls_reloads: AtomicU64,
     pub(crate) tls_reload_failures: AtomicU64,
+    /// Password file reloads done and failed.
+    pub(crate) password_reloads: AtomicU64,
+    pub(crate) password_reload_failures: AtomicU64,
 }
 
 /// Open connections per IP address over all shards, in a fixed table of

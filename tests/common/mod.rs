@@ -208,6 +208,8 @@ pub struct ConnectOpts {
     pub extra_props: Vec<u8>,
     /// The will, if any.
     pub will: Option<WillOpts>,
+    /// User name and password, if any.
+    pub login: Option<(String, Option<Vec<u8>>)>,
 }
 
 impl ConnectOpts {
@@ -221,6 +223,7 @@ impl ConnectOpts {
             session_expiry: None,
             extra_props: Vec::new(),
             will: None,
+            login: None,
         }
     }
 
@@ -256,6 +259,12 @@ impl ConnectOpts {
         self
     }
 
+    /// Sets the user name and (optionally) the password.
+    pub fn login(mut self, user: &str, password: Option<&[u8]>) -> ConnectOpts {
+        self.login = Some((user.to_string(), password.map(<[u8]>::to_vec)));
+        self
+    }
+
     /// Whether this speaks MQTT 5.
     pub fn is_v5(&self) -> bool {
         self.level == V5
@@ -275,6 +284,12 @@ impl ConnectOpts {
             flags |= 0x04 | (w.qos << 3);
             if w.retain {
                 flags |= 0x20;
+            }
+        }
+        if let Some((_, password)) = &self.login {
+            flags |= 0x80;
+            if password.is_some() {
+                flags |= 0x40;
             }
         }
         body.push(flags);
@@ -303,6 +318,12 @@ impl ConnectOpts {
             }
             put_bin(&mut body, w.topic.as_bytes());
             put_bin(&mut body, &w.payload);
+        }
+        if let Some((user, password)) = &self.login {
+            put_bin(&mut body, user.as_bytes());
+            if let Some(password) = password {
+                put_bin(&mut body, password);
+            }
         }
         packet(0x10, &body)
     }

@@ -1,0 +1,216 @@
+//! Black-box tests of authentication with `--password-file`: the exact
+//! CONNACK codes in v3 and v5, anonymous clients, the per-shard cache of
+//! successful checks, reload, and that slow hash checks run off the shard
+//! (other clients are served meanwhile).
+
+mod common;
+
+use std::num::NonZeroU32;
+use std::time::Instant;
+
+use common::*;
+use ringmq_auth::password::{Hash, PasswordFile};
+
+/// A password file in a fresh temporary directory (removed on drop).
+struct Passwords {
+    dir: std::path::PathBuf,
+    path: String,
+}
+
+impl Passwords {
+    fn new(users: &[(&str, &[u8])], iterations: u32) -> Passwords {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ringmq-auth-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("passwd").to_string_lossy().into_owned();
+        let p = Passwords { dir, path };
+        p.write(users, iterations);
+        p
+    }
+
+    fn write(&self, users: &[(&str, &[u8])], iterations: u32) {
+        let mut file = PasswordFile::new();
+        for (i, (user, password)) in users.iter().enumerate() {
+            let salt = [i as u8 + 1; 12];
+            let iterations = NonZeroU32::new(iterations).unwrap();
+            file.set(user, Hash::pbkdf2_sha512(password, salt, iterations))
+                .unwrap();
+        }
+        std::fs::write(&self.path, file.to_text()).unwrap();
+    }
+}
+
+impl Drop for Passwords {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The CONNACK code a CONNECT of `opts` gets.
+fn connack_code(broker: &Broker, opts: &ConnectOpts) -> u8 {
+    let mut c = RawClient::open(broker.local_addr());
+    c.v5 = opts.is_v5();
+    c.send(&opts.encode()).unwrap();
+    c.expect_packet(PROMPT, "CONNACK")
+        .connack(opts.is_v5())
+        .code
+}
+
+#[test]
+fn right_and_wrong_passwords_get_the_exact_codes_in_v3_and_v5() {
+    let pw = Passwords::new(
+        &[("alice", b"secret"), ("bob builder", b"can we fix it")],
+        101,
+    );
+    let broker = start(&["--password-file", &pw.path]);
+    let ok = |v5: bool, id: &str, user: &str, password: Option<&[u8]>| {
+        let opts = if v5 {
+            ConnectOpts::v5(id)
+        } else {
+            ConnectOpts::v3(id)
+        };
+        connack_code(&broker, &opts.login(user, password))
+    };
+    for v5 in [false, true] {
+        let (bad, _) = if v5 { (0x86, 0x87) } else { (0x04, 0x05) };
+        assert_eq!(ok(v5, "a1", "alice", Some(b"secret")), 0, "v5={v5}");
+        assert_eq!(ok(v5, "b1", "bob builder", Some(b"can we fix it")), 0);
+        assert_eq!(
+            ok(v5, "a2", "alice", Some(b"Secret")),
+            bad,
+            "wrong password"
+        );
+        assert_eq!(ok(v5, "a3", "alice", Some(b"")), bad, "empty password");
+        assert_eq!(ok(v5, "a4", "alice", None), bad, "no password");
+        assert_eq!(
+            ok(v5, "m1", "mallory", Some(b"secret")),
+            bad,
+            "unknown user"
+        );
+    }
+    let stats = wait_stats(&broker, "every check counted", |s| {
+        s.auth_ok == 4 && s.auth_failed == 8
+    });
+    assert_eq!(stats.connects, 4, "{stats:?}");
+}
+
+#[test]
+fn anonymous_is_refused_with_a_password_file_and_allowed_when_asked() {
+    let pw = Passwords::new(&[("alice", b"secret")], 101);
+    let broker = start(&["--password-file", &pw.path]);
+    assert_eq!(connack_code(&broker, &ConnectOpts::v5("anon5")), 0x87);
+    assert_eq!(connack_code(&broker, &ConnectOpts::v3("anon3")), 0x05);
+    wait_stats(&broker, "anonymous refusals counted", |s| {
+        s.anonymous_refused == 2
+    });
+
+    let open = start(&["--password-file", &pw.path, "--allow-anonymous", "true"]);
+    assert_eq!(connack_code(&open, &ConnectOpts::v5("anon5")), 0);
+    assert_eq!(connack_code(&open, &ConnectOpts::v3("anon3")), 0);
+    // A named client is still checked.
+    let wrong = ConnectOpts::v3("named").login("alice", Some(b"nope"));
+    assert_eq!(connack_code(&open, &wrong), 0x04);
+}
+
+#[test]
+fn without_a_password_file_anyone_connects() {
+    let broker = start(&[]);
+    let opts = ConnectOpts::v5("free").login("whoever", Some(b"whatever"));
+    assert_eq!(connack_code(&broker, &opts), 0);
+    assert_eq!(connack_code(&broker, &ConnectOpts::v3("anon")), 0);
+    assert_eq!(broker.stats().auth_ok + broker.stats().auth_failed, 0);
+}
+
+#[test]
+fn a_reconnecting_client_is_answered_from_the_cache() {
+    let pw = Passwords::new(&[("alice", b"secret")], 101);
+    let broker = start(&["--password-file", &pw.path]);
+    let opts = ConnectOpts::v5("same-id").login("alice", Some(b"secret"));
+    for _ in 0..3 {
+        assert_eq!(connack_code(&broker, &opts), 0);
+    }
+    // The same client id lands on the same shard: one hash, two hits.
+    let stats = wait_stats(&broker, "three successes", |s| s.auth_ok == 3);
+    assert_eq!(stats.auth_cache_hits, 2, "{stats:?}");
+    // A wrong password is never answered by the cache.
+    let wrong = ConnectOpts::v5("same-id").login("alice", Some(b"secreT"));
+    assert_eq!(connack_code(&broker, &wrong), 0x86);
+
+    let uncached = start(&["--password-file", &pw.path, "--auth-cache-secs", "0"]);
+    for _ in 0..2 {
+        assert_eq!(connack_code(&uncached, &opts), 0);
+    }
+    let stats = wait_stats(&uncached, "two successes", |s| s.auth_ok == 2);
+    assert_eq!(stats.auth_cache_hits, 0, "{stats:?}");
+}
+
+#[test]
+fn reload_switches_to_the_new_file_and_a_bad_file_keeps_the_old() {
+    let pw = Passwords::new(&[("alice", b"old")], 101);
+    let broker = start(&["--password-file", &pw.path]);
+    let old = ConnectOpts::v5("r1").login("alice", Some(b"old"));
+    let new = ConnectOpts::v5("r1").login("alice", Some(b"new"));
+    assert_eq!(connack_code(&broker, &old), 0);
+    assert_eq!(connack_code(&broker, &new), 0x86);
+
+    pw.write(&[("alice", b"new")], 101);
+    broker.reload_passwords().expect("a good file reloads");
+    // The old password was cached: the reload must forget it.
+    assert_eq!(connack_code(&broker, &old), 0x86);
+    assert_eq!(connack_code(&broker, &new), 0);
+
+    std::fs::write(&pw.path, "alice:$7$broken\n").unwrap();
+    let err = broker
+        .reload_passwords()
+        .expect_err("a bad file is refused");
+    assert!(err.contains("line 1"), "the error names the line: {err}");
+    assert_eq!(connack_code(&broker, &new), 0, "the old file stays in use");
+    let stats = broker.stats();
+    assert_eq!(
+        (stats.password_reloads, stats.password_reload_failures),
+        (1, 1),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn slow_hash_checks_do_not_hold_up_other_clients() {
+    // Hashes slow enough that their checks take far longer than a round
+    // trip: with the checks on the shard threads, the ping below would
+    // wait behind them; off the shards, it is answered first.
+    let pw = Passwords::new(&[("slow", b"pw")], 20_000);
+    let broker = start(&["--password-file", &pw.path, "--auth-threads", "1"]);
+    let addr = broker.local_addr();
+    let canary_opts = ConnectOpts::v5("canary").login("slow", Some(b"pw"));
+    let (mut canary, ack) = RawClient::connected(addr, &canary_opts);
+    assert_eq!(ack.code, 0);
+    let mut parked: Vec<RawClient> = (0..6)
+        .map(|i| {
+            let mut c = RawClient::open(addr);
+            c.v5 = true;
+            // Distinct ids and a wrong password: never cached, each one a
+            // full check on the single verifier thread.
+            let opts = ConnectOpts::v5(&format!("storm{i}")).login("slow", Some(b"wrong"));
+            c.send(&opts.encode()).unwrap();
+            c
+        })
+        .collect();
+    let started = Instant::now();
+    canary.ping();
+    let pinged = started.elapsed();
+    let mut last = started.elapsed();
+    for c in &mut parked {
+        let code = c.expect_packet(PROMPT, "CONNACK").connack(true).code;
+        assert_eq!(code, 0x86);
+        last = started.elapsed();
+    }
+    assert!(
+        pinged < last,
+        "the canary's PINGRESP ({pinged:?}) came after every parked CONNACK ({last:?})"
+    );
+    wait_stats(&broker, "six refusals", |s| s.auth_failed == 6);
+}
