@@ -20,6 +20,8 @@ mod shard;
 mod stats;
 mod transport;
 
+/// `ringmq passwd`: create and edit Mosquitto password files (`main.rs` hands it the arguments).
+pub mod passwd;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -9,6 +9,9 @@ use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "passwd") {
+        return ringmq::passwd::main(std::env::args_os().skip(2));
+    }
     let config = Config::parse();
     if let Err(e) = config.validate() {
         eprintln!("ringmq: {e}");
