@@ -166,7 +166,7 @@ mosquitto_version() {
 # users USER0..USER(N-1) with passwords PASS0..: plain user:password lines
 # hashed in place by `mosquitto_passwd -U` (its default, PBKDF2-SHA512),
 # which is much faster than one `mosquitto_passwd -b` per user. Fails
-# unless FILE ends with N hashed lines.
+# unless FILE then holds N hashed lines.
 write_password_file() {
     local file="$1" n="$2" user="$3" pass="$4"
     awk -v n="$n" -v u="$user" -v p="$pass" \
