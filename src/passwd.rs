@@ -570,21 +570,7 @@ extern "C" fn restore_and_reraise(signal: libc::c_int) {
 /// A salt from the kernel's CSPRNG.
 fn random_salt() -> Result<[u8; SALT_LEN], Error> {
     let mut salt = [0u8; SALT_LEN];
-    let mut filled = 0;
-    while filled < SALT_LEN {
-        let rest = &mut salt[filled..];
-        // SAFETY: writes at most `rest.len()` bytes into `rest`.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(Error::Random(e));
-        }
-        // n >= 0 and at most rest.len(), checked above.
-        filled += n as usize;
-    }
+    crate::auth::os_random(&mut salt).map_err(Error::Random)?;
     Ok(salt)
 }
 

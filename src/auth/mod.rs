@@ -94,24 +94,37 @@ pub(crate) fn start(
     Ok((tx, handles))
 }
 
-/// Twelve bytes from the kernel's random source, for cache entries' salts.
-pub(crate) fn random_salt() -> [u8; 12] {
-    let mut salt = [0u8; 12];
+/// Fills `buf` from the kernel's CSPRNG (getrandom, retried when a
+/// signal interrupts it).
+pub(crate) fn os_random(buf: &mut [u8]) -> std::io::Result<()> {
     let mut filled = 0;
-    while filled < salt.len() {
-        // SAFETY: getrandom writes at most the given length into our buffer.
-        let n =
-            unsafe { libc::getrandom(salt[filled..].as_mut_ptr().cast(), salt.len() - filled, 0) };
-        if n <= 0 {
-            // No getrandom (a very old kernel): std's per-process random
-            // hash keys still keep entries apart; the cache is not a store.
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_usize(filled);
-            salt[..8].copy_from_slice(&h.finish().to_le_bytes());
-            return salt;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
         }
         filled += n as usize;
+    }
+    Ok(())
+}
+
+/// Twelve random bytes for a cache entry's salt.
+pub(crate) fn random_salt() -> [u8; 12] {
+    let mut salt = [0u8; 12];
+    if os_random(&mut salt).is_err() {
+        // No getrandom (a very old kernel): std's per-process random hash
+        // keys still keep entries apart; the cache is not a store.
+        use std::hash::{BuildHasher, Hasher};
+        let h = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        salt[..8].copy_from_slice(&h.to_le_bytes());
     }
     salt
 }
