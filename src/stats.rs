@@ -6,11 +6,16 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident,)*) => {
-        /// Broker counters summed over every shard.
+    (
+        broker: { $($(#[$bdoc:meta])* $bname:ident,)* }
+        $($(#[$doc:meta])* $name:ident,)*
+    ) => {
+        /// Broker counters summed over every shard (and the few the broker
+        /// handle keeps itself, listed under `broker:`).
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct Stats {
             $($(#[$doc])* pub $name: u64,)*
+            $($(#[$bdoc])* pub $bname: u64,)*
         }
 
         /// One shard's counters.
@@ -28,6 +33,16 @@ macro_rules! counters {
 }
 
 counters! {
+    broker: {
+        /// TLS material reloaded (SIGHUP).
+        tls_reloads,
+        /// TLS reloads that failed (the old material stayed).
+        tls_reload_failures,
+        /// Password files reloaded (SIGHUP).
+        password_reloads,
+        /// Password file reloads that failed (the old file stayed).
+        password_reload_failures,
+    }
     /// Connections open now (accepted sockets, before and after CONNECT).
     connections,
     /// CONNECTs accepted (CONNACK 0x00 sent).
@@ -116,10 +131,6 @@ counters! {
     /// WebSocket connections closed for a frame that broke the rules (a
     /// text frame, an unmasked or oversize frame).
     ws_protocol_errors,
-    /// TLS material reloaded (SIGHUP).
-    tls_reloads,
-    /// TLS reloads that failed (the old material stayed).
-    tls_reload_failures,
     /// CONNECTs whose user name and password were right (cache hits
     /// included).
     auth_ok,
@@ -131,10 +142,6 @@ counters! {
     anonymous_refused,
     /// CONNECTs refused because too many password checks were queued.
     auth_queue_full,
-    /// Password files reloaded (SIGHUP).
-    password_reloads,
-    /// Password file reloads that failed (the old file stayed).
-    password_reload_failures,
 }
 
 impl ShardStats {
