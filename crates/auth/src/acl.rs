@@ -42,8 +42,12 @@
 //! - Subscribe takes a filter (a `$share/{group}/` prefix is removed
 //!   first). It is allowed when one readable rule covers it, i.e. matches
 //!   every topic the filter can match (`a/#` covers `a/b`, `a/+`, `a/#`,
-//!   but not `#` or `+/b`), and no deny rule overlaps it. So a granted
-//!   subscription never delivers a topic that [`Access::Read`] refuses.
+//!   but not `#` or `+/b`), and no deny rule covers it. When a deny rule
+//!   only overlaps it (`#` with `deny secret/#`), it is allowed as
+//!   [`SubscribeGrant::Filtered`]: the caller checks [`Access::Read`] for
+//!   each delivery. A [`SubscribeGrant::Granted`] subscription never
+//!   matches a topic that [`Access::Read`] refuses, so its deliveries need
+//!   no check.
 //! - `$` topics: `+` and `#` at the first level never match a level
 //!   starting with `$` (MQTT-4.7.2-1), so rule `#` grants no `$SYS/...`;
 //!   an allow pattern whose first level is `%c` or `%u` does not match `$`
@@ -57,9 +61,10 @@
 //! # Where this differs from Mosquitto
 //!
 //! - Mosquitto 2.x's default plugin accepts every SUBSCRIBE and filters at
-//!   delivery; here a subscription must be covered by one rule (a union of
-//!   rules does not count) and touch no deny rule. Deny rules still apply
-//!   to [`Access::Read`] for callers that check at delivery.
+//!   delivery; here a subscription must be covered by one readable rule
+//!   (a union of rules does not count), so a client learns at SUBACK that
+//!   a filter is out of bounds. Deny rules are applied at delivery, as
+//!   in Mosquitto, for the subscriptions they overlap.
 //! - Mosquitto checks the user section (denies, then allows) before the
 //!   patterns, so a user-section allow beats a pattern deny; here every
 //!   deny wins.
@@ -94,6 +99,18 @@ pub enum Access {
     Write,
     /// Subscribe to a topic filter.
     Subscribe,
+}
+
+/// What [`Acl::subscribe`] grants one filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubscribeGrant {
+    /// Not allowed: SUBACK 0x87 (v5) / 0x80 (v3).
+    Refused,
+    /// Allowed, and every topic the filter matches may be read.
+    Granted,
+    /// Allowed, but a deny rule overlaps it: check each delivery's topic
+    /// with [`Access::Read`].
+    Filtered,
 }
 
 /// The client a decision is for.
@@ -402,17 +419,41 @@ impl Acl {
                 }
                 self.decide(who, access, topic, matches, matches)
             }
-            Access::Subscribe => {
-                let filter = match parse_shared(topic) {
-                    Ok(Some(shared)) => shared.filter,
-                    Ok(None) => topic,
-                    Err(_) => return false,
-                };
-                if validate_topic_filter(filter).is_err() {
-                    return false;
-                }
-                self.decide(who, access, filter, covers, overlaps)
-            }
+            Access::Subscribe => self.subscribe(who, topic.as_bytes()) != SubscribeGrant::Refused,
+        }
+    }
+
+    /// What a SUBSCRIBE to `filter` is granted (a `$share/{group}/` prefix
+    /// is removed first):
+    /// - [`SubscribeGrant::Refused`] unless one readable rule covers the
+    ///   filter, or when a deny rule covers it (nothing could be delivered);
+    /// - [`SubscribeGrant::Filtered`] when a deny rule overlaps it: some
+    ///   topics it matches may not be read, so each delivery must be
+    ///   checked with [`Access::Read`] (Mosquitto filters every delivery);
+    /// - [`SubscribeGrant::Granted`] otherwise: every topic the filter
+    ///   matches is readable, so deliveries need no check.
+    pub fn subscribe(&self, who: &Who<'_>, filter: &[u8]) -> SubscribeGrant {
+        if self.allow_all {
+            return SubscribeGrant::Granted;
+        }
+        let Ok(text) = std::str::from_utf8(filter) else {
+            return SubscribeGrant::Refused;
+        };
+        let filter = match parse_shared(text) {
+            Ok(Some(shared)) => shared.filter,
+            Ok(None) => text,
+            Err(_) => return SubscribeGrant::Refused,
+        };
+        if validate_topic_filter(filter).is_err() {
+            return SubscribeGrant::Refused;
+        }
+        let access = Access::Subscribe;
+        if !self.decide(who, access, filter, covers, covers) {
+            SubscribeGrant::Refused
+        } else if self.decide(who, access, filter, covers, overlaps) {
+            SubscribeGrant::Granted
+        } else {
+            SubscribeGrant::Filtered
         }
     }
 
@@ -547,8 +588,8 @@ pub(super) mod tests {
                 (Read, "rw/x", true),
                 (Write, "rw/x", true),
                 (Sub, "rw/x", true),
-                // Overlaps the deny rule `rw/secret`.
-                (Sub, "rw/+", false),
+                // Overlaps the deny rule `rw/secret`: allowed, filtered.
+                (Sub, "rw/+", true),
                 (Read, "d/x", true),
                 (Write, "d/x", true),
                 (Read, "rw/secret", false),
@@ -704,6 +745,34 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_deny_rule_overlapping_a_filter_makes_it_filtered_one_covering_it_refuses() {
+        use SubscribeGrant::{Filtered, Granted, Refused};
+        let a = acl("topic read #\ntopic deny secret/#\ntopic deny a/b\n");
+        let who = anon("c");
+        for (filter, want) in [
+            ("#", Filtered),
+            ("+/x", Filtered),
+            ("a/+", Filtered),
+            ("a/c", Granted),
+            ("public/#", Granted),
+            ("secret/#", Refused),
+            ("secret/x", Refused),
+            ("a/b", Refused),
+            ("$share/g/#", Filtered),
+            ("$share/g/secret/+", Refused),
+        ] {
+            assert_eq!(a.subscribe(&who, filter.as_bytes()), want, "{filter}");
+        }
+        assert_eq!(Acl::allow_all().subscribe(&who, b"#"), Granted);
+        // A deny pattern whose value cannot be substituted denies all.
+        let p = acl("topic read #\npattern deny x/%c\n");
+        assert_eq!(p.subscribe(&anon("a+b"), b"public"), Refused);
+        assert_eq!(p.subscribe(&anon("ab"), b"#"), Filtered);
+        assert_eq!(p.subscribe(&anon("ab"), b"x/ab"), Refused);
+        assert_eq!(p.subscribe(&anon("ab"), b"x/cd"), Granted);
+    }
+
+    #[test]
     fn subscribe_filter_must_lie_within_a_readable_rule() {
         let a = acl("topic read a/#\ntopic read +/b\ntopic write w/#\n");
         expect(
@@ -756,14 +825,15 @@ pub(super) mod tests {
                 (Read, "secret/x", false),
                 (Write, "secret", false),
                 (Sub, "secret/+", false),
-                // A subscription that overlaps a deny rule could deliver it.
-                (Sub, "#", false),
-                (Sub, "+/x", false),
+                // Overlapping a deny rule: allowed, deliveries filtered.
+                (Sub, "#", true),
+                (Sub, "+/x", true),
                 (Sub, "open/#", true),
                 // A pattern deny beats the user's `#` and the allow pattern.
                 (Write, "clients/dev1/locked", false),
                 (Write, "clients/dev1/other", true),
-                (Sub, "clients/dev1/#", false),
+                (Sub, "clients/dev1/#", true),
+                (Sub, "clients/dev1/locked", false),
             ],
         );
         expect(
@@ -962,8 +1032,8 @@ pub(super) mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
-        /// A granted subscription never covers a topic that read refuses,
-        /// so the broker need not check each delivery.
+        /// A subscription granted unfiltered never matches a topic that
+        /// read refuses, so the broker need not check its deliveries.
         #[test]
         fn subscribe_is_sound(
             text in file(),
@@ -973,7 +1043,7 @@ pub(super) mod tests {
         ) {
             let acl = Acl::parse(&text).expect("generated lines are valid");
             let who = Who { client_id: client.as_bytes(), username: name.map(str::as_bytes) };
-            if acl.check(&who, Access::Subscribe, filter.as_bytes()) {
+            if acl.subscribe(&who, filter.as_bytes()) == SubscribeGrant::Granted {
                 for t in all_topics(&["a", "b", "$x", "", "c1", "u1", "z"], 4) {
                     if matches(&filter, &t) && validate_topic_name(&t).is_ok() {
                         prop_assert!(
