@@ -86,6 +86,25 @@ pub struct Config {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub auth_cache_secs: u64,
 
+    /// ACL file in Mosquitto's acl_file format (`topic`, `user`, `pattern`
+    /// lines with `%c`/`%u`): who may publish, subscribe and read what.
+    /// Refusals get SUBACK 0x87 (v3 0x80) and PUBACK/PUBREC 0x87 (v5).
+    /// Without it everything is allowed. Reloaded on SIGHUP.
+    #[arg(long, value_name = "PATH")]
+    pub acl_file: Option<PathBuf>,
+
+    /// Client ids a client with a username may use: a glob where `%u` is
+    /// the username and `*` any run of characters, e.g. `%u-*`
+    /// (repeatable: any one may match). Others get CONNACK 0x85 (v3 0x02).
+    #[arg(long = "client-id-pattern", value_name = "GLOB")]
+    pub client_id_patterns: Vec<String>,
+
+    /// Refuse (CONNACK 0x87, v3 0x05) a CONNECT whose client id has a
+    /// session (connected or stored) made under another username, so one
+    /// user cannot take over or resume another's session.
+    #[arg(long)]
+    pub takeover_same_user_only: bool,
+
     /// Number of shards (one pinned glommio executor each). Default: one per
     /// CPU this process may run on (its affinity mask). At most 64.
     #[arg(long, value_name = "N")]
@@ -394,6 +413,11 @@ impl Config {
                 "allow-anonymous",
                 "false needs --password-file (or --use-identity-as-username): no client could connect".into(),
             );
+        }
+        for pattern in &self.client_id_patterns {
+            if let Err(e) = ringmq_auth::client_id::ClientIdPattern::parse(pattern) {
+                return bad("client-id-pattern", format!("{pattern:?}: {e}"));
+            }
         }
         if !(1..=64).contains(&self.auth_threads) {
             return bad(

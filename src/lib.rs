@@ -86,6 +86,8 @@ pub enum StartError {
     Tls(String),
     /// The password file could not be read or parsed.
     Auth(String),
+    /// The ACL file could not be read or parsed.
+    Acl(String),
 }
 
 impl fmt::Display for StartError {
@@ -120,6 +122,7 @@ impl fmt::Display for StartError {
             StartError::Listen(e) => write!(f, "cannot listen: {e}"),
             StartError::Tls(e) => write!(f, "cannot load TLS material: {e}"),
             StartError::Auth(e) => write!(f, "cannot load the password file: {e}"),
+            StartError::Acl(e) => write!(f, "cannot load the ACL file: {e}"),
         }
     }
 }
@@ -190,6 +193,7 @@ impl Broker {
             .map_err(StartError::Tls)?
             .map(Arc::new);
         let passwords = auth::load(&config).map_err(StartError::Auth)?;
+        let acl = auth::load_acl(&config).map_err(StartError::Acl)?;
         let (mesh, inboxes) = Mesh::<Msg>::new(shards, config.inbox_capacity)
             .map_err(|e| StartError::Executor(format!("cannot create the shard mesh: {e}")))?;
         let shared = Arc::new(Shared {
@@ -205,6 +209,8 @@ impl Broker {
             tls_reload_failures: AtomicU64::new(0),
             password_reloads: AtomicU64::new(0),
             password_reload_failures: AtomicU64::new(0),
+            acl_reloads: AtomicU64::new(0),
+            acl_reload_failures: AtomicU64::new(0),
             config,
         });
         // Hash checks run on threads of their own; each shard holds a
@@ -235,6 +241,7 @@ impl Broker {
             let security = Security {
                 tls: tls.clone(),
                 auth: passwords.clone().zip(auth_jobs.clone()),
+                acl: acl.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("ringmq-shard-{id}"))
@@ -325,6 +332,8 @@ impl Broker {
         total.password_reloads = self.shared.password_reloads.load(Ordering::Relaxed);
         total.password_reload_failures =
             self.shared.password_reload_failures.load(Ordering::Relaxed);
+        total.acl_reloads = self.shared.acl_reloads.load(Ordering::Relaxed);
+        total.acl_reload_failures = self.shared.acl_reload_failures.load(Ordering::Relaxed);
         total
     }
 
@@ -340,6 +349,11 @@ impl Broker {
         }
         if self.shared.config.password_file.is_some() {
             if let Err(e) = self.reload_passwords() {
+                errors.push(e);
+            }
+        }
+        if self.shared.config.acl_file.is_some() {
+            if let Err(e) = self.reload_acl() {
                 errors.push(e);
             }
         }
@@ -372,6 +386,30 @@ impl Broker {
         }
         self.shared.password_reloads.fetch_add(1, Ordering::Relaxed);
         info!(users = file.len(), "password file reloaded");
+        Ok(())
+    }
+
+    /// Reads --acl-file again: every shard decides each session's
+    /// subscriptions again under the new rules (removing the ones no
+    /// longer allowed) and forgets its cached decisions. A file that does
+    /// not parse keeps the old rules; the error names the line.
+    pub fn reload_acl(&self) -> Result<(), String> {
+        let acl = match auth::load_acl(&self.shared.config) {
+            Ok(Some(acl)) => acl,
+            Ok(None) => return Err("no --acl-file is configured".into()),
+            Err(e) => {
+                self.shared
+                    .acl_reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "ACL file reload failed: the old rules stay in use");
+                return Err(e);
+            }
+        };
+        for id in 0..self.shared.shards {
+            self.shared.mesh.send_external(id, Msg::Acl(acl.clone()));
+        }
+        self.shared.acl_reloads.fetch_add(1, Ordering::Relaxed);
+        info!("ACL file reloaded");
         Ok(())
     }
 
@@ -439,6 +477,8 @@ struct Security {
         Arc<ringmq_auth::password::PasswordFile>,
         crossbeam_channel::Sender<auth::Job>,
     )>,
+    /// The ACL file's rules (`None`: everything allowed).
+    acl: Option<Arc<ringmq_auth::acl::Acl>>,
 }
 
 /// One shard thread's life: build its pinned executor, bind, serve.
@@ -475,7 +515,14 @@ fn run_shard(
                 return;
             }
         };
-        let shard = Shard::new(id, shared, inbox, security.tls.as_deref(), security.auth);
+        let shard = Shard::new(
+            id,
+            shared,
+            inbox,
+            security.tls.as_deref(),
+            security.auth,
+            security.acl,
+        );
         match shard::listen::serve(&shard, &urls) {
             Ok(bound) => {
                 let _ = ready_tx.send(Ok(bound));

@@ -42,6 +42,10 @@ counters! {
         password_reloads,
         /// Password file reloads that failed (the old file stayed).
         password_reload_failures,
+        /// ACL files reloaded (SIGHUP).
+        acl_reloads,
+        /// ACL file reloads that failed (the old rules stayed).
+        acl_reload_failures,
     }
     /// Connections open now (accepted sockets, before and after CONNECT).
     connections,
@@ -142,6 +146,22 @@ counters! {
     anonymous_refused,
     /// CONNECTs refused because too many password checks were queued.
     auth_queue_full,
+    /// PUBLISHes the ACL refused (not routed, not retained).
+    acl_publish_denied,
+    /// SUBSCRIBE filters the ACL refused (SUBACK 0x87 / 0x80).
+    acl_subscribe_denied,
+    /// Deliveries not made because a deny rule covers the topic (on a
+    /// subscription that rule overlaps, retained messages included).
+    acl_read_denied,
+    /// CONNECTs refused because the ACL does not allow their will.
+    acl_will_refused,
+    /// Subscriptions removed because the ACL no longer allows them (a
+    /// reload, or a session resumed under another username).
+    acl_subscriptions_revoked,
+    /// CONNECTs refused by --client-id-pattern.
+    client_id_refused,
+    /// CONNECTs refused by --takeover-same-user-only.
+    takeovers_refused_user,
 }
 
 impl ShardStats {

@@ -214,3 +214,68 @@ fn slow_hash_checks_do_not_hold_up_other_clients() {
     );
     wait_stats(&broker, "six refusals", |s| s.auth_failed == 6);
 }
+
+#[test]
+fn a_connect_storm_with_authentication_does_not_stall_a_canary() {
+    // 64 users, each with a hash of its own (no cache can help), all
+    // connecting at once onto one verifier thread. A canary connected
+    // before the storm keeps doing round trips (PINGREQ, and a publish to
+    // itself); it must complete many of them while the storm's checks
+    // are still being worked through.
+    const STORM: usize = 32;
+    let users: Vec<(String, Vec<u8>)> = (0..STORM)
+        .map(|i| (format!("dev{i}"), format!("pw{i}").into_bytes()))
+        .chain([("canary".to_owned(), b"canary".to_vec())])
+        .collect();
+    let refs: Vec<(&str, &[u8])> = users
+        .iter()
+        .map(|(u, p)| (u.as_str(), p.as_slice()))
+        .collect();
+    let pw = Passwords::new(&refs, 2_000);
+    let broker = start(&["--password-file", &pw.path, "--auth-threads", "1"]);
+    let addr = broker.local_addr();
+    let canary_opts = ConnectOpts::v5("canary").login("canary", Some(b"canary"));
+    let (mut canary, ack) = RawClient::connected(addr, &canary_opts);
+    assert_eq!(ack.code, 0);
+    canary
+        .send(&subscribe_packet(1, &[("canary/echo", 0)], true))
+        .unwrap();
+    canary.expect_packet(PROMPT, "SUBACK");
+
+    let mut storm: Vec<RawClient> = users[..STORM]
+        .iter()
+        .map(|(user, password)| {
+            let mut c = RawClient::open(addr);
+            c.v5 = true;
+            let opts = ConnectOpts::v5(user).login(user, Some(password));
+            c.send(&opts.encode()).unwrap();
+            c
+        })
+        .collect();
+    let mut round_trips = 0;
+    let mut during_storm = 0;
+    while round_trips < 200 {
+        canary.ping();
+        canary
+            .send(&publish_packet("canary/echo", b"x", 0, 0, false, true))
+            .unwrap();
+        let echo = canary.expect_packet(PROMPT, "the canary's echo");
+        assert_eq!(echo.publish(true).topic, "canary/echo");
+        round_trips += 1;
+        if broker.stats().auth_ok < STORM as u64 + 1 {
+            during_storm += 1;
+        }
+    }
+    for c in &mut storm {
+        let code = c.expect_packet(PROMPT, "CONNACK").connack(true).code;
+        assert_eq!(code, 0);
+    }
+    assert!(
+        during_storm >= 20,
+        "only {during_storm} of the canary's round trips completed while the storm's \
+         checks were pending"
+    );
+    wait_stats(&broker, "every check done", |s| {
+        s.auth_ok == STORM as u64 + 1 && s.auth_cache_hits == 0
+    });
+}

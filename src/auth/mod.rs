@@ -42,6 +42,20 @@ pub(crate) fn load(config: &crate::config::Config) -> Result<Option<Arc<Password
     Ok(Some(Arc::new(file)))
 }
 
+/// Reads and parses `--acl-file` (`None` without the flag). The error
+/// names the file and the line.
+pub(crate) fn load_acl(
+    config: &crate::config::Config,
+) -> Result<Option<Arc<ringmq_auth::acl::Acl>>, String> {
+    let Some(path) = &config.acl_file else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path).map_err(|e| format!("--acl-file {}: {e}", path.display()))?;
+    let acl = ringmq_auth::acl::Acl::parse_bytes(&bytes)
+        .map_err(|e| format!("--acl-file {}: {e}", path.display()))?;
+    Ok(Some(Arc::new(acl)))
+}
+
 /// One hash to check, for the CONNECT of `link` on `shard`.
 pub(crate) struct Job {
     pub(crate) shard: usize,

@@ -216,6 +216,8 @@ impl Core {
                     debug!(%violation, "protocol violation");
                 }
                 Action::LimitHit(limit) => self.limit_hit(limit),
+                Action::Denied(access) => self.acl_denied(sid, access),
+                Action::Revoked => ShardStats::inc(&self.stats.acl_subscriptions_revoked),
                 Action::Close(cause) => {
                     if cause == CloseCause::KeepAliveTimeout {
                         ShardStats::inc(&self.stats.keepalive_expired);
@@ -250,6 +252,35 @@ impl Core {
         ShardStats::inc(counter);
         if let Some(unlogged) = self.gates.check(limit.into(), self.now) {
             warn!(shard = self.id.0, unlogged, "limit reached: {limit}");
+        }
+    }
+
+    /// The ACL refused `access` to session `sid`: counted; logged at most
+    /// once per second per shard (a device retrying a forbidden topic
+    /// must not flood the log).
+    fn acl_denied(&mut self, sid: Option<SessionId>, access: ringmq_auth::acl::Access) {
+        use ringmq_auth::acl::Access;
+        let counter = match access {
+            Access::Write => &self.stats.acl_publish_denied,
+            Access::Subscribe => &self.stats.acl_subscribe_denied,
+            Access::Read => &self.stats.acl_read_denied,
+        };
+        ShardStats::inc(counter);
+        // A read denial is the broker filtering, not the client asking.
+        if access == Access::Read {
+            return;
+        }
+        if let Some(unlogged) = self.gates.check(Gate::Acl, self.now) {
+            let client_id = sid
+                .and_then(|s| self.table.get_mut(s))
+                .map(|e| e.session.client_id().clone());
+            tracing::info!(
+                shard = self.id.0,
+                client_id = ?client_id,
+                ?access,
+                unlogged,
+                "ACL denied"
+            );
         }
     }
 

@@ -9,13 +9,14 @@
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ringmq_codec::{Connect, DecodeError, Packet, ProtocolVersion, ReasonCode};
 use ringmq_route::{owner_shard, ShardId};
 use ringmq_session::{
-    keepalive_timeout_ms, negotiate, refuse_connect, Action, CloseCause, Session, SessionId, Tick,
-    Timer, V3_UNACCEPTABLE_PROTOCOL,
+    authorize, keepalive_timeout_ms, negotiate, refuse_connect, Action, CloseCause, Denial,
+    Session, SessionId, Tick, Timer, V3_UNACCEPTABLE_PROTOCOL,
 };
 use tracing::{debug, warn};
 
@@ -225,11 +226,34 @@ impl Core {
             None => Bytes::copy_from_slice(&connect.client_id),
         };
         tracing::Span::current().record("client_id", tracing::field::debug(&client_id));
+        if let Err(denial) = authorize(&connect, &client_id, assigned.is_some(), &self.policy) {
+            let counter = match denial {
+                Denial::ClientId => &self.stats.client_id_refused,
+                _ => &self.stats.acl_will_refused,
+            };
+            ShardStats::inc(counter);
+            let refusal = denial.refusal(v5);
+            self.refuse(link, refusal.code, refusal.why);
+            return Connected::Done;
+        }
 
         let mut out = std::mem::take(&mut self.outbox);
         let mut taken_over = None;
         let sid = match self.table.find(&client_id) {
             Some(sid) => {
+                let owner_ok = self.table.get(sid).is_none_or(|e| {
+                    e.session
+                        .may_take_over(connect.username.as_deref(), &self.policy)
+                });
+                if !owner_ok {
+                    // Before the fight count: a refused stranger does not
+                    // count against the owner.
+                    ShardStats::inc(&self.stats.takeovers_refused_user);
+                    let refusal = Denial::Takeover.refusal(v5);
+                    self.outbox = out;
+                    self.refuse(link, refusal.code, refusal.why);
+                    return Connected::Done;
+                }
                 let old = self
                     .table
                     .link_of(sid)
@@ -709,6 +733,7 @@ impl Core {
                     self.passwords = Some(file);
                     self.auth_cache.clear();
                 }
+                Msg::Acl(acl) => self.reauthorize_all(acl),
                 Msg::AuthDone(done) => self.auth_done(*done),
                 Msg::Shutdown => self.begin_shutdown(),
             }
@@ -717,6 +742,28 @@ impl Core {
         for (filter, reply_to, session) in queries {
             self.answer_retained_query(filter, reply_to, session);
         }
+    }
+
+    /// A reloaded ACL: every session is decided again under it (its
+    /// cached decisions forgotten, subscriptions no longer allowed
+    /// removed, a will no longer writable dropped). A reload is rare; this
+    /// walks the whole table once.
+    fn reauthorize_all(&mut self, acl: Arc<ringmq_auth::acl::Acl>) {
+        self.policy.acl = Some(acl);
+        let sessions: Vec<SessionId> = self.table.ids().collect();
+        let mut out = std::mem::take(&mut self.outbox);
+        for sid in sessions {
+            let link = self
+                .table
+                .link_of(sid)
+                .and_then(|l| self.links.get(&l))
+                .cloned();
+            if let Some(entry) = self.table.get_mut(sid) {
+                entry.session.reauthorize(&self.policy, &mut out);
+            }
+            self.apply(Some(sid), link.as_ref(), &mut out);
+        }
+        self.outbox = out;
     }
 
     /// Stops accepting and sends every client away (v5: DISCONNECT 0x8B).

@@ -69,6 +69,7 @@ impl Shard {
             Arc<ringmq_auth::password::PasswordFile>,
             crossbeam_channel::Sender<crate::auth::Job>,
         )>,
+        acl: Option<Arc<ringmq_auth::acl::Acl>>,
     ) -> Rc<Shard> {
         let doorbell = inbox.take_doorbell();
         let config = &shared.config;
@@ -90,6 +91,14 @@ impl Shard {
             max_session_expiry_secs: config.max_session_expiry_secs,
             max_topic_aliases_out: config.max_topic_aliases_out,
             max_topic_alias_bytes: config.max_topic_alias_bytes,
+            acl,
+            // Checked by `Config::validate`.
+            client_id_patterns: config
+                .client_id_patterns
+                .iter()
+                .filter_map(|p| ringmq_auth::client_id::ClientIdPattern::parse(p).ok())
+                .collect(),
+            takeover_same_user_only: config.takeover_same_user_only,
         };
         let clock = Clock::new(shared.epoch, config.keepalive_tick_ms);
         let core = Core {

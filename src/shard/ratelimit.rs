@@ -154,11 +154,12 @@ pub(crate) enum Gate {
     WillRate,
     TlsHandshakes,
     AuthQueue,
+    Acl,
 }
 
 /// One [`LogGate`] per [`Gate`].
 #[derive(Debug, Default)]
-pub(crate) struct Gates([LogGate; 13]);
+pub(crate) struct Gates([LogGate; 14]);
 
 impl Gates {
     /// See [`LogGate::check`].

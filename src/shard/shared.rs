@@ -29,6 +29,9 @@ pub(crate) struct Shared {
     /// Password file reloads done and failed.
     pub(crate) password_reloads: AtomicU64,
     pub(crate) password_reload_failures: AtomicU64,
+    /// ACL file reloads done and failed.
+    pub(crate) acl_reloads: AtomicU64,
+    pub(crate) acl_reload_failures: AtomicU64,
 }
 
 /// Open connections per IP address over all shards, in a fixed table of

@@ -220,6 +220,11 @@ impl SessionTable {
             .is_some_and(|e| e.timer_gen[timer.index()] == gen)
     }
 
+    /// Every session's id.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.by_id.iter().map(|(id, _)| *id)
+    }
+
     /// Sessions with a link attached, and their links.
     pub(crate) fn connected(&self) -> impl Iterator<Item = (SessionId, LinkId)> + '_ {
         self.by_id

@@ -3,14 +3,22 @@
 //! Decides the effective keep-alive (v5 Server Keep Alive, `--max-keepalive`
 //! cap), the session expiry, whether an empty client id is acceptable, and
 //! the CONNACK properties that tell a v5 client the truth about the server.
-//! The shard applies the result; nothing here touches the session table.
+//! [`authorize`] applies the identity rules (client-id patterns, the will
+//! against the ACL). The shard applies the result; nothing here touches
+//! the session table.
 
+use std::sync::Arc;
+
+use ringmq_auth::acl::{Access, Acl, Who};
+use ringmq_auth::client_id::ClientIdPattern;
 use ringmq_codec::{Connect, Properties, ProtocolVersion, QoS, ReasonCode};
 
 /// v3 CONNACK return code 0x01: unacceptable protocol version.
 pub const V3_UNACCEPTABLE_PROTOCOL: u8 = 0x01;
 /// v3 CONNACK return code 0x02: identifier rejected.
 pub const V3_IDENTIFIER_REJECTED: u8 = 0x02;
+/// v3 CONNACK return code 0x05: not authorized.
+pub const V3_NOT_AUTHORIZED: u8 = 0x05;
 
 /// The server's side of the negotiation, from the broker's flags.
 #[derive(Clone, Debug)]
@@ -57,6 +65,22 @@ pub struct ServerPolicy {
     /// `--max-topic-alias-bytes`: bytes of topic names the outbound
     /// aliases of one connection may keep.
     pub max_topic_alias_bytes: usize,
+    /// `--acl-file`: who may publish, subscribe and read what (`None`:
+    /// everything is allowed).
+    pub acl: Option<Arc<Acl>>,
+    /// `--client-id-pattern`: the client ids a named client may use, any
+    /// one matching (empty: any id).
+    pub client_id_patterns: Arc<[ClientIdPattern]>,
+    /// `--takeover-same-user-only`: a client id's session may be taken
+    /// over (or resumed) only with the username it was made with.
+    pub takeover_same_user_only: bool,
+}
+
+impl ServerPolicy {
+    /// Do sessions need to keep their identity (username, ACL cache)?
+    pub(crate) fn keeps_identity(&self) -> bool {
+        self.acl.is_some() || self.takeover_same_user_only
+    }
 }
 
 impl Default for ServerPolicy {
@@ -79,8 +103,80 @@ impl Default for ServerPolicy {
             max_session_expiry_secs: u32::MAX,
             max_topic_aliases_out: u16::MAX,
             max_topic_alias_bytes: usize::MAX,
+            acl: None,
+            client_id_patterns: Arc::from(Vec::new()),
+            takeover_same_user_only: false,
         }
     }
+}
+
+/// An identity rule a CONNECT broke ([`authorize`], or a take-over
+/// refused by [`crate::Session::may_take_over`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// The client id matches no `--client-id-pattern` for its username.
+    ClientId,
+    /// The ACL does not let the client publish its will.
+    Will,
+    /// `--takeover-same-user-only`: the id's session is another user's.
+    Takeover,
+}
+
+impl Denial {
+    /// The CONNACK refusal for a client of protocol version `v5` or not:
+    /// 0x85 / 0x02 for a client id, 0x87 / 0x05 otherwise.
+    pub fn refusal(self, v5: bool) -> ConnectRefusal {
+        let (v3, v5code, why) = match self {
+            Denial::ClientId => (
+                V3_IDENTIFIER_REJECTED,
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                "client id not allowed for this user",
+            ),
+            Denial::Will => (
+                V3_NOT_AUTHORIZED,
+                ReasonCode::NOT_AUTHORIZED,
+                "will topic not writable",
+            ),
+            Denial::Takeover => (
+                V3_NOT_AUTHORIZED,
+                ReasonCode::NOT_AUTHORIZED,
+                "client id belongs to another user",
+            ),
+        };
+        ConnectRefusal {
+            code: if v5 { v5code } else { ReasonCode(v3) },
+            why,
+        }
+    }
+}
+
+/// The identity rules of a CONNECT whose client id is `client_id`
+/// (`assigned`: the server picked it): a named client's id must match a
+/// `--client-id-pattern` (an assigned one is exempt), and its will must
+/// be writable.
+pub fn authorize(
+    connect: &Connect,
+    client_id: &[u8],
+    assigned: bool,
+    policy: &ServerPolicy,
+) -> Result<(), Denial> {
+    if let Some(user) = &connect.username {
+        let patterns = &policy.client_id_patterns;
+        if !assigned && !patterns.is_empty() && !patterns.iter().any(|p| p.matches(user, client_id))
+        {
+            return Err(Denial::ClientId);
+        }
+    }
+    if let (Some(acl), Some(will)) = (&policy.acl, &connect.will) {
+        let who = Who {
+            client_id,
+            username: connect.username.as_deref(),
+        };
+        if !acl.check(&who, Access::Write, &will.topic) {
+            return Err(Denial::Will);
+        }
+    }
+    Ok(())
 }
 
 /// What the server grants an accepted CONNECT.

@@ -10,7 +10,8 @@
 //! maps it to a v5 reason code in one place.
 //!
 //! It never reads a socket or a clock and never decides where a message
-//! goes. It depends only on ringmq-codec and ringmq-topic.
+//! goes. It depends only on ringmq-codec, ringmq-topic and ringmq-auth
+//! (the ACL decisions it applies, [`authorize`] for a CONNECT).
 
 #![warn(missing_docs)]
 
@@ -22,13 +23,14 @@ mod keepalive;
 mod limit;
 mod outbound;
 mod outbox;
+mod rights;
 mod session;
 mod violation;
 mod will;
 
 pub use connect::{
-    negotiate, ConnectRefusal, Negotiated, ServerPolicy, V3_IDENTIFIER_REJECTED,
-    V3_UNACCEPTABLE_PROTOCOL,
+    authorize, negotiate, ConnectRefusal, Denial, Negotiated, ServerPolicy, V3_IDENTIFIER_REJECTED,
+    V3_NOT_AUTHORIZED, V3_UNACCEPTABLE_PROTOCOL,
 };
 pub use ids::{SessionId, Tick};
 pub use inbound::{Inbound, InboundAction};

@@ -13,6 +13,8 @@ use ringmq_codec::{
     Packet, PacketType, Properties, PubAck, PubComp, PubRec, PubRel, Publish, ReasonCode, Will,
 };
 
+use ringmq_auth::acl::Access;
+
 use crate::{CloseCause, Limit, Subscription, Tick, Violation};
 
 /// The session's timers; the shard keeps at most one wheel entry per kind.
@@ -128,6 +130,13 @@ pub enum Action {
     Violation(Violation),
     /// The client ran into a server limit (count it, log it rate-limited).
     LimitHit(Limit),
+    /// The ACL refused this access (count it): a PUBLISH not routed, a
+    /// SUBSCRIBE filter not granted, a delivery not made.
+    Denied(Access),
+    /// A subscription the ACL no longer allows (after a reload, or a
+    /// resume under another username) was removed; its `DropRoute` is
+    /// queued too.
+    Revoked,
     /// Close the attached connection (after what was sent before).
     Close(CloseCause),
     /// The session has ended: forget it (its routes were dropped first).

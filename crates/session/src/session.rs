@@ -27,12 +27,15 @@
 use bytes::Bytes;
 use hashbrown::HashMap;
 use ringmq_codec::{
-    ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
-    SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+    ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, PubAck, PubRec, Publish,
+    QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
 };
+
+use ringmq_auth::acl::{Access, SubscribeGrant};
 
 use crate::aliases::{InAliases, OutAliases};
 use crate::outbox::{Action, Outbox, Timer};
+use crate::rights::Rights;
 use crate::{
     exceeds_levels, keepalive_timeout_ms, will_due_on_close, CloseCause, DropReason, Inbound,
     InboundAction, Limit, Negotiated, Offer, Outbound, OutboundConfig, ServerPolicy, Tick,
@@ -148,6 +151,9 @@ pub struct Session {
     link: Option<Link>,
     /// Has been connected before (a CONNECT with clean start 0 resumes it).
     resumable: bool,
+    /// Username and cached ACL decisions, when the policy needs them
+    /// ([`ServerPolicy::keeps_identity`]).
+    rights: Option<Box<Rights>>,
 }
 
 impl Session {
@@ -165,7 +171,20 @@ impl Session {
             qos: None,
             link: None,
             resumable: false,
+            rights: None,
         }
+    }
+
+    /// The username this session was last connected with, when the policy
+    /// keeps it (`None` also for an anonymous client).
+    pub fn username(&self) -> Option<&Bytes> {
+        self.rights.as_ref().and_then(|r| r.username())
+    }
+
+    /// `--takeover-same-user-only`: may a client named `username` (None:
+    /// anonymous) take this session over or resume it?
+    pub fn may_take_over(&self, username: Option<&[u8]>, policy: &ServerPolicy) -> bool {
+        !policy.takeover_same_user_only || self.username().map(|u| u.as_ref()) == username
     }
 
     /// The client identifier.
@@ -243,6 +262,13 @@ impl Session {
         if connect.clean_start {
             self.clear(out);
         }
+        // The identity is this connection's; what it may do is decided
+        // again (a resumed session may come back under another name).
+        self.rights = policy.keeps_identity().then(|| {
+            let username = connect.username.as_ref().map(owned);
+            Box::new(Rights::new(username))
+        });
+        self.reauthorize_subscriptions(policy, out);
         self.protocol = version;
         self.resumable = true;
         self.will = connect.will.as_ref().map(owned_will);
@@ -390,6 +416,13 @@ impl Session {
         now: Tick,
         out: &mut Outbox,
     ) {
+        if self.rights.as_ref().is_some_and(|r| r.checks_reads())
+            && !self.may_read(&message.topic, policy)
+        {
+            // A filtered subscription matched a topic a deny rule covers.
+            out.push(Action::Denied(Access::Read));
+            return;
+        }
         let connected = self.link.as_ref().is_some_and(|l| !l.closing);
         let v5 = self.protocol == ProtocolVersion::V5;
         if let Some(link) = self.link.as_ref().filter(|_| connected) {
@@ -459,6 +492,66 @@ impl Session {
                 out.push(Action::LimitHit(Limit::QueuedBytes))
             }
             Offer::Queued | Offer::Dropped(_) => {}
+        }
+    }
+
+    /// The ACL changed (`policy.acl` is the new one): cached decisions
+    /// are forgotten, subscriptions it no longer allows are removed
+    /// (`Revoked`), and a will it no longer lets the client publish is
+    /// dropped.
+    pub fn reauthorize(&mut self, policy: &ServerPolicy, out: &mut Outbox) {
+        if let Some(rights) = self.rights.as_deref_mut() {
+            rights.reset();
+        }
+        self.reauthorize_subscriptions(policy, out);
+        if let (Some(acl), Some(rights), Some(will)) = (&policy.acl, &self.rights, &self.will) {
+            if !acl.check(&rights.who(&self.client_id), Access::Write, &will.topic) {
+                self.will = None;
+                self.will_pending = None;
+                out.push(Action::CancelTimer(Timer::WillDelay));
+            }
+        }
+    }
+
+    /// Decides every subscription again with fresh rights: the ones
+    /// refused are dropped, the filtered ones recorded.
+    fn reauthorize_subscriptions(&mut self, policy: &ServerPolicy, out: &mut Outbox) {
+        let (Some(acl), Some(rights)) = (&policy.acl, self.rights.as_deref_mut()) else {
+            return;
+        };
+        let mut revoked = Vec::new();
+        for (filter, _) in self.subscriptions.iter() {
+            match acl.subscribe(&rights.who(&self.client_id), filter) {
+                SubscribeGrant::Refused => revoked.push(filter.clone()),
+                SubscribeGrant::Filtered => rights.set_filtered(filter, true),
+                SubscribeGrant::Granted => {}
+            }
+        }
+        for filter in revoked {
+            if let Some((filter, _)) = self.subscriptions.remove_entry(&filter) {
+                out.push(Action::DropRoute { filter });
+                out.push(Action::Revoked);
+            }
+        }
+    }
+
+    /// May this session read `topic`? Asked only when a subscription of
+    /// it is filtered (a deny rule overlaps it).
+    fn may_read(&mut self, topic: &[u8], policy: &ServerPolicy) -> bool {
+        match (&policy.acl, self.rights.as_deref_mut()) {
+            (Some(acl), Some(rights)) if rights.checks_reads() => {
+                rights.allowed(acl, &self.client_id, Access::Read, topic)
+            }
+            _ => true,
+        }
+    }
+
+    /// May this session publish to `topic`?
+    fn may_write(&mut self, topic: &[u8], policy: &ServerPolicy) -> bool {
+        match (&policy.acl, self.rights.as_deref_mut()) {
+            (Some(acl), Some(rights)) => rights.allowed(acl, &self.client_id, Access::Write, topic),
+            (Some(_), None) => false,
+            _ => true,
         }
     }
 
@@ -661,8 +754,38 @@ impl Session {
         // DUP and the packet id belong to this hop only (MQTT-3.3.1-3).
         publish.dup = false;
         publish.packet_id = 0;
+        let allowed = self.may_write(&publish.topic, policy);
+        if !allowed {
+            out.push(Action::Denied(Access::Write));
+            if v5 && qos != QoS::AtMostOnce {
+                // 0x87 ends the flow: no QoS 2 state is kept (4.3.3).
+                let (packet_id, code, properties) =
+                    (packet_id, ReasonCode::NOT_AUTHORIZED, Properties::default());
+                out.send(if qos == QoS::AtLeastOnce {
+                    Packet::PubAck(PubAck {
+                        packet_id,
+                        code,
+                        properties,
+                    })
+                } else {
+                    Packet::PubRec(PubRec {
+                        packet_id,
+                        code,
+                        properties,
+                    })
+                });
+                return Ok(());
+            }
+            // v3 has no refusal code: acknowledged as usual (below), so the
+            // client does not send it again, and not routed.
+        }
+        let route = |out: &mut Outbox, publish| {
+            if allowed {
+                out.push(Action::Publish(publish));
+            }
+        };
         if qos == QoS::AtMostOnce {
-            out.push(Action::Publish(publish));
+            route(out, publish);
             return Ok(());
         }
         match self
@@ -670,13 +793,13 @@ impl Session {
             .inbound
             .handle_publish(qos, packet_id, dup)
         {
-            InboundAction::Route => out.push(Action::Publish(publish)),
+            InboundAction::Route => route(out, publish),
             InboundAction::RouteAndPubAck(ack) => {
-                out.push(Action::Publish(publish));
+                route(out, publish);
                 out.send(Packet::PubAck(ack));
             }
             InboundAction::RouteAndPubRec(rec) => {
-                out.push(Action::Publish(publish));
+                route(out, publish);
                 out.send(Packet::PubRec(rec));
             }
             // A QoS 2 repeat before PUBREL: answered, not routed again
@@ -749,7 +872,7 @@ impl Session {
                 .zip(&checked)
                 .enumerate()
                 .any(|(n, ((filter, _), check))| {
-                    self.refusal(n, filter, check.is_ok(), policy).is_some()
+                    self.refusal(n, filter, check.is_ok(), policy).is_err()
                 })
         {
             // MQTT 3.1's SUBACK has no failure code: a filter it cannot
@@ -761,14 +884,20 @@ impl Session {
             return Ok(());
         }
         for (n, ((filter, options), check)) in packet.filters.iter().zip(checked).enumerate() {
-            if let Some((code, limit)) = self.refusal(n, filter, check.is_ok(), policy) {
-                if let Some(limit) = limit {
-                    out.push(Action::LimitHit(limit));
+            let acl_grant = match self.refusal(n, filter, check.is_ok(), policy) {
+                Ok(grant) => grant,
+                Err((code, limit)) => {
+                    if let Some(limit) = limit {
+                        out.push(Action::LimitHit(limit));
+                    }
+                    if code == ReasonCode::NOT_AUTHORIZED {
+                        out.push(Action::Denied(Access::Subscribe));
+                    }
+                    // v3 has only the failure code 0x80.
+                    codes.push(if v5 { code } else { ReasonCode(0x80) });
+                    continue;
                 }
-                // v3 has only the failure code 0x80.
-                codes.push(if v5 { code } else { ReasonCode(0x80) });
-                continue;
-            }
+            };
             let grant = Subscription {
                 options: SubscriptionOptions {
                     qos: options.qos.min(policy.max_qos),
@@ -778,6 +907,9 @@ impl Session {
             };
             codes.push(ReasonCode(grant.options.qos as u8));
             let key = Bytes::copy_from_slice(filter);
+            if let Some(rights) = self.rights.as_deref_mut() {
+                rights.set_filtered(&key, acl_grant == SubscribeGrant::Filtered);
+            }
             let is_new = self.subscriptions.insert(key.clone(), grant).is_none();
             out.push(Action::AddRoute {
                 filter: key.clone(),
@@ -800,31 +932,39 @@ impl Session {
         Ok(())
     }
 
-    /// Why filter `n` of a SUBSCRIBE (`valid`: it passed the filter
-    /// rules) cannot be granted: its v5 SUBACK code and the limit it ran
-    /// into, if any. One packet cannot ask for more filters than a session
-    /// may hold: each would query the retained store (a 1 MiB SUBSCRIBE of
-    /// "#" repeated is 200,000 queries).
+    /// What filter `n` of a SUBSCRIBE (`valid`: it passed the filter
+    /// rules) is granted by the ACL, or why it cannot be granted: its v5
+    /// SUBACK code (0x87 for the ACL) and the limit it ran into, if any.
+    /// One packet cannot ask for more filters than a session may hold:
+    /// each would query the retained store (a 1 MiB SUBSCRIBE of "#"
+    /// repeated is 200,000 queries).
     fn refusal(
         &self,
         n: usize,
         filter: &[u8],
         valid: bool,
         policy: &ServerPolicy,
-    ) -> Option<(ReasonCode, Option<Limit>)> {
-        let quota = Some((ReasonCode::QUOTA_EXCEEDED, Some(Limit::Subscriptions)));
+    ) -> Result<SubscribeGrant, (ReasonCode, Option<Limit>)> {
+        let quota = Err((ReasonCode::QUOTA_EXCEEDED, Some(Limit::Subscriptions)));
         if !valid {
-            Some((ReasonCode::TOPIC_FILTER_INVALID, None))
+            return Err((ReasonCode::TOPIC_FILTER_INVALID, None));
         } else if n >= policy.max_subscriptions {
-            quota
+            return quota;
         } else if exceeds_levels(filter, policy.max_topic_levels) {
-            Some((ReasonCode::TOPIC_FILTER_INVALID, Some(Limit::TopicLevels)))
+            return Err((ReasonCode::TOPIC_FILTER_INVALID, Some(Limit::TopicLevels)));
         } else if self.subscriptions.len() >= policy.max_subscriptions
             && self.subscriptions.get(filter).is_none()
         {
-            quota
-        } else {
-            None
+            return quota;
+        }
+        let grant = match (&policy.acl, &self.rights) {
+            (Some(acl), Some(rights)) => acl.subscribe(&rights.who(&self.client_id), filter),
+            (Some(_), None) => SubscribeGrant::Refused,
+            (None, _) => SubscribeGrant::Granted,
+        };
+        match grant {
+            SubscribeGrant::Refused => Err((ReasonCode::NOT_AUTHORIZED, None)),
+            grant => Ok(grant),
         }
     }
 
@@ -842,6 +982,9 @@ impl Session {
                 });
             }
             if let Some((filter, _)) = removed {
+                if let Some(rights) = self.rights.as_deref_mut() {
+                    rights.set_filtered(&filter, false);
+                }
                 out.push(Action::DropRoute { filter });
             }
         }
@@ -928,6 +1071,9 @@ impl Session {
     fn clear(&mut self, out: &mut Outbox) {
         for (filter, _) in self.subscriptions.drain() {
             out.push(Action::DropRoute { filter });
+        }
+        if let Some(rights) = self.rights.as_deref_mut() {
+            rights.reset();
         }
         self.qos = None;
     }

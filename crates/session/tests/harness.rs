@@ -16,6 +16,8 @@
 //! - `harness/limits.rs`: server limits (subscriptions, levels, window,
 //!   queue bytes, outbound aliases, session expiry).
 //! - `harness/props.rs`: property tests against model clients.
+//! - `harness/acl.rs`: the ACL at SUBSCRIBE, PUBLISH and delivery,
+//!   reauthorization, the CONNECT identity rules.
 //!
 //! [`Harness`]: util::Harness
 
@@ -24,6 +26,8 @@ mod client_aliases;
 #[path = "harness/util.rs"]
 mod util;
 
+#[path = "harness/acl.rs"]
+mod acl;
 #[path = "harness/connect.rs"]
 mod connect;
 #[path = "harness/deliver.rs"]

@@ -268,6 +268,17 @@ impl Harness {
         self.link = None;
     }
 
+    /// The ACL was reloaded: `policy.acl` becomes `acl` and the session
+    /// decides again what it may do.
+    pub fn reload_acl(&mut self, acl: &str) {
+        self.policy.acl = Some(std::sync::Arc::new(
+            ringmq_auth::acl::Acl::parse(acl).expect("a valid ACL"),
+        ));
+        self.begin();
+        self.session.reauthorize(&self.policy, &mut self.out);
+        self.absorb();
+    }
+
     /// The broker shuts down.
     pub fn shutdown(&mut self) {
         self.begin();
