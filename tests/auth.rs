@@ -279,3 +279,53 @@ fn a_connect_storm_with_authentication_does_not_stall_a_canary() {
         s.auth_ok == STORM as u64 + 1 && s.auth_cache_hits == 0
     });
 }
+
+#[test]
+fn mosquitto_hashes_and_a_file_from_ringmq_passwd_both_work() {
+    // Lines as mosquitto_passwd 2.0.11 wrote them ($7$ and, with -H
+    // sha512, $6$), one computed with Python's hashlib and one from the
+    // reference argon2 tool (the crate's tests say how each was made).
+    let fixtures = "\
+# written by mosquitto_passwd 2.0.11
+alice smith:$7$101$7aoUxC97msd4JXd9$+CbyhXPaNWCCycIx3dhHD0e4KcQSMRdX+YtNYRgHohEX4JsiKH632F/7oHcC7Pr5bu2Q7LpDFAYKGuC8Z1XwWw==
+bob:$6$kinKeUH44zjejA42$YU5J6J0a8SUATFHMEtN8DZJ/kj9yCJ4VL5UvkJH8DECQA8WKZX/ahuu43a57LJTEgozY/qSiUPAaTphzzSZwFA==
+py:$7$101$AQIDBAUGBwgJCgsM$mIOMyf0G01/LkKvFuu6raA+sJydkdh2qDZD+cyTDcrMk08Rnc3N+vIiTgRJqnolJL9TU+/R/F+mbz31mQG16jg==
+argon:$argon2id$v=19$m=1024,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWYwMTIzNDU2Nzg5YWJjZGVmMDEyMzQ1Njc4OWFiY2RlZg$jD7g/0f4C7xIVTwEX2nAc/ZbMxxAcburWl0JLJUbxG3MekEs50g17OUms4qpKhXNSVv0Y4MWFo/gRdYvDV9FJQ
+";
+    let pw = Passwords::new(&[], 101);
+    std::fs::write(&pw.path, fixtures).unwrap();
+    // And a second file written by the broker's own command.
+    let own = format!("{}.own", pw.path);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["passwd", "-c", "-b", &own, "dave", "from ringmq"])
+        .output()
+        .expect("run ringmq passwd");
+    assert!(out.status.success(), "ringmq passwd: {out:?}");
+
+    let fixture_broker = start(&["--password-file", &pw.path, "--auth-cache-secs", "0"]);
+    let own_broker = start(&["--password-file", &own, "--auth-cache-secs", "0"]);
+    let cases: [(&Broker, &str, &[u8]); 5] = [
+        (&fixture_broker, "alice smith", b"s3cret:pw"),
+        (&fixture_broker, "bob", b"hunter2"),
+        (&fixture_broker, "py", b"correct horse"),
+        (&fixture_broker, "argon", b"correct horse"),
+        (&own_broker, "dave", b"from ringmq"),
+    ];
+    for v5 in [false, true] {
+        let bad = if v5 { 0x86 } else { 0x04 };
+        for (n, (broker, user, password)) in cases.iter().enumerate() {
+            let opts = |id: &str| {
+                if v5 {
+                    ConnectOpts::v5(id)
+                } else {
+                    ConnectOpts::v3(id)
+                }
+            };
+            let id = format!("c{n}");
+            let right = connack_code(broker, &opts(&id).login(user, Some(password)));
+            assert_eq!(right, 0, "{user} v5={v5}");
+            let wrong = connack_code(broker, &opts(&id).login(user, Some(b"wrong")));
+            assert_eq!(wrong, bad, "{user} v5={v5}");
+        }
+    }
+}

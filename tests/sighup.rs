@@ -1,6 +1,8 @@
 //! SIGHUP through the real binary: the `ringmq` process reloads its TLS
 //! material on the signal, new handshakes get the new certificate, an open
-//! connection stays up, and SIGTERM still stops it cleanly.
+//! connection stays up, and SIGTERM still stops it cleanly; it reloads its
+//! ACL file the same way, and a file that does not parse keeps the old
+//! rules.
 
 mod common;
 
@@ -33,21 +35,17 @@ impl Process {
 /// Starts the binary on an mqtts:// port 0 and returns it with its port
 /// (read from its "ringmq started" log line) and the rest of its log.
 fn start(pki: &Pki) -> (Process, SocketAddr, mpsc::Receiver<String>) {
+    let listen = ["--listen", "mqtts://127.0.0.1:0"];
+    let tls = ["--tls-cert", &pki.cert, "--tls-key", &pki.key];
+    start_with(&[&listen[..], &tls[..]].concat(), "mqtts://")
+}
+
+/// Starts the binary with `args` and returns it with the port of its
+/// first `scheme` listener and the rest of its log.
+fn start_with(args: &[&str], scheme: &str) -> (Process, SocketAddr, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args([
-            "--listen",
-            "mqtts://127.0.0.1:0",
-            "--tls-cert",
-            &pki.cert,
-            "--tls-key",
-            &pki.key,
-            "--shards",
-            "1",
-            "--io-memory-kib",
-            "256",
-            "--log",
-            "info",
-        ])
+        .args(args)
+        .args(["--shards", "1", "--io-memory-kib", "256", "--log", "info"])
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -68,8 +66,11 @@ fn start(pki: &Pki) -> (Process, SocketAddr, mpsc::Receiver<String>) {
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("the broker logs that it started");
-        if let Some(at) = line.find("mqtts://") {
-            let rest = &line[at + "mqtts://".len()..];
+        if !line.contains("ringmq started") {
+            continue;
+        }
+        if let Some(at) = line.find(scheme) {
+            let rest = &line[at + scheme.len()..];
             let end = rest
                 .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
                 .unwrap_or(rest.len());
@@ -77,6 +78,16 @@ fn start(pki: &Pki) -> (Process, SocketAddr, mpsc::Receiver<String>) {
         }
     };
     (process, addr, rx)
+}
+
+/// Waits until a log line contains `text`.
+fn wait_log(log: &mpsc::Receiver<String>, text: &str) {
+    let mut lines = Vec::new();
+    let found = poll_until(PROMPT, || {
+        lines.extend(log.try_iter());
+        lines.iter().any(|l| l.contains(text))
+    });
+    assert!(found, "no log line with {text:?} in {lines:#?}");
 }
 
 #[test]
@@ -107,14 +118,7 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
             .unwrap_or(true),
         "the old certificate is still served after SIGHUP"
     );
-    let mut lines = Vec::new();
-    let reloaded = poll_until(PROMPT, || {
-        lines.extend(log.try_iter());
-        lines
-            .iter()
-            .any(|l| l.contains("TLS certificate, key and CA reloaded"))
-    });
-    assert!(reloaded, "{lines:#?}");
+    wait_log(&log, "TLS certificate, key and CA reloaded");
 
     // The connection from before the reload still works.
     old.publish0("hup/x", b"still up");
@@ -142,4 +146,44 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
         status.is_some()
     }));
     assert!(status.expect("exited").success(), "{status:?}");
+}
+
+#[test]
+fn sighup_reloads_the_acl_file_and_a_bad_one_keeps_the_old_rules() {
+    let dir = std::env::temp_dir().join(format!("ringmq-sighup-acl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let acl = dir.join("acl");
+    std::fs::write(&acl, "topic readwrite open/#\n").unwrap();
+    let acl_path = acl.to_string_lossy().into_owned();
+    let (process, addr, log) = start_with(
+        &["--listen", "127.0.0.1:0", "--acl-file", &acl_path],
+        "mqtt://",
+    );
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    let (mut c, ack) = PacketStream::connected_over(stream, &ConnectOpts::v5("hup-acl"));
+    assert_eq!(ack.code, 0);
+    let puback = |c: &mut PacketStream<std::net::TcpStream>, topic: &str, id: u16| {
+        c.send(&common::publish_packet(topic, b"x", 1, id, false, true))
+            .unwrap();
+        let ack = c.expect_packet(PROMPT, "PUBACK");
+        assert_eq!(ack.kind, 4, "{ack:?}");
+        assert_eq!(ack.body[..2], id.to_be_bytes());
+        // v5: a reason code follows the id unless it is 0 (3.4.2.1).
+        ack.body.get(2).copied().unwrap_or(0)
+    };
+    assert_eq!(puback(&mut c, "open/x", 1), 0x00);
+    assert_eq!(puback(&mut c, "later/x", 2), 0x87);
+
+    std::fs::write(&acl, "topic readwrite later/#\n").unwrap();
+    process.signal(libc::SIGHUP);
+    wait_log(&log, "ACL file reloaded");
+    assert_eq!(puback(&mut c, "later/x", 3), 0x00);
+    assert_eq!(puback(&mut c, "open/x", 4), 0x87);
+
+    std::fs::write(&acl, "topic readwrite open/#\nbogus line\n").unwrap();
+    process.signal(libc::SIGHUP);
+    wait_log(&log, "line 2");
+    assert_eq!(puback(&mut c, "later/x", 5), 0x00, "the old rules stay");
+    drop(process);
+    let _ = std::fs::remove_dir_all(&dir);
 }
