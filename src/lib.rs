@@ -368,23 +368,14 @@ impl Broker {
     /// against it and every shard forgets its cached checks. A file that
     /// does not parse keeps the old one; the error names the line.
     pub fn reload_passwords(&self) -> Result<(), String> {
-        let file = match auth::load(&self.shared.config) {
-            Ok(Some(file)) => file,
-            Ok(None) => return Err("no --password-file is configured".into()),
-            Err(e) => {
-                self.shared
-                    .password_reload_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "password file reload failed: the old one stays in use");
-                return Err(e);
-            }
-        };
-        for id in 0..self.shared.shards {
-            self.shared
-                .mesh
-                .send_external(id, Msg::Passwords(file.clone()));
-        }
-        self.shared.password_reloads.fetch_add(1, Ordering::Relaxed);
+        let shared = &self.shared;
+        let file = self.reload_with(
+            auth::load(&shared.config),
+            "no --password-file is configured",
+            (&shared.password_reloads, &shared.password_reload_failures),
+            "password file reload failed: the old one stays in use",
+            Msg::Passwords,
+        )?;
         info!(users = file.len(), "password file reloaded");
         Ok(())
     }
@@ -394,21 +385,14 @@ impl Broker {
     /// longer allowed) and forgets its cached decisions. A file that does
     /// not parse keeps the old rules; the error names the line.
     pub fn reload_acl(&self) -> Result<(), String> {
-        let acl = match auth::load_acl(&self.shared.config) {
-            Ok(Some(acl)) => acl,
-            Ok(None) => return Err("no --acl-file is configured".into()),
-            Err(e) => {
-                self.shared
-                    .acl_reload_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "ACL file reload failed: the old rules stay in use");
-                return Err(e);
-            }
-        };
-        for id in 0..self.shared.shards {
-            self.shared.mesh.send_external(id, Msg::Acl(acl.clone()));
-        }
-        self.shared.acl_reloads.fetch_add(1, Ordering::Relaxed);
+        let shared = &self.shared;
+        self.reload_with(
+            auth::load_acl(&shared.config),
+            "no --acl-file is configured",
+            (&shared.acl_reloads, &shared.acl_reload_failures),
+            "ACL file reload failed: the old rules stay in use",
+            Msg::Acl,
+        )?;
         info!("ACL file reloaded");
         Ok(())
     }
@@ -418,29 +402,44 @@ impl Broker {
     /// already open keep theirs. A failure keeps the old material and says
     /// why.
     pub fn reload_tls(&self) -> Result<(), String> {
-        let loaded = transport::tls::load(&self.shared.config);
-        let material = match loaded {
-            Ok(Some(m)) => Arc::new(m),
-            Ok(None) => {
-                info!("TLS reload asked, but no listener speaks TLS");
-                return Err("no TLS listener is configured".into());
-            }
+        let shared = &self.shared;
+        self.reload_with(
+            transport::tls::load(&shared.config).map(|m| m.map(Arc::new)),
+            "no TLS listener is configured",
+            (&shared.tls_reloads, &shared.tls_reload_failures),
+            "TLS reload failed: the old certificate stays in use",
+            Msg::TlsReload,
+        )?;
+        info!("TLS certificate, key and CA reloaded");
+        Ok(())
+    }
+
+    /// One reload: `loaded` is what was read again (`None` when it is not
+    /// configured: `missing` is the error). Every shard gets `msg(loaded)`
+    /// and the first of `counters` counts it; a failure counts in the
+    /// second, logs `warning` with the error and changes nothing.
+    fn reload_with<T: Clone>(
+        &self,
+        loaded: Result<Option<T>, String>,
+        missing: &str,
+        counters: (&AtomicU64, &AtomicU64),
+        warning: &str,
+        msg: impl Fn(T) -> Msg,
+    ) -> Result<T, String> {
+        let value = match loaded {
+            Ok(Some(value)) => value,
+            Ok(None) => return Err(missing.into()),
             Err(e) => {
-                self.shared
-                    .tls_reload_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "TLS reload failed: the old certificate stays in use");
+                counters.1.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "{warning}");
                 return Err(e);
             }
         };
         for id in 0..self.shared.shards {
-            self.shared
-                .mesh
-                .send_external(id, Msg::TlsReload(material.clone()));
+            self.shared.mesh.send_external(id, msg(value.clone()));
         }
-        self.shared.tls_reloads.fetch_add(1, Ordering::Relaxed);
-        info!("TLS certificate, key and CA reloaded");
-        Ok(())
+        counters.0.fetch_add(1, Ordering::Relaxed);
+        Ok(value)
     }
 
     /// Stops accepting, sends v5 clients DISCONNECT 0x8B, closes every
