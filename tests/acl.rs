@@ -26,33 +26,21 @@ use common::*;
 
 /// An ACL file in a fresh temporary directory (removed on drop).
 struct AclFile {
-    dir: std::path::PathBuf,
+    _dir: TempDir,
     path: String,
 }
 
 impl AclFile {
     fn new(text: &str) -> AclFile {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "ringmq-acl-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("acl").to_string_lossy().into_owned();
-        let f = AclFile { dir, path };
+        let dir = TempDir::new("acl");
+        let path = dir.path_str("acl");
+        let f = AclFile { _dir: dir, path };
         f.write(text);
         f
     }
 
     fn write(&self, text: &str) {
         std::fs::write(&self.path, text).unwrap();
-    }
-}
-
-impl Drop for AclFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -13,21 +13,15 @@ use ringmq_auth::password::{Hash, PasswordFile};
 
 /// A password file in a fresh temporary directory (removed on drop).
 struct Passwords {
-    dir: std::path::PathBuf,
+    _dir: TempDir,
     path: String,
 }
 
 impl Passwords {
     fn new(users: &[(&str, &[u8])], iterations: u32) -> Passwords {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "ringmq-auth-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("passwd").to_string_lossy().into_owned();
-        let p = Passwords { dir, path };
+        let dir = TempDir::new("auth");
+        let path = dir.path_str("passwd");
+        let p = Passwords { _dir: dir, path };
         p.write(users, iterations);
         p
     }
@@ -41,12 +35,6 @@ impl Passwords {
                 .unwrap();
         }
         std::fs::write(&self.path, file.to_text()).unwrap();
-    }
-}
-
-impl Drop for Passwords {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

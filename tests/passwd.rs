@@ -4,49 +4,24 @@
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+mod common;
+use common::TempDir;
 
 use ringmq_auth::password::{PasswordFile, Verdict};
 
 const MOSQUITTO_PASSWD: &str = "/usr/bin/mosquitto_passwd";
 
-/// A fresh directory, removed when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "ringmq-passwd-{name}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the test directory");
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// Every name in the directory, sorted (to catch temporary files left behind).
-    fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .expect("read the test directory")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Every name in `dir`, sorted (to catch temporary files left behind).
+fn names(dir: &TempDir) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&dir.0)
+        .expect("read the test directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 /// Runs `ringmq passwd ARGS` in `dir`, with `stdin` piped in (or no input).
@@ -153,7 +128,7 @@ fn create_add_and_change_in_batch_mode() {
         "-c carol",
     );
     assert_eq!(parse(&file).users().collect::<Vec<_>>(), ["carol"]);
-    assert_eq!(dir.names(), ["pw"], "no temporary file left");
+    assert_eq!(names(&dir), ["pw"], "no temporary file left");
 }
 
 #[test]
@@ -248,7 +223,7 @@ fn upgrade_plain_text_file_keeping_mode_comments_and_hashes() {
     // Running it again changes nothing (every line is a hash now).
     assert_ok(&passwd(&dir, &["-U", "pw"], None), "-U again");
     assert_eq!(read(&file), text);
-    assert_eq!(dir.names(), ["pw"]);
+    assert_eq!(names(&dir), ["pw"]);
 }
 
 #[test]
@@ -262,7 +237,7 @@ fn errors_are_one_line_and_change_nothing() {
         1,
         "pw does not exist (use -c to create it)",
     );
-    assert_eq!(dir.names(), Vec::<String>::new());
+    assert_eq!(names(&dir), Vec::<String>::new());
 
     assert_ok(&passwd(&dir, &["-c", "-b", "pw", "alice", "a"], None), "-c");
     let before = read(&file);
@@ -306,7 +281,7 @@ fn errors_are_one_line_and_change_nothing() {
         assert_fails(&passwd(&dir, args, None), 2, needle);
     }
     assert_eq!(read(&file), before);
-    assert_eq!(dir.names(), ["broken", "pw"], "no temporary file left");
+    assert_eq!(names(&dir), ["broken", "pw"], "no temporary file left");
 }
 
 #[test]
@@ -368,5 +343,5 @@ fn a_symlink_stays_and_its_target_is_replaced() {
     let link = std::fs::symlink_metadata(dir.path("link")).unwrap();
     assert!(link.file_type().is_symlink(), "the link is still a link");
     assert_eq!(verdict(&dir.path("real"), "bob", "b"), Verdict::Ok);
-    assert_eq!(dir.names(), ["link", "real"]);
+    assert_eq!(names(&dir), ["link", "real"]);
 }

@@ -150,9 +150,8 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
 
 #[test]
 fn sighup_reloads_the_acl_file_and_a_bad_one_keeps_the_old_rules() {
-    let dir = std::env::temp_dir().join(format!("ringmq-sighup-acl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let acl = dir.join("acl");
+    let dir = common::TempDir::new("sighup-acl");
+    let acl = dir.path("acl");
     std::fs::write(&acl, "topic readwrite open/#\n").unwrap();
     let acl_path = acl.to_string_lossy().into_owned();
     let (process, addr, log) = start_with(
@@ -185,5 +184,4 @@ fn sighup_reloads_the_acl_file_and_a_bad_one_keeps_the_old_rules() {
     wait_log(&log, "line 2");
     assert_eq!(puback(&mut c, "later/x", 5), 0x00, "the old rules stay");
     drop(process);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -24,6 +24,40 @@ use std::time::{Duration, Instant};
 
 pub use ringmq::{shard_for, Broker, Config, Stats};
 
+/// A fresh, empty directory under the system's temporary directory,
+/// removed with everything in it on drop. `name` is part of its name.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ringmq-{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {dir:?}: {e}"));
+        TempDir(dir)
+    }
+
+    /// A path in the directory.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+
+    /// A path in the directory, as a string (for a flag).
+    pub fn path_str(&self, name: &str) -> String {
+        self.path(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Shards every test broker runs.
 pub const SHARDS: usize = 2;
 /// Keep-alive monitoring tick of every test broker, in milliseconds.
