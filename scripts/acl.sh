@@ -66,36 +66,26 @@ RUN_TIMEOUT=120
 LABEL=""
 KEEP=""
 BUILD=1
+SHARED_OPTS="--only --brokers --broker-extra --timeout"
 
 die() { echo "acl.sh: $*" >&2; exit 2; }
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --only) [[ $# -ge 2 ]] || die "--only needs a list"; ONLY="$2"; shift 2 ;;
-        --brokers) [[ $# -ge 2 ]] || die "--brokers needs a list"; BROKERS="$2"; shift 2 ;;
         --users) [[ $# -ge 2 ]] || die "--users needs a number"; USERS="$2"; shift 2 ;;
         -P) [[ $# -ge 2 ]] || die "-P needs a number"; PUBS="$2"; shift 2 ;;
         -S) [[ $# -ge 2 ]] || die "-S needs a number"; SUBS="$2"; shift 2 ;;
         -T) [[ $# -ge 2 ]] || die "-T needs a number"; TOPICS="$2"; shift 2 ;;
         --qos) [[ $# -ge 2 ]] || die "--qos needs 0 or 1"; QOS="$2"; shift 2 ;;
         --duration-secs) [[ $# -ge 2 ]] || die "--duration-secs needs a number"; DURATION="$2"; shift 2 ;;
-        --broker-extra) [[ $# -ge 2 ]] || die "--broker-extra needs flags"; BROKER_EXTRA="$2"; shift 2 ;;
-        --broker-cpu) BROKER_CPU="$2"; shift 2 ;;
-        --tool-cpu) TOOL_CPU="$2"; shift 2 ;;
-        --timeout) RUN_TIMEOUT="$2"; shift 2 ;;
-        --label) LABEL="$2"; shift 2 ;;
-        --keep) KEEP="$2"; shift 2 ;;
-        --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown option $1 (see --help)" ;;
+        *) shared_option "$@"
+           [[ $OPT_WORDS -gt 0 ]] || die "unknown option $1 (see --help)"
+           shift "$OPT_WORDS" ;;
     esac
 done
-IFS=, read -r -a TESTS <<<"$ONLY"
-for t in "${TESTS[@]}"; do
-    [[ ",$ALL_TESTS," == *",$t,"* ]] || die "unknown measurement $t ($ALL_TESTS)"
-done
-# shellcheck source=SCRIPTDIR/lib.sh
-source "$ROOT/scripts/lib.sh"
+parse_tests
 parse_brokers
 for v in USERS PUBS SUBS TOPICS; do
     [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -ge 1 && "${!v}" -le 100000 ]] || die "$v must be in 1..100000"
@@ -158,11 +148,7 @@ for test in "${TESTS[@]}"; do
         esac
         echo "== $test vs $broker on 127.0.0.1:$port (CPU $BROKER_CPU): ${cmd[*]}" >&2
         start_broker "$BROKER_CPU" "$out.log" "${cmd[@]}"
-        if ! wait_listening "$port"; then
-            start_failed "$out" "$broker did not start listening" \
-                "the broker did not start: $(tail -1 "$out.log" | tr '"\\' "''")"
-            continue
-        fi
+        broker_listening "$out" "$broker" "$port" || continue
         run_tool "$out" "$RUN_TIMEOUT" "${PUBSUB[@]}" "${extra[@]}" --host 127.0.0.1 --port "$port"
         note_died "$out" "$broker" "$test"
         stop_broker

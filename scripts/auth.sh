@@ -69,33 +69,23 @@ RUN_TIMEOUT=120
 LABEL=""
 KEEP=""
 BUILD=1
+SHARED_OPTS="--only --brokers --broker-extra --timeout"
 
 die() { echo "auth.sh: $*" >&2; exit 2; }
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --only) [[ $# -ge 2 ]] || die "--only needs a list"; ONLY="$2"; shift 2 ;;
-        --brokers) [[ $# -ge 2 ]] || die "--brokers needs a list"; BROKERS="$2"; shift 2 ;;
         -n) [[ $# -ge 2 ]] || die "-n needs a number"; USERS="$2"; shift 2 ;;
         --mqtt-version) [[ $# -ge 2 ]] || die "--mqtt-version needs a version"; MQTT_VERSION="$2"; shift 2 ;;
         --concurrency) [[ $# -ge 2 ]] || die "--concurrency needs a number"; CONCURRENCY="$2"; shift 2 ;;
-        --broker-extra) [[ $# -ge 2 ]] || die "--broker-extra needs flags"; BROKER_EXTRA="$2"; shift 2 ;;
-        --broker-cpu) BROKER_CPU="$2"; shift 2 ;;
-        --tool-cpu) TOOL_CPU="$2"; shift 2 ;;
-        --timeout) RUN_TIMEOUT="$2"; shift 2 ;;
-        --label) LABEL="$2"; shift 2 ;;
-        --keep) KEEP="$2"; shift 2 ;;
-        --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown option $1 (see --help)" ;;
+        *) shared_option "$@"
+           [[ $OPT_WORDS -gt 0 ]] || die "unknown option $1 (see --help)"
+           shift "$OPT_WORDS" ;;
     esac
 done
-IFS=, read -r -a TESTS <<<"$ONLY"
-for t in "${TESTS[@]}"; do
-    [[ ",$ALL_TESTS," == *",$t,"* ]] || die "unknown measurement $t ($ALL_TESTS)"
-done
-# shellcheck source=SCRIPTDIR/lib.sh
-source "$ROOT/scripts/lib.sh"
+parse_tests
 parse_brokers
 [[ "$USERS" =~ ^[0-9]+$ && "$USERS" -ge 1 && "$USERS" -le 100000 ]] \
     || die "-n must be in 1..100000"
@@ -175,9 +165,7 @@ session() {
     broker_cmd "$broker" "$port" "$auth" "$out"
     echo "== $* vs $broker on 127.0.0.1:$port (CPU $BROKER_CPU): ${CMD[*]}" >&2
     start_broker "$BROKER_CPU" "$out.log" "${CMD[@]}"
-    if ! wait_listening "$port"; then
-        start_failed "$out" "$broker did not start listening" \
-            "the broker did not start: $(tail -1 "$out.log" | tr '"\\' "''")"
+    if ! broker_listening "$out" "$broker" "$port"; then
         for name in "$@"; do cp "$out.json" "$TMP/$name.$broker.json" 2>/dev/null || true; done
         return 0
     fi

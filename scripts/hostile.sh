@@ -47,29 +47,21 @@ TOOL_CPU=1
 LABEL=""
 KEEP=""
 BUILD=1
+SHARED_OPTS="--only --brokers --broker-extra"
 
 die() { echo "hostile.sh: $*" >&2; exit 2; }
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 while [[ $# -gt 0 ]]; do
-    case "$1" in
-        --only) [[ $# -ge 2 ]] || die "--only needs a list"; ONLY="$2"; shift 2 ;;
-        --brokers) [[ $# -ge 2 ]] || die "--brokers needs a list"; BROKERS="$2"; shift 2 ;;
-        --broker-extra) [[ $# -ge 2 ]] || die "--broker-extra needs flags"; BROKER_EXTRA="$2"; shift 2 ;;
-        --broker-cpu) BROKER_CPU="$2"; shift 2 ;;
-        --tool-cpu) TOOL_CPU="$2"; shift 2 ;;
-        --label) LABEL="$2"; shift 2 ;;
-        --keep) KEEP="$2"; shift 2 ;;
-        --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown option $1 (see --help)" ;;
-    esac
+    shared_option "$@"
+    [[ $OPT_WORDS -gt 0 ]] || die "unknown option $1 (see --help)"
+    shift "$OPT_WORDS"
 done
 IFS=, read -r -a ATTACKS <<<"$ONLY"
 for a in "${ATTACKS[@]}"; do
     [[ ",$ALL_ATTACKS," == *",$a,"* ]] || die "unknown attack $a ($ALL_ATTACKS)"
 done
-# shellcheck source=SCRIPTDIR/lib.sh
-source "$ROOT/scripts/lib.sh"
 parse_brokers
 check_tools
 build_binaries

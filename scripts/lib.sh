@@ -1,9 +1,51 @@
 # shellcheck shell=bash
-# lib.sh: what the side-by-side scripts share. Sourced, not run. Expects
-# ROOT, TARGET_DIR and BIN to be set and die() defined; check_tools and
+# lib.sh: what the side-by-side scripts share. Sourced, not run: it only
+# defines functions, so a script can source it before reading its options.
+# Expects ROOT, TARGET_DIR and BIN to be set and die() defined;
+# shared_option sets the variables of the options it takes and reads
+# SHARED_OPTS, parse_tests reads ONLY and ALL_TESTS, check_tools and
 # parse_brokers read BROKERS, build_binaries BUILD, the broker functions
 # BROKER_PID, run_tool TOOL_CPU, cleanup TMP and KEEP, the netns functions
 # NS, VETH_HOST, VETH_CLIENT, HOST_ADDR and CLIENT_ADDR.
+
+# shared_option ARGS...: takes the option at the head of ARGS (the words
+# left to read) when it is one the side-by-side scripts read alike, and sets
+# OPT_WORDS to the number of words it took: 0 when it is not one of them
+# (the caller then reads it, or dies). Always: --broker-cpu (BROKER_CPU),
+# --tool-cpu (TOOL_CPU), --label (LABEL), --keep (KEEP), --no-build
+# (BUILD=0) and -h/--help (prints the script's header comment and exits 0).
+# Only when named in SHARED_OPTS (space-separated): --only (ONLY),
+# --brokers (BROKERS), --broker-extra (BROKER_EXTRA), --timeout
+# (RUN_TIMEOUT).
+# shellcheck disable=SC2034 # the variables are the calling script's
+shared_option() {
+    OPT_WORDS=0
+    case "$1" in
+        --only|--brokers|--broker-extra|--timeout)
+            [[ " ${SHARED_OPTS:-} " == *" $1 "* ]] || return 0 ;;
+    esac
+    case "$1" in
+        --only) [[ $# -ge 2 ]] || die "--only needs a list"; ONLY="$2"; OPT_WORDS=2 ;;
+        --brokers) [[ $# -ge 2 ]] || die "--brokers needs a list"; BROKERS="$2"; OPT_WORDS=2 ;;
+        --broker-extra) [[ $# -ge 2 ]] || die "--broker-extra needs flags"; BROKER_EXTRA="$2"; OPT_WORDS=2 ;;
+        --timeout) RUN_TIMEOUT="$2"; OPT_WORDS=2 ;;
+        --broker-cpu) BROKER_CPU="$2"; OPT_WORDS=2 ;;
+        --tool-cpu) TOOL_CPU="$2"; OPT_WORDS=2 ;;
+        --label) LABEL="$2"; OPT_WORDS=2 ;;
+        --keep) KEEP="$2"; OPT_WORDS=2 ;;
+        --no-build) BUILD=0; OPT_WORDS=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    esac
+}
+
+# TESTS: the measurements in ONLY (comma-separated), each one of ALL_TESTS.
+parse_tests() {
+    local t
+    IFS=, read -r -a TESTS <<<"$ONLY"
+    for t in "${TESTS[@]}"; do
+        [[ ",$ALL_TESTS," == *",$t,"* ]] || die "unknown measurement $t ($ALL_TESTS)"
+    done
+}
 
 # The tools a run needs: taskset, python3 (the table), and Mosquitto when
 # it is in the broker list.
@@ -107,6 +149,20 @@ start_failed() {
     tail -5 "$1.log" >&2 || true
     echo "{\"error\":\"$3\"}" >"$1.json"
     stop_broker
+}
+
+# broker_listening OUT BROKER PORT...: wait_listening on every PORT (of
+# 127.0.0.1). When one does not come up: start_failed OUT with the last
+# line of OUT.log in the error, and fail.
+broker_listening() {
+    local out="$1" broker="$2" port
+    shift 2
+    for port in "$@"; do
+        wait_listening "$port" && continue
+        start_failed "$out" "$broker did not start listening" \
+            "the broker did not start: $(tail -1 "$out.log" | tr '"\\' "''")"
+        return 1
+    done
 }
 
 # run_tool OUT LIMIT ARGS...: `ringmq-bench ARGS --broker-pid BROKER_PID

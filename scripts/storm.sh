@@ -60,7 +60,11 @@ HOST_ADDR=10.213.78.1
 CLIENT_ADDR=10.213.78.2
 
 die() { echo "storm.sh: $*" >&2; exit 2; }
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$ROOT/scripts/lib.sh"
 
+# --brokers and --broker-extra stay here, not in SHARED_OPTS: storm.sh does
+# not check for a missing value.
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -n) CLIENTS="$2"; shift 2 ;;
@@ -68,20 +72,14 @@ while [[ $# -gt 0 ]]; do
         --mqtt-version) VERSION="$2"; shift 2 ;;
         --brokers) BROKERS="$2"; shift 2 ;;
         --broker-extra) BROKER_EXTRA="$2"; shift 2 ;;
-        --broker-cpu) BROKER_CPU="$2"; shift 2 ;;
-        --tool-cpu) TOOL_CPU="$2"; shift 2 ;;
-        --label) LABEL="$2"; shift 2 ;;
-        --keep) KEEP="$2"; shift 2 ;;
-        --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown option $1 (see --help)" ;;
+        *) shared_option "$@"
+           [[ $OPT_WORDS -gt 0 ]] || die "unknown option $1 (see --help)"
+           shift "$OPT_WORDS" ;;
     esac
 done
 [[ "$CLIENTS" =~ ^[0-9]+$ && "$CLIENTS" -ge 1 && "$CLIENTS" -le 15000 ]] \
     || die "-n $CLIENTS: 1 to 15000 (one tool process; the open-files hard limit is 20,000)"
 [[ "$KEEPALIVE" =~ ^[0-9]+$ && "$KEEPALIVE" -ge 1 && "$KEEPALIVE" -le 60 ]] || die "-k $KEEPALIVE: 1 to 60"
-# shellcheck source=SCRIPTDIR/lib.sh
-source "$ROOT/scripts/lib.sh"
 parse_brokers
 check_netns
 check_tools

@@ -66,33 +66,23 @@ RUN_TIMEOUT=300
 LABEL=""
 KEEP=""
 BUILD=1
+SHARED_OPTS="--only --brokers --broker-extra --timeout"
 
 die() { echo "tls.sh: $*" >&2; exit 2; }
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --only) [[ $# -ge 2 ]] || die "--only needs a list"; ONLY="$2"; shift 2 ;;
-        --brokers) [[ $# -ge 2 ]] || die "--brokers needs a list"; BROKERS="$2"; shift 2 ;;
         -n) [[ $# -ge 2 ]] || die "-n needs a number"; HANDSHAKES="$2"; shift 2 ;;
         --idle) [[ $# -ge 2 ]] || die "--idle needs a number"; IDLE="$2"; shift 2 ;;
         --duration) [[ $# -ge 2 ]] || die "--duration needs seconds"; DURATION="$2"; shift 2 ;;
-        --broker-extra) [[ $# -ge 2 ]] || die "--broker-extra needs flags"; BROKER_EXTRA="$2"; shift 2 ;;
-        --broker-cpu) BROKER_CPU="$2"; shift 2 ;;
-        --tool-cpu) TOOL_CPU="$2"; shift 2 ;;
-        --timeout) RUN_TIMEOUT="$2"; shift 2 ;;
-        --label) LABEL="$2"; shift 2 ;;
-        --keep) KEEP="$2"; shift 2 ;;
-        --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown option $1 (see --help)" ;;
+        *) shared_option "$@"
+           [[ $OPT_WORDS -gt 0 ]] || die "unknown option $1 (see --help)"
+           shift "$OPT_WORDS" ;;
     esac
 done
-IFS=, read -r -a TESTS <<<"$ONLY"
-for t in "${TESTS[@]}"; do
-    [[ ",$ALL_TESTS," == *",$t,"* ]] || die "unknown measurement $t ($ALL_TESTS)"
-done
-# shellcheck source=SCRIPTDIR/lib.sh
-source "$ROOT/scripts/lib.sh"
+parse_tests
 parse_brokers
 [[ "$HANDSHAKES" =~ ^[0-9]+$ && "$HANDSHAKES" -ge 1 && "$HANDSHAKES" -le 1000000 ]] \
     || die "-n must be in 1..1000000"
@@ -177,11 +167,7 @@ EOF
         esac
         echo "== $test vs $broker on 127.0.0.1:$port (CPU $BROKER_CPU): ${cmd[*]}" >&2
         start_broker "$BROKER_CPU" "$out.log" "${cmd[@]}"
-        if ! wait_listening "$p_tls" || ! wait_listening "$p_ws" || ! wait_listening "$p_mqtt"; then
-            start_failed "$out" "$broker did not start listening" \
-                "the broker did not start: $(tail -1 "$out.log" | tr '"\\' "''")"
-            continue
-        fi
+        broker_listening "$out" "$broker" "$p_tls" "$p_ws" "$p_mqtt" || continue
         run_tool "$out" "$RUN_TIMEOUT" "${args[@]}" --host 127.0.0.1 --port "$port"
         note_died "$out" "$broker" "$test"
         stop_broker
