@@ -123,10 +123,17 @@ pub struct Config {
     #[arg(long, value_name = "HOST:PORT")]
     pub http_listen: Option<SocketAddr>,
 
-    /// Bearer token the admin API and the status page require
-    /// (`Authorization: Bearer TOKEN`); /metrics stays open.
+    /// Bearer token every /api/ request needs (`Authorization: Bearer
+    /// TOKEN`); /metrics and the status page itself stay open (the page
+    /// sends the token it is given).
     #[arg(long, value_name = "TOKEN")]
     pub http_token: Option<String>,
+
+    /// Seconds between publishes of the $SYS/broker/... topics (retained,
+    /// Mosquitto's names: version, uptime, clients, messages,
+    /// subscriptions, retained messages, load); 0 = off.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub sys_interval: u64,
 
     /// Number of shards (one pinned glommio executor each). Default: one per
     /// CPU this process may run on (its affinity mask). At most 64.
@@ -162,7 +169,8 @@ pub struct Config {
     /// Smallest keep-alive accepted, in seconds (0 = no minimum). A v5
     /// client asking for less is told this value (Server Keep Alive); a v3
     /// client asking for less is held to it, or refused with CONNACK 0x02
-    /// with --refuse-low-keepalive.
+    /// with --refuse-low-keepalive. Keep-alive 0 is --allow-zero-keepalive's
+    /// to decide.
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub min_keepalive: u16,
 
@@ -411,20 +419,6 @@ impl Config {
     /// Checks every value; the message names the flag at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |flag: &str, why: String| Err(ConfigError(format!("invalid --{flag}: {why}")));
-        // Issue 15 is being built: a flag whose feature is not in yet is
-        // refused, never silently ignored. Each feature removes its line.
-        for (flag, given) in [
-            ("config", self.config.is_some()),
-            ("print-config", self.print_config),
-            ("http-listen", self.http_listen.is_some()),
-            ("min-keepalive", self.min_keepalive != 0),
-            ("refuse-low-keepalive", self.refuse_low_keepalive),
-            ("allow-zero-keepalive", !self.allow_zero_keepalive),
-        ] {
-            if given {
-                return bad(flag, "not available in this build yet".into());
-            }
-        }
         if self.listen.is_empty() {
             return bad("listen", "at least one address is needed".into());
         }

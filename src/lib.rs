@@ -14,6 +14,7 @@
 
 mod auth;
 mod config;
+mod http;
 mod io;
 mod mesh;
 mod shard;
@@ -33,7 +34,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use tracing::info;
 
 pub use config::{allowed_cpus, Config, ConfigError, ListenUrl, Scheme};
-pub use stats::Stats;
+pub use stats::{Histogram, Histograms, Stats, BUCKET_BOUNDS_US};
 
 use mesh::Mesh;
 use shard::{Msg, Shard, Shared};
@@ -179,6 +180,8 @@ pub struct Broker {
     threads: Vec<JoinHandle<()>>,
     /// The password verifier threads.
     auth_threads: Vec<JoinHandle<()>>,
+    /// `--http-listen`: metrics, admin API, status page.
+    http: Option<http::HttpServer>,
 }
 
 impl Broker {
@@ -230,6 +233,7 @@ impl Broker {
             addrs: shared.config.listen.iter().map(|l| l.addr).collect(),
             threads: Vec::with_capacity(shards),
             auth_threads,
+            http: None,
         };
         let mut listen = shared.config.listen.clone();
         for (id, inbox) in inboxes.into_iter().enumerate() {
@@ -293,6 +297,11 @@ impl Broker {
             locked_kib = locked / 1024,
             "ringmq started"
         );
+        if let Some(addr) = broker.shared.config.http_listen {
+            let server = http::HttpServer::start(addr, broker.shared.clone())
+                .map_err(|e| StartError::Listen(format!("--http-listen {addr}: {e}")))?;
+            broker.http = Some(server);
+        }
         if passwords.is_none() && broker.shared.config.anonymous_allowed() {
             tracing::warn!(
                 listeners = %listen
@@ -323,18 +332,13 @@ impl Broker {
 
     /// Counters summed over every shard.
     pub fn stats(&self) -> Stats {
-        let mut total = Stats::default();
-        for s in &self.shared.stats {
-            s.add_to(&mut total);
-        }
-        total.tls_reloads = self.shared.tls_reloads.load(Ordering::Relaxed);
-        total.tls_reload_failures = self.shared.tls_reload_failures.load(Ordering::Relaxed);
-        total.password_reloads = self.shared.password_reloads.load(Ordering::Relaxed);
-        total.password_reload_failures =
-            self.shared.password_reload_failures.load(Ordering::Relaxed);
-        total.acl_reloads = self.shared.acl_reloads.load(Ordering::Relaxed);
-        total.acl_reload_failures = self.shared.acl_reload_failures.load(Ordering::Relaxed);
-        total
+        self.shared.stats()
+    }
+
+    /// The latency histograms (keep-alive lateness, take-over, CONNECT),
+    /// summed over every shard.
+    pub fn histograms(&self) -> Histograms {
+        self.shared.histograms()
     }
 
     /// What SIGHUP does: reloads the TLS material and the password file
@@ -442,6 +446,12 @@ impl Broker {
         Ok(value)
     }
 
+    /// The address of the `--http-listen` listener (the port picked when
+    /// 0 was asked); `None` without it.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.local_addr())
+    }
+
     /// Stops accepting, sends v5 clients DISCONNECT 0x8B, closes every
     /// connection and joins the shards.
     pub fn shutdown(mut self) {
@@ -449,6 +459,8 @@ impl Broker {
     }
 
     fn stop(&mut self) {
+        // The admin API asks the shards: it goes first.
+        self.http = None;
         for id in 0..self.shared.mesh.len() {
             self.shared.mesh.send_external(id, Msg::Shutdown);
         }

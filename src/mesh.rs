@@ -30,6 +30,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
@@ -127,6 +128,17 @@ impl<T: Send> Mesh<T> {
         }
     }
 
+    /// [`Mesh::send_external`], waiting at most `timeout` for room; false
+    /// when the message was not sent (a stalled or stopped shard).
+    pub(crate) fn send_external_timeout(&self, to: usize, msg: T, timeout: Duration) -> bool {
+        let from = self.len();
+        let sent = self.senders[from][to].send_timeout(msg, timeout).is_ok();
+        if sent {
+            self.wake(to);
+        }
+        sent
+    }
+
     fn wake(&self, to: usize) {
         let slot = &self.wake[to];
         // Pairs with the fence in `Inbox::recv`: either the receiver sees
@@ -210,6 +222,11 @@ impl<T> Inbox<T> {
             }
         }
         None
+    }
+
+    /// Messages waiting over every source.
+    pub(crate) fn depth(&self) -> usize {
+        self.receivers.iter().map(|r| r.len()).sum()
     }
 
     /// Nothing waiting from any source (a cheap check before a drain).

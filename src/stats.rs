@@ -22,6 +22,8 @@ macro_rules! counters {
         #[derive(Default, Debug)]
         pub(crate) struct ShardStats {
             $(pub(crate) $name: AtomicU64,)*
+            /// Latency histograms (keep-alive lateness, take-over, CONNECT).
+            pub(crate) hist: ShardHistograms,
         }
 
         impl ShardStats {
@@ -29,7 +31,101 @@ macro_rules! counters {
                 $(total.$name += self.$name.load(Ordering::Relaxed);)*
             }
         }
+
+        impl Stats {
+            /// Every counter by name, in declaration order (shard counters,
+            /// then the broker's own).
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![
+                    $((stringify!($name), self.$name),)*
+                    $((stringify!($bname), self.$bname),)*
+                ]
+            }
+        }
     };
+}
+
+/// Upper bounds of the histogram buckets, in microseconds (the last
+/// bucket, +Inf, is implicit): 100 µs to 10 s.
+pub const BUCKET_BOUNDS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// One shard's histogram: counts per bucket (not cumulative), the sum
+/// and the count. Written by the owning shard only.
+#[derive(Default, Debug)]
+pub(crate) struct ShardHistogram {
+    buckets: [AtomicU64; BUCKET_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl ShardHistogram {
+    /// Records one observation of `us` microseconds.
+    pub(crate) fn observe_us(&self, us: u64) {
+        let i = BUCKET_BOUNDS_US.partition_point(|&b| b < us);
+        ShardStats::inc(&self.buckets[i]);
+        ShardStats::add(&self.sum_us, us);
+    }
+
+    fn add_to(&self, total: &mut Histogram) {
+        for (t, b) in total.buckets.iter_mut().zip(&self.buckets) {
+            *t += b.load(Ordering::Relaxed);
+        }
+        total.sum_us += self.sum_us.load(Ordering::Relaxed);
+    }
+}
+
+/// A histogram summed over the shards: observations per bucket of
+/// [`BUCKET_BOUNDS_US`] (plus one for larger ones), not cumulative.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Observations per bucket; the last is above every bound.
+    pub buckets: [u64; BUCKET_BOUNDS_US.len() + 1],
+    /// Sum of the observations, in microseconds.
+    pub sum_us: u64,
+}
+
+impl Histogram {
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+/// The latency histograms of one shard.
+#[derive(Default, Debug)]
+pub(crate) struct ShardHistograms {
+    /// How long after its deadline each keep-alive close happened.
+    pub(crate) keepalive_lateness: ShardHistogram,
+    /// A take-over's CONNECT to the old connection closed and the new one
+    /// released (its CONNACK written).
+    pub(crate) takeover: ShardHistogram,
+    /// A CONNECT read to its CONNACK queued (a password check included).
+    pub(crate) connect: ShardHistogram,
+}
+
+/// The latency histograms, summed over the shards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Histograms {
+    /// How long after its keep-alive deadline each silent client was
+    /// closed.
+    pub keepalive_lateness: Histogram,
+    /// Take-over CONNECT to CONNACK (the old connection closed first).
+    pub takeover: Histogram,
+    /// CONNECT to CONNACK, a password check included.
+    pub connect: Histogram,
+}
+
+impl Histograms {
+    pub(crate) fn add(&mut self, shard: &ShardStats) {
+        shard
+            .hist
+            .keepalive_lateness
+            .add_to(&mut self.keepalive_lateness);
+        shard.hist.takeover.add_to(&mut self.takeover);
+        shard.hist.connect.add_to(&mut self.connect);
+    }
 }
 
 counters! {
@@ -146,7 +242,8 @@ counters! {
     anonymous_refused,
     /// CONNECTs refused because too many password checks were queued.
     auth_queue_full,
-    /// PUBLISHes the ACL refused (not routed, not retained).
+    /// PUBLISHes the ACL refused, or that went to `$SYS` (not routed, not
+    /// retained).
     acl_publish_denied,
     /// SUBSCRIBE filters the ACL refused (SUBACK 0x87 / 0x80).
     acl_subscribe_denied,
@@ -162,6 +259,51 @@ counters! {
     client_id_refused,
     /// CONNECTs refused by --takeover-same-user-only.
     takeovers_refused_user,
+    /// PUBLISHes received at QoS 1 (QoS 0 is what `publishes_in` has
+    /// beyond QoS 1 and 2).
+    publishes_in_qos1,
+    /// PUBLISHes received at QoS 2.
+    publishes_in_qos2,
+    /// PUBLISHes sent at QoS 1 (QoS 0 is the rest of `publishes_out`).
+    publishes_out_qos1,
+    /// PUBLISHes sent at QoS 2.
+    publishes_out_qos2,
+    /// Bytes read from client sockets (TLS and WebSocket framing
+    /// included).
+    bytes_in,
+    /// Bytes the kernel took for client sockets.
+    bytes_out,
+    /// Connections closed by the client's DISCONNECT.
+    disconnects_client,
+    /// Connections closed for keep-alive silence.
+    disconnects_keepalive,
+    /// Connections closed because another one took their client id.
+    disconnects_takeover,
+    /// Connections closed for a protocol error (bad bytes, broken rules).
+    disconnects_protocol,
+    /// Connections closed by the network: the peer closed or reset, an
+    /// I/O error, no CONNECT in time (`connect_timeouts`), or a limit
+    /// (`outbuf_closed`, `write_stall_closed`).
+    disconnects_network,
+    /// Connections closed because the broker shut down.
+    disconnects_shutdown,
+    /// Connections closed by an administrator (the admin API).
+    disconnects_admin,
+    /// MQTT 3.1 clients connected now (gauge).
+    clients_v31,
+    /// MQTT 3.1.1 clients connected now (gauge).
+    clients_v311,
+    /// MQTT 5 clients connected now (gauge).
+    clients_v5,
+    /// Sessions kept for clients that are away (gauge, refreshed by each
+    /// shard as it works).
+    sessions_absent,
+    /// Subscriptions (filter, session pairs) held (gauge).
+    subscriptions,
+    /// Retained messages stored (gauge).
+    retained_messages,
+    /// Messages waiting in the shard's inbox from other shards (gauge).
+    inbox_depth,
 }
 
 impl ShardStats {
@@ -175,6 +317,11 @@ impl ShardStats {
         if n > 0 {
             counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
         }
+    }
+
+    /// Sets a gauge.
+    pub(crate) fn set(counter: &AtomicU64, value: u64) {
+        counter.store(value, Ordering::Relaxed);
     }
 
     pub(crate) fn dec(counter: &AtomicU64) {

@@ -170,7 +170,7 @@ fn slow_hash_checks_do_not_hold_up_other_clients() {
     // Hashes slow enough that their checks take far longer than a round
     // trip: with the checks on the shard threads, the ping below would
     // wait behind them; off the shards, it is answered first.
-    let pw = Passwords::new(&[("slow", b"pw")], 20_000);
+    let pw = Passwords::new(&[("slow", b"pw")], 5_000);
     let broker = start(&["--password-file", &pw.path, "--auth-threads", "1"]);
     let addr = broker.local_addr();
     let canary_opts = ConnectOpts::v5("canary").login("slow", Some(b"pw"));

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ringmq_codec::{Packet, ProtocolVersion, Publish, Will};
+use ringmq_codec::{Packet, ProtocolVersion, Publish, QoS, Will};
 use ringmq_route::{
     owner_shard, wants_retained, FilterKind, Matches, Plan, RetainedMessage, RetainedStore,
     RouteChange, Routes, ShardId,
@@ -95,6 +95,11 @@ pub(crate) struct Core {
     pub(crate) passwords: Option<Arc<ringmq_auth::password::PasswordFile>>,
     /// The verifier threads' queue (with a password file).
     pub(crate) auth_jobs: Option<crossbeam_channel::Sender<crate::auth::Job>>,
+    /// `$SYS` publishing state (shard 0).
+    pub(crate) sys: super::sys::SysState,
+    /// When each parked CONNECT was first read (for the CONNECT
+    /// histogram).
+    pub(crate) connect_started: hashbrown::HashMap<super::link::LinkId, std::time::Instant>,
     /// Recent successful password checks.
     pub(crate) auth_cache: crate::auth::Cache,
     /// Slots of parked CONNECTs whose verdict came: the engine handles
@@ -304,6 +309,11 @@ impl Core {
             .is_ok()
         {
             ShardStats::inc(&self.stats.publishes_out);
+            match publish.qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => ShardStats::inc(&self.stats.publishes_out_qos1),
+                QoS::ExactlyOnce => ShardStats::inc(&self.stats.publishes_out_qos2),
+            }
             link.wake();
             self.check_outbuf(link);
         }

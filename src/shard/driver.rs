@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ringmq_codec::{Connect, DecodeError, Packet, ProtocolVersion, ReasonCode};
+use ringmq_codec::{Connect, DecodeError, Packet, ProtocolVersion, QoS, ReasonCode};
 use ringmq_route::{owner_shard, ShardId};
 use ringmq_session::{
     authorize, keepalive_timeout_ms, negotiate, refuse_connect, Action, CloseCause, Denial,
@@ -120,6 +120,7 @@ impl Core {
     /// A connection handed off: forget it here.
     pub(crate) fn forget_link(&mut self, link: &Link) {
         self.links.remove(&link.id);
+        self.connect_started.remove(&link.id);
         self.end_connect_wait(link, false);
     }
 
@@ -145,6 +146,11 @@ impl Core {
     ) -> Connected {
         let version = connect.protocol;
         let v5 = version == ProtocolVersion::V5;
+        // A parked CONNECT (password check) counts from its first reading.
+        let started = self
+            .connect_started
+            .remove(&link.id)
+            .unwrap_or_else(std::time::Instant::now);
         // CONNACK goes out in the client's own version.
         link.version.set(Some(version));
         // A CONNECT handled again after its password check already passed
@@ -206,7 +212,10 @@ impl Core {
         match self.authenticate(link, &connect, by_certificate, v5, now) {
             Step::Go => {}
             // The CONNECT deadline stays armed while a verifier works.
-            Step::Park => return Connected::Parked,
+            Step::Park => {
+                self.connect_started.insert(link.id, started);
+                return Connected::Parked;
+            }
             Step::Stop => {
                 self.end_connect_wait(link, false);
                 return Connected::Done;
@@ -312,6 +321,14 @@ impl Core {
                 .set(Some(ms.min(u64::from(u32::MAX)) as u32));
         }
         ShardStats::inc(&self.stats.connects);
+        link.counted.set(true);
+        ShardStats::inc(self.clients_gauge(Some(version)));
+        link.keep_alive
+            .set((negotiated.keep_alive_secs, negotiated.keep_alive_source));
+        self.stats
+            .hist
+            .connect
+            .observe_us(started.elapsed().as_micros() as u64);
         debug!(
             client_id = ?client_id,
             ?version,
@@ -466,6 +483,15 @@ impl Core {
         entry.fights > limit
     }
 
+    /// The `clients_v*` gauge of a protocol version.
+    fn clients_gauge(&self, version: Option<ProtocolVersion>) -> &std::sync::atomic::AtomicU64 {
+        match version {
+            Some(ProtocolVersion::V3_1) => &self.stats.clients_v31,
+            Some(ProtocolVersion::V5) => &self.stats.clients_v5,
+            _ => &self.stats.clients_v311,
+        }
+    }
+
     /// Refuses a CONNECT (CONNACK with `code`) and closes.
     fn refuse(&mut self, link: &Rc<Link>, code: ReasonCode, why: &str) {
         ShardStats::inc(&self.stats.connects_refused);
@@ -492,8 +518,13 @@ impl Core {
         let Some(sid) = link.session.get() else {
             return;
         };
-        if matches!(packet, Packet::Publish(_)) {
+        if let Packet::Publish(p) = &packet {
             ShardStats::inc(&self.stats.publishes_in);
+            match p.qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => ShardStats::inc(&self.stats.publishes_in_qos1),
+                QoS::ExactlyOnce => ShardStats::inc(&self.stats.publishes_in_qos2),
+            }
         }
         let mut out = std::mem::take(&mut self.outbox);
         if let Some(entry) = self.table.get_mut(sid) {
@@ -549,6 +580,19 @@ impl Core {
     pub(crate) fn on_closed(&mut self, link: &Rc<Link>, cause: CloseCause) {
         self.forget_link(link);
         ShardStats::dec(&self.stats.connections);
+        let stats = &self.stats;
+        ShardStats::inc(match cause {
+            CloseCause::ClientDisconnect(_) => &stats.disconnects_client,
+            CloseCause::KeepAliveTimeout => &stats.disconnects_keepalive,
+            CloseCause::NetworkError => &stats.disconnects_network,
+            CloseCause::ProtocolError => &stats.disconnects_protocol,
+            CloseCause::TakenOver => &stats.disconnects_takeover,
+            CloseCause::ServerShutdown => &stats.disconnects_shutdown,
+            CloseCause::Administrative => &stats.disconnects_admin,
+        });
+        if link.counted.replace(false) {
+            ShardStats::dec(self.clients_gauge(link.version.get()));
+        }
         self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         if self.shared.config.max_connections_per_ip > 0 {
             self.shared.per_ip.release(link.peer.addr().ip());
@@ -620,6 +664,7 @@ impl Core {
                     }
                     self.due.push_back((sid, timer, now, gen));
                 }
+                TimerEvent::Sys => self.publish_sys(),
             }
         }
         self.run_due(now);
@@ -666,6 +711,19 @@ impl Core {
         self.run_deferred();
     }
 
+    /// Copies this shard's gauges (absent sessions, subscriptions,
+    /// retained messages, inbox depth) into its counters, so readers on
+    /// other threads see them without asking. The engine calls it at the
+    /// end of every loop turn, before it may sleep: what a scrape reads is
+    /// never older than the shard's last piece of work.
+    pub(crate) fn refresh_gauges(&mut self) {
+        let stats = &self.stats;
+        ShardStats::set(&stats.sessions_absent, self.table.absent() as u64);
+        ShardStats::set(&stats.subscriptions, self.routes.local_len() as u64);
+        ShardStats::set(&stats.retained_messages, self.retained.len() as u64);
+        ShardStats::set(&stats.inbox_depth, self.inbox.depth() as u64);
+    }
+
     /// How long until the timer backlog may go on (None: no backlog).
     pub(crate) fn due_wait_ms(&mut self) -> Option<u64> {
         if self.due.is_empty() {
@@ -682,8 +740,21 @@ impl Core {
             .and_then(|l| self.links.get(&l))
             .cloned();
         let mut out = std::mem::take(&mut self.outbox);
+        let mut deadline = None;
         if let Some(entry) = self.table.get_mut(sid) {
+            deadline = entry.session.keepalive_deadline();
             entry.session.handle_timer(timer, now, &mut out);
+        }
+        let expired = out
+            .actions()
+            .iter()
+            .any(|a| matches!(a, Action::Close(CloseCause::KeepAliveTimeout)));
+        if let Some(deadline) = deadline.filter(|_| expired) {
+            // How late after the keep-alive deadline the close happens
+            // (the deadline is a tick: ms since the shards' epoch).
+            let since_epoch = self.shared.epoch.elapsed().as_micros() as u64;
+            let late_us = since_epoch.saturating_sub(deadline.0.saturating_mul(1000));
+            self.stats.hist.keepalive_lateness.observe_us(late_us);
         }
         self.apply(Some(sid), link.as_ref(), &mut out);
         self.outbox = out;
@@ -734,6 +805,7 @@ impl Core {
                     self.auth_cache.clear();
                 }
                 Msg::Acl(acl) => self.reauthorize_all(acl),
+                Msg::Admin(request) => self.admin(*request),
                 Msg::AuthDone(done) => self.auth_done(*done),
                 Msg::Shutdown => self.begin_shutdown(),
             }

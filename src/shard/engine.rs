@@ -338,6 +338,7 @@ impl Engine {
             if self.shard.shutting_down() && !self.shutdown_step() {
                 return;
             }
+            self.shard.core.borrow_mut().refresh_gauges();
             // Sleep unless something is already waiting. The deadline is
             // read after everything this turn armed.
             if self.ring.has_completions()
@@ -731,6 +732,10 @@ impl Engine {
             }
             return;
         }
+        if c.result > 0 {
+            let stats = &self.shard.shared.stats[self.shard.id];
+            crate::stats::ShardStats::add(&stats.bytes_in, c.result as u64);
+        }
         // Disjoint borrows: the slot, the ring and the arena.
         let conn = self
             .slots
@@ -1071,6 +1076,10 @@ impl Engine {
             }
             if old.is_closed() || now >= at {
                 conn.state = State::Open;
+                // From the take-over CONNECT to its CONNACK leaving now.
+                let waited = TAKEOVER_WAIT.saturating_sub(at.saturating_duration_since(now));
+                let stats = &self.shard.shared.stats[self.shard.id];
+                stats.hist.takeover.observe_us(waited.as_micros() as u64);
                 if let Some(link) = self.link(slot) {
                     link.wake();
                 }
@@ -1186,6 +1195,8 @@ impl Engine {
             if n >= 0 {
                 let n = n as usize;
                 trace!(bytes = n, "written");
+                let stats = &self.shard.shared.stats[self.shard.id];
+                crate::stats::ShardStats::add(&stats.bytes_out, n as u64);
                 if n == out.len() {
                     self.unblock_if_drained(slot);
                     return;
@@ -1233,6 +1244,10 @@ impl Engine {
 
     fn on_send(&mut self, c: Completion) {
         let slot = c.token.slot;
+        if c.result > 0 {
+            let stats = &self.shard.shared.stats[self.shard.id];
+            crate::stats::ShardStats::add(&stats.bytes_out, c.result as u64);
+        }
         let Some(conn) = self.conn_for(c.token) else {
             return;
         };

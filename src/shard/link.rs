@@ -185,6 +185,11 @@ pub(crate) struct Link {
     pub(crate) cert_name: Cell<Option<Box<CertName>>>,
     /// Where its CONNECT's password check stands.
     pub(crate) auth: Cell<AuthState>,
+    /// Counted in `clients_v*` (CONNACK 0x00 sent, not yet closed).
+    pub(crate) counted: Cell<bool>,
+    /// The keep-alive granted, in seconds, and who chose it, for the
+    /// admin API.
+    pub(crate) keep_alive: Cell<(u16, ringmq_session::KeepAliveSource)>,
 }
 
 /// A CONNECT's password check.
@@ -225,6 +230,8 @@ impl Link {
             retained_queries: Cell::new(0),
             cert_name: Cell::new(None),
             auth: Cell::new(AuthState::Unchecked),
+            counted: Cell::new(false),
+            keep_alive: Cell::new((0, ringmq_session::KeepAliveSource::Client)),
         }
     }
 

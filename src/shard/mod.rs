@@ -18,6 +18,7 @@
 //! `Shard` never leaves its thread. Its `Core` sits in one `RefCell`
 //! borrowed once per step, and no step re-enters another.
 
+pub(crate) mod admin;
 mod apply;
 mod driver;
 mod engine;
@@ -28,6 +29,7 @@ mod msg;
 mod ratelimit;
 mod routing;
 mod shared;
+mod sys;
 mod table;
 mod timers;
 
@@ -76,6 +78,9 @@ impl Shard {
         let policy = ServerPolicy {
             server_keep_alive: config.server_keepalive,
             max_keep_alive: config.max_keepalive,
+            min_keep_alive: config.min_keepalive,
+            refuse_low_keep_alive_v3: config.refuse_low_keepalive,
+            allow_zero_keep_alive: config.allow_zero_keepalive,
             max_packet_size: config.max_packet_size,
             v3_session_expiry_secs: config.session_expiry_default_secs,
             max_qos: config.max_qos(),
@@ -127,6 +132,8 @@ impl Shard {
             passwords: auth.as_ref().map(|(p, _)| p.clone()),
             auth_jobs: auth.map(|(_, jobs)| jobs),
             auth_cache: Default::default(),
+            connect_started: Default::default(),
+            sys: Default::default(),
             resumed: Vec::new(),
             // Bursts of 10 ms of work: a backlog drains in small steps
             // between reads, never in one long freeze.
@@ -168,6 +175,7 @@ impl Shard {
         let Some(doorbell) = self.doorbell.take() else {
             return;
         };
+        self.core.borrow_mut().arm_sys();
         engine::run(self, ring, listeners, doorbell).await;
     }
 }

@@ -34,6 +34,33 @@ pub(crate) struct Shared {
     pub(crate) acl_reload_failures: AtomicU64,
 }
 
+impl Shared {
+    /// The counters summed over every shard, and the broker's own.
+    pub(crate) fn stats(&self) -> crate::stats::Stats {
+        let mut total = crate::stats::Stats::default();
+        for s in &self.stats {
+            s.add_to(&mut total);
+        }
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        total.tls_reloads = load(&self.tls_reloads);
+        total.tls_reload_failures = load(&self.tls_reload_failures);
+        total.password_reloads = load(&self.password_reloads);
+        total.password_reload_failures = load(&self.password_reload_failures);
+        total.acl_reloads = load(&self.acl_reloads);
+        total.acl_reload_failures = load(&self.acl_reload_failures);
+        total
+    }
+
+    /// The latency histograms summed over every shard.
+    pub(crate) fn histograms(&self) -> crate::stats::Histograms {
+        let mut total = crate::stats::Histograms::default();
+        for s in &self.stats {
+            total.add(s);
+        }
+        total
+    }
+}
+
 /// Open connections per IP address over all shards, in a fixed table of
 /// atomic counters indexed by a hash of the address: no lock, no
 /// allocation per address, 256 KiB in all. Two addresses that share a

@@ -22,6 +22,8 @@ pub(crate) enum TimerEvent {
     ConnectDeadline(LinkId),
     /// A session's timer.
     Session(SessionId, Timer),
+    /// Time to publish the `$SYS` topics (shard 0).
+    Sys,
 }
 
 /// The broker's clock as ticks.

@@ -1,7 +1,8 @@
 //! CONNECT negotiation: what the server grants a new connection.
 //!
-//! Decides the effective keep-alive (v5 Server Keep Alive, `--max-keepalive`
-//! cap), the session expiry, whether an empty client id is acceptable, and
+//! Decides the effective keep-alive (v5 Server Keep Alive, the
+//! `--min-keepalive` / `--max-keepalive` range, keep-alive 0 allowed or
+//! not; see [`KeepAliveSource`] for the rules), the session expiry, whether an empty client id is acceptable, and
 //! the CONNACK properties that tell a v5 client the truth about the server.
 //! [`authorize`] applies the identity rules (client-id patterns, the will
 //! against the ACL). The shard applies the result; nothing here touches
@@ -27,6 +28,14 @@ pub struct ServerPolicy {
     pub server_keep_alive: Option<u16>,
     /// `--max-keepalive`: the largest keep-alive accepted (65535 = no cap).
     pub max_keep_alive: u16,
+    /// `--min-keepalive`: the smallest non-zero keep-alive accepted
+    /// (0 = no minimum). At most `max_keep_alive`.
+    pub min_keep_alive: u16,
+    /// `--refuse-low-keepalive`: a v3 client below `min_keep_alive` is
+    /// refused with CONNACK 0x02 instead of being held to the minimum.
+    pub refuse_low_keep_alive_v3: bool,
+    /// `--allow-zero-keepalive`: whether keep-alive 0 (none) is accepted.
+    pub allow_zero_keep_alive: bool,
     /// `--max-packet-size`: the largest packet the server accepts.
     pub max_packet_size: u32,
     /// `--session-expiry-default-secs`: how long a v3 clean-session-0
@@ -88,6 +97,9 @@ impl Default for ServerPolicy {
         Self {
             server_keep_alive: None,
             max_keep_alive: u16::MAX,
+            min_keep_alive: 0,
+            refuse_low_keep_alive_v3: false,
+            allow_zero_keep_alive: true,
             max_packet_size: ringmq_codec::MAX_PACKET_SIZE,
             v3_session_expiry_secs: 86_400,
             max_qos: QoS::AtMostOnce,
@@ -179,11 +191,68 @@ pub fn authorize(
     Ok(())
 }
 
+/// Which rule decided the keep-alive the server enforces
+/// ([`Negotiated::keep_alive_source`]), checked in this order:
+///
+/// - v5 with `--server-keepalive`: that value, whatever the client asked.
+/// - Keep-alive 0 with `--allow-zero-keepalive false`: v5 is told
+///   `--min-keepalive`, or `--max-keepalive` without a minimum (65535,
+///   the longest there is, when neither is set: the client asked for no
+///   keep-alive, so it gets the gentlest one); v3 is refused with 0x02.
+/// - Keep-alive 0 otherwise is accepted as 0 (no timer), except that a v5
+///   client is told `--max-keepalive` when that is below 65535 (the
+///   behaviour before `--min-keepalive` existed). The minimum applies to
+///   non-zero values only.
+/// - Above `--max-keepalive`: v5 is told the maximum; v3 is refused with
+///   0x02 (it cannot be told).
+/// - Below `--min-keepalive`: v5 is told the minimum; v3 is held to it
+///   (the server monitors with the minimum, so the client pings more
+///   often than needed, which is harmless), or refused with 0x02 under
+///   `--refuse-low-keepalive`.
+/// - Otherwise the client's own value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeepAliveSource {
+    /// The client's own value, unchanged.
+    Client,
+    /// `--server-keepalive`, imposed on a v5 client (even when it equals
+    /// the client's value).
+    ServerKeepAlive,
+    /// Below `--min-keepalive`: raised to it (v5: Server Keep Alive; v3:
+    /// held to it without being told).
+    RaisedToMin,
+    /// Above `--max-keepalive`: a v5 client told the maximum.
+    CappedAtMax,
+    /// Keep-alive 0 not honoured: a v5 client told the minimum or the
+    /// maximum instead.
+    ZeroImposed,
+}
+
+impl KeepAliveSource {
+    /// Whether the server, not the client, chose the value.
+    pub fn is_imposed(self) -> bool {
+        self != KeepAliveSource::Client
+    }
+
+    /// A short stable name, for logs and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeepAliveSource::Client => "client",
+            KeepAliveSource::ServerKeepAlive => "server_keepalive",
+            KeepAliveSource::RaisedToMin => "raised_to_min",
+            KeepAliveSource::CappedAtMax => "capped_at_max",
+            KeepAliveSource::ZeroImposed => "zero_imposed",
+        }
+    }
+}
+
 /// What the server grants an accepted CONNECT.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Negotiated {
-    /// The keep-alive the server enforces, in seconds (0 = none).
+    /// The keep-alive the server enforces, in seconds (0 = none); for a v3
+    /// client held to `--min-keepalive`, the minimum.
     pub keep_alive_secs: u16,
+    /// Which rule decided `keep_alive_secs`.
+    pub keep_alive_source: KeepAliveSource,
     /// How long the session outlives the connection, in seconds
     /// (`u32::MAX` = never expires).
     pub session_expiry_secs: u32,
@@ -254,32 +323,23 @@ pub fn negotiate(connect: &Connect, policy: &ServerPolicy) -> Result<Negotiated,
     }
 
     let mut props = Properties::default();
-    let keep_alive_secs = if v5 {
-        let granted = match policy.server_keep_alive {
-            Some(server) => server,
-            None if connect.keep_alive > policy.max_keep_alive => policy.max_keep_alive,
-            // Asking for no keep-alive while a cap is set: impose the cap.
-            None if connect.keep_alive == 0 && policy.max_keep_alive < u16::MAX => {
-                policy.max_keep_alive
-            }
-            None => connect.keep_alive,
-        };
-        if granted != connect.keep_alive {
-            // 3.2.2.3.14: the client must use the server's value.
-            props.server_keep_alive = Some(granted);
-        }
-        granted
-    } else {
-        // A v3 client cannot be told another value; refuse as Mosquitto does.
-        if connect.keep_alive > policy.max_keep_alive {
-            return Err(refuse(
-                V3_IDENTIFIER_REJECTED,
-                ReasonCode::PROTOCOL_ERROR,
-                "keep alive above --max-keepalive",
-            ));
-        }
-        connect.keep_alive
-    };
+    let (keep_alive_secs, keep_alive_source) = keep_alive(connect.keep_alive, v5, policy)
+        .ok_or_else(|| {
+            // Only v3 is refused: a v5 client is told another value.
+            debug_assert!(!v5);
+            let why = if connect.keep_alive == 0 {
+                "keep alive 0 with --allow-zero-keepalive false"
+            } else if connect.keep_alive > policy.max_keep_alive {
+                "keep alive above --max-keepalive"
+            } else {
+                "keep alive below --min-keepalive"
+            };
+            refuse(V3_IDENTIFIER_REJECTED, ReasonCode::PROTOCOL_ERROR, why)
+        })?;
+    if v5 && keep_alive_secs != connect.keep_alive {
+        // 3.2.2.3.14: the client must use the server's value.
+        props.server_keep_alive = Some(keep_alive_secs);
+    }
 
     let session_expiry_secs = if v5 {
         let asked = connect.properties.session_expiry_interval.unwrap_or(0);
@@ -325,6 +385,7 @@ pub fn negotiate(connect: &Connect, policy: &ServerPolicy) -> Result<Negotiated,
 
     Ok(Negotiated {
         keep_alive_secs,
+        keep_alive_source,
         session_expiry_secs,
         assign_client_id,
         will_delay_secs,
@@ -334,6 +395,43 @@ pub fn negotiate(connect: &Connect, policy: &ServerPolicy) -> Result<Negotiated,
             .unwrap_or(ringmq_codec::MAX_PACKET_SIZE),
         connack_properties: props,
     })
+}
+
+/// The keep-alive the server enforces for a client asking for `asked`
+/// seconds, and why ([`KeepAliveSource`] has the rules); `None`: refuse
+/// (v3 only: a v5 client can always be told a value).
+fn keep_alive(asked: u16, v5: bool, policy: &ServerPolicy) -> Option<(u16, KeepAliveSource)> {
+    let (min, max) = (policy.min_keep_alive, policy.max_keep_alive);
+    debug_assert!(min <= max, "Config::validate keeps min <= max");
+    if v5 {
+        if let Some(server) = policy.server_keep_alive {
+            return Some((server, KeepAliveSource::ServerKeepAlive));
+        }
+    }
+    if asked == 0 {
+        return if !policy.allow_zero_keep_alive {
+            v5.then(|| {
+                let imposed = if min > 0 { min } else { max };
+                (imposed, KeepAliveSource::ZeroImposed)
+            })
+        } else if v5 && max < u16::MAX {
+            // Asking for no keep-alive while a cap is set: impose the cap.
+            Some((max, KeepAliveSource::ZeroImposed))
+        } else {
+            Some((0, KeepAliveSource::Client))
+        };
+    }
+    if asked > max {
+        // A v3 client cannot be told another value; refuse as Mosquitto does.
+        return v5.then_some((max, KeepAliveSource::CappedAtMax));
+    }
+    if asked < min {
+        if !v5 && policy.refuse_low_keep_alive_v3 {
+            return None;
+        }
+        return Some((min, KeepAliveSource::RaisedToMin));
+    }
+    Some((asked, KeepAliveSource::Client))
 }
 
 #[cfg(test)]
@@ -387,6 +485,97 @@ mod tests {
             (n.keep_alive_secs, n.connack_properties.server_keep_alive),
             (5, None)
         );
+    }
+
+    /// Every keep-alive rule: (version, asked, min, max, refuse low v3,
+    /// allow zero, server keep-alive) -> Some((enforced, source, Server
+    /// Keep Alive property)) or None (CONNACK 0x02).
+    #[test]
+    fn keep_alive_policy_table() {
+        use KeepAliveSource::*;
+        const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
+        const V5: ProtocolVersion = ProtocolVersion::V5;
+        type Row = (
+            ProtocolVersion,
+            u16,
+            u16,
+            u16,
+            bool,
+            bool,
+            Option<u16>,
+            Option<(u16, KeepAliveSource, Option<u16>)>,
+        );
+        let max = u16::MAX;
+        #[rustfmt::skip]
+        let rows: &[Row] = &[
+            // Defaults: today's behaviour.
+            (V5, 30, 0, max, false, true, None, Some((30, Client, None))),
+            (V5, 0, 0, max, false, true, None, Some((0, Client, None))),
+            (V3, 0, 0, max, false, true, None, Some((0, Client, None))),
+            (V3, 30, 0, max, false, true, None, Some((30, Client, None))),
+            // Minimum.
+            (V5, 5, 10, max, false, true, None, Some((10, RaisedToMin, Some(10)))),
+            (V5, 10, 10, max, false, true, None, Some((10, Client, None))),
+            (V3, 5, 10, max, false, true, None, Some((10, RaisedToMin, None))),
+            (V3, 5, 10, max, true, true, None, None),
+            (V3, 10, 10, max, true, true, None, Some((10, Client, None))),
+            (V5, 5, 10, max, true, true, None, Some((10, RaisedToMin, Some(10)))),
+            // The minimum applies to non-zero values; 0 is allow-zero's.
+            (V5, 0, 10, max, false, true, None, Some((0, Client, None))),
+            (V3, 0, 10, max, true, true, None, Some((0, Client, None))),
+            // Maximum.
+            (V5, 90, 10, 60, false, true, None, Some((60, CappedAtMax, Some(60)))),
+            (V3, 90, 10, 60, false, true, None, None),
+            (V3, 60, 10, 60, false, true, None, Some((60, Client, None))),
+            (V5, 0, 0, 60, false, true, None, Some((60, ZeroImposed, Some(60)))),
+            (V3, 0, 0, 60, false, true, None, Some((0, Client, None))),
+            // Zero refused.
+            (V5, 0, 10, 60, false, false, None, Some((10, ZeroImposed, Some(10)))),
+            (V5, 0, 0, 60, false, false, None, Some((60, ZeroImposed, Some(60)))),
+            (V5, 0, 0, max, false, false, None, Some((max, ZeroImposed, Some(max)))),
+            (V3, 0, 10, 60, false, false, None, None),
+            (V3, 0, 0, max, false, false, None, None),
+            (V3, 1, 0, max, false, false, None, Some((1, Client, None))),
+            // --server-keepalive wins for v5; v3 cannot be told it.
+            (V5, 0, 10, 60, false, false, Some(20), Some((20, ServerKeepAlive, Some(20)))),
+            (V5, 5, 10, 60, true, true, Some(20), Some((20, ServerKeepAlive, Some(20)))),
+            (V5, 90, 10, 60, false, true, Some(20), Some((20, ServerKeepAlive, Some(20)))),
+            (V5, 20, 10, 60, false, true, Some(20), Some((20, ServerKeepAlive, None))),
+            (V3, 5, 10, 60, false, true, Some(20), Some((10, RaisedToMin, None))),
+            (V3, 0, 10, 60, false, false, Some(20), None),
+        ];
+        for &(version, asked, min, max, refuse_low, allow_zero, server, want) in rows {
+            let policy = ServerPolicy {
+                min_keep_alive: min,
+                max_keep_alive: max,
+                refuse_low_keep_alive_v3: refuse_low,
+                allow_zero_keep_alive: allow_zero,
+                server_keep_alive: server,
+                ..ServerPolicy::default()
+            };
+            let got = negotiate(&connect(version, asked, "a", true), &policy);
+            let row = (version, asked, min, max, refuse_low, allow_zero, server);
+            match (got, want) {
+                (Ok(n), Some(want)) => assert_eq!(
+                    (
+                        n.keep_alive_secs,
+                        n.keep_alive_source,
+                        n.connack_properties.server_keep_alive
+                    ),
+                    want,
+                    "{row:?}"
+                ),
+                (Err(e), None) => assert_eq!(e.code, ReasonCode(0x02), "{row:?}"),
+                (got, want) => panic!("{row:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn keep_alive_source_names() {
+        assert!(!KeepAliveSource::Client.is_imposed());
+        assert!(KeepAliveSource::RaisedToMin.is_imposed());
+        assert_eq!(KeepAliveSource::ZeroImposed.as_str(), "zero_imposed");
     }
 
     #[test]

@@ -29,8 +29,8 @@ mod violation;
 mod will;
 
 pub use connect::{
-    authorize, negotiate, ConnectRefusal, Denial, Negotiated, ServerPolicy, V3_IDENTIFIER_REJECTED,
-    V3_NOT_AUTHORIZED, V3_UNACCEPTABLE_PROTOCOL,
+    authorize, negotiate, ConnectRefusal, Denial, KeepAliveSource, Negotiated, ServerPolicy,
+    V3_IDENTIFIER_REJECTED, V3_NOT_AUTHORIZED, V3_UNACCEPTABLE_PROTOCOL,
 };
 pub use ids::{SessionId, Tick};
 pub use inbound::{Inbound, InboundAction};

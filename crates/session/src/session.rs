@@ -224,6 +224,20 @@ impl Session {
         })
     }
 
+    /// When the attached connection's keep-alive runs out if it stays
+    /// silent (last packet + 1.5 x keep-alive, as --keepalive-backoff
+    /// sets it); `None` without a connection or keep-alive.
+    pub fn keepalive_deadline(&self) -> Option<Tick> {
+        let link = self.link.as_ref()?;
+        (link.keepalive_ms > 0).then(|| link.last_rx.add_ms(link.keepalive_ms))
+    }
+
+    /// Whether a will is held (for the current connection, or waiting for
+    /// its delay).
+    pub fn has_will(&self) -> bool {
+        self.will.is_some()
+    }
+
     /// A CONNECT for this session, already negotiated (see
     /// [`crate::negotiate`]); any previous connection has been detached
     /// ([`Session::taken_over`]). Clean start discards the old state
@@ -667,6 +681,30 @@ impl Session {
         }
     }
 
+    /// An administrator disconnects the client: v5 DISCONNECT 0x98, then
+    /// close (its will is due, as for any close the client did not ask
+    /// for). With `discard` the session ends with the connection; a
+    /// session without a connection ends now (a will waiting for its
+    /// delay is published first, as at expiry).
+    pub fn kick(&mut self, discard: bool, now: Tick, out: &mut Outbox) {
+        if discard {
+            self.session_expiry_secs = 0;
+        }
+        match self.link.as_ref() {
+            Some(link) if !link.closing => {
+                self.close_with(
+                    ReasonCode::ADMINISTRATIVE_ACTION,
+                    Some("disconnected by an administrator"),
+                    out,
+                );
+                out.push(Action::Close(CloseCause::Administrative));
+            }
+            Some(_) => {}
+            None if discard => self.handle_timer(Timer::SessionExpiry, now, out),
+            None => {}
+        }
+    }
+
     /// The broker is going away: v5 DISCONNECT 0x8B, then close.
     pub fn shutdown(&mut self, out: &mut Outbox) {
         if self.link.as_ref().is_some_and(|l| !l.closing) {
@@ -754,7 +792,10 @@ impl Session {
         // DUP and the packet id belong to this hop only (MQTT-3.3.1-3).
         publish.dup = false;
         publish.packet_id = 0;
-        let allowed = self.may_write(&publish.topic, policy);
+        // `$SYS` belongs to the broker (issue 15): a client may not publish
+        // there, ACL or not; refused like an ACL refusal, so it is counted.
+        let sys = publish.topic.as_ref() == b"$SYS" || publish.topic.starts_with(b"$SYS/");
+        let allowed = !sys && self.may_write(&publish.topic, policy);
         if !allowed {
             out.push(Action::Denied(Access::Write));
             if v5 && qos != QoS::AtMostOnce {

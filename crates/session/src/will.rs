@@ -25,6 +25,8 @@ pub enum CloseCause {
     TakenOver,
     /// The broker is shutting down.
     ServerShutdown,
+    /// An administrator disconnected the client (the admin API).
+    Administrative,
 }
 
 /// Whether the session's will (if any) becomes due when its connection ends
@@ -34,7 +36,11 @@ pub fn will_due_on_close(cause: CloseCause, version: ProtocolVersion) -> bool {
         // MQTT-3.1.2-8 / 3.14.4-3: a normal DISCONNECT discards the will;
         // v5 0x04 asks for it explicitly.
         CloseCause::ClientDisconnect(code) => code == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
-        CloseCause::KeepAliveTimeout | CloseCause::NetworkError | CloseCause::ProtocolError => true,
+        // An administrator's kick is not the client leaving cleanly.
+        CloseCause::KeepAliveTimeout
+        | CloseCause::NetworkError
+        | CloseCause::ProtocolError
+        | CloseCause::Administrative => true,
         CloseCause::TakenOver => version == ProtocolVersion::V5,
         // The broker itself is going away: nobody is left to deliver to.
         CloseCause::ServerShutdown => false,

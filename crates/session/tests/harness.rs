@@ -18,6 +18,9 @@
 //! - `harness/props.rs`: property tests against model clients.
 //! - `harness/acl.rs`: the ACL at SUBSCRIBE, PUBLISH and delivery,
 //!   reauthorization, the CONNECT identity rules.
+//! - `harness/keepalive_policy.rs`: `--min-keepalive`, keep-alive 0
+//!   allowed or not, beside the maximum and `--server-keepalive`.
+//! - `harness/sys.rs`: clients cannot publish into `$SYS`.
 //!
 //! [`Harness`]: util::Harness
 
@@ -34,11 +37,15 @@ mod connect;
 mod deliver;
 #[path = "harness/inbound.rs"]
 mod inbound;
+#[path = "harness/keepalive_policy.rs"]
+mod keepalive_policy;
 #[path = "harness/limits.rs"]
 mod limits;
 #[path = "harness/props.rs"]
 mod props;
 #[path = "harness/subscribe.rs"]
 mod subscribe;
+#[path = "harness/sys.rs"]
+mod sys;
 #[path = "harness/will.rs"]
 mod will;

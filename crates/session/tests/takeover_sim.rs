@@ -1735,7 +1735,8 @@ impl Sim {
                 }
                 CloseCause::KeepAliveTimeout
                 | CloseCause::NetworkError
-                | CloseCause::ProtocolError => true,
+                | CloseCause::ProtocolError
+                | CloseCause::Administrative => true,
                 CloseCause::TakenOver | CloseCause::ServerShutdown => false,
             };
             let delay = self.wills[w as usize].delay_secs;
