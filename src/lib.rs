@@ -24,6 +24,9 @@ mod transport;
 /// `ringmq passwd`: create and edit Mosquitto password files (`main.rs` hands it the arguments).
 pub mod passwd;
 
+/// `--config` files, `--print-config` and the example file (`main.rs` loads the flags through it).
+pub mod config_file;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

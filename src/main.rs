@@ -1,32 +1,54 @@
-//! The `ringmq` command: parse flags, start the shards, reload TLS material
-//! and the password file on SIGHUP, stop cleanly on SIGINT or SIGTERM.
+//! The `ringmq` command: read the flags and the `--config` file, start the
+//! shards, reload on SIGHUP (the config file's live keys, the TLS material,
+//! the password and ACL files), stop cleanly on SIGINT or SIGTERM.
 
+use std::ffi::OsString;
+use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Parser;
-use ringmq::{Broker, Config};
-use tracing::info;
-use tracing_subscriber::EnvFilter;
+use ringmq::config_file::{self, LoadError, Loaded, LIVE_KEYS};
+use ringmq::Broker;
+use tracing::{info, warn};
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
+
+/// Swaps the log filter of the running process (SIGHUP).
+type LogFilter = reload::Handle<EnvFilter, Registry>;
 
 fn main() -> ExitCode {
-    if std::env::args_os().nth(1).is_some_and(|a| a == "passwd") {
-        return ringmq::passwd::main(std::env::args_os().skip(2));
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "passwd") {
+        return ringmq::passwd::main(args.into_iter().skip(2));
     }
-    let config = Config::parse();
-    if let Err(e) = config.validate() {
-        eprintln!("ringmq: {e}");
-        return ExitCode::from(2);
+    // Regenerates ringmq.example.toml. Not a flag of `Config`, so it is no
+    // config key and not in --help: a maintainer's tool.
+    if args.len() == 2 && args[1] == "--print-example-config" {
+        print!("{}", config_file::example());
+        return ExitCode::SUCCESS;
     }
-    let filter = match EnvFilter::try_new(&config.log) {
-        Ok(f) => f,
+    let loaded = match config_file::load(args.clone()) {
+        Ok(l) => l,
+        Err(LoadError::Args(e)) => e.exit(),
         Err(e) => {
-            eprintln!("ringmq: invalid --log filter {:?}: {e}", config.log);
+            eprintln!("ringmq: {e}");
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    if loaded.config.print_config {
+        print!("{}", config_file::print(&loaded));
+        return ExitCode::SUCCESS;
+    }
+    let filter = match EnvFilter::try_new(&loaded.config.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("ringmq: invalid --log filter {:?}: {e}", loaded.config.log);
+            return ExitCode::from(2);
+        }
+    };
+    let (filter, log_filter) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().with_writer(std::io::stderr))
         .init();
     // The panic goes to the log too before the process aborts (release
     // builds abort on panic, see Cargo.toml).
@@ -42,19 +64,23 @@ fn main() -> ExitCode {
     // SAFETY: plain libc call on a sigset we own; affects this thread only.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &signals, std::ptr::null_mut()) };
 
-    let broker = match Broker::start(config) {
+    let broker = match Broker::start(loaded.config.clone()) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("ringmq: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let mut running = loaded;
     let mut signal = 0;
     loop {
         // SAFETY: sigwait reads the set and writes one int we own.
         unsafe { libc::sigwait(&signals, &mut signal) };
         if signal != libc::SIGHUP {
             break;
+        }
+        if let Some(path) = running.config.config.clone() {
+            reload_config_file(&args, &path, &mut running, &log_filter);
         }
         // SIGHUP: new TLS material for new handshakes; after a failure the
         // old material stays.
@@ -66,6 +92,55 @@ fn main() -> ExitCode {
     broker.shutdown();
     info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Reads the config file again (the command line still wins), applies the
+/// [`LIVE_KEYS`] that changed and logs which changed keys need a restart.
+/// A file that does not load changes nothing.
+fn reload_config_file(
+    args: &[OsString],
+    path: &Path,
+    running: &mut Loaded,
+    log_filter: &LogFilter,
+) {
+    let new = match config_file::load(args.iter().cloned()) {
+        Ok(new) => new,
+        Err(e) => {
+            warn!(
+                "SIGHUP: config file not reloaded, the running configuration stays: {}",
+                e.to_string().trim()
+            );
+            return;
+        }
+    };
+    let changed = running.changed_keys(&new);
+    let (live, restart): (Vec<&str>, Vec<&str>) = changed
+        .iter()
+        .map(String::as_str)
+        .partition(|k| LIVE_KEYS.contains(k));
+    if live.contains(&"log") {
+        // `load` checked the filter already; a failure here keeps the old one.
+        let applied = EnvFilter::try_new(&new.config.log)
+            .map_err(|e| e.to_string())
+            .and_then(|f| log_filter.reload(f).map_err(|e| e.to_string()));
+        if let Err(e) = applied {
+            warn!("SIGHUP: log filter {:?} not applied: {e}", new.config.log);
+            return;
+        }
+    }
+    running.adopt_live(&new);
+    info!(
+        "SIGHUP: config file {} reloaded; applied: {} (the TLS, password and ACL files are read again)",
+        path.display(),
+        if live.is_empty() { "no change".to_string() } else { live.join(", ") }
+    );
+    if !restart.is_empty() {
+        warn!(
+            "SIGHUP: config file {}: changed but needs a restart (the running values stay): {}",
+            path.display(),
+            restart.join(", ")
+        );
+    }
 }
 
 fn stop_signals() -> libc::sigset_t {
