@@ -31,8 +31,31 @@ const NOT_KEYS: [&str; 2] = ["config", "print-config"];
 
 /// Keys a SIGHUP applies to the running broker; every other changed key
 /// needs a restart (the TLS, password and ACL files' *contents* are read
-/// again on SIGHUP whatever the file says).
-pub const LIVE_KEYS: [&str; 1] = ["log"];
+/// again on SIGHUP whatever the file says). Besides `log`, these are the
+/// session policy's limits that apply to new connections, sessions and
+/// decisions without going back on what a connected client was told
+/// ([`ringmq::Broker::apply_live`]); `max-qos`, `topic-alias-maximum`,
+/// `max-packet-size` and `keepalive-backoff` are not among them.
+pub const LIVE_KEYS: [&str; 18] = [
+    "log",
+    "server-keepalive",
+    "max-keepalive",
+    "min-keepalive",
+    "refuse-low-keepalive",
+    "allow-zero-keepalive",
+    "session-expiry-default-secs",
+    "max-session-expiry-secs",
+    "receive-maximum",
+    "max-inflight-out",
+    "max-queued-messages",
+    "max-queued-bytes",
+    "max-subscriptions",
+    "max-topic-levels",
+    "max-topic-aliases-out",
+    "max-topic-alias-bytes",
+    "client-id-pattern",
+    "takeover-same-user-only",
+];
 
 /// Why [`load`] gave no configuration.
 #[derive(Debug)]
@@ -87,7 +110,25 @@ impl Loaded {
                 old.clone_from(value);
             }
         }
-        self.config.log.clone_from(&new.config.log);
+        let (c, n) = (&mut self.config, &new.config);
+        c.log.clone_from(&n.log);
+        c.server_keepalive = n.server_keepalive;
+        c.max_keepalive = n.max_keepalive;
+        c.min_keepalive = n.min_keepalive;
+        c.refuse_low_keepalive = n.refuse_low_keepalive;
+        c.allow_zero_keepalive = n.allow_zero_keepalive;
+        c.session_expiry_default_secs = n.session_expiry_default_secs;
+        c.max_session_expiry_secs = n.max_session_expiry_secs;
+        c.receive_maximum = n.receive_maximum;
+        c.max_inflight_out = n.max_inflight_out;
+        c.max_queued_messages = n.max_queued_messages;
+        c.max_queued_bytes = n.max_queued_bytes;
+        c.max_subscriptions = n.max_subscriptions;
+        c.max_topic_levels = n.max_topic_levels;
+        c.max_topic_aliases_out = n.max_topic_aliases_out;
+        c.max_topic_alias_bytes = n.max_topic_alias_bytes;
+        c.client_id_patterns.clone_from(&n.client_id_patterns);
+        c.takeover_same_user_only = n.takeover_same_user_only;
     }
 }
 

@@ -449,6 +449,21 @@ impl Broker {
         Ok(value)
     }
 
+    /// Applies the session-policy keys of `config` that may change while
+    /// running ([`config_file::LIVE_KEYS`]: keep-alive policy, session
+    /// expiry, queue and subscription limits, client-id rules) on every
+    /// shard. New connections, sessions and decisions follow them; what a
+    /// connected client was told at CONNECT stays. The ACL stays as loaded.
+    /// `config` must be valid ([`Config::validate`]).
+    pub fn apply_live(&self, config: &Config) {
+        for id in 0..self.shared.shards {
+            let policy = shard::policy_for(config, None);
+            self.shared
+                .mesh
+                .send_external(id, Msg::Policy(Box::new(policy)));
+        }
+    }
+
     /// The address of the `--http-listen` listener (the port picked when
     /// 0 was asked); `None` without it.
     pub fn http_addr(&self) -> Option<SocketAddr> {

@@ -80,7 +80,7 @@ fn main() -> ExitCode {
             break;
         }
         if let Some(path) = running.config.config.clone() {
-            reload_config_file(&args, &path, &mut running, &log_filter);
+            reload_config_file(&broker, &args, &path, &mut running, &log_filter);
         }
         // SIGHUP: new TLS material for new handshakes; after a failure the
         // old material stays.
@@ -98,6 +98,7 @@ fn main() -> ExitCode {
 /// [`LIVE_KEYS`] that changed and logs which changed keys need a restart.
 /// A file that does not load changes nothing.
 fn reload_config_file(
+    broker: &Broker,
     args: &[OsString],
     path: &Path,
     running: &mut Loaded,
@@ -129,6 +130,9 @@ fn reload_config_file(
         }
     }
     running.adopt_live(&new);
+    if live.iter().any(|k| *k != "log") {
+        broker.apply_live(&running.config);
+    }
     info!(
         "SIGHUP: config file {} reloaded; applied: {} (the TLS, password and ACL files are read again)",
         path.display(),

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{poll_until, ConnectOpts, RawClient, TempDir, PROMPT};
+use common::{poll_until, subscribe_packet, ConnectOpts, RawClient, TempDir, PROMPT, SUBACK};
 
 /// Runs the binary to completion with `args` (no `RUST_LOG` unless given in
 /// `env`).
@@ -474,4 +474,40 @@ fn sighup_applies_the_log_filter_and_names_keys_that_need_a_restart() {
         status.is_some()
     }));
     assert!(status.expect("exited").success(), "{status:?}");
+}
+
+#[test]
+fn sighup_applies_a_live_limit_to_new_decisions() {
+    let dir = TempDir::new("config-sighup-live");
+    let file = dir.path_str("ringmq.toml");
+    std::fs::write(&file, format!("{BASE}max-subscriptions = 10\n")).unwrap();
+    let (mut process, addr, log) = start(&file);
+    let mut lines = Vec::new();
+    let (mut c, _) = RawClient::connected(addr, &ConnectOpts::v5("limited"));
+    let two = subscribe_packet(1, &[("a", 0), ("b", 0)], true);
+    c.send(&two).unwrap();
+    let (_, codes) = c.expect_packet(PROMPT, "SUBACK").ack_codes(SUBACK, true);
+    assert_eq!(codes, [0, 0]);
+
+    std::fs::write(&file, format!("{BASE}max-subscriptions = 2\n")).unwrap();
+    process.signal(libc::SIGHUP);
+    wait_log(&log, &mut lines, "applying max-subscriptions", |l| {
+        l.contains("applied: max-subscriptions")
+    });
+    // The same client, already connected: a third filter is over the new
+    // limit (0x97); the two it holds stay.
+    let mut code = 0;
+    assert!(
+        poll_until(PROMPT, || {
+            c.send(&subscribe_packet(2, &[("c", 0)], true)).unwrap();
+            let (_, codes) = c.expect_packet(PROMPT, "SUBACK").ack_codes(SUBACK, true);
+            code = codes[0];
+            code == 0x97
+        }),
+        "third SUBSCRIBE got {code:#x}"
+    );
+    process.signal(libc::SIGTERM);
+    assert!(poll_until(Duration::from_secs(10), || {
+        process.0.try_wait().expect("wait").is_some()
+    }));
 }

@@ -806,6 +806,11 @@ impl Core {
                 }
                 Msg::Acl(acl) => self.reauthorize_all(acl),
                 Msg::Admin(request) => self.admin(*request),
+                Msg::Policy(policy) => {
+                    let acl = self.policy.acl.take();
+                    self.policy = *policy;
+                    self.policy.acl = acl;
+                }
                 Msg::AuthDone(done) => self.auth_done(*done),
                 Msg::Shutdown => self.begin_shutdown(),
             }

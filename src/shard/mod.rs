@@ -75,36 +75,7 @@ impl Shard {
     ) -> Rc<Shard> {
         let doorbell = inbox.take_doorbell();
         let config = &shared.config;
-        let policy = ServerPolicy {
-            server_keep_alive: config.server_keepalive,
-            max_keep_alive: config.max_keepalive,
-            min_keep_alive: config.min_keepalive,
-            refuse_low_keep_alive_v3: config.refuse_low_keepalive,
-            allow_zero_keep_alive: config.allow_zero_keepalive,
-            max_packet_size: config.max_packet_size,
-            v3_session_expiry_secs: config.session_expiry_default_secs,
-            max_qos: config.max_qos(),
-            receive_maximum: config.receive_maximum,
-            retain_available: true,
-            topic_alias_maximum: config.topic_alias_maximum,
-            max_queued_messages: config.max_queued_messages,
-            keepalive_backoff: config.keepalive_backoff,
-            max_queued_bytes: config.max_queued_bytes,
-            max_inflight_out: config.max_inflight_out,
-            max_subscriptions: config.max_subscriptions,
-            max_topic_levels: config.max_topic_levels,
-            max_session_expiry_secs: config.max_session_expiry_secs,
-            max_topic_aliases_out: config.max_topic_aliases_out,
-            max_topic_alias_bytes: config.max_topic_alias_bytes,
-            acl,
-            // Checked by `Config::validate`.
-            client_id_patterns: config
-                .client_id_patterns
-                .iter()
-                .filter_map(|p| ringmq_auth::client_id::ClientIdPattern::parse(p).ok())
-                .collect(),
-            takeover_same_user_only: config.takeover_same_user_only,
-        };
+        let policy = policy_for(config, acl);
         let clock = Clock::new(shared.epoch, config.keepalive_tick_ms);
         let core = Core {
             id: ShardId(id),
@@ -177,5 +148,44 @@ impl Shard {
         };
         self.core.borrow_mut().arm_sys();
         engine::run(self, ring, listeners, doorbell).await;
+    }
+}
+
+/// The session policy of `config` (with `acl`, the ACL file's rules).
+/// Built at start, and again when a SIGHUP changes a policy key
+/// ([`crate::config_file::LIVE_KEYS`]).
+pub(crate) fn policy_for(
+    config: &crate::config::Config,
+    acl: Option<Arc<ringmq_auth::acl::Acl>>,
+) -> ServerPolicy {
+    ServerPolicy {
+        server_keep_alive: config.server_keepalive,
+        max_keep_alive: config.max_keepalive,
+        min_keep_alive: config.min_keepalive,
+        refuse_low_keep_alive_v3: config.refuse_low_keepalive,
+        allow_zero_keep_alive: config.allow_zero_keepalive,
+        max_packet_size: config.max_packet_size,
+        v3_session_expiry_secs: config.session_expiry_default_secs,
+        max_qos: config.max_qos(),
+        receive_maximum: config.receive_maximum,
+        retain_available: true,
+        topic_alias_maximum: config.topic_alias_maximum,
+        max_queued_messages: config.max_queued_messages,
+        keepalive_backoff: config.keepalive_backoff,
+        max_queued_bytes: config.max_queued_bytes,
+        max_inflight_out: config.max_inflight_out,
+        max_subscriptions: config.max_subscriptions,
+        max_topic_levels: config.max_topic_levels,
+        max_session_expiry_secs: config.max_session_expiry_secs,
+        max_topic_aliases_out: config.max_topic_aliases_out,
+        max_topic_alias_bytes: config.max_topic_alias_bytes,
+        acl,
+        // Checked by `Config::validate`.
+        client_id_patterns: config
+            .client_id_patterns
+            .iter()
+            .filter_map(|p| ringmq_auth::client_id::ClientIdPattern::parse(p).ok())
+            .collect(),
+        takeover_same_user_only: config.takeover_same_user_only,
     }
 }

@@ -49,6 +49,8 @@ pub(crate) enum Msg {
     /// A new password file (SIGHUP): CONNECTs from now on are checked
     /// against it; the cache of successful checks is emptied.
     Passwords(Arc<ringmq_auth::password::PasswordFile>),
+    /// New session-policy limits (SIGHUP with --config); the ACL stays.
+    Policy(Box<ringmq_session::ServerPolicy>),
     /// An admin API request, answered on its reply channel.
     Admin(Box<super::admin::Request>),
     /// A new ACL (SIGHUP): every session is decided again under it.
