@@ -8,12 +8,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
+use common::process::Process;
 use common::{poll_until, subscribe_packet, ConnectOpts, RawClient, TempDir, PROMPT, SUBACK};
 
 /// Runs the binary to completion with `args` (no `RUST_LOG` unless given in
@@ -313,76 +311,10 @@ fn the_example_file_is_generated_and_loads_to_the_defaults() {
     );
 }
 
-/// The broker process, killed if the test fails half-way.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Process {
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill on the pid of a child we own and have not reaped.
-        assert_eq!(unsafe { libc::kill(self.0.id() as libc::pid_t, signal) }, 0);
-    }
-}
-
 /// Starts the binary on `--config file` alone and returns it with its
-/// first listener's address (from its "ringmq started" line) and the
-/// rest of its log.
-fn start(file: &str) -> (Process, SocketAddr, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["--config", file])
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the ringmq binary");
-    let stderr = child.stderr.take().expect("stderr");
-    let process = Process(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let scheme = "mqtt://";
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the broker logs that it started");
-        if !line.contains("ringmq started") {
-            continue;
-        }
-        let at = line.find(scheme).expect("a listener in the started line");
-        let rest = &line[at + scheme.len()..];
-        let end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
-            .unwrap_or(rest.len());
-        break rest[..end].parse().expect("the listen address");
-    };
-    (process, addr, rx)
-}
-
-/// Collects log lines until one satisfies `found`; returns every line
-/// read so far.
-fn wait_log(
-    log: &mpsc::Receiver<String>,
-    lines: &mut Vec<String>,
-    what: &str,
-    found: impl Fn(&str) -> bool,
-) {
-    let ok = poll_until(PROMPT, || {
-        lines.extend(log.try_iter());
-        lines.iter().any(|l| found(l))
-    });
-    assert!(ok, "no log line {what} in {lines:#?}");
+/// first listener's address.
+fn start(file: &str) -> (Process, SocketAddr) {
+    Process::start(&["--config", file], "mqtt://")
 }
 
 /// The settings every broker test file starts with (few shards and little
@@ -398,7 +330,7 @@ fn a_broker_started_from_a_file_serves_where_it_says() {
         format!("{BASE}log = \"info\"\nmax-connections = 100\n"),
     )
     .unwrap();
-    let (_process, addr, _log) = start(&file);
+    let (_process, addr) = start(&file);
     assert!(addr.ip().is_loopback(), "{addr}");
     assert_ne!(addr.port(), 0);
     let (mut client, _) = RawClient::connected(addr, &ConnectOpts::v3("from-config-file"));
@@ -414,8 +346,7 @@ fn sighup_applies_the_log_filter_and_names_keys_that_need_a_restart() {
         format!("{BASE}log = \"info\"\nmax-connections = 100\n"),
     )
     .unwrap();
-    let (mut process, addr, log) = start(&file);
-    let mut lines = Vec::new();
+    let (mut process, addr) = start(&file);
 
     // At "info", a connection logs nothing at DEBUG.
     let (mut before, _) = RawClient::connected(addr, &ConnectOpts::v3("before-sighup"));
@@ -427,53 +358,51 @@ fn sighup_applies_the_log_filter_and_names_keys_that_need_a_restart() {
     )
     .unwrap();
     process.signal(libc::SIGHUP);
-    wait_log(&log, &mut lines, "applying log", |l| {
+    process.wait_log("applying log", |l| {
         l.contains(" INFO ") && l.contains("config file") && l.contains("applied: log")
     });
-    wait_log(&log, &mut lines, "naming max-connections", |l| {
+    process.wait_log("naming max-connections", |l| {
         l.contains(" WARN ") && l.contains("needs a restart") && l.contains("max-connections")
     });
-    let applied = lines
+    let applied = process
+        .lines
         .iter()
         .position(|l| l.contains("applied: log"))
         .expect("seen above");
     assert!(
-        !lines[..applied].iter().any(|l| l.contains(" DEBUG ")),
-        "DEBUG lines before the filter changed: {lines:#?}"
+        !process.lines[..applied]
+            .iter()
+            .any(|l| l.contains(" DEBUG ")),
+        "DEBUG lines before the filter changed: {:#?}",
+        process.lines
     );
     assert!(
-        !lines
+        !process
+            .lines
             .iter()
             .any(|l| l.contains("applied: log") && l.contains("max-connections")),
-        "max-connections reported as applied: {lines:#?}"
+        "max-connections reported as applied: {:#?}",
+        process.lines
     );
 
     // The new filter is in force: a connection now logs at DEBUG.
     let (mut after, _) = RawClient::connected(addr, &ConnectOpts::v3("after-sighup"));
     after.ping();
-    wait_log(&log, &mut lines, "at DEBUG", |l| l.contains(" DEBUG "));
+    process.wait_log("at DEBUG", |l| l.contains(" DEBUG "));
 
     // A file that does not load changes nothing and says where it is wrong.
     std::fs::write(&file, format!("{BASE}log = \"info\"\nmax-connections = \n")).unwrap();
     process.signal(libc::SIGHUP);
-    wait_log(&log, &mut lines, "refusing the broken file", |l| {
+    process.wait_log("refusing the broken file", |l| {
         l.contains(" WARN ") && l.contains("not reloaded") && l.contains("line 5")
     });
-    lines.clear();
+    process.lines.clear();
     let (mut still, _) = RawClient::connected(addr, &ConnectOpts::v3("still-debug"));
     still.ping();
-    wait_log(&log, &mut lines, "still at DEBUG", |l| {
-        l.contains(" DEBUG ")
-    });
+    process.wait_log("still at DEBUG", |l| l.contains(" DEBUG "));
 
     // SIGTERM still stops it, with exit status 0.
-    process.signal(libc::SIGTERM);
-    let mut status = None;
-    assert!(poll_until(Duration::from_secs(10), || {
-        status = process.0.try_wait().expect("wait");
-        status.is_some()
-    }));
-    assert!(status.expect("exited").success(), "{status:?}");
+    assert!(process.terminate(), "no clean exit on SIGTERM");
 }
 
 #[test]
@@ -481,8 +410,7 @@ fn sighup_applies_a_live_limit_to_new_decisions() {
     let dir = TempDir::new("config-sighup-live");
     let file = dir.path_str("ringmq.toml");
     std::fs::write(&file, format!("{BASE}max-subscriptions = 10\n")).unwrap();
-    let (mut process, addr, log) = start(&file);
-    let mut lines = Vec::new();
+    let (mut process, addr) = start(&file);
     let (mut c, _) = RawClient::connected(addr, &ConnectOpts::v5("limited"));
     let two = subscribe_packet(1, &[("a", 0), ("b", 0)], true);
     c.send(&two).unwrap();
@@ -491,7 +419,7 @@ fn sighup_applies_a_live_limit_to_new_decisions() {
 
     std::fs::write(&file, format!("{BASE}max-subscriptions = 2\n")).unwrap();
     process.signal(libc::SIGHUP);
-    wait_log(&log, &mut lines, "applying max-subscriptions", |l| {
+    process.wait_log("applying max-subscriptions", |l| {
         l.contains("applied: max-subscriptions")
     });
     // The same client, already connected: a third filter is over the new
@@ -506,8 +434,5 @@ fn sighup_applies_a_live_limit_to_new_decisions() {
         }),
         "third SUBSCRIBE got {code:#x}"
     );
-    process.signal(libc::SIGTERM);
-    assert!(poll_until(Duration::from_secs(10), || {
-        process.0.try_wait().expect("wait").is_some()
-    }));
+    assert!(process.terminate(), "no clean exit on SIGTERM");
 }

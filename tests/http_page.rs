@@ -9,26 +9,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
 use common::*;
 
 /// The page may not grow past this.
 const MAX_PAGE_BYTES: usize = 16 * 1024;
 
-/// One HTTP request; returns (status, head, body).
+/// One GET; returns (status, head, body).
 fn http(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(PROMPT)).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let out = String::from_utf8(out).expect("a UTF-8 response");
-    let status = out[9..12].parse().unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").expect("a response head");
-    (status, head.to_owned(), body.to_owned())
+    http_request(addr, "GET", path, token)
 }
 
 fn start_http(extra: &[&str]) -> (Broker, SocketAddr) {

@@ -6,94 +6,30 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use common::certs::{client_config, tls_connect, Pki};
+use common::process::Process;
 use common::{poll_until, ConnectOpts, PacketStream, PROMPT};
 
-/// The broker process, killed if the test fails half-way.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Process {
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill on the pid of a child we own and have not reaped.
-        assert_eq!(unsafe { libc::kill(self.0.id() as libc::pid_t, signal) }, 0);
-    }
-}
-
-/// Starts the binary on an mqtts:// port 0 and returns it with its port
-/// (read from its "ringmq started" log line) and the rest of its log.
-fn start(pki: &Pki) -> (Process, SocketAddr, mpsc::Receiver<String>) {
+/// Starts the binary on an mqtts:// port 0 and returns it with its port.
+fn start(pki: &Pki) -> (Process, SocketAddr) {
     let listen = ["--listen", "mqtts://127.0.0.1:0"];
     let tls = ["--tls-cert", &pki.cert, "--tls-key", &pki.key];
     start_with(&[&listen[..], &tls[..]].concat(), "mqtts://")
 }
 
-/// Starts the binary with `args` and returns it with the port of its
-/// first `scheme` listener and the rest of its log.
-fn start_with(args: &[&str], scheme: &str) -> (Process, SocketAddr, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(args)
-        .args(["--shards", "1", "--io-memory-kib", "256", "--log", "info"])
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the ringmq binary");
-    let stderr = child.stderr.take().expect("stderr");
-    let process = Process(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the broker logs that it started");
-        if !line.contains("ringmq started") {
-            continue;
-        }
-        if let Some(at) = line.find(scheme) {
-            let rest = &line[at + scheme.len()..];
-            let end = rest
-                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
-                .unwrap_or(rest.len());
-            break rest[..end].parse().expect("the listen address");
-        }
-    };
-    (process, addr, rx)
-}
-
-/// Waits until a log line contains `text`.
-fn wait_log(log: &mpsc::Receiver<String>, text: &str) {
-    let mut lines = Vec::new();
-    let found = poll_until(PROMPT, || {
-        lines.extend(log.try_iter());
-        lines.iter().any(|l| l.contains(text))
-    });
-    assert!(found, "no log line with {text:?} in {lines:#?}");
+/// Starts the binary with `args` (one shard, little locked memory, log at
+/// info) and returns it with the port of its first `scheme` listener.
+fn start_with(args: &[&str], scheme: &str) -> (Process, SocketAddr) {
+    let base = ["--shards", "1", "--io-memory-kib", "256", "--log", "info"];
+    Process::start(&[args, &base[..]].concat(), scheme)
 }
 
 #[test]
 fn sighup_reloads_the_certificate_and_keeps_open_connections() {
     let pki = Pki::generate();
-    let (process, addr, log) = start(&pki);
+    let (mut process, addr) = start(&pki);
     let trust_main = client_config(&pki.ca, None, &[]);
     let trust_other = client_config(&pki.other, None, &[]);
 
@@ -118,7 +54,9 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
             .unwrap_or(true),
         "the old certificate is still served after SIGHUP"
     );
-    wait_log(&log, "TLS certificate, key and CA reloaded");
+    process.wait_log("saying it reloaded", |l| {
+        l.contains("TLS certificate, key and CA reloaded")
+    });
 
     // The connection from before the reload still works.
     old.publish0("hup/x", b"still up");
@@ -128,24 +66,13 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
     // A reload that fails keeps the new material and says why.
     pki.install_raw("garbage\n", "garbage\n");
     process.signal(libc::SIGHUP);
-    let mut said = false;
-    assert!(poll_until(PROMPT, || {
-        said |= log
-            .try_iter()
-            .any(|l| l.contains("TLS reload failed") && l.contains("--tls-"));
-        said
-    }));
+    process.wait_log("saying why the reload failed", |l| {
+        l.contains("TLS reload failed") && l.contains("--tls-")
+    });
     assert!(tls_connect(addr, &trust_other).is_ok());
 
     // SIGTERM still stops it, with exit status 0.
-    let mut process = process;
-    process.signal(libc::SIGTERM);
-    let mut status = None;
-    assert!(poll_until(Duration::from_secs(10), || {
-        status = process.0.try_wait().expect("wait");
-        status.is_some()
-    }));
-    assert!(status.expect("exited").success(), "{status:?}");
+    assert!(process.terminate(), "no clean exit on SIGTERM");
 }
 
 #[test]
@@ -154,7 +81,7 @@ fn sighup_reloads_the_acl_file_and_a_bad_one_keeps_the_old_rules() {
     let acl = dir.path("acl");
     std::fs::write(&acl, "topic readwrite open/#\n").unwrap();
     let acl_path = acl.to_string_lossy().into_owned();
-    let (process, addr, log) = start_with(
+    let (mut process, addr) = start_with(
         &["--listen", "127.0.0.1:0", "--acl-file", &acl_path],
         "mqtt://",
     );
@@ -175,13 +102,15 @@ fn sighup_reloads_the_acl_file_and_a_bad_one_keeps_the_old_rules() {
 
     std::fs::write(&acl, "topic readwrite later/#\n").unwrap();
     process.signal(libc::SIGHUP);
-    wait_log(&log, "ACL file reloaded");
+    process.wait_log("saying the ACL reloaded", |l| {
+        l.contains("ACL file reloaded")
+    });
     assert_eq!(puback(&mut c, "later/x", 3), 0x00);
     assert_eq!(puback(&mut c, "open/x", 4), 0x87);
 
     std::fs::write(&acl, "topic readwrite open/#\nbogus line\n").unwrap();
     process.signal(libc::SIGHUP);
-    wait_log(&log, "line 2");
+    process.wait_log("naming the bad line", |l| l.contains("line 2"));
     assert_eq!(puback(&mut c, "later/x", 5), 0x00, "the old rules stay");
     drop(process);
 }
