@@ -21,14 +21,6 @@ fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
-fn start_http(extra: &[&str]) -> (Broker, SocketAddr) {
-    let mut flags = vec!["--http-listen", "127.0.0.1:0"];
-    flags.extend_from_slice(extra);
-    let broker = start(&flags);
-    let addr = broker.http_addr().expect("an HTTP listener");
-    (broker, addr)
-}
-
 /// The value of one sample line `name{labels} value` of /metrics.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()

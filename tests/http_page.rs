@@ -21,14 +21,6 @@ fn http(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, Stri
     http_request(addr, "GET", path, token)
 }
 
-fn start_http(extra: &[&str]) -> (Broker, SocketAddr) {
-    let mut flags = vec!["--http-listen", "127.0.0.1:0"];
-    flags.extend_from_slice(extra);
-    let broker = start(&flags);
-    let addr = broker.http_addr().expect("an HTTP listener");
-    (broker, addr)
-}
-
 fn page(addr: SocketAddr) -> String {
     let (status, head, body) = http(addr, "/", None);
     assert_eq!(status, 200, "{head}");

@@ -59,6 +59,16 @@ impl Drop for TempDir {
     }
 }
 
+/// A test broker with `--http-listen` on a loopback port 0 (plus `extra`
+/// flags), and the address that listener got.
+pub fn start_http(extra: &[&str]) -> (Broker, SocketAddr) {
+    let mut flags = vec!["--http-listen", "127.0.0.1:0"];
+    flags.extend_from_slice(extra);
+    let broker = start(&flags);
+    let addr = broker.http_addr().expect("an HTTP listener");
+    (broker, addr)
+}
+
 /// One HTTP/1.1 request to `addr` (the broker answers and closes), with a
 /// bearer `token` when given; returns (status, head, body).
 pub fn http_request(
