@@ -219,27 +219,65 @@ fn sys_topics_are_published_retained_and_match_the_broker() {
     let broker = start(&["--sys-interval", "1"]);
     let addr = broker.local_addr();
     let (mut c, _) = RawClient::connected(addr, &ConnectOpts::v3("sys-watcher"));
-    c.send(&subscribe_packet(
+    c.send(&subscribe_packet(1, &[("$SYS/broker/#", 0)], false))
+        .unwrap();
+    c.expect_packet(PROMPT, "SUBACK");
+    // One PUBLISH of our own, so the message counters have something.
+    c.send(&publish_packet("plain/topic", b"x", 0, 0, false, false))
+        .unwrap();
+    // Within a couple of intervals the values describe this broker: one
+    // client, one subscription (ours), our publish received.
+    let mut seen = std::collections::HashMap::new();
+    let want = [
+        ("$SYS/broker/clients/connected", "1"),
+        ("$SYS/broker/subscriptions/count", "1"),
+        ("$SYS/broker/messages/received", "1"),
+        ("$SYS/broker/publish/messages/received", "1"),
+    ];
+    let matches = |seen: &std::collections::HashMap<String, String>| {
+        want.iter()
+            .all(|(t, v)| seen.get(*t).is_some_and(|got| got == v))
+    };
+    assert!(
+        poll_until(PROMPT, || {
+            if let Ok(p) = c.read_packet(std::time::Duration::from_millis(200)) {
+                if p.kind == PUBLISH {
+                    let p = p.publish(false);
+                    seen.insert(p.topic, String::from_utf8_lossy(&p.payload).into_owned());
+                }
+            }
+            matches(&seen)
+        }),
+        "{seen:#?}"
+    );
+    assert!(seen["$SYS/broker/version"].starts_with("ringmq version "));
+    assert!(seen["$SYS/broker/uptime"].ends_with(" seconds"));
+    // A client cannot publish into $SYS (v3: acknowledged, dropped). Had
+    // it been routed, it would reach us right after its PUBACK, before
+    // the broker's next uptime: read up to that one.
+    c.send(&publish_packet(
+        "$SYS/broker/uptime",
+        b"forged",
         1,
-        &[("$SYS/broker/clients/connected", 0)],
+        9,
+        false,
         false,
     ))
     .unwrap();
-    c.expect_packet(PROMPT, "SUBACK");
-    // Within two intervals a fresh value says one client is connected.
-    let mut last = String::new();
-    assert!(
-        poll_until(PROMPT, || {
-            match c.read_packet(std::time::Duration::from_millis(200)) {
-                Ok(p) if p.kind == PUBLISH => {
-                    last = String::from_utf8_lossy(&p.publish(false).payload).into_owned();
-                    last == "1"
-                }
-                _ => false,
-            }
-        }),
-        "last value {last:?}"
-    );
+    let (mut acked, mut next_uptime) = (false, false);
+    while !next_uptime {
+        let p = c.expect_packet(PROMPT, "PUBACK or a $SYS publish");
+        if p.kind == PUBACK {
+            acked = true;
+        } else if p.kind == PUBLISH {
+            let p = p.publish(false);
+            assert_ne!(
+                p.payload, b"forged",
+                "a client's PUBLISH into $SYS was delivered"
+            );
+            next_uptime = acked && p.topic == "$SYS/broker/uptime";
+        }
+    }
 }
 
 #[test]
