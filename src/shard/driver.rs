@@ -224,6 +224,12 @@ impl Core {
         self.end_connect_wait(link, false);
         let negotiated = match negotiate(&connect, &self.policy) {
             Ok(n) => n,
+            Err(refusal) if refusal.silent => {
+                ShardStats::inc(&self.stats.connects_refused);
+                debug!(reason = refusal.why, "CONNECT refused without a CONNACK");
+                link.request_close(CloseCause::ProtocolError);
+                return Connected::Done;
+            }
             Err(refusal) => {
                 self.refuse(link, refusal.code, refusal.why);
                 return Connected::Done;

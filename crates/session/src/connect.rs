@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use ringmq_auth::acl::{Access, Acl, Who};
 use ringmq_auth::client_id::ClientIdPattern;
-use ringmq_codec::{Connect, Properties, ProtocolVersion, QoS, ReasonCode};
+use ringmq_codec::{ConnAck, Connect, Properties, ProtocolVersion, QoS, ReasonCode};
 
 /// v3 CONNACK return code 0x01: unacceptable protocol version.
 pub const V3_UNACCEPTABLE_PROTOCOL: u8 = 0x01;
@@ -158,6 +158,7 @@ impl Denial {
         ConnectRefusal {
             code: if v5 { v5code } else { ReasonCode(v3) },
             why,
+            silent: false,
         }
     }
 }
@@ -276,7 +277,18 @@ pub struct ConnectRefusal {
     pub code: ReasonCode,
     /// Why, for the log line.
     pub why: &'static str,
+    /// Close without a CONNACK: even the refusal would exceed the
+    /// client's Maximum Packet Size (MQTT-3.1.2-24).
+    pub silent: bool,
 }
+
+/// The longest client identifier the server assigns (for sizing the
+/// CONNACK that carries it before it is chosen).
+pub const MAX_ASSIGNED_ID_LEN: usize = 32;
+
+/// A refusal CONNACK without properties, in bytes (fixed header 2,
+/// flags, code, property length 0).
+const REFUSAL_CONNACK_LEN: u32 = 5;
 
 /// Negotiates a decoded CONNECT against the server's policy.
 pub fn negotiate(connect: &Connect, policy: &ServerPolicy) -> Result<Negotiated, ConnectRefusal> {
@@ -284,6 +296,7 @@ pub fn negotiate(connect: &Connect, policy: &ServerPolicy) -> Result<Negotiated,
     let refuse = |v3: u8, v5code: ReasonCode, why| ConnectRefusal {
         code: if v5 { v5code } else { ReasonCode(v3) },
         why,
+        silent: false,
     };
 
     let assign_client_id = connect.client_id.is_empty();
@@ -383,16 +396,43 @@ pub fn negotiate(connect: &Connect, policy: &ServerPolicy) -> Result<Negotiated,
         }
     }
 
+    let client_max_packet_size = connect
+        .properties
+        .maximum_packet_size
+        .unwrap_or(ringmq_codec::MAX_PACKET_SIZE);
+    if v5 {
+        // MQTT-3.1.2-24: not even the CONNACK may exceed the client's
+        // Maximum Packet Size. One that would (a client announcing a tiny
+        // maximum) is refused with Packet too large, or, when even that
+        // does not fit, closed without a word.
+        const ASSIGNED: &[u8] = &[b'x'; MAX_ASSIGNED_ID_LEN];
+        let mut sized = props.clone();
+        if assign_client_id {
+            sized.assigned_client_identifier = Some(bytes::Bytes::from_static(ASSIGNED));
+        }
+        let connack = ConnAck {
+            session_present: true,
+            code: ReasonCode::SUCCESS,
+            properties: sized,
+        };
+        if connack.encoded_len(ProtocolVersion::V5) > client_max_packet_size as usize {
+            let mut refusal = refuse(
+                V3_IDENTIFIER_REJECTED,
+                ReasonCode::PACKET_TOO_LARGE,
+                "CONNACK above the client's Maximum Packet Size",
+            );
+            refusal.silent = client_max_packet_size < REFUSAL_CONNACK_LEN;
+            return Err(refusal);
+        }
+    }
+
     Ok(Negotiated {
         keep_alive_secs,
         keep_alive_source,
         session_expiry_secs,
         assign_client_id,
         will_delay_secs,
-        client_max_packet_size: connect
-            .properties
-            .maximum_packet_size
-            .unwrap_or(ringmq_codec::MAX_PACKET_SIZE),
+        client_max_packet_size,
         connack_properties: props,
     })
 }

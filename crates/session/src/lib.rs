@@ -30,7 +30,7 @@ mod will;
 
 pub use connect::{
     authorize, negotiate, ConnectRefusal, Denial, KeepAliveSource, Negotiated, ServerPolicy,
-    V3_IDENTIFIER_REJECTED, V3_NOT_AUTHORIZED, V3_UNACCEPTABLE_PROTOCOL,
+    MAX_ASSIGNED_ID_LEN, V3_IDENTIFIER_REJECTED, V3_NOT_AUTHORIZED, V3_UNACCEPTABLE_PROTOCOL,
 };
 pub use ids::{SessionId, Tick};
 pub use inbound::{Inbound, InboundAction};

@@ -403,10 +403,7 @@ impl Session {
                 Ok(())
             }
             Packet::Subscribe(subscribe) => self.subscribe(&subscribe, policy, out),
-            Packet::Unsubscribe(unsubscribe) => {
-                self.unsubscribe(&unsubscribe, out);
-                Ok(())
-            }
+            Packet::Unsubscribe(unsubscribe) => self.unsubscribe(&unsubscribe, out),
             Packet::Disconnect(disconnect) => self.client_disconnect(&disconnect, policy, out),
             Packet::Connect(_) => Err(Violation::SecondConnect),
             Packet::Auth(_) => Err(Violation::AuthWithoutMethod),
@@ -753,7 +750,16 @@ impl Session {
                 reason_string: reason.map(|r| Bytes::from_static(r.as_bytes())),
                 ..Properties::default()
             };
-            out.send(Packet::Disconnect(Disconnect { code, properties }));
+            let mut disconnect = Packet::Disconnect(Disconnect { code, properties });
+            if !self.fits(&disconnect) {
+                // The Reason String is optional (MQTT-3.14.2-3): it goes
+                // first when the client's Maximum Packet Size is tiny.
+                disconnect = Packet::Disconnect(Disconnect {
+                    code,
+                    properties: Properties::default(),
+                });
+            }
+            out.send(disconnect);
         }
     }
 
@@ -888,6 +894,16 @@ impl Session {
         if packet.properties.subscription_identifiers.len() > 1 {
             return Err(Violation::SeveralSubscriptionIdentifiers);
         }
+        let suback = SubAck {
+            packet_id: packet.packet_id,
+            properties: Properties::default(),
+            codes: vec![ReasonCode::SUCCESS; packet.filters.len()],
+        };
+        if !self.fits(&Packet::SubAck(suback)) {
+            // One code per filter: a client that asks for more filters
+            // than its own Maximum Packet Size lets us answer.
+            return Err(Violation::ResponseTooLarge);
+        }
         let checked: Vec<Result<bool, ()>> = packet
             .filters
             .iter()
@@ -1009,9 +1025,29 @@ impl Session {
         }
     }
 
+    /// Whether `packet` fits the attached client's Maximum Packet Size
+    /// (MQTT-3.1.2-24).
+    fn fits(&self, packet: &Packet) -> bool {
+        self.link
+            .as_ref()
+            .is_none_or(|l| packet.encoded_len(self.protocol) <= l.max_packet_size as usize)
+    }
+
     /// UNSUBSCRIBE: route-drops, then UNSUBACK.
-    fn unsubscribe(&mut self, packet: &Unsubscribe, out: &mut Outbox) {
+    fn unsubscribe(&mut self, packet: &Unsubscribe, out: &mut Outbox) -> Result<(), Violation> {
         let v5 = self.protocol == ProtocolVersion::V5;
+        let unsuback = UnsubAck {
+            packet_id: packet.packet_id,
+            properties: Properties::default(),
+            codes: if v5 {
+                vec![ReasonCode::SUCCESS; packet.filters.len()]
+            } else {
+                Vec::new()
+            },
+        };
+        if !self.fits(&Packet::UnsubAck(unsuback)) {
+            return Err(Violation::ResponseTooLarge);
+        }
         let mut codes = Vec::new();
         for filter in &packet.filters {
             let removed = self.subscriptions.remove_entry(filter.as_ref());
@@ -1034,6 +1070,7 @@ impl Session {
             properties: Properties::default(),
             codes,
         }));
+        Ok(())
     }
 
     /// DISCONNECT from the client: a new session expiry (never raised

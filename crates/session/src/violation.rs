@@ -43,6 +43,10 @@ pub enum Violation {
     /// MQTT-3.2.0-1 and kin (CONNACK, SUBACK, UNSUBACK, PINGRESP): a packet
     /// only a server may send.
     ServerPacketFromClient,
+    /// MQTT-3.1.2-24 from the other side: a SUBSCRIBE or UNSUBSCRIBE with
+    /// more filters than the answer (one code each) can carry within the
+    /// client's own Maximum Packet Size.
+    ResponseTooLarge,
 }
 
 impl Violation {
@@ -52,6 +56,7 @@ impl Violation {
             Violation::TopicAliasOutOfRange => ReasonCode::TOPIC_ALIAS_INVALID,
             Violation::QosNotSupported => ReasonCode::QOS_NOT_SUPPORTED,
             Violation::ReceiveMaximumExceeded => ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+            Violation::ResponseTooLarge => ReasonCode::PACKET_TOO_LARGE,
             Violation::SecondConnect
             | Violation::TopicAliasUnknown
             | Violation::EmptyTopicWithoutAlias
@@ -81,6 +86,7 @@ impl Violation {
             Violation::SessionExpiryRaisedFromZero => "MQTT-3.14.2-2",
             Violation::AuthWithoutMethod => "MQTT-4.12.0-1",
             Violation::ServerPacketFromClient => "MQTT-3.2.0-1",
+            Violation::ResponseTooLarge => "MQTT-3.1.2-24",
         }
     }
 
@@ -101,6 +107,7 @@ impl Violation {
             Violation::SessionExpiryRaisedFromZero => "session expiry raised from 0",
             Violation::AuthWithoutMethod => "AUTH without an authentication method",
             Violation::ServerPacketFromClient => "packet only a server may send",
+            Violation::ResponseTooLarge => "the answer would exceed your Maximum Packet Size",
         }
     }
 }
@@ -133,6 +140,7 @@ mod tests {
             SessionExpiryRaisedFromZero,
             AuthWithoutMethod,
             ServerPacketFromClient,
+            ResponseTooLarge,
         ] {
             assert!(v.reason_code().is_error(), "{v}");
             assert!(v.spec_id().starts_with("MQTT-"));

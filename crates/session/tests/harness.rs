@@ -41,6 +41,8 @@ mod inbound;
 mod keepalive_policy;
 #[path = "harness/limits.rs"]
 mod limits;
+#[path = "harness/max_packet.rs"]
+mod max_packet;
 #[path = "harness/props.rs"]
 mod props;
 #[path = "harness/subscribe.rs"]
