@@ -182,9 +182,17 @@ impl Session {
     }
 
     /// `--takeover-same-user-only`: may a client named `username` (None:
-    /// anonymous) take this session over or resume it?
+    /// anonymous) take this session over or resume it? A session made
+    /// while its identity was not kept (the flag turned on by a SIGHUP
+    /// since) has no known owner and may be taken by anyone.
     pub fn may_take_over(&self, username: Option<&[u8]>, policy: &ServerPolicy) -> bool {
-        !policy.takeover_same_user_only || self.username().map(|u| u.as_ref()) == username
+        if !policy.takeover_same_user_only {
+            return true;
+        }
+        match self.rights.as_deref() {
+            Some(rights) => rights.username().map(|u| u.as_ref()) == username,
+            None => true,
+        }
     }
 
     /// The client identifier.

@@ -206,6 +206,11 @@ fn takeover_by_another_user_is_refused_only_when_asked() {
     let anon = Harness::connected_with(same_user.clone(), v5("c"));
     assert!(anon.session.may_take_over(None, &same_user));
     assert!(!anon.session.may_take_over(Some(b"alice"), &same_user));
+    // Made before the flag was turned on (a live reload): no owner known,
+    // so not locked to "anonymous".
+    let before = Harness::connected(alice(v5("c")));
+    assert!(before.session.may_take_over(Some(b"alice"), &same_user));
+    assert!(before.session.may_take_over(Some(b"bob"), &same_user));
 }
 
 #[test]
