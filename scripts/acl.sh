@@ -162,33 +162,19 @@ if [[ ",$BROKERS," == *",mosquitto,"* ]]; then
 fi
 echo "$line; ACL file: $USERS user sections + 2 patterns; QoS $QOS, 64 B, $PUBS -> $SUBS over $TOPICS topic(s), $DURATION s at max rate"
 echo
-python3 - "$TMP" "$ONLY" "$BROKERS" <<'EOF'
-import json, os, sys
+python3 - "$TMP" "$ONLY" "$BROKERS" "$ROOT/scripts" <<'EOF'
+import sys
 tmp, tests, brokers = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
-names = {"ringmq": "ringmq", "mosquitto": "Mosquitto"}
+sys.path.insert(0, sys.argv[4])
+from table import num, print_table
+
 what = {
     "none": "no ACL",
     "acl": "ACL, own topics",
     "filtered": "ACL, PREFIX/+ overlapping a deny",
 }
 
-def load(test, broker):
-    base = os.path.join(tmp, f"{test}.{broker}")
-    try:
-        r = json.load(open(base + ".json"))
-    except Exception:
-        r = {"error": "no result"}
-    if os.path.exists(base + ".died"):
-        r["died"] = True
-    return r
-
-def num(r, key, fmt):
-    v = r.get(key)
-    if isinstance(v, (int, float)):
-        return fmt.format(v)
-    return "n/a" if v is None else str(v)
-
-def rows(r, t):
+def rows(t, r):
     lost = r.get("lost", 0)
     extra = f" (lost {lost:,})" if isinstance(lost, int) and lost else ""
     return [
@@ -197,27 +183,7 @@ def rows(r, t):
          num(r, "broker_cpu_pct", "{:.0f}") + " / " + num(r, "tool_cpu_pct", "{:.0f}")),
     ]
 
-print("| measurement | " + " | ".join(names[b] for b in brokers) + " |")
-print("|---|" + "---:|" * len(brokers))
-notes = []
-for t in tests:
-    labels, cols = None, {}
-    for b in brokers:
-        r = load(t, b)
-        if "error" in r:
-            cols[b] = None
-            notes.append(f"{t} / {names[b]}: {r['error']}")
-        else:
-            rs = rows(r, t)
-            labels = [l for l, _ in rs]
-            cols[b] = [v for _, v in rs]
-        if r.get("died"):
-            notes.append(f"{t} / {names[b]}: the broker DIED during the run")
-    if labels is None:
-        labels = [l for l, _ in rows({}, t)]
-    for i, label in enumerate(labels):
-        cells = [(c[i] if c else "n/a") for c in (cols[b] for b in brokers)]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+notes = print_table(tmp, tests, brokers, rows)
 print()
 print("Max-rate publishing: a broker that cannot keep up drops QoS 0 (counted as lost); "
       "broker CPU is utime+stime over the run, on one pinned CPU.")

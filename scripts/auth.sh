@@ -202,10 +202,12 @@ fi
 hash="$(head -1 "$PASSWD" | cut -d: -f2 | cut -d'$' -f2,3)"
 echo "${line}F: $USERS users, \$$hash\$ (mosquitto_passwd -U); MQTT $MQTT_VERSION, $CONCURRENCY CONNECTs in flight"
 echo
-python3 - "$TMP" "$ONLY" "$BROKERS" "$USERS" <<'EOF'
-import json, os, sys
+python3 - "$TMP" "$ONLY" "$BROKERS" "$USERS" "$ROOT/scripts" <<'EOF'
+import sys
 tmp, tests, brokers, users = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(","), sys.argv[4]
-names = {"ringmq": "ringmq", "mosquitto": "Mosquitto"}
+sys.path.insert(0, sys.argv[5])
+from table import ms, num, print_table
+
 what = {
     "cold": f"cold: {users} users once",
     "warm": f"warm: the {users} users again",
@@ -214,36 +216,14 @@ what = {
     "wrong": f"wrong password, {users} users",
 }
 
-def load(test, broker):
-    base = os.path.join(tmp, f"{test}.{broker}")
-    try:
-        r = json.load(open(base + ".json"))
-    except Exception:
-        r = {"error": "no result"}
-    if os.path.exists(base + ".died"):
-        r["died"] = True
-    return r
-
-def num(r, key, fmt):
-    v = r.get(key)
-    if isinstance(v, (int, float)):
-        return fmt.format(v)
-    return "n/a" if v is None else str(v)
-
-def ms(r, a, b):
-    x, y = r.get(a), r.get(b)
-    if isinstance(x, (int, float)) and isinstance(y, (int, float)):
-        return f"{x / 1000:.2f} / {y / 1000:.2f}"
-    return "n/a"
-
-def refusals(r):
-    """'N × CONNACK 0x.. name' per reason of failure."""
+def refusals(t, r):
+    """'N x CONNACK 0x.. name' per reason of failure."""
     prefix = "handshakes_failed."
     parts = [f"{v:,} × {k[len(prefix):]}" for k, v in sorted(r.items())
              if k.startswith(prefix) and isinstance(v, int) and v]
-    return parts
+    return [", ".join(parts)] if parts else []
 
-def ok_rows(r, t):
+def ok_rows(t, r):
     failed = r.get("handshakes_failed", 0)
     f = f" ({failed:,} failed)" if isinstance(failed, int) and failed else ""
     return [
@@ -252,7 +232,7 @@ def ok_rows(r, t):
         (f"{what[t]}: CONNECT -> CONNACK p50 / p99 (ms)", ms(r, "connack_p50_us", "connack_p99_us")),
     ]
 
-def wrong_rows(r, t):
+def wrong_rows(t, r):
     ok = r.get("handshakes_ok", 0)
     f = f" ({ok:,} ACCEPTED)" if isinstance(ok, int) and ok else ""
     return [
@@ -260,31 +240,10 @@ def wrong_rows(r, t):
         (f"{what[t]}: broker CPU per refusal (µs)", num(r, "broker_cpu_per_attempt_us", "{:,.0f}")),
     ]
 
-print("| measurement | " + " | ".join(names[b] for b in brokers) + " |")
-print("|---|" + "---:|" * len(brokers))
-notes = []
-for t in tests:
-    rows_of = wrong_rows if t == "wrong" else ok_rows
-    labels, cols = None, {}
-    for b in brokers:
-        r = load(t, b)
-        if "error" in r:
-            cols[b] = None
-            notes.append(f"{t} / {names[b]}: {r['error']}")
-        else:
-            rows = rows_of(r, t)
-            labels = [l for l, _ in rows]
-            cols[b] = [v for _, v in rows]
-            reasons = refusals(r)
-            if reasons:
-                notes.append(f"{t} / {names[b]}: " + ", ".join(reasons))
-        if r.get("died"):
-            notes.append(f"{t} / {names[b]}: the broker DIED during the run")
-    if labels is None:
-        labels = [l for l, _ in rows_of({}, t)]
-    for i, label in enumerate(labels):
-        cells = [(c[i] if c else "n/a") for c in (cols[b] for b in brokers)]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+def rows(t, r):
+    return wrong_rows(t, r) if t == "wrong" else ok_rows(t, r)
+
+notes = print_table(tmp, tests, brokers, rows, refusals)
 print()
 print("Each CONNECT is a whole short connection (TCP connect, CONNECT, CONNACK, DISCONNECT, "
       "close); connects/s is over the run, broker CPU is utime+stime over the run / CONNECTs "

@@ -181,27 +181,12 @@ if [[ ",$BROKERS," == *",mosquitto,"* ]]; then
 fi
 echo "$line; certificate: ECDSA P-256 for localhost/127.0.0.1, one CA; $(openssl version 2>/dev/null | cut -d' ' -f1-2)"
 echo
-python3 - "$TMP" "$ONLY" "$BROKERS" "$HANDSHAKES" "$IDLE" "$DURATION" <<'EOF'
-import json, os, sys
+python3 - "$TMP" "$ONLY" "$BROKERS" "$HANDSHAKES" "$IDLE" "$DURATION" "$ROOT/scripts" <<'EOF'
+import sys
 tmp, tests, brokers = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
 handshakes, idle, duration = sys.argv[4], sys.argv[5], sys.argv[6]
-names = {"ringmq": "ringmq", "mosquitto": "Mosquitto"}
-
-def load(test, broker):
-    base = os.path.join(tmp, f"{test}.{broker}")
-    try:
-        r = json.load(open(base + ".json"))
-    except Exception:
-        r = {"error": "no result"}
-    if os.path.exists(base + ".died"):
-        r["died"] = True
-    return r
-
-def num(r, key, fmt):
-    v = r.get(key)
-    if isinstance(v, (int, float)):
-        return fmt.format(v)
-    return "n/a" if v is None else str(v)
+sys.path.insert(0, sys.argv[7])
+from table import ms, num, print_table
 
 def mib(r, key):
     v = r.get(key)
@@ -210,12 +195,6 @@ def mib(r, key):
 def fails(r, keys):
     n = sum(r.get(k, 0) for k in keys if isinstance(r.get(k), int))
     return "" if n == 0 else f" ({n} failed)"
-
-def ms(r, a, b):
-    x, y = r.get(a), r.get(b)
-    if isinstance(x, (int, float)) and isinstance(y, (int, float)):
-        return f"{x / 1000:.2f} / {y / 1000:.2f}"
-    return "n/a"
 
 def handshake_rows(r, what):
     f = fails(r, ["handshakes_failed", "close_failed"])
@@ -254,32 +233,15 @@ rows_by = {
     "idle-plain": lambda r: idle_rows(r, "mqtt"),
 }
 
-print("| measurement | " + " | ".join(names[b] for b in brokers) + " |")
-print("|---|" + "---:|" * len(brokers))
-notes = []
-for t in tests:
-    per = {b: load(t, b) for b in brokers}
-    labels = None
-    cols = {}
-    for b, r in per.items():
-        if "error" in r:
-            cols[b] = None
-            notes.append(f"{t} / {names[b]}: {r['error']}")
-        else:
-            rows = rows_by[t](r)
-            labels = [l for l, _ in rows]
-            cols[b] = [v for _, v in rows]
-        if r.get("died"):
-            notes.append(f"{t} / {names[b]}: the broker DIED during the run")
-        if t in ("handshake", "ws-handshake") and isinstance(r.get("closed_by_reset"), int) and r["closed_by_reset"]:
-            notes.append(f"{t} / {names[b]}: {r['closed_by_reset']} of the closes after DISCONNECT were resets")
-        if t == "handshake" and "tls" in r:
-            notes.append(f"{t} / {names[b]}: negotiated {r['tls']}")
-    if labels is None:
-        labels = [l for l, _ in rows_by[t]({})]
-    for i, label in enumerate(labels):
-        cells = [(c[i] if c else "n/a") for c in (cols[b] for b in brokers)]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+def notes_of(t, r):
+    notes = []
+    if t in ("handshake", "ws-handshake") and isinstance(r.get("closed_by_reset"), int) and r["closed_by_reset"]:
+        notes.append(f"{r['closed_by_reset']} of the closes after DISCONNECT were resets")
+    if t == "handshake" and "tls" in r:
+        notes.append(f"negotiated {r['tls']}")
+    return notes
+
+notes = print_table(tmp, tests, brokers, lambda t, r: rows_by[t](r), notes_of)
 print()
 print(f"Handshakes: full TLS handshakes (no session resumption) + CONNECT/CONNACK + DISCONNECT, "
       f"32 in flight; broker CPU is utime+stime over the run / handshakes. Throughput: {duration} s "
