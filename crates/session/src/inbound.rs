@@ -116,6 +116,24 @@ impl Inbound {
     pub fn clear(&mut self) {
         self.awaiting_rel.clear();
     }
+
+    /// The QoS 2 identifiers awaiting PUBREL, in ascending order
+    /// (persistence, `crate::persist`).
+    pub fn awaiting_rel_ids(&self) -> Vec<u16> {
+        let mut ids: Vec<u16> = self.awaiting_rel.iter().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The state [`Inbound::awaiting_rel_ids`] listed, with the server's
+    /// `receive_maximum` as for [`Inbound::new`]. Every id is kept, even
+    /// beyond the window (the client is then refused new QoS 1/2 until it
+    /// releases some, as after a reconnect with a smaller Receive Maximum).
+    pub fn restore(receive_maximum: u16, ids: impl IntoIterator<Item = u16>) -> Inbound {
+        let mut inbound = Inbound::new(receive_maximum);
+        inbound.awaiting_rel.extend(ids);
+        inbound
+    }
 }
 
 fn pubrec(packet_id: u16) -> PubRec {
@@ -229,6 +247,22 @@ mod tests {
             InboundAction::RouteAndPubRec(pubrec(3))
         );
         assert_eq!(i.awaiting_rel(), 2);
+    }
+
+    #[test]
+    fn restore_keeps_the_held_ids() {
+        let mut i = Inbound::new(10);
+        for id in [9, 2, 5] {
+            i.handle_publish(QoS::ExactlyOnce, id, false);
+        }
+        assert_eq!(i.awaiting_rel_ids(), [2, 5, 9]);
+        let mut r = Inbound::restore(10, i.awaiting_rel_ids());
+        assert_eq!(r.awaiting_rel_ids(), [2, 5, 9]);
+        assert_eq!(
+            r.handle_publish(QoS::ExactlyOnce, 5, true),
+            InboundAction::PubRecOnly(pubrec(5))
+        );
+        assert_eq!(r.handle_pubrel(5).code, ReasonCode::SUCCESS);
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //! maps it to a v5 reason code in one place.
 //!
 //! It never reads a socket or a clock and never decides where a message
-//! goes. It depends only on ringmq-codec, ringmq-topic and ringmq-auth
-//! (the ACL decisions it applies, [`authorize`] for a CONNECT).
+//! goes. It depends only on ringmq-codec, ringmq-topic, ringmq-auth (the
+//! ACL decisions it applies, [`authorize`] for a CONNECT) and ringmq-store
+//! (`Session::export` / `Session::import` to and from a stored session,
+//! for persistence; not used by the broker yet).
 
 #![warn(missing_docs)]
 
@@ -23,6 +25,7 @@ mod keepalive;
 mod limit;
 mod outbound;
 mod outbox;
+mod persist;
 mod rights;
 mod session;
 mod violation;
@@ -36,8 +39,11 @@ pub use ids::{SessionId, Tick};
 pub use inbound::{Inbound, InboundAction};
 pub use keepalive::keepalive_timeout_ms;
 pub use limit::{exceeds_levels, Limit};
-pub use outbound::{DropReason, Offer, Outbound, OutboundConfig, QosError};
+pub use outbound::{DropReason, Offer, Outbound, OutboundConfig, OutboundEntry, QosError};
 pub use outbox::{Action, Outbox, Timer};
+pub use persist::{
+    options_byte, options_from_byte, protocol_byte, protocol_from_byte, ImportError, WallClock,
+};
 pub use session::{owned, owned_properties, refuse_connect, Delivery, Session, Subscription};
 pub use violation::Violation;
 pub use will::{will_due_on_close, CloseCause};

@@ -180,6 +180,22 @@ impl Message {
     }
 }
 
+impl Message {
+    /// The message as kept, for [`Outbound::entries`]: no DUP, no packet
+    /// id, its properties as stored.
+    fn to_stored(&self) -> Publish {
+        Publish {
+            dup: false,
+            qos: self.qos,
+            retain: self.retain,
+            topic: self.topic.clone(),
+            packet_id: 0,
+            properties: self.properties.clone(),
+            payload: self.payload.clone(),
+        }
+    }
+}
+
 /// A message has expired once its deadline is in the past; a deadline
 /// equal to now (a Message Expiry Interval of 0 delivered at once) has not.
 fn is_expired(deadline_ms: u64, now_ms: u64) -> bool {
@@ -650,6 +666,125 @@ impl Outbound {
     }
 }
 
+/// One message [`Outbound`] holds, as [`Outbound::entries`] lists it and
+/// [`Outbound::restore`] takes it back (persistence, `crate::persist`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutboundEntry {
+    /// Sent and awaiting PUBACK (QoS 1) or PUBREC (QoS 2): re-sent with
+    /// DUP on resume.
+    Published {
+        /// Its packet identifier.
+        packet_id: u16,
+        /// The message (`dup` false, `packet_id` 0).
+        publish: Publish,
+        /// Its expiry deadline, ms on the caller's clock.
+        expires_at_ms: Option<u64>,
+    },
+    /// QoS 2 after PUBREC: PUBREL re-sent on resume. The message itself is
+    /// no longer kept.
+    Released {
+        /// Its packet identifier.
+        packet_id: u16,
+    },
+    /// Waiting for a connection or for room in the window.
+    Queued {
+        /// The message (`dup` false, `packet_id` 0).
+        publish: Publish,
+        /// Its expiry deadline, ms on the caller's clock.
+        expires_at_ms: Option<u64>,
+    },
+}
+
+impl Outbound {
+    /// Every message held: the inflight ones in re-send order (the order
+    /// of `seq`: first transmission, or PUBREC for a released one), then
+    /// the queue, oldest first.
+    pub fn entries(&self) -> Vec<OutboundEntry> {
+        let mut inflight: Vec<(u64, u16, &Flight)> = self
+            .inflight
+            .iter()
+            .map(|(&id, entry)| (entry.seq, id, &entry.flight))
+            .collect();
+        inflight.sort_unstable_by_key(|&(seq, id, _)| (seq, id));
+        let inflight = inflight
+            .into_iter()
+            .map(|(_, packet_id, flight)| match flight {
+                Flight::Published(m) => OutboundEntry::Published {
+                    packet_id,
+                    publish: m.to_stored(),
+                    expires_at_ms: m.expires_at_ms,
+                },
+                Flight::Released => OutboundEntry::Released { packet_id },
+            });
+        let queued = self.queue.iter().map(|m| OutboundEntry::Queued {
+            publish: m.to_stored(),
+            expires_at_ms: m.expires_at_ms,
+        });
+        inflight.chain(queued).collect()
+    }
+
+    /// The state [`Outbound::entries`] listed, rebuilt under `config`:
+    /// inflight entries keep their packet ids and are re-sent in the order
+    /// given, queued ones are queued in the order given (not bounded by
+    /// `max_queued` or `max_bytes`: what was kept stays kept). Receive
+    /// Maximum is 65535 until set. The next new packet id is the one after
+    /// the largest inflight id (the allocator's position is not kept; any
+    /// free id is as valid). An entry never held (QoS 0, packet id 0) is
+    /// skipped; a packet id given twice keeps its last entry.
+    pub fn restore(
+        config: OutboundConfig,
+        entries: impl IntoIterator<Item = OutboundEntry>,
+    ) -> Outbound {
+        let mut o = Outbound::new(config);
+        let mut max_id = 0;
+        for entry in entries {
+            let (packet_id, flight) = match entry {
+                OutboundEntry::Published {
+                    packet_id,
+                    publish,
+                    expires_at_ms,
+                } if publish.qos != QoS::AtMostOnce && packet_id != 0 => {
+                    let m = Message::new(publish, expires_at_ms);
+                    o.stored_bytes += m.size();
+                    (packet_id, Flight::Published(m))
+                }
+                OutboundEntry::Released { packet_id } if packet_id != 0 => {
+                    (packet_id, Flight::Released)
+                }
+                OutboundEntry::Queued {
+                    publish,
+                    expires_at_ms,
+                } if publish.qos != QoS::AtMostOnce => {
+                    let m = Message::new(publish, expires_at_ms);
+                    o.stored_bytes += m.size();
+                    if let Some(deadline) = expires_at_ms {
+                        o.earliest_expiry_ms =
+                            Some(o.earliest_expiry_ms.map_or(deadline, |e| e.min(deadline)));
+                    }
+                    o.queue.push_back(m);
+                    continue;
+                }
+                // Never held: QoS 0, packet id 0 (MQTT-2.2.1-3).
+                OutboundEntry::Published { .. }
+                | OutboundEntry::Released { .. }
+                | OutboundEntry::Queued { .. } => continue,
+            };
+            let seq = o.next_seq;
+            o.next_seq += 1;
+            max_id = max_id.max(packet_id);
+            if let Some(Inflight {
+                flight: Flight::Published(old),
+                ..
+            }) = o.inflight.insert(packet_id, Inflight { seq, flight })
+            {
+                o.stored_bytes -= old.size();
+            }
+        }
+        o.next_id = if max_id == u16::MAX { 1 } else { max_id + 1 };
+        o
+    }
+}
+
 fn pubrel(packet_id: u16, code: ReasonCode) -> PubRel {
     PubRel {
         packet_id,
@@ -1043,6 +1178,62 @@ mod tests {
         assert!(packets.is_empty());
         let a = sent(o.offer(publish(QoS::AtLeastOnce, "d"), None, 0, true));
         assert_eq!(a.packet_id, 1);
+    }
+
+    #[test]
+    fn entries_restore_to_the_same_state() {
+        let mut o = outbound(10, 3);
+        let a = sent(o.offer(publish(QoS::AtLeastOnce, "a"), None, 0, true));
+        let b = sent(o.offer(publish(QoS::ExactlyOnce, "b"), Some(9_000), 0, true));
+        sent(o.offer(publish(QoS::ExactlyOnce, "c"), None, 0, true));
+        o.offer(publish(QoS::AtLeastOnce, "d"), Some(5_000), 0, true);
+        let mut out = Vec::new();
+        o.handle_pubrec(b.packet_id, ReasonCode::SUCCESS, 0, &mut out);
+        o.handle_puback(a.packet_id, 0, &mut out).unwrap();
+        assert_eq!(payloads(&out), [b"d"]);
+        o.offer(publish(QoS::ExactlyOnce, "e"), Some(7_000), 0, false);
+        let entries = o.entries();
+        // In flight by seq (c, then b at its PUBREC, then d), then the queue.
+        assert!(matches!(
+            &entries[0],
+            OutboundEntry::Published { packet_id: 3, .. }
+        ));
+        assert_eq!(entries[1], OutboundEntry::Released { packet_id: 2 });
+        assert!(matches!(
+            &entries[2],
+            OutboundEntry::Published { packet_id: 4, .. }
+        ));
+        assert!(matches!(
+            &entries[3],
+            OutboundEntry::Queued {
+                expires_at_ms: Some(7_000),
+                ..
+            }
+        ));
+        let mut r = Outbound::restore(o.config, entries.clone());
+        assert_eq!(r.entries(), entries);
+        assert_eq!(r.stored_bytes(), o.stored_bytes());
+        assert_eq!(r.earliest_expiry_ms, o.earliest_expiry_ms);
+        assert_eq!((r.inflight_len(), r.queued_len()), (3, 1));
+        // The window is the next connection's to set.
+        assert_eq!(r.receive_maximum(), u16::MAX);
+        r.set_receive_maximum(3);
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        o.resume(0, &mut want);
+        r.resume(0, &mut got);
+        assert_eq!(got, want);
+        // Entries never held are skipped.
+        let r = Outbound::restore(
+            o.config,
+            [
+                OutboundEntry::Released { packet_id: 0 },
+                OutboundEntry::Queued {
+                    publish: publish(QoS::AtMostOnce, "z"),
+                    expires_at_ms: None,
+                },
+            ],
+        );
+        assert_eq!((r.inflight_len(), r.queued_len()), (0, 0));
     }
 
     #[test]

@@ -1225,3 +1225,40 @@ pub fn refuse_connect(code: ReasonCode, out: &mut Outbox) {
     }));
     out.push(Action::Close(CloseCause::ProtocolError));
 }
+
+// ----- persistence: what `crate::persist` reads and restores -----
+
+impl Session {
+    /// The will, its delay, and when a due will goes out (`None` while
+    /// the will is not due: a connection is attached).
+    pub(crate) fn will_state(&self) -> (Option<&Will>, u32, Option<Tick>) {
+        (
+            self.will.as_deref(),
+            self.will_delay_secs,
+            self.will_pending,
+        )
+    }
+
+    /// The QoS 1/2 flows, once any was used.
+    pub(crate) fn qos_flows(&self) -> Option<(&Outbound, &Inbound)> {
+        self.qos.as_deref().map(|q| (&q.outbound, &q.inbound))
+    }
+
+    /// A session with no connection attached, resumable (a CONNECT with
+    /// clean start 0 finds it present), holding `parts`.
+    pub(crate) fn from_parts(parts: crate::persist::Parts) -> Session {
+        let mut s = Session::new(parts.client_id, parts.protocol);
+        for (filter, grant) in parts.subscriptions {
+            s.subscriptions.insert(filter, grant);
+        }
+        s.will = parts.will.map(Box::new);
+        s.will_delay_secs = parts.will_delay_secs;
+        s.will_pending = parts.will_pending;
+        s.session_expiry_secs = parts.session_expiry_secs;
+        s.qos = parts
+            .qos
+            .map(|(outbound, inbound)| Box::new(QosState { outbound, inbound }));
+        s.resumable = true;
+        s
+    }
+}

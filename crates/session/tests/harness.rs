@@ -21,6 +21,9 @@
 //! - `harness/keepalive_policy.rs`: `--min-keepalive`, keep-alive 0
 //!   allowed or not, beside the maximum and `--server-keepalive`.
 //! - `harness/sys.rs`: clients cannot publish into `$SYS`.
+//! - `harness/persist.rs`: a session exported to the store's
+//!   `SessionState` and imported into a fresh harness behaves as the
+//!   original (unit scenarios and a property test).
 //!
 //! [`Harness`]: util::Harness
 
@@ -43,6 +46,8 @@ mod keepalive_policy;
 mod limits;
 #[path = "harness/max_packet.rs"]
 mod max_packet;
+#[path = "harness/persist.rs"]
+mod persist;
 #[path = "harness/props.rs"]
 mod props;
 #[path = "harness/subscribe.rs"]

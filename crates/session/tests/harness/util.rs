@@ -279,6 +279,16 @@ impl Harness {
         self.absorb();
     }
 
+    /// Replaces the session with the one `make` builds at the clock (an
+    /// imported one, see `harness/persist.rs`), no link attached; its
+    /// actions are recorded as an input.
+    pub fn install(&mut self, make: impl FnOnce(&ServerPolicy, Tick, &mut Outbox) -> Session) {
+        self.begin();
+        self.session = make(&self.policy, self.now, &mut self.out);
+        self.link = None;
+        self.absorb();
+    }
+
     /// The broker shuts down.
     pub fn shutdown(&mut self) {
         self.begin();

@@ -1,0 +1,654 @@
+//! `Session::export` / `Session::import`: a session built through real
+//! inputs, exported to the store's `SessionState` and imported into a
+//! fresh harness, behaves as the original on every later input (packet
+//! ids of messages first sent after the import aside), and exports the
+//! same state again.
+//!
+//! - Scenarios: the re-sends on resume (DUP PUBLISH, PUBREL, then the
+//!   queue), an inbound QoS 2 id awaiting PUBREL, the will delay and the
+//!   session expiry timers, v3.1.1, a state whose deadlines passed, states
+//!   the import refuses.
+//! - `import_behaves_as_the_export`: random inputs, a lost connection,
+//!   export and import, then the same random inputs to both.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use ringmq_session::{ImportError, WallClock};
+use ringmq_store::{Event, SessionState, StoreState};
+
+use crate::util::*;
+
+const CLOCK: WallClock = WallClock {
+    unix_ms_at_epoch: 1_700_000_000_000,
+};
+
+fn client() -> Bytes {
+    Bytes::from_static(b"c")
+}
+
+/// A fresh harness at `h`'s clock holding `h`'s session, exported as if it
+/// left at `left_at` and imported.
+fn imported(h: &Harness, left_at: Tick) -> (Harness, SessionState) {
+    let state = h.session.export(left_at, &CLOCK);
+    let mut h2 = Harness::with_policy(h.policy.clone());
+    h2.advance(h.now().0);
+    h2.install(|policy, now, out| {
+        Session::import(client(), &state, &CLOCK, policy, now, out).expect("imported")
+    });
+    (h2, state)
+}
+
+/// `trace` with each run of route changes sorted: a session keeps its
+/// subscriptions in a hash map, so two equal sessions may list them in
+/// another order.
+fn canon<S: AsRef<str>>(trace: &[S]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Vec<String> = Vec::new();
+    for s in trace.iter().map(|s| s.as_ref().to_owned()) {
+        if s.starts_with("AddRoute(") || s.starts_with("DropRoute(") {
+            run.push(s);
+        } else {
+            run.sort();
+            out.append(&mut run);
+            out.push(s);
+        }
+    }
+    run.sort();
+    out.append(&mut run);
+    out
+}
+
+/// The CONNECT both resume with.
+fn resume() -> Connect {
+    v5("c").clean(false).expiry(3600).receive_max(2)
+}
+
+/// Subscriptions with options and ids, two QoS 1/2 messages in flight
+/// (the QoS 2 one at PUBREL), two queued (one with an expiry), an inbound
+/// QoS 2 id awaiting PUBREL, a will with a 60 s delay; then the link
+/// drops at 1 s.
+fn built() -> Harness {
+    let mut h = Harness::connected(
+        v5("c")
+            .clean(false)
+            .expiry(3600)
+            .receive_max(2)
+            .will(will("w"), 60),
+    );
+    let a = SubscriptionOptions {
+        qos: QoS::ExactlyOnce,
+        no_local: true,
+        retain_as_published: true,
+        retain_handling: RetainHandling::SendAtSubscribeIfNew,
+    };
+    h.packet(subscribe_with_id(
+        1,
+        5,
+        &[("a/#", a), ("b", opts(QoS::AtLeastOnce))],
+    ));
+    let c = SubscriptionOptions {
+        retain_handling: RetainHandling::DoNotSend,
+        ..opts(QoS::AtMostOnce)
+    };
+    h.packet(subscribe(2, &[("c/+", c)]));
+    h.deliver(&message("a/1", b"m1"), QoS::AtLeastOnce);
+    h.deliver(&message("a/2", b"m2"), QoS::ExactlyOnce);
+    assert_eq!(ids(&h.sent_publishes()), [2]);
+    h.deliver(&message("a/3", b"m3"), QoS::AtLeastOnce);
+    h.deliver_with(
+        &message("a/4", b"m4"),
+        Delivery {
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            ids: &[5],
+            expires_at: Some(Tick(600_000)),
+        },
+    );
+    assert!(h.sent_publishes().is_empty(), "the window of 2 is full");
+    h.packet(pubrec(2));
+    assert_eq!(h.trace(), ["PubRel(2)"]);
+    h.publish(publish("in", QoS::ExactlyOnce, b"x").id(7));
+    assert_eq!(h.trace(), ["Route(in)", "PubRec(7)"]);
+    h.advance(1_000);
+    h.lost(CloseCause::NetworkError);
+    assert!(h.wills().is_empty(), "delayed");
+    h
+}
+
+#[test]
+fn export_captures_the_session() {
+    let h = built();
+    let state = h.session.export(h.now(), &CLOCK);
+    assert_eq!(state.protocol, 5);
+    assert_eq!(state.expiry_secs, 3600);
+    assert_eq!(state.left_at_unix_ms, Some(1_700_000_001_000));
+    assert_eq!(state.will_delay_secs, 60);
+    let will = state.will.as_ref().expect("a will");
+    assert_eq!((&will.topic[..], will.qos), (&b"w"[..], 0));
+    let subs: Vec<(&[u8], (u8, u32))> = state
+        .subscriptions
+        .iter()
+        .map(|(f, &o)| (&f[..], o))
+        .collect();
+    assert_eq!(
+        subs,
+        [
+            (&b"a/#"[..], (0x02 | 0x04 | 0x08 | 0x10, 5)),
+            (&b"b"[..], (0x01, 5)),
+            (&b"c/+"[..], (0x20, 0)),
+        ]
+    );
+    // msg id, payload, QoS, packet id, released.
+    type Row<'a> = (u64, &'a [u8], u8, Option<u16>, bool);
+    let messages: Vec<Row> = state
+        .messages
+        .iter()
+        .map(|(&id, m)| (id, &m.payload[..], m.qos, m.packet_id, m.released))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            (0, &b"m1"[..], 1, Some(1), false),
+            // Released: the session keeps only the packet id.
+            (1, &b""[..], 2, Some(2), true),
+            (2, &b"m3"[..], 1, None, false),
+            (3, &b"m4"[..], 2, None, false),
+        ]
+    );
+    let m4 = &state.messages[&3];
+    assert!(m4.retain);
+    assert_eq!(m4.expires_at_unix_ms, Some(1_700_000_600_000));
+    assert!(!m4.properties.is_empty(), "the subscription id is kept");
+    assert_eq!(
+        state.inbound_pending.iter().copied().collect::<Vec<_>>(),
+        [7]
+    );
+}
+
+#[test]
+fn imported_session_resumes_as_the_original() {
+    let mut h = built();
+    let left_at = h.now();
+    let (mut h2, state) = imported(&h, left_at);
+    assert_eq!(
+        h2.trace(),
+        ["AddRoute(a/#)", "AddRoute(b)", "AddRoute(c/+)"]
+    );
+    assert_eq!(h2.routes(), h.routes());
+    for timer in [Timer::WillDelay, Timer::SessionExpiry, Timer::KeepAlive] {
+        assert_eq!(h2.armed(timer), h.armed(timer), "{timer:?}");
+    }
+    assert_eq!(h2.session.export(left_at, &CLOCK), state);
+
+    for step in 0..5 {
+        match step {
+            0 => {
+                h.advance(10_000);
+                h2.advance(10_000);
+            }
+            1 => {
+                h.connect(resume());
+                h2.connect(resume());
+                assert!(h2.connack().session_present);
+                assert_eq!(
+                    h2.trace(),
+                    ["ConnAck", "Publish(a/1)", "PubRel(2)"],
+                    "DUP re-send and PUBREL; the window is full"
+                );
+                let p = h2.sent_publishes()[0];
+                assert_eq!((p.packet_id, p.dup), (1, true));
+            }
+            2 => {
+                h.packet(pubrel(7));
+                h2.packet(pubrel(7));
+                assert_eq!(h2.trace(), ["PubComp(7)"], "no second route");
+                assert_eq!(h2.sent()[0], &pubcomp(7));
+            }
+            3 => {
+                h.packet(puback(1));
+                h2.packet(puback(1));
+                assert_eq!(h2.trace(), ["Publish(a/3)"]);
+            }
+            _ => {
+                h.packet(pubcomp(2));
+                h2.packet(pubcomp(2));
+                assert_eq!(h2.trace(), ["Publish(a/4)"]);
+                let p = h2.sent_publishes()[0];
+                assert!(p.retain);
+                assert_eq!(p.properties.subscription_identifiers, [5]);
+                // 600 s deadline, now 11 s.
+                assert_eq!(p.properties.message_expiry_interval, Some(589));
+            }
+        }
+        assert_eq!(h2.full_trace(), h.full_trace(), "step {step}");
+        assert_eq!(h2.actions(), h.actions(), "step {step}");
+        assert_eq!(h2.routes(), h.routes());
+    }
+}
+
+#[test]
+fn will_delay_and_expiry_fire_as_the_original() {
+    let mut h = built();
+    let (mut h2, _) = imported(&h, h.now());
+    h.advance(60_000);
+    h2.advance(60_000);
+    assert_eq!(h2.trace(), ["Will(w)"]);
+    assert_eq!(h2.full_trace(), h.full_trace());
+    h.advance(3_600_000);
+    h2.advance(3_600_000);
+    assert!(h2.ended());
+    assert_eq!(canon(&h2.full_trace()), canon(&h.full_trace()));
+}
+
+#[test]
+fn a_reconnect_inside_the_delay_cancels_the_imported_will() {
+    let mut h = built();
+    let (mut h2, _) = imported(&h, h.now());
+    h.connect(resume());
+    h2.connect(resume());
+    assert!(h2.wills().is_empty());
+    assert_eq!(h2.full_trace(), h.full_trace());
+    h.advance(120_000);
+    h2.advance(120_000);
+    assert!(h2.wills().is_empty());
+}
+
+#[test]
+fn v3_session_round_trips() {
+    let mut h = Harness::connected(v3("c").clean(false));
+    h.packet(subscribe(1, &[("t/#", opts(QoS::AtLeastOnce))]));
+    h.lost(CloseCause::NetworkError);
+    h.deliver(&message("t/1", b"q"), QoS::AtLeastOnce);
+    let (mut h2, state) = imported(&h, h.now());
+    // A v3 persistent session gets the expiry the policy gives v3.
+    assert_eq!(
+        (state.protocol, state.expiry_secs),
+        (4, h.session.session_expiry_secs())
+    );
+    assert_eq!(
+        h2.armed(Timer::SessionExpiry),
+        h.armed(Timer::SessionExpiry)
+    );
+    assert_eq!(h2.session.export(h.now(), &CLOCK), state);
+    h.connect(v3("c").clean(false));
+    h2.connect(v3("c").clean(false));
+    assert_eq!(h2.trace(), ["ConnAck", "Publish(t/1)"]);
+    assert_eq!(h2.actions(), h.actions());
+}
+
+#[test]
+fn a_connected_export_has_no_left_time_and_imports_as_left_now() {
+    let mut h = Harness::connected(v5("c").clean(false).expiry(30).will(will("w"), 10));
+    h.advance(5_000);
+    let state = h.session.export(Tick(0), &CLOCK);
+    assert_eq!(state.left_at_unix_ms, None);
+    assert!(state.will.is_some());
+    let mut h2 = Harness::new();
+    h2.advance(7_000);
+    h2.install(|policy, now, out| {
+        Session::import(client(), &state, &CLOCK, policy, now, out).unwrap()
+    });
+    assert_eq!(h2.armed(Timer::WillDelay), Some(Tick(17_000)));
+    assert_eq!(h2.armed(Timer::SessionExpiry), Some(Tick(37_000)));
+}
+
+#[test]
+fn past_deadlines_arm_just_after_now() {
+    let mut h = Harness::connected(v5("c").clean(false).expiry(10).will(will("w"), 5));
+    h.lost(CloseCause::NetworkError);
+    let state = h.session.export(h.now(), &CLOCK);
+    let mut h2 = Harness::new();
+    h2.advance(60_000);
+    h2.install(|policy, now, out| {
+        Session::import(client(), &state, &CLOCK, policy, now, out).unwrap()
+    });
+    assert_eq!(h2.armed(Timer::WillDelay), Some(Tick(60_001)));
+    assert_eq!(h2.armed(Timer::SessionExpiry), Some(Tick(60_001)));
+    h2.advance(1);
+    assert_eq!(h2.trace(), ["Will(w)", "EndSession"]);
+}
+
+/// A state built from `events` about client "c".
+fn state_of(events: &[Event]) -> SessionState {
+    let mut store = StoreState::new();
+    for e in events {
+        store.apply(e);
+    }
+    store.sessions.remove(&client()).expect("a session")
+}
+
+fn put(protocol: u8) -> Event {
+    Event::SessionPut {
+        client_id: client(),
+        protocol,
+        expiry_secs: 100,
+        will: None,
+        will_delay_secs: 0,
+    }
+}
+
+fn queued(qos: u8, properties: &'static [u8]) -> Event {
+    Event::MessageQueued {
+        client_id: client(),
+        msg_id: 0,
+        topic: Bytes::from_static(b"t"),
+        payload: Bytes::from_static(b"p"),
+        qos,
+        retain: false,
+        properties: Bytes::from_static(properties),
+        expires_at_unix_ms: None,
+    }
+}
+
+#[test]
+fn refused_states_write_nothing() {
+    let sub = |options| Event::SubscriptionPut {
+        client_id: client(),
+        filter: Bytes::from_static(b"f"),
+        options,
+        id: 0,
+    };
+    let sent = |packet_id| Event::MessageSent {
+        client_id: client(),
+        msg_id: 0,
+        packet_id,
+    };
+    let cases = [
+        (vec![put(9)], ImportError::Protocol(9)),
+        (
+            vec![put(5), sub(0x03)],
+            ImportError::SubscriptionOptions {
+                filter: Bytes::from_static(b"f"),
+                byte: 0x03,
+            },
+        ),
+        (vec![put(5), queued(0, b"")], ImportError::Qos(0)),
+        (vec![put(5), queued(3, b"")], ImportError::Qos(3)),
+        (vec![put(5), queued(1, b"\x7F")], ImportError::Properties),
+        (
+            vec![put(5), queued(1, b""), sent(0)],
+            ImportError::PacketIdZero,
+        ),
+    ];
+    for (events, error) in cases {
+        let mut h = Harness::new();
+        let state = state_of(&events);
+        let mut out = Outbox::new();
+        let got = Session::import(client(), &state, &CLOCK, &h.policy, h.now(), &mut out);
+        assert_eq!(got.err(), Some(error));
+        assert_eq!(out.drain().count(), 0);
+        // The harness is left as it was.
+        h.advance(1);
+        assert!(h.routes().is_empty());
+    }
+}
+
+// ----- property test -----
+
+const FILTERS: [&str; 3] = ["a/#", "b", "+/x"];
+const TOPICS: [&str; 3] = ["a/1", "b", "q/x"];
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Deliver `TOPICS[topic]` at QoS 1 (or 2), maybe with an expiry (ms).
+    Deliver {
+        topic: usize,
+        qos2: bool,
+        expiry_ms: Option<u64>,
+    },
+    /// The client answers its n-th outstanding delivery (PUBACK, PUBREC or
+    /// PUBCOMP, as its flow stands).
+    Ack(usize),
+    /// The client publishes QoS 2 with this packet id.
+    ClientPublish(u16),
+    /// The client releases this packet id.
+    ClientRelease(u16),
+    /// SUBSCRIBE `FILTERS[filter]` with this options byte and id.
+    Subscribe { filter: usize, options: u8, id: u32 },
+    /// UNSUBSCRIBE `FILTERS[filter]`.
+    Unsubscribe(usize),
+    /// The clock moves on.
+    Advance(u64),
+    /// The link drops (if one is attached).
+    Lost,
+    /// A new link resumes the session with this Receive Maximum.
+    Reconnect(u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let options = (0u8..=2, any::<bool>(), any::<bool>(), 0u8..=2)
+        .prop_map(|(q, nl, rap, rh)| q | u8::from(nl) << 2 | u8::from(rap) << 3 | rh << 4);
+    prop_oneof![
+        6 => (0..TOPICS.len(), any::<bool>(), prop::option::of(0u64..20_000))
+            .prop_map(|(topic, qos2, expiry_ms)| Op::Deliver { topic, qos2, expiry_ms }),
+        5 => any::<usize>().prop_map(Op::Ack),
+        2 => (1u16..=3).prop_map(Op::ClientPublish),
+        2 => (1u16..=3).prop_map(Op::ClientRelease),
+        1 => (0..FILTERS.len(), options, 0u32..3)
+            .prop_map(|(filter, options, id)| Op::Subscribe { filter, options, id }),
+        1 => (0..FILTERS.len()).prop_map(Op::Unsubscribe),
+        2 => (0u64..4_000).prop_map(Op::Advance),
+        1 => Just(Op::Lost),
+        1 => (1u16..=4).prop_map(Op::Reconnect),
+    ]
+}
+
+/// Where one delivery stands at the client.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Flow {
+    Qos1,
+    Qos2,
+    Released,
+}
+
+/// A client as the model sees it: its outstanding deliveries in the order
+/// they first arrived, and what each packet id names (its payload), so
+/// that two sessions that chose other free ids compare equal.
+#[derive(Clone, Debug, Default)]
+struct Client {
+    outstanding: Vec<(u16, Flow)>,
+    names: HashMap<u16, Bytes>,
+    next: u64,
+    /// When the last link dropped.
+    left_at: Tick,
+}
+
+impl Client {
+    /// Applies one input to `h` and answers its actions, packet ids of
+    /// our deliveries replaced by their payloads.
+    fn run(&mut self, h: &mut Harness, op: &Op, n: usize) -> Vec<String> {
+        match *op {
+            Op::Deliver {
+                topic,
+                qos2,
+                expiry_ms,
+            } => {
+                let payload = format!("m{n}");
+                let qos = if qos2 {
+                    QoS::ExactlyOnce
+                } else {
+                    QoS::AtLeastOnce
+                };
+                let expires_at = expiry_ms.map(|ms| h.now().add_ms(ms));
+                h.deliver_with(
+                    &message(TOPICS[topic], payload.as_bytes()),
+                    Delivery {
+                        qos,
+                        retain: false,
+                        ids: &[],
+                        expires_at,
+                    },
+                );
+            }
+            Op::Ack(k) => {
+                if !h.link_open() || self.outstanding.is_empty() {
+                    return Vec::new();
+                }
+                let k = k % self.outstanding.len();
+                let (id, flow) = self.outstanding[k];
+                match flow {
+                    Flow::Qos1 => {
+                        self.outstanding.remove(k);
+                        h.packet(puback(id));
+                    }
+                    Flow::Qos2 => {
+                        self.outstanding[k].1 = Flow::Released;
+                        h.packet(pubrec(id));
+                    }
+                    Flow::Released => {
+                        self.outstanding.remove(k);
+                        h.packet(pubcomp(id));
+                    }
+                }
+            }
+            Op::ClientPublish(id) if h.link_open() => {
+                h.publish(publish("in", QoS::ExactlyOnce, b"x").id(id));
+            }
+            Op::ClientRelease(id) if h.link_open() => h.packet(pubrel(id)),
+            Op::Subscribe {
+                filter,
+                options,
+                id,
+            } if h.link_open() => {
+                let options = ringmq_session::options_from_byte(options).expect("valid");
+                let filters = [(FILTERS[filter], options)];
+                let pid = self.pid();
+                h.packet(match id {
+                    0 => subscribe(pid, &filters),
+                    id => subscribe_with_id(pid, id, &filters),
+                });
+            }
+            Op::Unsubscribe(filter) if h.link_open() => {
+                h.packet(unsubscribe(self.pid(), &[FILTERS[filter]]))
+            }
+            Op::Advance(ms) => h.advance(ms),
+            Op::Lost if h.session.is_connected() => {
+                self.left_at = h.now();
+                h.lost(CloseCause::NetworkError);
+            }
+            Op::Reconnect(receive_max) => {
+                if h.session.is_connected() {
+                    self.left_at = h.now();
+                    h.lost(CloseCause::NetworkError);
+                }
+                h.connect(connect().receive_max(receive_max));
+            }
+            _ => return Vec::new(),
+        }
+        let trace = self.observe(h);
+        if h.session.is_connected() && !h.link_open() {
+            // The shard sees the socket close after a `Close`.
+            self.left_at = h.now();
+            h.lost(CloseCause::ProtocolError);
+            let mut more = self.observe(h);
+            let mut trace = trace;
+            trace.append(&mut more);
+            return trace;
+        }
+        trace
+    }
+
+    fn pid(&mut self) -> u16 {
+        self.next += 1;
+        (self.next % 60_000) as u16 + 1
+    }
+
+    /// The last input's actions, as comparable strings.
+    fn observe(&mut self, h: &Harness) -> Vec<String> {
+        h.actions()
+            .iter()
+            .map(|a| match a {
+                Action::Send(p) => match &**p {
+                    Packet::Publish(p) if p.qos != QoS::AtMostOnce => {
+                        if !p.dup {
+                            let flow = if p.qos == QoS::AtLeastOnce {
+                                Flow::Qos1
+                            } else {
+                                Flow::Qos2
+                            };
+                            self.outstanding.push((p.packet_id, flow));
+                            self.names.insert(p.packet_id, p.payload.clone());
+                        }
+                        format!(
+                            "Publish({:?} {:?} {:?} dup={} {:?} as {:?})",
+                            p.topic,
+                            p.payload,
+                            p.qos,
+                            p.dup,
+                            p.properties,
+                            self.names.get(&p.packet_id)
+                        )
+                    }
+                    Packet::PubRel(r) => {
+                        format!("PubRel({:?} {:?})", self.names.get(&r.packet_id), r.code)
+                    }
+                    other => format!("{other:?}"),
+                },
+                other => describe(other),
+            })
+            .collect()
+    }
+}
+
+fn connect() -> Connect {
+    v5("c").clean(false).expiry(1_000).will(will("w"), 2)
+}
+
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "proptest-regressions/harness.txt",
+            ),
+        )),
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn import_behaves_as_the_export(
+        receive_max in 1u16..=3,
+        before in prop::collection::vec(op(), 0..30),
+        after in prop::collection::vec(op(), 0..30),
+    ) {
+        let mut a = Harness::new();
+        a.connect(connect().clean(true).receive_max(receive_max));
+        let mut client = Client::default();
+        client.observe(&a);
+        for (n, op) in before.iter().enumerate() {
+            client.run(&mut a, op, n);
+        }
+        prop_assume!(!a.ended());
+        if a.session.is_connected() {
+            client.left_at = a.now();
+            a.lost(CloseCause::NetworkError);
+            client.observe(&a);
+        }
+        let left_at = client.left_at;
+        let (mut b, state) = imported(&a, left_at);
+        prop_assert_eq!(&b.session.export(left_at, &CLOCK), &state);
+        prop_assert_eq!(b.routes(), a.routes());
+        for timer in [Timer::WillDelay, Timer::SessionExpiry, Timer::KeepAlive] {
+            prop_assert_eq!(b.armed(timer), a.armed(timer));
+        }
+        let mut client_b = client.clone();
+        let resume = [Op::Reconnect(receive_max)];
+        for (n, op) in resume.iter().chain(&after).enumerate() {
+            let n = before.len() + n;
+            let got_a = client.run(&mut a, op, n);
+            let got_b = client_b.run(&mut b, op, n);
+            prop_assert_eq!(canon(&got_a), canon(&got_b), "after {:?}", op);
+            prop_assert_eq!(b.routes(), a.routes());
+            prop_assert_eq!(b.session.outbound_len(), a.session.outbound_len());
+            prop_assert_eq!(b.ended(), a.ended());
+            if a.ended() {
+                break;
+            }
+        }
+    }
+}
