@@ -6,31 +6,38 @@
 //! no clock (wall-clock time comes in as a [`WallClock`]), writes no file,
 //! and decides nothing about when to persist.
 //!
-//! What is kept: the protocol level, session expiry, the will and its
-//! delay, the subscriptions (options byte as in SUBSCRIBE, v5 layout, and
+//! What is kept: the username (when the policy keeps identities: an ACL
+//! or `takeover_same_user_only`; None otherwise and for an anonymous
+//! client), the protocol level, session expiry, the will and its delay,
+//! the subscriptions (options byte as in SUBSCRIBE, v5 layout, and
 //! the subscription id), the QoS 1/2 messages towards the client (in
 //! flight with their packet ids, `released` once PUBREC came, then the
 //! queue) with their expiry in Unix ms, and the inbound QoS 2 packet ids
 //! awaiting PUBREL. Properties are stored as the encoded v5 property list
 //! without its length prefix (what [`Properties::encoded_len`] counts).
 //!
-//! What is not kept (the store has no place for it): the username and
-//! cached ACL decisions (an imported session has no identity until it
-//! reconnects, so `--takeover-same-user-only` lets anyone resume it and a
-//! filtered subscription does not check reads until then), the packet id
-//! allocator's position (new messages after an import may get other free
-//! ids than the original would have), drop counters, and the content of a
-//! released QoS 2 message (the session no longer holds it either: it is
-//! exported with an empty topic and payload).
+//! An imported session under a policy that keeps identities gets its
+//! username back, so `--takeover-same-user-only` still knows its owner,
+//! and its subscriptions are decided again under the policy's ACL as a
+//! resume decides them: refused ones are left out (`Revoked`), filtered
+//! ones check each delivery's topic while the client is away.
 //!
-//! Invariants: `import(export(s))` behaves as `s` on every later input up
-//! to the packet ids of messages first sent after the import, and
-//! `export(import(state))` equals `state` for every `state` that `export`
-//! made. Msg ids are numbered 0, 1, ... in re-send order (the messages in
-//! flight oldest first, then the queue), so equal sessions export equal
-//! states.
+//! What is not kept (the store has no place for it): cached ACL
+//! decisions (decided again on import), the packet id allocator's
+//! position (new messages after an import may get other free ids than the
+//! original would have), drop counters, and the content of a released
+//! QoS 2 message (the session no longer holds it either: it is exported
+//! with an empty topic and payload).
+//!
+//! Invariants, under one policy (and ACL) for both: `import(export(s))`
+//! behaves as `s` on every later input up to the packet ids of messages
+//! first sent after the import, and `export(import(state))` equals `state`
+//! for every `state` that `export` made. Msg ids are numbered 0, 1, ... in
+//! re-send order (the messages in flight oldest first, then the queue), so
+//! equal sessions export equal states.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use ringmq_auth::acl::SubscribeGrant;
 use ringmq_codec::{
     Limits, Packet, Properties, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions,
     Will,
@@ -39,6 +46,7 @@ use ringmq_store::{Event, SessionState, StoreState, WillRecord};
 use std::fmt;
 
 use crate::outbox::{Action, Outbox, Timer};
+use crate::rights::Rights;
 use crate::{
     Inbound, Outbound, OutboundConfig, OutboundEntry, ServerPolicy, Session, Subscription, Tick,
 };
@@ -159,6 +167,8 @@ pub(crate) struct Parts {
     pub(crate) will_pending: Option<Tick>,
     pub(crate) session_expiry_secs: u32,
     pub(crate) qos: Option<(Outbound, Inbound)>,
+    /// The identity and ACL decisions, when the policy keeps them.
+    pub(crate) rights: Option<Rights>,
 }
 
 impl Session {
@@ -174,6 +184,7 @@ impl Session {
         let (will, will_delay_secs, _) = self.will_state();
         let mut events = vec![Event::SessionPut {
             client_id: client_id.clone(),
+            username: self.username().cloned(),
             protocol: protocol_byte(self.protocol()),
             expiry_secs: self.session_expiry_secs(),
             will: will.map(|w| WillRecord {
@@ -270,9 +281,18 @@ impl Session {
     /// (a CONNECT with clean start 0 finds it present and gets the
     /// re-sends), under `policy`'s queue limits.
     ///
-    /// Into `out`, as for the live session: an `AddRoute` per
-    /// subscription, then `ArmTimer(WillDelay)` for a will still to be
-    /// published (at `left_at + min(will delay, session expiry)`, as
+    /// Under a policy that keeps identities (`policy.acl` or
+    /// `policy.takeover_same_user_only`) the session is owned by the stored
+    /// username ([`Session::may_take_over`]), and with an ACL its
+    /// subscriptions are decided again as a resume decides them: one
+    /// refused is left out (no route; `Revoked`), one a deny rule overlaps
+    /// checks each delivery's topic. Otherwise the stored username is
+    /// ignored and the session has no owner.
+    ///
+    /// Into `out`, as for the live session: per subscription (by filter)
+    /// an `AddRoute`, or `Revoked` for one the ACL refuses, then
+    /// `ArmTimer(WillDelay)` for a will still to be published (at
+    /// `left_at + min(will delay, session expiry)`, as
     /// `connection_lost` arms it) and `ArmTimer(SessionExpiry)` at
     /// `left_at + expiry` (none for `u32::MAX`). A state that never left
     /// (`left_at_unix_ms` None: the shard stopped while it was connected)
@@ -362,6 +382,18 @@ impl Session {
             (outbound, inbound)
         });
 
+        // A will the ACL no longer lets this client publish is dropped, as
+        // `Session::reauthorize` does after a reload.
+        let will = will.filter(|w| match &policy.acl {
+            Some(acl) if policy.keeps_identity() => {
+                let who = ringmq_auth::acl::Who {
+                    client_id: &client_id,
+                    username: state.username.as_deref(),
+                };
+                acl.check(&who, ringmq_auth::acl::Access::Write, &w.topic)
+            }
+            _ => true,
+        });
         let left_at = state.left_at_unix_ms.map_or(now, |at| clock.to_tick(at));
         let not_before = now.add_ms(1);
         // `connection_lost`: the will goes when the delay passes or the
@@ -370,12 +402,29 @@ impl Session {
             let secs = state.will_delay_secs.min(state.expiry_secs);
             left_at.add_secs(u64::from(secs)).max(not_before)
         });
-        for (filter, grant) in &subscriptions {
+        // As `Session::connect` decides a resumed session's subscriptions
+        // (the rules may have changed while it was stored), but before any
+        // route is added: a refused one is left out, not dropped.
+        let mut rights = policy
+            .keeps_identity()
+            .then(|| Rights::new(state.username.as_deref().map(Bytes::copy_from_slice)));
+        subscriptions.retain(|(filter, grant)| {
+            if let (Some(acl), Some(rights)) = (&policy.acl, rights.as_mut()) {
+                match acl.subscribe(&rights.who(&client_id), filter) {
+                    SubscribeGrant::Refused => {
+                        out.push(Action::Revoked);
+                        return false;
+                    }
+                    SubscribeGrant::Filtered => rights.set_filtered(filter, true),
+                    SubscribeGrant::Granted => {}
+                }
+            }
             out.push(Action::AddRoute {
                 filter: filter.clone(),
                 grant: *grant,
             });
-        }
+            true
+        });
         if let Some(due) = will_pending {
             out.push(Action::ArmTimer(Timer::WillDelay, due));
         }
@@ -392,6 +441,7 @@ impl Session {
             will_pending,
             session_expiry_secs: state.expiry_secs,
             qos,
+            rights,
         }))
     }
 }

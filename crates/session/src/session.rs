@@ -1259,6 +1259,7 @@ impl Session {
             .qos
             .map(|(outbound, inbound)| Box::new(QosState { outbound, inbound }));
         s.resumable = true;
+        s.rights = parts.rights.map(Box::new);
         s
     }
 }

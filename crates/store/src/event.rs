@@ -38,6 +38,9 @@ pub enum Event {
     SessionPut {
         /// The client identifier.
         client_id: Bytes,
+        /// The username of the connection (None: anonymous, or the broker
+        /// keeps no identities).
+        username: Option<Bytes>,
         /// The protocol level from CONNECT (4 = 3.1.1, 5 = 5.0).
         protocol: u8,
         /// Session expiry interval in seconds; `u32::MAX` never expires.
@@ -234,12 +237,14 @@ impl Event {
         match self {
             Event::SessionPut {
                 client_id,
+                username,
                 protocol,
                 expiry_secs,
                 will,
                 will_delay_secs,
             } => {
                 put_bytes(out, client_id);
+                put_opt_bytes(out, username.as_deref());
                 out.push(*protocol);
                 out.extend_from_slice(&expiry_secs.to_le_bytes());
                 match will {
@@ -358,6 +363,16 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+fn put_opt_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => out.push(0),
+        Some(b) => {
+            out.push(1);
+            put_bytes(out, b);
+        }
+    }
+}
+
 fn put_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
     match v {
         None => out.push(0),
@@ -376,6 +391,7 @@ pub(crate) fn decode_body(kind: u8, body: &Bytes) -> Option<Result<Event, BodyEr
         kind::SESSION_PUT => (|| {
             Ok(Event::SessionPut {
                 client_id: r.bytes()?,
+                username: r.opt_bytes()?,
                 protocol: r.u8()?,
                 expiry_secs: r.u32()?,
                 will: if r.flag()? {
@@ -545,6 +561,14 @@ impl Reader<'_> {
         Ok(self.body.slice(start..self.pos))
     }
 
+    fn opt_bytes(&mut self) -> Result<Option<Bytes>, BodyError> {
+        if self.flag()? {
+            self.bytes().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     fn opt_u64(&mut self) -> Result<Option<u64>, BodyError> {
         if self.flag()? {
             self.u64().map(Some)
@@ -626,6 +650,37 @@ mod tests {
         assert!(matches!(retained(2, 1), Some(Ok(_))));
         assert_eq!(retained(3, 0), Some(Err(BodyError::BadQos)));
         assert_eq!(retained(0, 2), Some(Err(BodyError::BadFlag)));
+    }
+
+    #[test]
+    fn session_put_username_is_an_option_after_the_client_id() {
+        let put = |username: Option<&'static [u8]>| Event::SessionPut {
+            client_id: Bytes::from_static(b"c"),
+            username: username.map(Bytes::from_static),
+            protocol: 4,
+            expiry_secs: 0,
+            will: None,
+            will_delay_secs: 0,
+        };
+        // client id "c", the username flag (and the name), protocol 4,
+        // expiry 0, no will, will delay 0.
+        let mut anonymous = vec![1, 0, 0, 0, b'c', 0, 4];
+        anonymous.extend_from_slice(&[0; 4]);
+        anonymous.push(0);
+        anonymous.extend_from_slice(&[0; 4]);
+        assert_eq!(body(&put(None)), anonymous);
+        let mut named = vec![1, 0, 0, 0, b'c', 1, 2, 0, 0, 0, b'b', b'o', 4];
+        named.extend_from_slice(&anonymous[7..]);
+        assert_eq!(body(&put(Some(b"bo"))), named);
+        for username in [None, Some(&b""[..]), Some(b"bo")] {
+            let e = put(username);
+            assert_eq!(decode_body(e.kind(), &body(&e)), Some(Ok(e)));
+        }
+        anonymous[5] = 2;
+        assert_eq!(
+            decode_body(kind::SESSION_PUT, &Bytes::from(anonymous)),
+            Some(Err(BodyError::BadFlag))
+        );
     }
 
     #[test]

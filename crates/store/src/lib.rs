@@ -23,12 +23,21 @@
 //! body holds its fields in declaration order: integers little-endian,
 //! `bool` as one byte 0 or 1, byte strings as a u32 length and the bytes,
 //! `Option<T>` as a flag byte 0 or 1 followed by `T` when 1. A body must be
-//! consumed exactly.
+//! consumed exactly. `SessionPut`, for one, is the client id, the username
+//! (an `Option` of a byte string: None for an anonymous client or a broker
+//! that keeps no identities), the protocol byte, the expiry, the will and
+//! the will delay.
+//!
+//! The format is not yet stable; no version byte. No file in it has been
+//! written outside tests, so a change (such as the username added to
+//! `SessionPut`) comes with no compatibility shim: a file written before a
+//! change is not read correctly after it (an old `SessionPut` reads as
+//! corrupt: its protocol byte is taken for the username flag).
 //!
 //! A snapshot is the records of [`StoreState::events`]: per session a
-//! `SessionPut`, `SessionLeft`, its subscriptions, its messages (each
-//! `MessageQueued`, then `MessageSent` / `MessageReleased` as it stands),
-//! its inbound QoS 2 ids; then the retained messages. A log is any
+//! `SessionPut` (with its username), `SessionLeft`, its subscriptions, its
+//! messages (each `MessageQueued`, then `MessageSent` / `MessageReleased`
+//! as it stands), its inbound QoS 2 ids; then the retained messages. A log is any
 //! sequence of events; [`recover`] applies the snapshot, then the log.
 //!
 //! # Torn and corrupt tails

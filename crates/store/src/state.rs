@@ -30,6 +30,9 @@ pub struct StoreState {
 /// but `messages` and `packet_id`s must stay in step with a private index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionState {
+    /// The username of the connection that last connected (None:
+    /// anonymous, or the broker keeps no identities).
+    pub username: Option<Bytes>,
     /// Protocol level from CONNECT (4 = 3.1.1, 5 = 5.0).
     pub protocol: u8,
     /// Session expiry interval in seconds; `u32::MAX` never expires.
@@ -122,8 +125,15 @@ pub struct Expired {
 }
 
 impl SessionState {
-    fn new(protocol: u8, expiry_secs: u32, will: Option<WillRecord>, will_delay_secs: u32) -> Self {
+    fn new(
+        username: Option<Bytes>,
+        protocol: u8,
+        expiry_secs: u32,
+        will: Option<WillRecord>,
+        will_delay_secs: u32,
+    ) -> Self {
         SessionState {
+            username,
             protocol,
             expiry_secs,
             left_at_unix_ms: None,
@@ -163,6 +173,7 @@ impl SessionState {
     fn events<'a>(&'a self, client_id: &'a Bytes) -> impl Iterator<Item = Event> + 'a {
         let put = Event::SessionPut {
             client_id: client_id.clone(),
+            username: self.username.clone(),
             protocol: self.protocol,
             expiry_secs: self.expiry_secs,
             will: self.will.clone(),
@@ -230,8 +241,9 @@ impl StoreState {
     /// Applies one event. The rules:
     ///
     /// - `SessionPut` creates the session, or on an existing one (a resume)
-    ///   replaces protocol, expiry, will and will delay and keeps its
-    ///   subscriptions, messages and inbound packet ids. Either way the
+    ///   replaces username, protocol, expiry, will and will delay (a resume
+    ///   may come back under another username, or anonymously) and keeps
+    ///   its subscriptions, messages and inbound packet ids. Either way the
     ///   client is connected: `left_at_unix_ms` becomes None.
     /// - `SessionLeft` sets `left_at_unix_ms`; `SessionGone` removes the
     ///   session with everything of it.
@@ -252,18 +264,21 @@ impl StoreState {
     /// - `RetainedPut` sets the topic's retained message; `RetainedGone`
     ///   removes it.
     ///
-    /// Session and filter keys are copied out of the event, so a key never
-    /// pins the record buffer it was decoded from.
+    /// Session and filter keys and the username are copied out of the
+    /// event, so what the state keeps never pins the record buffer it was
+    /// decoded from.
     pub fn apply(&mut self, event: &Event) {
         match event {
             Event::SessionPut {
                 client_id,
+                username,
                 protocol,
                 expiry_secs,
                 will,
                 will_delay_secs,
             } => match self.sessions.get_mut(client_id) {
                 Some(s) => {
+                    s.username = username.as_deref().map(Bytes::copy_from_slice);
                     s.protocol = *protocol;
                     s.expiry_secs = *expiry_secs;
                     s.will = will.clone();
@@ -271,8 +286,13 @@ impl StoreState {
                     s.left_at_unix_ms = None;
                 }
                 None => {
-                    let s =
-                        SessionState::new(*protocol, *expiry_secs, will.clone(), *will_delay_secs);
+                    let s = SessionState::new(
+                        username.as_deref().map(Bytes::copy_from_slice),
+                        *protocol,
+                        *expiry_secs,
+                        will.clone(),
+                        *will_delay_secs,
+                    );
                     self.sessions.insert(Bytes::copy_from_slice(client_id), s);
                 }
             },
@@ -420,7 +440,8 @@ impl StoreState {
     }
 
     /// The Put-style events that rebuild this state from nothing, in
-    /// snapshot order: per session (by client id) `SessionPut`, then
+    /// snapshot order: per session (by client id) `SessionPut` (with the
+    /// username), then
     /// `SessionLeft` if it has left, its `SubscriptionPut`s, each message's
     /// `MessageQueued` followed by `MessageSent` if in flight and
     /// `MessageReleased` if released, its `InboundPending`s; then every
@@ -496,6 +517,7 @@ impl StoreState {
                     let will = s.will.take();
                     out.events.push(Event::SessionPut {
                         client_id: client_id.clone(),
+                        username: s.username.clone(),
                         protocol: s.protocol,
                         expiry_secs: s.expiry_secs,
                         will: None,
@@ -670,6 +692,7 @@ mod tests {
     fn put(client: &str, expiry_secs: u32, will_delay_secs: u32) -> Event {
         Event::SessionPut {
             client_id: b(client),
+            username: Some(b("user")),
             protocol: 5,
             expiry_secs,
             will: Some(WillRecord {
@@ -729,8 +752,10 @@ mod tests {
             sent("c", 1, 9),
             left("c", 1000),
         ]);
+        assert_eq!(state.sessions[&b("c")].username, Some(b("user")));
         state.apply(&Event::SessionPut {
             client_id: b("c"),
+            username: None,
             protocol: 4,
             expiry_secs: u32::MAX,
             will: None,
@@ -738,8 +763,13 @@ mod tests {
         });
         let s = &state.sessions[&b("c")];
         assert_eq!(
-            (s.protocol, s.expiry_secs, s.will.clone()),
-            (4, u32::MAX, None)
+            (
+                s.username.clone(),
+                s.protocol,
+                s.expiry_secs,
+                s.will.clone()
+            ),
+            (None, 4, u32::MAX, None)
         );
         assert_eq!(s.left_at_unix_ms, None);
         assert_eq!(s.subscriptions[&b("a/#")], (1, 7));
@@ -828,11 +858,19 @@ mod tests {
         encode(&put("c", 60, 0), &mut buf);
         let events = decode_all(&buf).events;
         let state = replay(&events);
-        let Event::SessionPut { client_id, .. } = &events[0] else {
+        let Event::SessionPut {
+            client_id,
+            username: Some(username),
+            ..
+        } = &events[0]
+        else {
             unreachable!()
         };
-        let key = state.sessions.keys().next().unwrap();
+        let (key, s) = state.sessions.iter().next().unwrap();
         assert_ne!(key.as_ptr(), client_id.as_ptr());
+        let kept = s.username.as_ref().unwrap();
+        assert_eq!(kept, username);
+        assert_ne!(kept.as_ptr(), username.as_ptr());
     }
 
     #[test]
@@ -861,6 +899,52 @@ mod tests {
         ]);
         let kinds: Vec<u8> = state.events().map(|e| e.kind()).collect();
         assert_eq!(kinds, [1, 2, 4, 6, 7, 8, 11, 13]);
+    }
+
+    #[test]
+    fn usernames_survive_a_snapshot_and_expiry() {
+        let anonymous = |client: &str| match put(client, 100, 5) {
+            Event::SessionPut {
+                client_id,
+                protocol,
+                expiry_secs,
+                will,
+                will_delay_secs,
+                ..
+            } => Event::SessionPut {
+                client_id,
+                username: None,
+                protocol,
+                expiry_secs,
+                will,
+                will_delay_secs,
+            },
+            _ => unreachable!(),
+        };
+        let mut state = replay(&[
+            put("named", 100, 5),
+            left("named", 0),
+            anonymous("anon"),
+            left("anon", 0),
+        ]);
+        let mut buf = Vec::new();
+        state.snapshot(&mut buf);
+        let replayed = replay(&decode_all(&buf).events);
+        assert_eq!(replayed, state);
+        assert_eq!(replayed.sessions[&b("named")].username, Some(b("user")));
+        assert_eq!(replayed.sessions[&b("anon")].username, None);
+        // A will that comes due is recorded by a SessionPut: it keeps the
+        // username.
+        let before = state.clone();
+        let expiry = state.expire(5_000);
+        assert_eq!(expiry.expired.len(), 2);
+        assert_eq!(state.sessions[&b("named")].username, Some(b("user")));
+        assert_eq!(state.sessions[&b("anon")].username, None);
+        let mut again = before;
+        for e in &expiry.events {
+            again.apply(e);
+        }
+        assert_eq!(again, state);
     }
 
     #[test]

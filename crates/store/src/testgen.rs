@@ -13,6 +13,12 @@ fn client_id() -> impl Strategy<Value = Bytes> {
     pick(&["a", "client-b", ""])
 }
 
+/// None (anonymous, or identities not kept) as often as a name; the empty
+/// name is a name, not None.
+fn username() -> impl Strategy<Value = Option<Bytes>> {
+    proptest::option::of(pick(&["alice", "bob", ""]))
+}
+
 fn topic() -> impl Strategy<Value = Bytes> {
     pick(&["t", "a/b", "x/y/z"])
 }
@@ -48,13 +54,16 @@ pub(crate) fn event() -> impl Strategy<Value = Event> {
     // Weighted so that sequences often reach messages in flight and
     // released, which need a session, a queued message and a send first.
     prop_oneof![
-        3 => (client_id(), 3u8..=5, secs(), will(), secs()).prop_map(
-            |(client_id, protocol, expiry_secs, will, will_delay_secs)| Event::SessionPut {
-                client_id,
-                protocol,
-                expiry_secs,
-                will,
-                will_delay_secs,
+        3 => (client_id(), username(), 3u8..=5, secs(), will(), secs()).prop_map(
+            |(client_id, username, protocol, expiry_secs, will, will_delay_secs)| {
+                Event::SessionPut {
+                    client_id,
+                    username,
+                    protocol,
+                    expiry_secs,
+                    will,
+                    will_delay_secs,
+                }
             }
         ),
         1 => (client_id(), time()).prop_map(|(client_id, at_unix_ms)| Event::SessionLeft {
@@ -152,6 +161,7 @@ pub(crate) fn one_of_each() -> Vec<Event> {
     vec![
         Event::SessionPut {
             client_id: client_id.clone(),
+            username: Some(b("alice")),
             protocol: 5,
             expiry_secs: 3600,
             will: Some(WillRecord {

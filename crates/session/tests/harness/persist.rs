@@ -8,12 +8,22 @@
 //!   queue), an inbound QoS 2 id awaiting PUBREL, the will delay and the
 //!   session expiry timers, v3.1.1, a state whose deadlines passed, states
 //!   the import refuses.
-//! - `import_behaves_as_the_export`: random inputs, a lost connection,
-//!   export and import, then the same random inputs to both.
+//! - The username: an imported session keeps its owner
+//!   (`--takeover-same-user-only`) and its ACL rights (a filtered
+//!   subscription still withholds denied topics, away and after a resume;
+//!   one the ACL no longer allows is left out), only when identities are
+//!   kept.
+//! - `import_behaves_as_the_export`: random inputs under a policy that
+//!   keeps no identities, one that keeps them, or an ACL, with or without
+//!   a username; a lost connection, export and import, then the same
+//!   random inputs to both (first while the client is away, then after it
+//!   resumes).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use proptest::prelude::*;
+use ringmq_auth::acl::Acl;
 use ringmq_session::{ImportError, WallClock};
 use ringmq_store::{Event, SessionState, StoreState};
 
@@ -30,8 +40,14 @@ fn client() -> Bytes {
 /// A fresh harness at `h`'s clock holding `h`'s session, exported as if it
 /// left at `left_at` and imported.
 fn imported(h: &Harness, left_at: Tick) -> (Harness, SessionState) {
+    imported_under(h, h.policy.clone(), left_at)
+}
+
+/// A fresh harness under `policy` at `h`'s clock holding `h`'s session,
+/// exported as if it left at `left_at` and imported.
+fn imported_under(h: &Harness, policy: ServerPolicy, left_at: Tick) -> (Harness, SessionState) {
     let state = h.session.export(left_at, &CLOCK);
-    let mut h2 = Harness::with_policy(h.policy.clone());
+    let mut h2 = Harness::with_policy(policy);
     h2.advance(h.now().0);
     h2.install(|policy, now, out| {
         Session::import(client(), &state, &CLOCK, policy, now, out).expect("imported")
@@ -321,6 +337,7 @@ fn state_of(events: &[Event]) -> SessionState {
 fn put(protocol: u8) -> Event {
     Event::SessionPut {
         client_id: client(),
+        username: None,
         protocol,
         expiry_secs: 100,
         will: None,
@@ -382,6 +399,160 @@ fn refused_states_write_nothing() {
         h.advance(1);
         assert!(h.routes().is_empty());
     }
+}
+
+// ----- the username: owner and ACL rights -----
+
+/// `connect` under username `user`.
+fn named(user: &'static str, connect: Connect) -> Connect {
+    Connect {
+        username: Some(Bytes::from_static(user.as_bytes())),
+        ..connect
+    }
+}
+
+fn same_user_only() -> ServerPolicy {
+    ServerPolicy {
+        takeover_same_user_only: true,
+        ..policy()
+    }
+}
+
+fn acl_policy(rules: &str) -> ServerPolicy {
+    ServerPolicy {
+        acl: Some(Arc::new(Acl::parse(rules).unwrap())),
+        ..policy()
+    }
+}
+
+#[test]
+fn an_imported_session_keeps_its_owner() {
+    let policy = same_user_only();
+    let mut h = Harness::connected_with(
+        policy.clone(),
+        named("alice", v5("c").clean(false).expiry(3600)),
+    );
+    h.lost(CloseCause::NetworkError);
+    let (h2, state) = imported(&h, h.now());
+    assert_eq!(state.username, Some(Bytes::from_static(b"alice")));
+    assert_eq!(h2.session.username(), Some(&Bytes::from_static(b"alice")));
+    assert!(h2.session.may_take_over(Some(b"alice"), &policy));
+    assert!(!h2.session.may_take_over(Some(b"bob"), &policy));
+    assert!(!h2.session.may_take_over(None, &policy));
+    assert_eq!(h2.session.export(h.now(), &CLOCK), state);
+
+    // An anonymous owner is kept as anonymous.
+    let mut anon = Harness::connected_with(policy.clone(), v5("c").clean(false).expiry(3600));
+    anon.lost(CloseCause::NetworkError);
+    let (anon2, state) = imported(&anon, anon.now());
+    assert_eq!(state.username, None);
+    assert!(anon2.session.may_take_over(None, &policy));
+    assert!(!anon2.session.may_take_over(Some(b"alice"), &policy));
+}
+
+#[test]
+fn without_kept_identities_the_username_is_neither_written_nor_taken() {
+    // Not kept: exported without a username.
+    let mut h = Harness::connected(named("alice", v5("c").clean(false).expiry(3600)));
+    h.lost(CloseCause::NetworkError);
+    assert_eq!(h.session.export(h.now(), &CLOCK).username, None);
+    // A stored username imported under a policy that keeps none: no
+    // owner, as for any session made while identities were not kept.
+    let mut owned = Harness::connected_with(
+        same_user_only(),
+        named("alice", v5("c").clean(false).expiry(3600)),
+    );
+    owned.lost(CloseCause::NetworkError);
+    let (h2, state) = imported_under(&owned, policy(), owned.now());
+    assert_eq!(state.username, Some(Bytes::from_static(b"alice")));
+    assert_eq!(h2.session.username(), None);
+    assert!(h2.session.may_take_over(Some(b"bob"), &same_user_only()));
+}
+
+#[test]
+fn an_imported_filtered_subscription_still_withholds_denied_topics() {
+    let rules = "user alice\ntopic read #\ntopic deny secret/#\n";
+    let resume = || named("alice", v5("c").clean(false).expiry(3600));
+    let mut h = Harness::connected_with(acl_policy(rules), resume());
+    h.packet(subscribe(1, &[("#", opts(QoS::AtLeastOnce))]));
+    assert_eq!(suback_codes(&h), [0x01]);
+    h.lost(CloseCause::NetworkError);
+    let (mut h2, state) = imported(&h, h.now());
+    assert_eq!(h2.trace(), ["AddRoute(#)"]);
+    assert_eq!(h2.session.export(h.now(), &CLOCK), state);
+    // While the client is away: the denied topic is withheld, the other
+    // queued.
+    for h in [&mut h, &mut h2] {
+        h.deliver(&message("secret/x", b"no"), QoS::AtLeastOnce);
+        assert_eq!(h.trace(), ["Denied(Read)"]);
+        h.deliver(&message("open/x", b"yes"), QoS::AtLeastOnce);
+        assert!(h.trace().is_empty());
+        assert_eq!(h.session.outbound_len(), (0, 1));
+    }
+    // After it reconnects: the queue goes out, the denied topic still not.
+    h.connect(resume());
+    h2.connect(resume());
+    assert!(h2.connack().session_present);
+    assert_eq!(h2.trace(), ["ConnAck", "Publish(open/x)"]);
+    assert_eq!(h2.full_trace(), h.full_trace());
+    for h in [&mut h, &mut h2] {
+        h.deliver(&message("secret/x", b"no"), QoS::AtLeastOnce);
+        assert_eq!(h.trace(), ["Denied(Read)"]);
+    }
+}
+
+#[test]
+fn an_acl_that_no_longer_allows_a_subscription_leaves_it_out() {
+    let before = acl_policy("user alice\ntopic read a/#\ntopic read b/#\n");
+    let resume = || named("alice", v5("c").clean(false).expiry(3600));
+    let mut h = Harness::connected_with(before, resume());
+    h.packet(subscribe(
+        1,
+        &[
+            ("a/#", opts(QoS::AtLeastOnce)),
+            ("b/#", opts(QoS::AtLeastOnce)),
+        ],
+    ));
+    assert_eq!(suback_codes(&h), [0x01, 0x01]);
+    h.lost(CloseCause::NetworkError);
+    let after = acl_policy("user alice\ntopic read a/#\n");
+    let (mut h2, state) = imported_under(&h, after, h.now());
+    assert_eq!(state.subscriptions.len(), 2);
+    assert_eq!(h2.trace(), ["AddRoute(a/#)", "Revoked"]);
+    assert_eq!(h2.routes(), [&b"a/#"[..]]);
+    assert_eq!(h2.session.subscription(b"b/#"), None);
+    let again = h2.session.export(h.now(), &CLOCK);
+    assert_eq!(
+        again.subscriptions.keys().collect::<Vec<_>>(),
+        [&Bytes::from_static(b"a/#")]
+    );
+    // Its owner resumes with what is left.
+    h2.connect(resume());
+    assert!(h2.connack().session_present);
+    assert!(!h2.trace().contains(&"Revoked"));
+    assert_eq!(h2.routes(), [&b"a/#"[..]]);
+}
+
+#[test]
+fn a_will_the_acl_no_longer_allows_is_dropped_at_import() {
+    let before = acl_policy("user alice\ntopic write w/#\n");
+    let resume = || {
+        named(
+            "alice",
+            v5("c").clean(false).expiry(3600).will(will("w/gone"), 60),
+        )
+    };
+    let mut h = Harness::connected_with(before.clone(), resume());
+    h.lost(CloseCause::NetworkError);
+    // Still allowed: the will waits for its delay.
+    let (h2, state) = imported_under(&h, before, h.now());
+    assert!(state.will.is_some());
+    assert!(h2.armed(Timer::WillDelay).is_some());
+    // No longer allowed: gone, no timer for it.
+    let after = acl_policy("user alice\ntopic write other/#\n");
+    let (h3, _) = imported_under(&h, after, h.now());
+    assert!(h3.armed(Timer::WillDelay).is_none());
+    assert!(h3.session.export(h.now(), &CLOCK).will.is_none());
 }
 
 // ----- property test -----
@@ -452,6 +623,8 @@ struct Client {
     next: u64,
     /// When the last link dropped.
     left_at: Tick,
+    /// The username it connects with (None: anonymous).
+    username: Option<Bytes>,
 }
 
 impl Client {
@@ -532,7 +705,10 @@ impl Client {
                     self.left_at = h.now();
                     h.lost(CloseCause::NetworkError);
                 }
-                h.connect(connect().receive_max(receive_max));
+                h.connect(Connect {
+                    username: self.username.clone(),
+                    ..connect().receive_max(receive_max)
+                });
             }
             _ => return Vec::new(),
         }
@@ -595,6 +771,30 @@ fn connect() -> Connect {
     v5("c").clean(false).expiry(1_000).will(will("w"), 2)
 }
 
+/// The policies the property runs under: identities not kept, kept for
+/// `--takeover-same-user-only`, kept for an ACL that refuses a filter and
+/// filters another (for alice: `b` refused, `+/x` filtered by the deny on
+/// `q/x`; for an anonymous client: only `a/#`, `in` and `+/x`, filtered
+/// the same way). The will (`w`) is writable for both, as a CONNECT
+/// needs it to be (`authorize`, which the harness does not run).
+fn identity_policy(which: usize) -> ServerPolicy {
+    match which {
+        0 => policy(),
+        1 => same_user_only(),
+        _ => acl_policy(
+            "topic readwrite a/#\n\
+             topic readwrite in\n\
+             topic write w\n\
+             topic read +/x\n\
+             topic deny q/x\n\
+             user alice\n\
+             topic readwrite #\n\
+             topic deny b\n\
+             topic deny q/x\n",
+        ),
+    }
+}
+
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
         cases,
@@ -613,12 +813,21 @@ proptest! {
     #[test]
     fn import_behaves_as_the_export(
         receive_max in 1u16..=3,
+        identity in 0usize..3,
+        alice in any::<bool>(),
         before in prop::collection::vec(op(), 0..30),
+        away in prop::collection::vec(op(), 0..6),
         after in prop::collection::vec(op(), 0..30),
     ) {
-        let mut a = Harness::new();
-        a.connect(connect().clean(true).receive_max(receive_max));
-        let mut client = Client::default();
+        let mut a = Harness::with_policy(identity_policy(identity));
+        let mut client = Client {
+            username: alice.then(|| Bytes::from_static(b"alice")),
+            ..Client::default()
+        };
+        a.connect(Connect {
+            username: client.username.clone(),
+            ..connect().clean(true).receive_max(receive_max)
+        });
         client.observe(&a);
         for (n, op) in before.iter().enumerate() {
             client.run(&mut a, op, n);
@@ -632,13 +841,21 @@ proptest! {
         let left_at = client.left_at;
         let (mut b, state) = imported(&a, left_at);
         prop_assert_eq!(&b.session.export(left_at, &CLOCK), &state);
+        prop_assert_eq!(b.session.username(), a.session.username());
+        prop_assert_eq!(
+            state.username.is_some(),
+            alice && identity != 0,
+            "the username is kept only when identities are"
+        );
         prop_assert_eq!(b.routes(), a.routes());
         for timer in [Timer::WillDelay, Timer::SessionExpiry, Timer::KeepAlive] {
             prop_assert_eq!(b.armed(timer), a.armed(timer));
         }
         let mut client_b = client.clone();
+        // Inputs while the client is away (deliveries, time; the ones that
+        // need a link do nothing), then it resumes.
         let resume = [Op::Reconnect(receive_max)];
-        for (n, op) in resume.iter().chain(&after).enumerate() {
+        for (n, op) in away.iter().chain(&resume).chain(&after).enumerate() {
             let n = before.len() + n;
             let got_a = client.run(&mut a, op, n);
             let got_b = client_b.run(&mut b, op, n);
