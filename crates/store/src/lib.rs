@@ -64,12 +64,14 @@
 //! `record` holds the frame, [`Tail`] and the decoders; `event` the
 //! [`Event`]s and their bodies; `state` [`StoreState`], its replay rules
 //! ([`StoreState::apply`]), snapshots, [`recover`], expiry and
-//! redistribution across a changed shard count.
+//! redistribution across a changed shard count; `restart` what a broker
+//! does with every old shard's files at start ([`restart`]).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod event;
 mod record;
+mod restart;
 mod state;
 #[cfg(test)]
 mod testgen;
@@ -78,6 +80,7 @@ pub use event::{BodyError, Event, WillRecord};
 pub use record::{
     decode_all, decode_each, encode, Corruption, Decoded, Tail, HEADER_LEN, MAX_RECORD,
 };
+pub use restart::{client_ids, restart, Damage, FileKind, Restart, ShardFiles};
 pub use state::{
     recover, Expired, Expiry, Recovered, RetainedRecord, SessionState, StoreState, StoredMessage,
 };
