@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use common::*;
 
@@ -370,4 +371,29 @@ fn the_imposed_keepalive_and_its_source_show_in_the_api() {
     assert_eq!(v["keepalive_secs"], 20);
     assert_eq!(v["keepalive_imposed_by_server"], true);
     assert_eq!(v["keepalive_source"], "raised_to_min");
+}
+
+#[test]
+fn a_trickled_or_garbage_request_does_not_hold_the_listener() {
+    use std::io::{Read, Write};
+    let (_broker, http_addr) = start_http(&[]);
+    // Garbage gets 400.
+    let mut bad = std::net::TcpStream::connect(http_addr).unwrap();
+    bad.set_read_timeout(Some(PROMPT)).unwrap();
+    bad.write_all(b"\x00\x01\x02 nonsense\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = bad.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    // A client that never finishes its head is answered 408 and closed
+    // within the head deadline, while others are served meanwhile.
+    let mut slow = std::net::TcpStream::connect(http_addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+    assert_eq!(http(http_addr, "GET", "/metrics", None).0, 200);
+    let started = std::time::Instant::now();
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(8));
 }

@@ -4,7 +4,8 @@
 //! It runs on threads of its own, off the shards: one accepts, and each
 //! connection is served by a short-lived thread (at most
 //! [`MAX_CONNECTIONS`] at once; beyond that a request gets 503). One
-//! request per connection (`Connection: close`), no request bodies.
+//! request per connection (`Connection: close`), no request bodies; the
+//! request head must arrive within 5 s in all (408 otherwise).
 //! Counters are read from the shards' per-shard atomics (each written
 //! only by its shard) and summed here; anything about a client is asked
 //! of the shard that owns it through the mesh ([`crate::shard::admin`])
@@ -183,6 +184,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        408 => "Request Timeout",
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -223,10 +225,26 @@ fn serve(stream: &mut TcpStream, shared: &Shared, token: Option<&str>) {
 fn read_request(stream: &mut TcpStream) -> Result<Option<Request>, Response> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
+    // The whole head within IO_TIMEOUT, not just each read: a client that
+    // trickles a byte at a time cannot hold one of the few threads.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let late = || Response::text(408, "request head not received in time\n");
     loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return Err(late());
+        }
         let n = match stream.read(&mut chunk) {
             Ok(0) => return Ok(None),
             Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(late())
+            }
             Err(_) => return Ok(None),
         };
         buf.extend_from_slice(&chunk[..n]);
