@@ -24,9 +24,11 @@ fn session(inflight: u16, queued: usize) -> Session {
         max_queued_messages: 10_000,
         ..ServerPolicy::default()
     };
-    let mut props = Properties::default();
-    props.session_expiry_interval = Some(3600);
-    props.receive_maximum = Some(inflight.max(1));
+    let props = Properties {
+        session_expiry_interval: Some(3600),
+        receive_maximum: Some(inflight.max(1)),
+        ..Properties::default()
+    };
     let connect = Connect {
         protocol: ProtocolVersion::V5,
         clean_start: false,
@@ -41,7 +43,7 @@ fn session(inflight: u16, queued: usize) -> Session {
     let mut s = Session::new(connect.client_id.clone(), ProtocolVersion::V5);
     let mut out = Outbox::new();
     s.connect(&connect, &negotiated, &policy, None, Tick(0), &mut out);
-    let total = usize::from(if inflight == 0 { 0 } else { inflight }) + queued;
+    let total = usize::from(inflight) + queued;
     for i in 0..total {
         let message = Publish {
             dup: false,
