@@ -20,6 +20,7 @@
 
 pub(crate) mod admin;
 mod apply;
+mod control;
 mod driver;
 mod engine;
 mod frames;

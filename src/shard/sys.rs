@@ -1,13 +1,10 @@
-//! `$SYS/broker/...` (`--sys-interval`): shard 0 publishes a
-//! Mosquitto-compatible subset of the counters as retained QoS 0
-//! messages, through the ordinary routing path, every interval.
+//! `$SYS/broker/...` (`--sys-interval`): the topics and payloads shard 0
+//! publishes (a Mosquitto-compatible subset of the counters, retained QoS
+//! 0), and the state of the 1-minute load average. The publishing itself
+//! is in `control.rs`.
 
-use bytes::Bytes;
-use ringmq_codec::{Publish, QoS};
 use ringmq_session::Tick;
 
-use super::apply::{Core, Deferred};
-use super::timers::TimerEvent;
 use crate::stats::Stats;
 
 /// The 1-minute load average's state: the last reading of the received
@@ -73,43 +70,6 @@ pub(crate) fn messages(s: &Stats, uptime_secs: u64, load_1min: f64) -> Vec<(&'st
             format!("{load_1min:.2}"),
         ),
     ]
-}
-
-impl Core {
-    /// Arms the next `$SYS` publish (shard 0 only, with --sys-interval).
-    pub(crate) fn arm_sys(&mut self) {
-        let secs = self.shared.config.sys_interval;
-        if self.id.0 != 0 || secs == 0 {
-            return;
-        }
-        let at = self.clock.now().add_secs(secs);
-        let tick = self.clock.wheel_tick(at);
-        self.wheel.insert(tick, TimerEvent::Sys);
-    }
-
-    /// Publishes the `$SYS` topics and arms the next round.
-    pub(crate) fn publish_sys(&mut self) {
-        let stats = self.shared.stats();
-        let uptime = self.shared.epoch.elapsed().as_secs();
-        let load = self.sys.update(self.now, stats.publishes_in);
-        for (topic, payload) in messages(&stats, uptime, load) {
-            let publish = Publish {
-                dup: false,
-                qos: QoS::AtMostOnce,
-                retain: true,
-                topic: Bytes::from_static(topic.as_bytes()),
-                packet_id: 0,
-                properties: Default::default(),
-                payload: Bytes::from(payload),
-            };
-            self.deferred.push_back(Deferred::Route {
-                publish,
-                origin: None,
-            });
-        }
-        self.run_deferred();
-        self.arm_sys();
-    }
 }
 
 #[cfg(test)]
