@@ -137,11 +137,26 @@ impl Request {
     }
 }
 
-/// Percent-decodes `s` (invalid UTF-8 is replaced).
+/// Percent-decodes `s` (RFC 3986 `%XX`; a `%` not followed by two hex
+/// digits stays as it is; invalid UTF-8 is replaced).
 pub(crate) fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
+    let bytes = s.as_bytes();
+    let hex = |i: usize| bytes.get(i).and_then(|&c| (c as char).to_digit(16));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An answer.
@@ -309,5 +324,23 @@ fn route(request: &Request, shared: &Shared, token: Option<&str>) -> Response {
         }
         ("GET", _) => Response::text(404, "not found\n"),
         _ => Response::text(405, "method not allowed\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(decode("sensor%2F42"), "sensor/42");
+        assert_eq!(decode("a%20b%2fc"), "a b/c");
+        assert_eq!(decode("%e2%82%ac"), "€");
+        // Not an escape: left alone.
+        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode("%4"), "%4");
+        assert_eq!(decode("%zz1"), "%zz1");
+        assert_eq!(decode("%ff"), "\u{fffd}");
+        assert_eq!(decode(""), "");
     }
 }
