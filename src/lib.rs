@@ -456,11 +456,11 @@ impl Broker {
     /// connected client was told at CONNECT stays. The ACL stays as loaded.
     /// `config` must be valid ([`Config::validate`]).
     pub fn apply_live(&self, config: &Config) {
+        let policy = shard::policy_for(config, None);
         for id in 0..self.shared.shards {
-            let policy = shard::policy_for(config, None);
             self.shared
                 .mesh
-                .send_external(id, Msg::Policy(Box::new(policy)));
+                .send_external(id, Msg::Policy(Box::new(policy.clone())));
         }
     }
 

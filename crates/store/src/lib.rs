@@ -80,7 +80,7 @@ pub use event::{BodyError, Event, WillRecord};
 pub use record::{
     decode_all, decode_each, encode, Corruption, Decoded, Tail, HEADER_LEN, MAX_RECORD,
 };
-pub use restart::{client_ids, restart, Damage, FileKind, Restart, ShardFiles};
+pub use restart::{restart, Damage, FileKind, Restart, ShardFiles};
 pub use state::{
     recover, Expired, Expiry, Recovered, RetainedRecord, SessionState, StoreState, StoredMessage,
 };

@@ -9,8 +9,6 @@
 //! to start), publishes the wills, and writes each new shard a fresh
 //! snapshot of its part before accepting clients.
 
-use bytes::Bytes;
-
 use crate::{recover, Expired, StoreState, Tail};
 
 /// One old shard's files, as read.
@@ -105,15 +103,15 @@ pub fn restart(
     }
 }
 
-/// The client ids in `state`, for a caller checking where sessions went.
-pub fn client_ids(state: &StoreState) -> Vec<Bytes> {
-    state.sessions.keys().cloned().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{encode, Event};
+    use bytes::Bytes;
+
+    fn client_ids(state: &StoreState) -> Vec<Bytes> {
+        state.sessions.keys().cloned().collect()
+    }
 
     fn put(client: &str, expiry_secs: u32) -> Event {
         Event::SessionPut {
