@@ -116,6 +116,34 @@ pub struct Config {
     #[arg(long)]
     pub takeover_same_user_only: bool,
 
+    /// Directory for persistence: persistent sessions (subscriptions,
+    /// queued and in-flight QoS 1/2 messages, wills) and retained
+    /// messages survive a restart and kill -9. Off unless given; created
+    /// if missing; locked while the broker runs. Each shard writes its own
+    /// files (shard-N/).
+    #[arg(long, value_name = "DIR")]
+    pub persistence_dir: Option<PathBuf>,
+
+    /// When the store's writes are forced to disk: `never` (the kernel
+    /// writes them back: survives kill -9, not a power loss), `interval`
+    /// (at most --fsync-interval-ms of acknowledged messages lost on
+    /// power loss), `always` (every acknowledgement waits for fdatasync:
+    /// nothing acknowledged is lost on power loss).
+    #[arg(long, value_name = "WHEN", default_value = "interval",
+          value_parser = ["never", "interval", "always"])]
+    pub fsync: String,
+
+    /// With --fsync interval: the longest time written records stay
+    /// without an fdatasync.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub fsync_interval_ms: u64,
+
+    /// A shard's log is compacted into a snapshot once it grows past this
+    /// many bytes and past the last snapshot's size (compaction runs in
+    /// small steps between loop turns).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub compact_log_bytes: u64,
+
     /// Address of the HTTP listener for /metrics (Prometheus), the JSON
     /// admin API (/api/v1/...) and the status page (/). Off unless given.
     /// Without --http-token, bind it to loopback: the API can disconnect
@@ -572,6 +600,12 @@ impl Config {
                 format!("{} is not in 0..=10000", self.busy_poll_us),
             );
         }
+        if self.fsync_interval_ms == 0 {
+            return bad("fsync-interval-ms", "must be at least 1".into());
+        }
+        if self.compact_log_bytes < 4096 {
+            return bad("compact-log-bytes", "must be at least 4096".into());
+        }
         if self.max_qos > 2 {
             return bad("max-qos", format!("{} is not 0, 1 or 2", self.max_qos));
         }
@@ -623,6 +657,15 @@ impl Config {
     /// `--max-qos` as a QoS.
     pub fn max_qos(&self) -> ringmq_codec::QoS {
         ringmq_codec::QoS::from_u8(self.max_qos).unwrap_or(ringmq_codec::QoS::ExactlyOnce)
+    }
+
+    /// `--fsync` as parsed (clap allows only the three names).
+    pub fn fsync_policy(&self) -> crate::persist::Fsync {
+        match self.fsync.as_str() {
+            "never" => crate::persist::Fsync::Never,
+            "always" => crate::persist::Fsync::Always,
+            _ => crate::persist::Fsync::Interval,
+        }
     }
 
     /// The shard count: the flag, or one per CPU in the affinity mask.

@@ -17,6 +17,7 @@ mod config;
 mod http;
 mod io;
 mod mesh;
+mod persist;
 mod shard;
 mod stats;
 mod transport;
@@ -92,6 +93,8 @@ pub enum StartError {
     Auth(String),
     /// The ACL file could not be read or parsed.
     Acl(String),
+    /// The persistence directory could not be opened or recovered.
+    Persistence(String),
 }
 
 impl fmt::Display for StartError {
@@ -127,6 +130,7 @@ impl fmt::Display for StartError {
             StartError::Tls(e) => write!(f, "cannot load TLS material: {e}"),
             StartError::Auth(e) => write!(f, "cannot load the password file: {e}"),
             StartError::Acl(e) => write!(f, "cannot load the ACL file: {e}"),
+            StartError::Persistence(e) => write!(f, "cannot open the persistence directory: {e}"),
         }
     }
 }
@@ -185,6 +189,8 @@ pub struct Broker {
     auth_threads: Vec<JoinHandle<()>>,
     /// `--http-listen`: metrics, admin API, status page.
     http: Option<http::HttpServer>,
+    /// `--persistence-dir`'s lock, held while the broker runs.
+    _store_lock: Option<std::fs::File>,
 }
 
 impl Broker {
@@ -231,12 +237,35 @@ impl Broker {
             }
             None => (None, Vec::new()),
         };
+        // Recovered before any shard starts: each gets its part.
+        let mut stored: Vec<Option<_>> = (0..shards).map(|_| None).collect();
+        let mut stored_wills = Vec::new();
+        let mut store_lock = None;
+        if let Some(dir) = &shared.config.persistence_dir {
+            let clock = ringmq_session::WallClock {
+                unix_ms_at_epoch: persist::unix_ms()
+                    .saturating_sub(shared.epoch.elapsed().as_millis() as u64),
+            };
+            let settings = persist::Settings {
+                fsync: shared.config.fsync_policy(),
+                fsync_interval_ms: shared.config.fsync_interval_ms,
+                compact_log_bytes: shared.config.compact_log_bytes,
+                clock,
+            };
+            let opened = persist::open(dir, shards, settings).map_err(StartError::Persistence)?;
+            for (slot, part) in stored.iter_mut().zip(opened.shards) {
+                *slot = Some(part);
+            }
+            stored_wills = opened.wills;
+            store_lock = Some(opened.lock);
+        }
         let mut broker = Broker {
             shared: shared.clone(),
             addrs: shared.config.listen.iter().map(|l| l.addr).collect(),
             threads: Vec::with_capacity(shards),
             auth_threads,
             http: None,
+            _store_lock: store_lock,
         };
         let mut listen = shared.config.listen.clone();
         for (id, inbox) in inboxes.into_iter().enumerate() {
@@ -249,6 +278,7 @@ impl Broker {
                 tls: tls.clone(),
                 auth: passwords.clone().zip(auth_jobs.clone()),
                 acl: acl.clone(),
+                store: stored[id].take(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("ringmq-shard-{id}"))
@@ -300,6 +330,23 @@ impl Broker {
             locked_kib = locked / 1024,
             "ringmq started"
         );
+        if !stored_wills.is_empty() {
+            // Every shard holds its sessions and has sent its route
+            // changes: the wills due during the downtime go out now, each
+            // from its client's shard.
+            let mut by_shard: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
+            for (client_id, will) in stored_wills {
+                by_shard[shard_for(&client_id, shards)].push((client_id, will));
+            }
+            for (id, wills) in by_shard.into_iter().enumerate() {
+                if !wills.is_empty() {
+                    broker
+                        .shared
+                        .mesh
+                        .send_external(id, Msg::StoredWills(wills));
+                }
+            }
+        }
         if let Some(addr) = broker.shared.config.http_listen {
             let server = http::HttpServer::start(addr, broker.shared.clone())
                 .map_err(|e| StartError::Listen(format!("--http-listen {addr}: {e}")))?;
@@ -508,6 +555,8 @@ struct Security {
     )>,
     /// The ACL file's rules (`None`: everything allowed).
     acl: Option<Arc<ringmq_auth::acl::Acl>>,
+    /// --persistence-dir: what this shard recovered, and its writer.
+    store: Option<(ringmq_store::StoreState, persist::Journal)>,
 }
 
 /// One shard thread's life: build its pinned executor, bind, serve.
@@ -551,6 +600,7 @@ fn run_shard(
             security.tls.as_deref(),
             security.auth,
             security.acl,
+            security.store,
         );
         match shard::listen::serve(&shard, &urls) {
             Ok(bound) => {

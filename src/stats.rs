@@ -259,6 +259,16 @@ counters! {
     client_id_refused,
     /// CONNECTs refused by --takeover-same-user-only.
     takeovers_refused_user,
+    /// Log writes (one per loop turn that made records: group commit).
+    store_writes,
+    /// Bytes written to the persistence log.
+    store_bytes_written,
+    /// fdatasync calls on the log (--fsync interval or always).
+    store_fsyncs,
+    /// Log compactions into a snapshot finished.
+    store_compactions,
+    /// Bytes in the current log (a gauge: compaction resets it).
+    store_log_bytes,
     /// PUBLISHes received at QoS 1 (QoS 0 is what `publishes_in` has
     /// beyond QoS 1 and 2).
     publishes_in_qos1,

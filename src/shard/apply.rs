@@ -113,6 +113,8 @@ pub(crate) struct Core {
     pub(crate) due: VecDeque<(SessionId, ringmq_session::Timer, Tick, u32)>,
     /// Links waiting for their CONNECT (--max-pending-connects).
     pub(crate) pending_connects: usize,
+    /// --persistence-dir: this shard's store writer.
+    pub(crate) journal: Option<crate::persist::Journal>,
 }
 
 impl Core {
@@ -137,6 +139,9 @@ impl Core {
         message: Option<&Publish>,
     ) {
         ShardStats::add(&self.stats.publishes_dropped, out.take_dropped().into());
+        if let Some(journal) = self.journal.as_mut() {
+            journal.begin_outbox();
+        }
         for action in out.drain() {
             match action {
                 Action::SendPublish(publish) => {
@@ -230,6 +235,14 @@ impl Core {
                     }
                     if let Some(link) = link {
                         link.request_close(cause);
+                    }
+                }
+                Action::Store(step) => {
+                    let (Some(journal), Some(sid)) = (self.journal.as_mut(), sid) else {
+                        continue;
+                    };
+                    if let Some(entry) = self.table.get(sid) {
+                        journal.record(&entry.session, step);
                     }
                 }
                 Action::EndSession => {
@@ -403,7 +416,7 @@ impl Core {
 }
 
 /// A will as the PUBLISH it becomes; will-only properties stay behind.
-fn will_publish(will: Will) -> Publish {
+pub(crate) fn will_publish(will: Will) -> Publish {
     let mut properties = will.properties;
     properties.will_delay_interval = None;
     Publish {

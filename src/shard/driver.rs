@@ -774,6 +774,7 @@ impl Core {
             return;
         }
         let mut queries = Vec::new();
+        let mut wills = Vec::new();
         while let Some((from, msg)) = self.inbox.try_recv_from() {
             match msg {
                 Msg::Publish(routed) => self.handle_routed(routed),
@@ -814,9 +815,13 @@ impl Core {
                 Msg::Admin(request) => self.admin(*request),
                 Msg::Policy(policy) => {
                     let acl = self.policy.acl.take();
+                    let persistence = self.policy.persistence;
                     self.policy = *policy;
                     self.policy.acl = acl;
+                    // Set at start: the store's files are this run's.
+                    self.policy.persistence = persistence;
                 }
+                Msg::StoredWills(list) => wills.extend(list),
                 Msg::AuthDone(done) => self.auth_done(*done),
                 Msg::Shutdown => self.begin_shutdown(),
             }
@@ -824,6 +829,11 @@ impl Core {
         }
         for (filter, reply_to, session) in queries {
             self.answer_retained_query(filter, reply_to, session);
+        }
+        if !wills.is_empty() {
+            // After every channel was seen empty: the route changes the
+            // other shards made at start are known by now.
+            self.publish_stored_wills(wills);
         }
     }
 

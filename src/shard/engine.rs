@@ -296,6 +296,7 @@ pub(crate) async fn run(shard: Rc<Shard>, ring: Ring, listeners: Vec<OwnedFd>, d
     engine.arm_doorbell();
     engine.run();
     engine.finish();
+    shard.core.borrow_mut().close_journal();
     debug!(shard = shard.id, "stopped");
 }
 
@@ -335,6 +336,9 @@ impl Engine {
             }
             self.flush_dirty();
             self.rearm_reads();
+            // Records of a turn that sent nothing (a timer, a close) are
+            // written before the shard sleeps.
+            self.shard.core.borrow_mut().commit_journal();
             if self.shard.shutting_down() && !self.shutdown_step() {
                 return;
             }
@@ -410,6 +414,18 @@ impl Engine {
         }
         if let Some(at) = self.shutdown_deadline {
             consider(at);
+        }
+        let sync = self
+            .shard
+            .core
+            .borrow()
+            .journal
+            .as_ref()
+            .and_then(|j| j.sync_due_in());
+        if let Some(wait) = sync {
+            // --fsync interval: written records are synced in time even
+            // when nothing else happens.
+            consider(now + wait);
         }
         until.map(|at| at.saturating_duration_since(now))
     }
@@ -1124,6 +1140,9 @@ impl Engine {
     fn flush_dirty(&mut self) {
         loop {
             self.resume_waiting();
+            // Group commit: the records this output depends on reach the
+            // kernel before any of it is handed to a socket.
+            self.shard.core.borrow_mut().commit_journal();
             if Dirty::is_empty() {
                 return;
             }

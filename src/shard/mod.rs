@@ -28,6 +28,7 @@ mod link;
 pub(crate) mod listen;
 mod msg;
 mod ratelimit;
+mod restore;
 mod routing;
 mod shared;
 mod sys;
@@ -73,6 +74,7 @@ impl Shard {
             crossbeam_channel::Sender<crate::auth::Job>,
         )>,
         acl: Option<Arc<ringmq_auth::acl::Acl>>,
+        store: Option<(ringmq_store::StoreState, crate::persist::Journal)>,
     ) -> Rc<Shard> {
         let doorbell = inbox.take_doorbell();
         let config = &shared.config;
@@ -122,7 +124,16 @@ impl Shard {
                 clock.read().1,
             ),
             shared: shared.clone(),
+            journal: None,
         };
+        let mut core = core;
+        if let Some((state, journal)) = store {
+            core.journal = Some(journal);
+            core.import(state);
+            // Route changes of the imported sessions go out now, so every
+            // shard knows them before a client connects.
+            core.outlet.flush();
+        }
         Rc::new(Shard {
             id,
             core: RefCell::new(core),
@@ -188,5 +199,6 @@ pub(crate) fn policy_for(
             .filter_map(|p| ringmq_auth::client_id::ClientIdPattern::parse(p).ok())
             .collect(),
         takeover_same_user_only: config.takeover_same_user_only,
+        persistence: config.persistence_dir.is_some(),
     }
 }

@@ -59,6 +59,9 @@ pub(crate) enum Msg {
     AuthDone(Box<crate::auth::Done>),
     /// Stop accepting, disconnect every client, stop the shard.
     Shutdown,
+    /// Wills that came due while the broker was down (persistence): publish
+    /// them once every channel has been drained.
+    StoredWills(Vec<(bytes::Bytes, ringmq_store::WillRecord)>),
 }
 
 /// A publish on its way to another shard. `Publish` boxes its properties,

@@ -194,6 +194,26 @@ impl Core {
             &publish.properties,
             expires_at,
         );
+        if let Some(journal) = self.journal.as_mut() {
+            let event = match outcome {
+                StoreOutcome::Stored | StoreOutcome::Replaced => {
+                    Some(ringmq_store::Event::RetainedPut {
+                        topic: publish.topic.clone(),
+                        payload: publish.payload.clone(),
+                        qos: publish.qos as u8,
+                        properties: stored_properties(&publish.properties),
+                        expires_at_unix_ms: expires_at.map(|t| journal.clock().to_unix(t)),
+                    })
+                }
+                StoreOutcome::Cleared => Some(ringmq_store::Event::RetainedGone {
+                    topic: publish.topic.clone(),
+                }),
+                StoreOutcome::Full | StoreOutcome::FullBytes => None,
+            };
+            if let Some(event) = event {
+                journal.record_event(&event);
+            }
+        }
         let (counter, flag) = match outcome {
             StoreOutcome::Full => (&self.stats.retained_dropped, "--max-retained"),
             StoreOutcome::FullBytes => (&self.stats.retained_bytes_dropped, "--max-retained-bytes"),
@@ -294,4 +314,20 @@ impl Core {
         }
         self.outbox = out;
     }
+}
+
+/// A retained message's properties as the store keeps them: what the
+/// retained store keeps (not the Message Expiry Interval, which is the
+/// record's own expiry), encoded.
+pub(crate) fn stored_properties(p: &ringmq_codec::Properties) -> Bytes {
+    if p.is_empty() {
+        return Bytes::new();
+    }
+    let kept = ringmq_codec::Properties {
+        message_expiry_interval: None,
+        topic_alias: None,
+        subscription_identifiers: Vec::new(),
+        ..p.clone()
+    };
+    ringmq_session::encode_properties(&kept)
 }

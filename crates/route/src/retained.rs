@@ -332,6 +332,13 @@ impl RetainedStore {
         self.expired = expired;
     }
 
+    /// Every stored message, in no particular order (expired ones
+    /// included: they are dropped when a query meets them). For writing
+    /// the store out whole (persistence snapshots).
+    pub fn iter(&self) -> impl Iterator<Item = &RetainedMessage> + '_ {
+        self.nodes.iter().filter_map(|n| n.message.as_deref())
+    }
+
     /// Number of messages stored.
     pub fn len(&self) -> usize {
         self.len

@@ -83,6 +83,9 @@ pub struct ServerPolicy {
     /// `--takeover-same-user-only`: a client id's session may be taken
     /// over (or resumed) only with the username it was made with.
     pub takeover_same_user_only: bool,
+    /// `--persistence-dir` is set: persistent sessions journal their
+    /// changes as `Action::Store` steps.
+    pub persistence: bool,
 }
 
 impl ServerPolicy {
@@ -118,6 +121,7 @@ impl Default for ServerPolicy {
             acl: None,
             client_id_patterns: Arc::from(Vec::new()),
             takeover_same_user_only: false,
+            persistence: false,
         }
     }
 }

@@ -13,7 +13,7 @@
 //! goes. It depends only on ringmq-codec, ringmq-topic, ringmq-auth (the
 //! ACL decisions it applies, [`authorize`] for a CONNECT) and ringmq-store
 //! (`Session::export` / `Session::import` to and from a stored session,
-//! for persistence; not used by the broker yet).
+//! and the [`Step`]s a persistent session journals, for persistence).
 
 #![warn(missing_docs)]
 
@@ -21,6 +21,7 @@ mod aliases;
 mod connect;
 mod ids;
 mod inbound;
+mod journal;
 mod keepalive;
 mod limit;
 mod outbound;
@@ -37,12 +38,14 @@ pub use connect::{
 };
 pub use ids::{SessionId, Tick};
 pub use inbound::{Inbound, InboundAction};
+pub use journal::Step;
 pub use keepalive::keepalive_timeout_ms;
 pub use limit::{exceeds_levels, Limit};
 pub use outbound::{DropReason, Offer, Outbound, OutboundConfig, OutboundEntry, QosError};
 pub use outbox::{Action, Outbox, Timer};
 pub use persist::{
-    options_byte, options_from_byte, protocol_byte, protocol_from_byte, ImportError, WallClock,
+    decode_properties, encode_properties, options_byte, options_from_byte, protocol_byte,
+    protocol_from_byte, ImportError, WallClock,
 };
 pub use session::{owned, owned_properties, refuse_connect, Delivery, Session, Subscription};
 pub use violation::Violation;

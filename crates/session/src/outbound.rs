@@ -36,6 +36,8 @@ use std::fmt;
 
 use bytes::Bytes;
 use hashbrown::HashMap;
+
+use crate::journal::Step;
 use ringmq_codec::{
     Packet, PacketType, Properties, ProtocolVersion, PubRel, Publish, PublishProperties, QoS,
     ReasonCode,
@@ -127,6 +129,8 @@ pub enum Offer {
 /// when the message has no properties.
 #[derive(Debug)]
 struct Message {
+    /// Store id: unique within the session, the store's msg id.
+    sid: u64,
     topic: Bytes,
     payload: Bytes,
     qos: QoS,
@@ -136,8 +140,9 @@ struct Message {
 }
 
 impl Message {
-    fn new(publish: Publish, expires_at_ms: Option<u64>) -> Self {
+    fn new(sid: u64, publish: Publish, expires_at_ms: Option<u64>) -> Self {
         Self {
+            sid,
             topic: publish.topic,
             payload: publish.payload,
             qos: publish.qos,
@@ -216,8 +221,8 @@ enum Flight {
     /// Sent; awaiting PUBACK (QoS 1) or PUBREC (QoS 2). Kept for re-sending.
     Published(Message),
     /// QoS 2 after PUBREC: PUBREL sent, awaiting PUBCOMP. The message
-    /// itself is no longer needed.
-    Released,
+    /// itself is no longer needed; its store id is kept.
+    Released(u64),
 }
 
 /// One inflight message. `seq` orders re-sending: for `Published` it is
@@ -247,6 +252,13 @@ pub struct Outbound {
     next_id: u16,
     /// Source of `Inflight::seq`.
     next_seq: u64,
+    /// Source of `Message::sid`.
+    next_sid: u64,
+    /// Record every change as a [`Step`] in `steps` (a persistent
+    /// session under a policy with persistence on).
+    journal: bool,
+    /// Changes not yet taken by [`Outbound::take_steps`].
+    steps: Vec<Step>,
     /// Bytes of the messages in `queue` and `Flight::Published`.
     stored_bytes: usize,
     dropped_full: u64,
@@ -269,6 +281,9 @@ impl Outbound {
             earliest_expiry_ms: None,
             next_id: 1,
             next_seq: 0,
+            next_sid: 0,
+            journal: false,
+            steps: Vec::new(),
             stored_bytes: 0,
             dropped_full: 0,
             dropped_bytes: 0,
@@ -338,7 +353,9 @@ impl Outbound {
             }
             return Offer::Send(publish);
         }
-        let message = Message::new(publish, expires_at_ms);
+        let sid = self.next_sid;
+        self.next_sid += 1;
+        let message = Message::new(sid, publish, expires_at_ms);
         let size = message.size();
         if self.stored_bytes + size > self.config.max_bytes {
             self.purge_expired(now_ms);
@@ -349,8 +366,23 @@ impl Outbound {
         }
         // MQTT 4.6: only when nothing waits ahead of it may it go now.
         if connected && self.queue.is_empty() && self.window_open() {
+            let stored = self
+                .journal
+                .then(|| (message.to_stored(), message.expires_at_ms));
             return match self.send_new(message, now_ms) {
-                Some(publish) => Offer::Send(publish),
+                Some(publish) => {
+                    if let Some((publish_stored, expires_at_ms)) = stored {
+                        // Recorded as taken in, then sent: `Sent` follows.
+                        let sent = self.steps.pop();
+                        self.steps.push(Step::Queued {
+                            sid,
+                            publish: publish_stored,
+                            expires_at_ms,
+                        });
+                        self.steps.extend(sent);
+                    }
+                    Offer::Send(publish)
+                }
                 None => Offer::Dropped(DropReason::TooLarge),
             };
         }
@@ -366,6 +398,13 @@ impl Outbound {
             self.earliest_expiry_ms = Some(match self.earliest_expiry_ms {
                 Some(e) => e.min(deadline),
                 None => deadline,
+            });
+        }
+        if self.journal {
+            self.steps.push(Step::Queued {
+                sid,
+                publish: message.to_stored(),
+                expires_at_ms: message.expires_at_ms,
             });
         }
         self.queue.push_back(message);
@@ -438,15 +477,22 @@ impl Outbound {
                 }
                 entry.seq = self.next_seq;
                 self.next_seq += 1;
-                if let Flight::Published(m) = std::mem::replace(&mut entry.flight, Flight::Released)
+                let sid = m.sid;
+                if let Flight::Published(m) =
+                    std::mem::replace(&mut entry.flight, Flight::Released(sid))
                 {
                     self.stored_bytes -= m.size();
+                }
+                if self.journal {
+                    self.steps.push(Step::Released { packet_id });
                 }
                 Some(pubrel(packet_id, ReasonCode::SUCCESS))
             }
             // A repeated PUBREC (the client did not see our PUBREL yet):
             // answer it the same way; an error now cannot undo the flow.
-            Flight::Released => (!code.is_error()).then(|| pubrel(packet_id, ReasonCode::SUCCESS)),
+            Flight::Released(_) => {
+                (!code.is_error()).then(|| pubrel(packet_id, ReasonCode::SUCCESS))
+            }
             Flight::Published(_) => (!code.is_error())
                 .then(|| pubrel(packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)),
         }
@@ -461,7 +507,7 @@ impl Outbound {
         out: &mut Vec<Publish>,
     ) -> Result<(), QosError> {
         self.complete(packet_id, PacketType::PubComp, now_ms, out, |flight| {
-            matches!(flight, Flight::Released)
+            matches!(flight, Flight::Released(_))
         })
     }
 
@@ -478,7 +524,7 @@ impl Outbound {
         for (&id, entry) in &self.inflight {
             match entry.flight {
                 Flight::Published(_) => published.push((entry.seq, id)),
-                Flight::Released => released.push((entry.seq, id)),
+                Flight::Released(_) => released.push((entry.seq, id)),
             }
         }
         published.sort_unstable();
@@ -512,9 +558,24 @@ impl Outbound {
     pub fn clear(&mut self) {
         self.inflight.clear();
         self.queue.clear();
+        self.steps.clear();
         self.stored_bytes = 0;
         self.earliest_expiry_ms = None;
         self.next_id = 1;
+    }
+
+    /// Turns the journal on or off: while on, every change is recorded as
+    /// a [`Step`] for [`Outbound::take_steps`].
+    pub fn set_journal(&mut self, on: bool) {
+        self.journal = on;
+        if !on {
+            self.steps.clear();
+        }
+    }
+
+    /// The changes recorded since the last call, in order.
+    pub fn take_steps(&mut self) -> std::vec::Drain<'_, Step> {
+        self.steps.drain(..)
     }
 
     /// QoS 1/2 messages sent and not completely acknowledged.
@@ -589,6 +650,12 @@ impl Outbound {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.stored_bytes += message.size();
+        if self.journal {
+            self.steps.push(Step::Sent {
+                sid: message.sid,
+                packet_id,
+            });
+        }
         self.inflight.insert(
             packet_id,
             Inflight {
@@ -601,10 +668,14 @@ impl Outbound {
 
     /// Ends an inflight flow, releasing what its message held.
     fn remove_inflight(&mut self, packet_id: u16) {
+        let removed = self.inflight.remove(&packet_id);
+        if self.journal && removed.is_some() {
+            self.steps.push(Step::Done { packet_id });
+        }
         if let Some(Inflight {
             flight: Flight::Published(m),
             ..
-        }) = self.inflight.remove(&packet_id)
+        }) = removed
         {
             self.stored_bytes -= m.size();
         }
@@ -631,12 +702,18 @@ impl Outbound {
                 break;
             };
             self.stored_bytes -= message.size();
+            let sid = message.sid;
             if message.expired(now_ms) {
                 self.dropped_expired += 1; // MQTT-3.3.2-5
+                if self.journal {
+                    self.steps.push(Step::Dropped { sid });
+                }
                 continue;
             }
-            if let Some(publish) = self.send_new(message, now_ms) {
-                emit(publish);
+            match self.send_new(message, now_ms) {
+                Some(publish) => emit(publish),
+                None if self.journal => self.steps.push(Step::Dropped { sid }),
+                None => {}
             }
         }
         if self.queue.is_empty() {
@@ -653,10 +730,14 @@ impl Outbound {
         }
         let before = self.queue.len();
         let mut freed = 0;
+        let (journal, steps) = (self.journal, &mut self.steps);
         self.queue.retain(|m| {
             let keep = !m.expired(now_ms);
             if !keep {
                 freed += m.size();
+                if journal {
+                    steps.push(Step::Dropped { sid: m.sid });
+                }
             }
             keep
         });
@@ -673,6 +754,8 @@ pub enum OutboundEntry {
     /// Sent and awaiting PUBACK (QoS 1) or PUBREC (QoS 2): re-sent with
     /// DUP on resume.
     Published {
+        /// Its store id.
+        sid: u64,
         /// Its packet identifier.
         packet_id: u16,
         /// The message (`dup` false, `packet_id` 0).
@@ -683,16 +766,31 @@ pub enum OutboundEntry {
     /// QoS 2 after PUBREC: PUBREL re-sent on resume. The message itself is
     /// no longer kept.
     Released {
+        /// Its store id.
+        sid: u64,
         /// Its packet identifier.
         packet_id: u16,
     },
     /// Waiting for a connection or for room in the window.
     Queued {
+        /// Its store id.
+        sid: u64,
         /// The message (`dup` false, `packet_id` 0).
         publish: Publish,
         /// Its expiry deadline, ms on the caller's clock.
         expires_at_ms: Option<u64>,
     },
+}
+
+impl OutboundEntry {
+    /// The entry's store id.
+    pub fn sid(&self) -> u64 {
+        match self {
+            OutboundEntry::Published { sid, .. }
+            | OutboundEntry::Released { sid, .. }
+            | OutboundEntry::Queued { sid, .. } => *sid,
+        }
+    }
 }
 
 impl Outbound {
@@ -710,13 +808,18 @@ impl Outbound {
             .into_iter()
             .map(|(_, packet_id, flight)| match flight {
                 Flight::Published(m) => OutboundEntry::Published {
+                    sid: m.sid,
                     packet_id,
                     publish: m.to_stored(),
                     expires_at_ms: m.expires_at_ms,
                 },
-                Flight::Released => OutboundEntry::Released { packet_id },
+                Flight::Released(sid) => OutboundEntry::Released {
+                    sid: *sid,
+                    packet_id,
+                },
             });
         let queued = self.queue.iter().map(|m| OutboundEntry::Queued {
+            sid: m.sid,
             publish: m.to_stored(),
             expires_at_ms: m.expires_at_ms,
         });
@@ -740,22 +843,27 @@ impl Outbound {
         for entry in entries {
             let (packet_id, flight) = match entry {
                 OutboundEntry::Published {
+                    sid,
                     packet_id,
                     publish,
                     expires_at_ms,
                 } if publish.qos != QoS::AtMostOnce && packet_id != 0 => {
-                    let m = Message::new(publish, expires_at_ms);
+                    o.next_sid = o.next_sid.max(sid.saturating_add(1));
+                    let m = Message::new(sid, publish, expires_at_ms);
                     o.stored_bytes += m.size();
                     (packet_id, Flight::Published(m))
                 }
-                OutboundEntry::Released { packet_id } if packet_id != 0 => {
-                    (packet_id, Flight::Released)
+                OutboundEntry::Released { sid, packet_id } if packet_id != 0 => {
+                    o.next_sid = o.next_sid.max(sid.saturating_add(1));
+                    (packet_id, Flight::Released(sid))
                 }
                 OutboundEntry::Queued {
+                    sid,
                     publish,
                     expires_at_ms,
                 } if publish.qos != QoS::AtMostOnce => {
-                    let m = Message::new(publish, expires_at_ms);
+                    o.next_sid = o.next_sid.max(sid.saturating_add(1));
+                    let m = Message::new(sid, publish, expires_at_ms);
                     o.stored_bytes += m.size();
                     if let Some(deadline) = expires_at_ms {
                         o.earliest_expiry_ms =
@@ -1198,7 +1306,14 @@ mod tests {
             &entries[0],
             OutboundEntry::Published { packet_id: 3, .. }
         ));
-        assert_eq!(entries[1], OutboundEntry::Released { packet_id: 2 });
+        // b was the second message taken in: store id 1.
+        assert_eq!(
+            entries[1],
+            OutboundEntry::Released {
+                sid: 1,
+                packet_id: 2
+            }
+        );
         assert!(matches!(
             &entries[2],
             OutboundEntry::Published { packet_id: 4, .. }
@@ -1226,8 +1341,12 @@ mod tests {
         let r = Outbound::restore(
             o.config,
             [
-                OutboundEntry::Released { packet_id: 0 },
+                OutboundEntry::Released {
+                    sid: 0,
+                    packet_id: 0,
+                },
                 OutboundEntry::Queued {
+                    sid: 1,
                     publish: publish(QoS::AtMostOnce, "z"),
                     expires_at_ms: None,
                 },

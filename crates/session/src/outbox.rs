@@ -141,6 +141,9 @@ pub enum Action {
     Close(CloseCause),
     /// The session has ended: forget it (its routes were dropped first).
     EndSession,
+    /// Record this change in the store before anything this turn sends
+    /// goes out (persistent sessions only; see [`crate::Step`]).
+    Store(crate::Step),
 }
 
 /// The reusable output of one session call.

@@ -32,9 +32,11 @@
 //! Invariants, under one policy (and ACL) for both: `import(export(s))`
 //! behaves as `s` on every later input up to the packet ids of messages
 //! first sent after the import, and `export(import(state))` equals `state`
-//! for every `state` that `export` made. Msg ids are numbered 0, 1, ... in
-//! re-send order (the messages in flight oldest first, then the queue), so
-//! equal sessions export equal states.
+//! for every `state` that `export` made. Msg ids are the messages' store
+//! ids (see `journal`), kept across export and import: they ascend in the
+//! order the messages were taken in, which is their first-transmission
+//! order, so an imported session re-sends in the original order (PUBRELs
+//! too follow that order, not PUBREC order).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ringmq_auth::acl::SubscribeGrant;
@@ -169,6 +171,10 @@ pub(crate) struct Parts {
     pub(crate) qos: Option<(Outbound, Inbound)>,
     /// The identity and ACL decisions, when the policy keeps them.
     pub(crate) rights: Option<Rights>,
+    /// Journal its changes ([`crate::Step`]).
+    pub(crate) journal: bool,
+    /// When its connection ended.
+    pub(crate) left_at: Tick,
 }
 
 impl Session {
@@ -211,7 +217,8 @@ impl Session {
             });
         }
         if let Some((outbound, inbound)) = self.qos_flows() {
-            for (msg_id, entry) in (0u64..).zip(outbound.entries()) {
+            for entry in outbound.entries() {
+                let msg_id = entry.sid();
                 let queued = |publish: &Publish, expires_at_ms: Option<u64>| Event::MessageQueued {
                     client_id: client_id.clone(),
                     msg_id,
@@ -232,11 +239,12 @@ impl Session {
                         packet_id,
                         publish,
                         expires_at_ms,
+                        ..
                     } => {
                         events.push(queued(&publish, expires_at_ms));
                         events.push(sent(packet_id));
                     }
-                    OutboundEntry::Released { packet_id } => {
+                    OutboundEntry::Released { packet_id, .. } => {
                         let released = Publish {
                             dup: false,
                             qos: QoS::ExactlyOnce,
@@ -256,6 +264,7 @@ impl Session {
                     OutboundEntry::Queued {
                         publish,
                         expires_at_ms,
+                        ..
                     } => events.push(queued(&publish, expires_at_ms)),
                 }
             }
@@ -333,10 +342,15 @@ impl Session {
             None => None,
         };
         let mut entries = Vec::with_capacity(state.messages.len());
-        for m in state.messages.values() {
+        let mut released = Vec::new();
+        for (&sid, m) in &state.messages {
             let entry = match m.packet_id {
                 Some(0) => return Err(ImportError::PacketIdZero),
-                Some(packet_id) if m.released => OutboundEntry::Released { packet_id },
+                Some(packet_id) if m.released => {
+                    // Placed below, in PUBREC order.
+                    released.push(OutboundEntry::Released { sid, packet_id });
+                    continue;
+                }
                 packet_id => {
                     let qos = match QoS::from_u8(m.qos) {
                         Some(QoS::AtMostOnce) | None => return Err(ImportError::Qos(m.qos)),
@@ -354,11 +368,13 @@ impl Session {
                     let expires_at_ms = m.expires_at_unix_ms.map(|t| clock.to_tick(t).0);
                     match packet_id {
                         Some(packet_id) => OutboundEntry::Published {
+                            sid,
                             packet_id,
                             publish,
                             expires_at_ms,
                         },
                         None => OutboundEntry::Queued {
+                            sid,
                             publish,
                             expires_at_ms,
                         },
@@ -367,6 +383,9 @@ impl Session {
             };
             entries.push(entry);
         }
+        let order = state.released_in_order();
+        released.sort_by_key(|e| order.iter().position(|&id| id == e.sid()));
+        entries.extend(released);
         let qos = (!entries.is_empty() || !state.inbound_pending.is_empty()).then(|| {
             let outbound = Outbound::restore(
                 OutboundConfig {
@@ -442,6 +461,8 @@ impl Session {
             session_expiry_secs: state.expiry_secs,
             qos,
             rights,
+            journal: policy.persistence && state.expiry_secs > 0,
+            left_at,
         }))
     }
 }
@@ -449,7 +470,7 @@ impl Session {
 /// The property list of a PUBLISH carrying `properties`, as the codec
 /// writes it (ascending identifiers, user properties last), without its
 /// length prefix; empty for none.
-fn encode_properties(properties: &Properties) -> Bytes {
+pub fn encode_properties(properties: &Properties) -> Bytes {
     if properties.is_empty() {
         return Bytes::new();
     }
@@ -482,7 +503,7 @@ fn varint_len_at(bytes: &[u8]) -> usize {
 
 /// Properties stored by [`encode_properties`], read back through the
 /// codec as the property list of a PUBLISH (its rules checked).
-fn decode_properties(list: &[u8]) -> Result<Properties, ImportError> {
+pub fn decode_properties(list: &[u8]) -> Result<Properties, ImportError> {
     if list.is_empty() {
         return Ok(Properties::default());
     }

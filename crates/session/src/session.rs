@@ -154,6 +154,11 @@ pub struct Session {
     /// Username and cached ACL decisions, when the policy needs them
     /// ([`ServerPolicy::keeps_identity`]).
     rights: Option<Box<Rights>>,
+    /// Persistent under a policy with persistence on: every change is
+    /// queued as an `Action::Store` step (see `journal`).
+    journal: bool,
+    /// When the last connection ended (meaningful while detached).
+    left_at: Tick,
 }
 
 impl Session {
@@ -172,6 +177,27 @@ impl Session {
             link: None,
             resumable: false,
             rights: None,
+            journal: false,
+            left_at: Tick(0),
+        }
+    }
+
+    /// Whether the session journals its changes ([`crate::Step`]).
+    pub fn journals(&self) -> bool {
+        self.journal
+    }
+
+    /// When its last connection ended (the tick given to
+    /// `connection_lost`; for a session restored from the store, when
+    /// it left then).
+    pub fn left_at(&self) -> Tick {
+        self.left_at
+    }
+
+    /// Queues a store step, if this session journals.
+    fn store(&self, step: crate::Step, out: &mut Outbox) {
+        if self.journal {
+            out.push(Action::Store(step));
         }
     }
 
@@ -267,6 +293,7 @@ impl Session {
         let version = connect.protocol;
         let v5 = version == ProtocolVersion::V5;
         let present = self.resumable && !connect.clean_start;
+        let was_journaled = self.journal;
         if let Some(due) = self.will_pending.take() {
             // A reconnection within the delay cancels a delayed will,
             // unless it ends the session, which sends the will now
@@ -296,6 +323,23 @@ impl Session {
         self.will = connect.will.as_ref().map(owned_will);
         self.will_delay_secs = negotiated.will_delay_secs;
         self.session_expiry_secs = negotiated.session_expiry_secs;
+        self.journal = policy.persistence && self.session_expiry_secs > 0;
+        if self.journal {
+            // Recorded before the CONNACK that grants it goes out.
+            let step = if present && was_journaled {
+                crate::Step::Header
+            } else {
+                crate::Step::Fresh
+            };
+            out.push(Action::Store(step));
+        } else if was_journaled {
+            // A stored session continued without expiry: it ends with
+            // this connection, and a crash must not bring it back.
+            out.push(Action::Store(crate::Step::Gone));
+        }
+        if let Some(qos) = self.qos.as_deref_mut() {
+            qos.outbound.set_journal(self.journal);
+        }
 
         // Our window towards the client: its Receive Maximum (none for v3),
         // capped by --max-inflight-out.
@@ -350,6 +394,7 @@ impl Session {
             // Expired queued messages, and queued or inflight ones larger
             // than this connection's Maximum Packet Size.
             out.drop_many(qos.outbound.dropped_total() - before);
+            journal_outbound(qos, out);
             for packet in resend {
                 match packet {
                     Packet::Publish(p) => self.send_publish(p, out),
@@ -407,6 +452,12 @@ impl Session {
             }
             Packet::PubRel(rel) => {
                 let comp = self.qos_state(policy).inbound.handle_pubrel(rel.packet_id);
+                self.store(
+                    crate::Step::InboundDone {
+                        packet_id: rel.packet_id,
+                    },
+                    out,
+                );
                 out.send(Packet::PubComp(comp));
                 Ok(())
             }
@@ -502,6 +553,7 @@ impl Session {
             .offer(publish, delivery.expires_at.map(|t| t.0), now.0, connected);
         // The offer itself, or expired queued messages purged to make room.
         out.drop_many(qos.outbound.dropped_total() - before);
+        journal_outbound(qos, out);
         match offer {
             Offer::Send(p) => self.send_publish(p, out),
             Offer::Dropped(DropReason::QueueFull) => {
@@ -528,6 +580,7 @@ impl Session {
                 self.will = None;
                 self.will_pending = None;
                 out.push(Action::CancelTimer(Timer::WillDelay));
+                self.store(crate::Step::WillGone, out);
             }
         }
     }
@@ -548,6 +601,11 @@ impl Session {
         }
         for filter in revoked {
             if let Some((filter, _)) = self.subscriptions.remove_entry(&filter) {
+                if self.journal {
+                    out.push(Action::Store(crate::Step::Unsubscribed {
+                        filter: filter.clone(),
+                    }));
+                }
                 out.push(Action::DropRoute { filter });
                 out.push(Action::Revoked);
             }
@@ -597,6 +655,9 @@ impl Session {
             Timer::WillDelay => {
                 if self.will_pending.take().is_some() {
                     if let Some(will) = self.will.take() {
+                        // Recorded first: a restart must not publish it
+                        // again.
+                        self.store(crate::Step::WillGone, out);
                         out.push(Action::PublishWill(will));
                     }
                 }
@@ -624,7 +685,10 @@ impl Session {
         if self.link.take().is_none() {
             return;
         }
+        self.left_at = now;
         out.push(Action::CancelTimer(Timer::KeepAlive));
+        self.store(crate::Step::Left(now), out);
+        let had_will = self.will.is_some();
         if will_due_on_close(cause, self.protocol) {
             if self.will.is_some() {
                 if self.will_delay_secs == 0 || self.session_expiry_secs == 0 {
@@ -642,6 +706,9 @@ impl Session {
             }
         } else {
             self.will = None;
+        }
+        if had_will && self.will.is_none() && self.session_expiry_secs > 0 {
+            self.store(crate::Step::WillGone, out);
         }
         match self.session_expiry_secs {
             0 => self.end(out),
@@ -855,6 +922,11 @@ impl Session {
             }
             InboundAction::RouteAndPubRec(rec) => {
                 route(out, publish);
+                if !rec.code.is_error() {
+                    // Recorded before the PUBREC: a restart still knows
+                    // the id, so the client's re-send is not routed again.
+                    self.store(crate::Step::InboundPending { packet_id }, out);
+                }
                 out.send(Packet::PubRec(rec));
             }
             // A QoS 2 repeat before PUBREL: answered, not routed again
@@ -884,6 +956,7 @@ impl Session {
         }
         // Queued messages that expired or no longer fit, skipped on the way.
         out.drop_many(qos.outbound.dropped_total() - before);
+        journal_outbound(qos, out);
         for publish in next {
             self.send_publish(publish, out);
         }
@@ -976,6 +1049,12 @@ impl Session {
                 rights.set_filtered(&key, acl_grant == SubscribeGrant::Filtered);
             }
             let is_new = self.subscriptions.insert(key.clone(), grant).is_none();
+            if self.journal {
+                out.push(Action::Store(crate::Step::Subscribed {
+                    filter: key.clone(),
+                    grant,
+                }));
+            }
             out.push(Action::AddRoute {
                 filter: key.clone(),
                 grant,
@@ -1070,6 +1149,11 @@ impl Session {
                 if let Some(rights) = self.rights.as_deref_mut() {
                     rights.set_filtered(&filter, false);
                 }
+                if self.journal {
+                    out.push(Action::Store(crate::Step::Unsubscribed {
+                        filter: filter.clone(),
+                    }));
+                }
                 out.push(Action::DropRoute { filter });
             }
         }
@@ -1102,6 +1186,9 @@ impl Session {
             // before `connection_lost` cannot publish it.
             self.will = None;
         }
+        // A new expiry (0 too: a crash before the close must not keep
+        // the session), or the will discarded.
+        self.store(crate::Step::Header, out);
         if let Some(link) = self.link.as_mut() {
             link.closing = true;
         }
@@ -1135,11 +1222,13 @@ impl Session {
         let receive_maximum = link.map_or(u16::MAX, |l| l.receive_maximum);
         let max_packet = link.map(|l| l.max_packet_size);
         let protocol = self.protocol;
+        let journal = self.journal;
         self.qos.get_or_insert_with(|| {
             let mut outbound = Outbound::new(OutboundConfig {
                 max_queued: policy.max_queued_messages,
                 max_bytes: policy.max_queued_bytes,
             });
+            outbound.set_journal(journal);
             outbound.set_receive_maximum(receive_maximum);
             if let Some(max) = max_packet {
                 outbound.set_max_packet_size(max, protocol);
@@ -1167,8 +1256,17 @@ impl Session {
     /// The session ends: routes dropped, then the table forgets it.
     fn end(&mut self, out: &mut Outbox) {
         self.clear(out);
+        self.store(crate::Step::Gone, out);
+        self.journal = false;
         out.push(Action::CancelTimer(Timer::SessionExpiry));
         out.push(Action::EndSession);
+    }
+}
+
+/// Moves the steps the outbound flow recorded into the outbox.
+fn journal_outbound(qos: &mut QosState, out: &mut Outbox) {
+    for step in qos.outbound.take_steps() {
+        out.push(Action::Store(step));
     }
 }
 
@@ -1260,6 +1358,11 @@ impl Session {
             .map(|(outbound, inbound)| Box::new(QosState { outbound, inbound }));
         s.resumable = true;
         s.rights = parts.rights.map(Box::new);
+        s.journal = parts.journal;
+        s.left_at = parts.left_at;
+        if let Some(qos) = s.qos.as_deref_mut() {
+            qos.outbound.set_journal(s.journal);
+        }
         s
     }
 }

@@ -64,6 +64,12 @@ pub enum Event {
         /// The client identifier.
         client_id: Bytes,
     },
+    /// The session's will was published or discarded; the session lives
+    /// on (so a restart does not publish it again).
+    WillGone {
+        /// The client identifier.
+        client_id: Bytes,
+    },
     /// A subscription was added or replaced.
     SubscriptionPut {
         /// The client identifier.
@@ -183,6 +189,7 @@ pub(crate) mod kind {
     pub const INBOUND_DONE: u8 = 12;
     pub const RETAINED_PUT: u8 = 13;
     pub const RETAINED_GONE: u8 = 14;
+    pub const WILL_GONE: u8 = 15;
 }
 
 /// Why a body with a good checksum and a known kind did not parse.
@@ -229,6 +236,7 @@ impl Event {
             Event::InboundDone { .. } => kind::INBOUND_DONE,
             Event::RetainedPut { .. } => kind::RETAINED_PUT,
             Event::RetainedGone { .. } => kind::RETAINED_GONE,
+            Event::WillGone { .. } => kind::WILL_GONE,
         }
     }
 
@@ -268,7 +276,9 @@ impl Event {
                 put_bytes(out, client_id);
                 out.extend_from_slice(&at_unix_ms.to_le_bytes());
             }
-            Event::SessionGone { client_id } => put_bytes(out, client_id),
+            Event::SessionGone { client_id } | Event::WillGone { client_id } => {
+                put_bytes(out, client_id)
+            }
             Event::SubscriptionPut {
                 client_id,
                 filter,
@@ -416,6 +426,11 @@ pub(crate) fn decode_body(kind: u8, body: &Bytes) -> Option<Result<Event, BodyEr
         })(),
         kind::SESSION_GONE => (|| {
             Ok(Event::SessionGone {
+                client_id: r.bytes()?,
+            })
+        })(),
+        kind::WILL_GONE => (|| {
+            Ok(Event::WillGone {
                 client_id: r.bytes()?,
             })
         })(),
@@ -601,13 +616,13 @@ mod tests {
             .iter()
             .map(Event::kind)
             .collect();
-        assert_eq!(kinds.len(), 14);
+        assert_eq!(kinds.len(), 15);
         kinds.sort_unstable();
         kinds.dedup();
-        assert_eq!(kinds.len(), 14);
+        assert_eq!(kinds.len(), 15);
         assert!(!kinds.contains(&0));
         assert_eq!(decode_body(0, &Bytes::new()), None);
-        assert_eq!(decode_body(15, &Bytes::new()), None);
+        assert_eq!(decode_body(16, &Bytes::new()), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //!
 //! where `len` counts the kind byte and the body and `crc` is the CRC-32C
 //! (Castagnoli) of those same `len` bytes. `len` is at least 1 and at most
-//! [`MAX_RECORD`]. The kind byte names an [`Event`] (1 to 14, never 0); the
+//! [`MAX_RECORD`]. The kind byte names an [`Event`] (1 to 15, never 0); the
 //! body holds its fields in declaration order: integers little-endian,
 //! `bool` as one byte 0 or 1, byte strings as a u32 length and the bytes,
 //! `Option<T>` as a flag byte 0 or 1 followed by `T` when 1. A body must be

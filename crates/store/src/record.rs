@@ -334,7 +334,7 @@ mod tests {
         let mut buf = Vec::new();
         encode(&good, &mut buf);
         let offset = buf.len();
-        for kind in [0u8, 15, 200, 255] {
+        for kind in [0u8, 16, 200, 255] {
             let mut b = buf.clone();
             b.extend_from_slice(&frame(kind, b"xyz"));
             let d = decode_all(&b);

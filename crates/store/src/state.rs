@@ -52,6 +52,9 @@ pub struct SessionState {
     /// Packet id -> msg id of every message in flight, so PUBACK, PUBREC
     /// and PUBCOMP find their message without a scan.
     in_flight: BTreeMap<u16, u64>,
+    /// The released messages' msg ids in the order their PUBREC came: on
+    /// resume PUBRELs go in this order (MQTT-4.6.0-3).
+    released_order: Vec<u64>,
 }
 
 /// An outbound message kept for a session.
@@ -143,7 +146,17 @@ impl SessionState {
             messages: BTreeMap::new(),
             inbound_pending: BTreeSet::new(),
             in_flight: BTreeMap::new(),
+            released_order: Vec::new(),
         }
+    }
+
+    /// The released messages' msg ids in the order their PUBREC came.
+    pub fn released_in_order(&self) -> &[u64] {
+        &self.released_order
+    }
+
+    fn unrelease(&mut self, msg_id: u64) {
+        self.released_order.retain(|&id| id != msg_id);
     }
 
     /// The msg id of the message in flight with `packet_id`, if any.
@@ -156,7 +169,9 @@ impl SessionState {
     fn unsend(&mut self, msg_id: u64) {
         if let Some(m) = self.messages.get_mut(&msg_id) {
             m.packet_id = None;
-            m.released = false;
+            if std::mem::take(&mut m.released) {
+                self.unrelease(msg_id);
+            }
         }
     }
 
@@ -165,6 +180,9 @@ impl SessionState {
         if let Some(m) = self.messages.remove(&msg_id) {
             if let Some(p) = m.packet_id {
                 self.in_flight.remove(&p);
+            }
+            if m.released {
+                self.unrelease(msg_id);
             }
         }
     }
@@ -208,14 +226,15 @@ impl SessionState {
                 msg_id,
                 packet_id,
             });
-            let released =
-                m.packet_id
-                    .filter(|_| m.released)
-                    .map(|packet_id| Event::MessageReleased {
-                        client_id: client_id.clone(),
-                        packet_id,
-                    });
-            std::iter::once(queued).chain(sent).chain(released)
+            std::iter::once(queued).chain(sent)
+        });
+        // After every message is in flight, in PUBREC order.
+        let released = self.released_order.iter().filter_map(|msg_id| {
+            let packet_id = self.messages.get(msg_id)?.packet_id?;
+            Some(Event::MessageReleased {
+                client_id: client_id.clone(),
+                packet_id,
+            })
         });
         let inbound = self
             .inbound_pending
@@ -228,6 +247,7 @@ impl SessionState {
             .chain(left)
             .chain(subscriptions)
             .chain(messages)
+            .chain(released)
             .chain(inbound)
     }
 }
@@ -246,7 +266,7 @@ impl StoreState {
     ///   its subscriptions, messages and inbound packet ids. Either way the
     ///   client is connected: `left_at_unix_ms` becomes None.
     /// - `SessionLeft` sets `left_at_unix_ms`; `SessionGone` removes the
-    ///   session with everything of it.
+    ///   session with everything of it; `WillGone` removes its will.
     /// - Every other session event about a client id with no session is
     ///   ignored (it outlived its session, or the snapshot lost it).
     /// - `SubscriptionPut` adds or replaces the filter's options and id;
@@ -258,7 +278,8 @@ impl StoreState {
     ///   another message of the session holding that packet id goes back
     ///   to queued. An unknown msg id is ignored.
     /// - `MessageReleased` marks the message in flight with that packet id
-    ///   released; `MessageDone` removes it; `MessageDropped` removes a
+    ///   released and forgets its content (topic, payload, properties,
+    ///   retain, expiry: a PUBREL needs none of it); `MessageDone` removes it; `MessageDropped` removes a
     ///   message by msg id, in flight or not. Unknown ids are ignored.
     /// - `InboundPending` / `InboundDone` add / remove an inbound packet id.
     /// - `RetainedPut` sets the topic's retained message; `RetainedGone`
@@ -306,6 +327,11 @@ impl StoreState {
             }
             Event::SessionGone { client_id } => {
                 self.sessions.remove(client_id);
+            }
+            Event::WillGone { client_id } => {
+                if let Some(s) = self.sessions.get_mut(client_id) {
+                    s.will = None;
+                }
             }
             Event::SubscriptionPut {
                 client_id,
@@ -372,7 +398,9 @@ impl StoreState {
                 }
                 if let Some(m) = s.messages.get_mut(msg_id) {
                     m.packet_id = Some(*packet_id);
-                    m.released = false;
+                    if std::mem::take(&mut m.released) {
+                        s.unrelease(*msg_id);
+                    }
                 }
             }
             Event::MessageReleased {
@@ -382,7 +410,17 @@ impl StoreState {
                 if let Some(s) = self.sessions.get_mut(client_id) {
                     if let Some(msg_id) = s.in_flight(*packet_id) {
                         if let Some(m) = s.messages.get_mut(&msg_id) {
-                            m.released = true;
+                            if !m.released {
+                                m.released = true;
+                                s.released_order.push(msg_id);
+                                // Only its packet id is needed from here
+                                // on (PUBREL), as the session keeps it.
+                                m.topic = Bytes::new();
+                                m.payload = Bytes::new();
+                                m.properties = Bytes::new();
+                                m.retain = false;
+                                m.expires_at_unix_ms = None;
+                            }
                         }
                     }
                 }
@@ -646,6 +684,16 @@ impl StoreState {
                 .messages
                 .values()
                 .all(|m| !m.released || m.packet_id.is_some()));
+            let mut released: Vec<u64> = s
+                .messages
+                .iter()
+                .filter(|(_, m)| m.released)
+                .map(|(&id, _)| id)
+                .collect();
+            let mut order = s.released_order.clone();
+            order.sort_unstable();
+            released.sort_unstable();
+            assert_eq!(order, released, "released_order out of step");
         }
     }
 }

@@ -71,6 +71,7 @@ pub(crate) fn event() -> impl Strategy<Value = Event> {
             at_unix_ms
         }),
         1 => client_id().prop_map(|client_id| Event::SessionGone { client_id }),
+        1 => client_id().prop_map(|client_id| Event::WillGone { client_id }),
         1 => (client_id(), topic(), any::<u8>(), any::<u32>()).prop_map(
             |(client_id, filter, options, id)| Event::SubscriptionPut {
                 client_id,
@@ -178,6 +179,9 @@ pub(crate) fn one_of_each() -> Vec<Event> {
             at_unix_ms: 1_700_000_000_123,
         },
         Event::SessionGone {
+            client_id: client_id.clone(),
+        },
+        Event::WillGone {
             client_id: client_id.clone(),
         },
         Event::SubscriptionPut {

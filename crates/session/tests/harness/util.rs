@@ -19,7 +19,12 @@
 //! - a timer is never armed in the past;
 //! - the routes the actions add and drop are exactly the session's
 //!   subscriptions after every input, a route is only dropped if it was
-//!   added, and once `EndSession` is queued no route and no timer is left.
+//!   added, and once `EndSession` is queued no route and no timer is left;
+//! - under a policy with persistence on, the store the `Store` steps
+//!   build (each through `Session::store_events`, into a `StoreState`) is
+//!   after every input exactly what `Session::export` says of the session
+//!   (and holds nothing once it ended): the journal never drifts from the
+//!   state it records.
 //!
 //! No sockets, no sleeping, no clock: time is the harness's `Tick`.
 
@@ -35,7 +40,13 @@ pub use ringmq_codec::{
 };
 pub use ringmq_session::{
     negotiate, Action, CloseCause, Delivery, Limit, Negotiated, Outbox, ServerPolicy, Session,
-    Subscription, Tick, Timer, Violation,
+    Subscription, Tick, Timer, Violation, WallClock,
+};
+use ringmq_store::StoreState;
+
+/// The wall clock the harness's store records under.
+pub const STORE_CLOCK: WallClock = WallClock {
+    unix_ms_at_epoch: 1_700_000_000_000,
 };
 
 /// The timer kinds in the order a tie on one tick fires them (see
@@ -50,6 +61,7 @@ pub fn policy() -> ServerPolicy {
         retain_available: true,
         topic_alias_maximum: 10,
         max_queued_messages: 100,
+        persistence: true,
         ..ServerPolicy::default()
     }
 }
@@ -98,6 +110,11 @@ pub struct Harness {
     ended: bool,
     /// The message being delivered (what an `Action::Forward` writes).
     forwarded: Option<Publish>,
+    /// What the `Store` steps recorded (persistence on).
+    pub store: StoreState,
+    /// Detached by a take-over, the new connection not yet attached: the
+    /// store still has the client connected until it is.
+    taken_over: bool,
 }
 
 impl Harness {
@@ -126,6 +143,8 @@ impl Harness {
             routes: BTreeSet::new(),
             ended: false,
             forwarded: None,
+            store: StoreState::new(),
+            taken_over: false,
         }
     }
 
@@ -177,6 +196,7 @@ impl Harness {
             self.now,
             &mut self.out,
         );
+        self.taken_over = false;
         self.absorb();
         negotiated
     }
@@ -264,6 +284,7 @@ impl Harness {
     pub fn taken_over(&mut self, clean_start: bool) {
         self.begin();
         self.session.taken_over(clean_start, &mut self.out);
+        self.taken_over = true;
         self.absorb();
         self.link = None;
     }
@@ -286,6 +307,14 @@ impl Harness {
         self.begin();
         self.session = make(&self.policy, self.now, &mut self.out);
         self.link = None;
+        // The store the session came from (what a restart recovered).
+        self.store = StoreState::new();
+        if self.session.journals() {
+            let state = self.session.export(self.session.left_at(), &STORE_CLOCK);
+            self.store
+                .sessions
+                .insert(self.session.client_id().clone(), state);
+        }
         self.absorb();
     }
 
@@ -518,7 +547,9 @@ impl Harness {
             })
             .collect();
         for action in actions {
-            self.trace.push(describe(&action));
+            if !matches!(action, Action::Store(_)) {
+                self.trace.push(describe(&action));
+            }
             match &action {
                 Action::Send(packet) => self.check_sent(packet),
                 Action::Close(_) => {
@@ -550,9 +581,17 @@ impl Harness {
                     );
                     self.ended = true;
                 }
+                Action::Store(step) => {
+                    assert!(self.policy.persistence, "a Store step without persistence");
+                    let store = &mut self.store;
+                    self.session
+                        .store_events(step.clone(), &STORE_CLOCK, |e| store.apply(&e));
+                }
                 _ => {}
             }
-            self.last.push(action);
+            if !matches!(action, Action::Store(_)) {
+                self.last.push(action);
+            }
         }
         let subscribed: BTreeSet<Bytes> = self
             .session
@@ -565,6 +604,22 @@ impl Harness {
         );
         if self.ended {
             assert_eq!(self.wheel, [None; 3], "timers left armed after EndSession");
+        }
+        if self.policy.persistence {
+            self.check_store();
+        }
+    }
+
+    /// The journal's store against the session (see the module docs).
+    fn check_store(&self) {
+        let stored = self.store.sessions.get(self.session.client_id());
+        if self.ended {
+            assert_eq!(stored, None, "an ended session left in the store");
+        } else if self.session.journals() && !self.taken_over {
+            let want = self.session.export(self.session.left_at(), &STORE_CLOCK);
+            assert_eq!(stored, Some(&want), "the journal drifted from the session");
+        } else if !self.session.journals() {
+            assert_eq!(stored, None, "a session that does not journal is stored");
         }
     }
 

@@ -1,0 +1,138 @@
+//! The shard's side of persistence: what it recovered at start goes back
+//! into its table, routes, wheel and retained store; each turn's records
+//! are committed before the turn's output leaves; compaction advances a
+//! step per turn. `Core` methods above `apply` (nothing imports this).
+
+use bytes::Bytes;
+use ringmq_codec::{QoS, Will};
+use ringmq_session::{decode_properties, Session};
+use ringmq_store::{Event, StoreState, WillRecord};
+use tracing::warn;
+
+use super::apply::{Core, Deferred};
+use crate::stats::ShardStats;
+
+impl Core {
+    /// Brings back what this shard's store held at start: every session
+    /// (detached, resumable, its routes added and timers armed) and every
+    /// retained message. A stored session the broker cannot take back (a
+    /// protocol byte it does not know) is logged and left out.
+    pub(crate) fn import(&mut self, state: StoreState) {
+        let Some(clock) = self.journal.as_ref().map(|j| *j.clock()) else {
+            return;
+        };
+        let now = self.clock.now();
+        let mut out = std::mem::take(&mut self.outbox);
+        for (client_id, stored) in &state.sessions {
+            match Session::import(
+                client_id.clone(),
+                stored,
+                &clock,
+                &self.policy,
+                now,
+                &mut out,
+            ) {
+                Ok(session) => {
+                    let sid = self.table.insert(session);
+                    ShardStats::inc(&self.stats.sessions);
+                    self.apply(Some(sid), None, &mut out);
+                }
+                Err(e) => {
+                    out.drain().for_each(drop);
+                    warn!(client_id = ?client_id, error = %e, "persistence: stored session left out");
+                }
+            }
+        }
+        self.outbox = out;
+        for (topic, r) in &state.retained {
+            let Some(qos) = QoS::from_u8(r.qos) else {
+                continue;
+            };
+            let Ok(properties) = decode_properties(&r.properties) else {
+                warn!(topic = ?topic, "persistence: retained message with bad properties left out");
+                continue;
+            };
+            let expires_at = r.expires_at_unix_ms.map(|t| clock.to_tick(t));
+            if expires_at.is_some_and(|t| t < now) {
+                continue;
+            }
+            // Into the store directly: not routed, and not journaled again
+            // (the new epoch's snapshot holds it).
+            self.retained
+                .store(topic, &r.payload, qos, &properties, expires_at);
+        }
+        self.run_deferred();
+    }
+
+    /// Wills that came due while the broker was down: published once, now
+    /// that every shard holds its sessions and routes.
+    pub(crate) fn publish_stored_wills(&mut self, wills: Vec<(Bytes, WillRecord)>) {
+        for (client_id, w) in wills {
+            let (Some(qos), Ok(properties)) =
+                (QoS::from_u8(w.qos), decode_properties(&w.properties))
+            else {
+                warn!(client_id = ?client_id, "persistence: stored will with bad fields left out");
+                continue;
+            };
+            let will = Will {
+                topic: w.topic,
+                payload: w.payload,
+                qos,
+                retain: w.retain,
+                properties,
+            };
+            ShardStats::inc(&self.stats.wills_published);
+            self.deferred.push_back(Deferred::Route {
+                publish: super::apply::will_publish(will),
+                origin: None,
+            });
+        }
+        self.run_deferred();
+    }
+
+    /// Writes the turn's records (before its output is flushed), and moves
+    /// a compaction on by one step.
+    pub(crate) fn commit_journal(&mut self) {
+        let Some(journal) = self.journal.as_mut() else {
+            return;
+        };
+        journal.commit(&self.stats);
+        if journal.compacting() {
+            let table = &self.table;
+            let done = journal.compact_step(|id| {
+                let sid = table.find(id)?;
+                table.get(sid).map(|e| &e.session)
+            });
+            if done {
+                journal.finish_compaction(&self.stats);
+            }
+        } else if journal.wants_compaction() {
+            let sessions: Vec<Bytes> = self
+                .table
+                .ids()
+                .filter_map(|sid| self.table.get(sid))
+                .filter(|e| e.session.journals())
+                .map(|e| e.session.client_id().clone())
+                .collect();
+            let clock = *journal.clock();
+            let retained = self.retained.iter().map(|m| Event::RetainedPut {
+                topic: m.topic.clone(),
+                payload: m.payload.clone(),
+                qos: m.qos as u8,
+                properties: m
+                    .properties
+                    .as_deref()
+                    .map_or_else(Bytes::new, super::routing::stored_properties),
+                expires_at_unix_ms: m.expires_at.map(|t| clock.to_unix(t)),
+            });
+            journal.start_compaction(sessions, retained);
+        }
+    }
+
+    /// The broker is stopping: the last records written and synced.
+    pub(crate) fn close_journal(&mut self) {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.close(&self.stats);
+        }
+    }
+}
