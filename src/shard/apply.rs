@@ -115,6 +115,40 @@ pub(crate) struct Core {
     pub(crate) pending_connects: usize,
     /// --persistence-dir: this shard's store writer.
     pub(crate) journal: Option<crate::persist::Journal>,
+    /// --persistence-dir with several shards: which PUBACKs wait for
+    /// another shard's write.
+    pub(crate) durability: Option<Box<Durability>>,
+}
+
+/// Acknowledgements that wait for another shard's write (persistence).
+///
+/// Every shard counts the `Msg::Publish` it sends to each peer and the
+/// ones it handled from each; after each commit it tells every peer how
+/// many of its messages are now written (`Msg::Durable`). A connection
+/// that published a QoS 1/2 message routed to a peer holds its output
+/// (its PUBACK or PUBREC among it) until that peer's count reaches the
+/// message. The channels are FIFO, so counts suffice.
+#[derive(Default)]
+pub(crate) struct Durability {
+    /// Per peer: `Publish` messages sent to it.
+    pub(crate) sent: Vec<u64>,
+    /// Per peer: `Publish` messages from it handled here.
+    pub(crate) received: Vec<u64>,
+    /// Per peer: the count last reported back to it.
+    pub(crate) reported: Vec<u64>,
+    /// Per peer: held links, with the count each waits for (ascending).
+    pub(crate) waits: Vec<VecDeque<(u64, Rc<Link>)>>,
+}
+
+impl Durability {
+    pub(crate) fn new(shards: usize) -> Self {
+        Durability {
+            sent: vec![0; shards],
+            received: vec![0; shards],
+            reported: vec![0; shards],
+            waits: (0..shards).map(|_| VecDeque::new()).collect(),
+        }
+    }
 }
 
 impl Core {
@@ -352,6 +386,9 @@ impl Core {
 
     /// Queues `msg` for shard `to` in order (never dropped, never blocks).
     pub(crate) fn send_mesh(&mut self, to: ShardId, msg: Msg) {
+        if let (Some(d), Msg::Publish(_)) = (self.durability.as_mut(), &msg) {
+            d.sent[to.0] += 1;
+        }
         // A full channel keeps the rest in order in the outlet; the engine
         // moves it on every turn and backs off while it waits.
         self.outlet.send(to.0, msg);

@@ -777,7 +777,13 @@ impl Core {
         let mut wills = Vec::new();
         while let Some((from, msg)) = self.inbox.try_recv_from() {
             match msg {
-                Msg::Publish(routed) => self.handle_routed(routed),
+                Msg::Publish(routed) => {
+                    self.handle_routed(routed);
+                    if let Some(d) = self.durability.as_mut() {
+                        d.received[from] += 1;
+                    }
+                }
+                Msg::Durable(upto) => self.durable(from, upto),
                 Msg::Route(change) => self.routes.apply_remote(ShardId(from), &change),
                 Msg::RetainedQuery {
                     filter,

@@ -1171,6 +1171,11 @@ impl Engine {
         let Some(link) = self.link(slot) else {
             return;
         };
+        if link.held() {
+            // Its acknowledgements wait for another shard's write; the
+            // release marks it dirty again.
+            return;
+        }
         let Some(conn) = self.conn_mut(slot) else {
             return;
         };

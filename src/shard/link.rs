@@ -179,6 +179,9 @@ pub(crate) struct Link {
     in_flight: Cell<u32>,
     /// Retained queries sent to other shards and not yet answered.
     retained_queries: Cell<u16>,
+    /// Persistence: messages this connection published that another shard
+    /// has not yet reported written (its output, PUBACKs included, waits).
+    durable_holds: Cell<u32>,
     /// With --use-identity-as-username, a TLS connection's client
     /// certificate name, for its CONNECT (inside: `None` when the client
     /// showed no certificate or one without a CN).
@@ -228,11 +231,33 @@ impl Link {
             user_timeout_ms: Cell::new(None),
             in_flight: Cell::new(0),
             retained_queries: Cell::new(0),
+            durable_holds: Cell::new(0),
             cert_name: Cell::new(None),
             auth: Cell::new(AuthState::Unchecked),
             counted: Cell::new(false),
             keep_alive: Cell::new((0, ringmq_session::KeepAliveSource::Client)),
         }
+    }
+
+    /// Holds the link's output until a release (persistence: a PUBACK
+    /// waits until every shard it routed the message to has written it).
+    pub(crate) fn hold(&self) {
+        self.durable_holds.set(self.durable_holds.get() + 1);
+    }
+
+    /// Ends one hold; the output goes at the end of the turn once none is
+    /// left.
+    pub(crate) fn release(&self) {
+        let left = self.durable_holds.get().saturating_sub(1);
+        self.durable_holds.set(left);
+        if left == 0 {
+            self.wake();
+        }
+    }
+
+    /// Whether the output waits for a release.
+    pub(crate) fn held(&self) -> bool {
+        self.durable_holds.get() > 0
     }
 
     /// Marks the link dirty: the engine writes its output or carries out

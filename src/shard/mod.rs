@@ -125,10 +125,14 @@ impl Shard {
             ),
             shared: shared.clone(),
             journal: None,
+            durability: None,
         };
         let mut core = core;
         if let Some((state, journal)) = store {
             core.journal = Some(journal);
+            if shared.shards > 1 {
+                core.durability = Some(Box::new(apply::Durability::new(shared.shards)));
+            }
             core.import(state);
             // Route changes of the imported sessions go out now, so every
             // shard knows them before a client connects.

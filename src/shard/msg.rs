@@ -62,6 +62,9 @@ pub(crate) enum Msg {
     /// Wills that came due while the broker was down (persistence): publish
     /// them once every channel has been drained.
     StoredWills(Vec<(bytes::Bytes, ringmq_store::WillRecord)>),
+    /// Persistence: the sender has written (to the kernel) what the first
+    /// N `Publish` messages from this shard made it record.
+    Durable(u64),
 }
 
 /// A publish on its way to another shard. `Publish` boxes its properties,

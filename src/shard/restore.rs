@@ -97,6 +97,17 @@ impl Core {
             return;
         };
         journal.commit(&self.stats);
+        if let Some(d) = self.durability.as_mut() {
+            // What other shards' messages made this shard record is written:
+            // their publishers' acknowledgements may go.
+            for peer in 0..d.received.len() {
+                if d.received[peer] > d.reported[peer] {
+                    d.reported[peer] = d.received[peer];
+                    self.outlet
+                        .send(peer, super::msg::Msg::Durable(d.received[peer]));
+                }
+            }
+        }
         if journal.compacting() {
             let table = &self.table;
             let done = journal.compact_step(|id| {
@@ -126,6 +137,20 @@ impl Core {
                 expires_at_unix_ms: m.expires_at.map(|t| clock.to_unix(t)),
             });
             journal.start_compaction(sessions, retained);
+        }
+    }
+
+    /// `peer` has written what our first `upto` messages to it made it
+    /// record: release the connections that waited for that.
+    pub(crate) fn durable(&mut self, peer: usize, upto: u64) {
+        let Some(d) = self.durability.as_mut() else {
+            return;
+        };
+        let waits = &mut d.waits[peer];
+        while waits.front().is_some_and(|(seq, _)| *seq <= upto) {
+            if let Some((_, link)) = waits.pop_front() {
+                link.release();
+            }
         }
     }
 

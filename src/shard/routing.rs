@@ -81,12 +81,28 @@ impl Core {
             .then(|| owner_shard(&publish.topic, self.shared.shards));
         let mut plan = std::mem::take(&mut self.plan);
         self.routes.plan(topic, owner, &mut plan);
+        // Persistence: the publisher's acknowledgement (already in its
+        // output) waits until every shard this goes to has written it.
+        let holder = match (&self.durability, origin) {
+            (Some(_), Some(sid)) if publish.qos != QoS::AtMostOnce && !plan.remote.is_empty() => {
+                self.table
+                    .link_of(sid)
+                    .and_then(|l| self.links.get(&l))
+                    .cloned()
+            }
+            _ => None,
+        };
         for target in plan.remote.iter_mut() {
             let mut msg = Routed::new(&publish, expires_at);
             msg.deliver = target.deliver;
             msg.store_retained = target.store_retained;
             msg.groups = std::mem::take(&mut target.groups);
             self.send_mesh(target.shard, Msg::Publish(msg));
+            if let (Some(link), Some(d)) = (&holder, self.durability.as_mut()) {
+                let peer = target.shard.0;
+                link.hold();
+                d.waits[peer].push_back((d.sent[peer], link.clone()));
+            }
         }
         if plan.store_locally {
             self.store_retained(&publish, expires_at);
