@@ -217,7 +217,7 @@ impl Core {
                         topic: publish.topic.clone(),
                         payload: publish.payload.clone(),
                         qos: publish.qos as u8,
-                        properties: stored_properties(&publish.properties),
+                        properties: crate::persist::retained_properties(&publish.properties),
                         expires_at_unix_ms: expires_at.map(|t| journal.clock().to_unix(t)),
                     })
                 }
@@ -330,20 +330,4 @@ impl Core {
         }
         self.outbox = out;
     }
-}
-
-/// A retained message's properties as the store keeps them: what the
-/// retained store keeps (not the Message Expiry Interval, which is the
-/// record's own expiry), encoded.
-pub(crate) fn stored_properties(p: &ringmq_codec::Properties) -> Bytes {
-    if p.is_empty() {
-        return Bytes::new();
-    }
-    let kept = ringmq_codec::Properties {
-        message_expiry_interval: None,
-        topic_alias: None,
-        subscription_identifiers: Vec::new(),
-        ..p.clone()
-    };
-    ringmq_session::encode_properties(&kept)
 }

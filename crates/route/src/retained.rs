@@ -432,6 +432,33 @@ impl RetainedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iter_lists_every_stored_message_once() {
+        let mut s = RetainedStore::new(10);
+        let props = Properties::default();
+        for t in ["a", "a/b", "$SYS/x", "c/d/e"] {
+            let topic = Bytes::copy_from_slice(t.as_bytes());
+            s.store(
+                &topic,
+                &Bytes::from_static(b"p"),
+                QoS::AtMostOnce,
+                &props,
+                None,
+            );
+        }
+        s.store(
+            &Bytes::from_static(b"a/b"),
+            &Bytes::new(),
+            QoS::AtMostOnce,
+            &props,
+            None,
+        );
+        let mut topics: Vec<&[u8]> = s.iter().map(|m| &m.topic[..]).collect();
+        topics.sort();
+        assert_eq!(topics, [&b"$SYS/x"[..], b"a", b"c/d/e"]);
+    }
+
     use proptest::prelude::*;
     use ringmq_topic::matches;
     use std::collections::BTreeMap;
