@@ -33,6 +33,24 @@ impl Core {
                 &mut out,
             ) {
                 Ok(session) => {
+                    // What the import left out (subscriptions or a will
+                    // the ACL no longer allows) is left out of the store
+                    // too, or the next start would find it again.
+                    let mut gone = Vec::new();
+                    for filter in stored.subscriptions.keys() {
+                        if session.subscription(filter).is_none() {
+                            gone.push(Event::SubscriptionGone {
+                                client_id: client_id.clone(),
+                                filter: filter.clone(),
+                            });
+                        }
+                    }
+                    if stored.will.is_some() && !session.has_will() {
+                        gone.push(Event::WillGone {
+                            client_id: client_id.clone(),
+                        });
+                    }
+                    self.record_all(&gone);
                     let sid = self.table.insert(session);
                     ShardStats::inc(&self.stats.sessions);
                     self.apply(Some(sid), None, &mut out);
@@ -40,28 +58,52 @@ impl Core {
                 Err(e) => {
                     out.drain().for_each(drop);
                     warn!(client_id = ?client_id, error = %e, "persistence: stored session left out");
+                    self.record_all(&[Event::SessionGone {
+                        client_id: client_id.clone(),
+                    }]);
                 }
             }
         }
         self.outbox = out;
         for (topic, r) in &state.retained {
-            let Some(qos) = QoS::from_u8(r.qos) else {
-                continue;
+            let gone = Event::RetainedGone {
+                topic: topic.clone(),
             };
-            let Ok(properties) = decode_properties(&r.properties) else {
-                warn!(topic = ?topic, "persistence: retained message with bad properties left out");
+            let (Some(qos), Ok(properties)) =
+                (QoS::from_u8(r.qos), decode_properties(&r.properties))
+            else {
+                warn!(topic = ?topic, "persistence: retained message with bad fields left out");
+                self.record_all(&[gone]);
                 continue;
             };
             let expires_at = r.expires_at_unix_ms.map(|t| clock.to_tick(t));
             if expires_at.is_some_and(|t| t < now) {
+                self.record_all(&[gone]);
                 continue;
             }
             // Into the store directly: not routed, and not journaled again
-            // (the new epoch's snapshot holds it).
-            self.retained
+            // (the new epoch's snapshot holds it) unless it does not fit
+            // this run's --max-retained / --max-retained-bytes.
+            let outcome = self
+                .retained
                 .store(topic, &r.payload, qos, &properties, expires_at);
+            if matches!(
+                outcome,
+                ringmq_route::StoreOutcome::Full | ringmq_route::StoreOutcome::FullBytes
+            ) {
+                ShardStats::inc(&self.stats.retained_dropped);
+                self.record_all(&[gone]);
+            }
         }
         self.run_deferred();
+    }
+
+    fn record_all(&mut self, events: &[Event]) {
+        if let Some(journal) = self.journal.as_mut() {
+            for e in events {
+                journal.record_event(e);
+            }
+        }
     }
 
     /// Wills that came due while the broker was down: published once, now
