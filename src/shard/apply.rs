@@ -174,7 +174,15 @@ impl Core {
     ) {
         ShardStats::add(&self.stats.publishes_dropped, out.take_dropped().into());
         if let Some(journal) = self.journal.as_mut() {
+            // Before the actions: an `EndSession` forgets the session the
+            // steps read.
             journal.begin_outbox();
+            let entry = sid.and_then(|sid| self.table.get(sid));
+            for step in out.steps() {
+                if let Some(entry) = entry {
+                    journal.record(&entry.session, step);
+                }
+            }
         }
         for action in out.drain() {
             match action {
@@ -269,14 +277,6 @@ impl Core {
                     }
                     if let Some(link) = link {
                         link.request_close(cause);
-                    }
-                }
-                Action::Store(step) => {
-                    let (Some(journal), Some(sid)) = (self.journal.as_mut(), sid) else {
-                        continue;
-                    };
-                    if let Some(entry) = self.table.get(sid) {
-                        journal.record(&entry.session, step);
                     }
                 }
                 Action::EndSession => {

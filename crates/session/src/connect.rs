@@ -84,7 +84,7 @@ pub struct ServerPolicy {
     /// over (or resumed) only with the username it was made with.
     pub takeover_same_user_only: bool,
     /// `--persistence-dir` is set: persistent sessions journal their
-    /// changes as `Action::Store` steps.
+    /// changes as store steps ([`crate::Outbox::steps`]).
     pub persistence: bool,
 }
 

@@ -1,6 +1,6 @@
 //! What a persistent session asks the store to record (issue 16): one
-//! [`Step`] per change, queued in the outbox as [`crate::Action::Store`]
-//! right where the change is made, so the shard's log follows the session
+//! [`Step`] per change, queued in the outbox ([`crate::Outbox::store`],
+//! beside its actions) right where the change is made, so the shard's log follows the session
 //! exactly without ever writing a whole session image on the message path.
 //!
 //! A session journals only when the policy turns persistence on

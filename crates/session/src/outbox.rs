@@ -141,15 +141,19 @@ pub enum Action {
     Close(CloseCause),
     /// The session has ended: forget it (its routes were dropped first).
     EndSession,
-    /// Record this change in the store before anything this turn sends
-    /// goes out (persistent sessions only; see [`crate::Step`]).
-    Store(crate::Step),
 }
 
 /// The reusable output of one session call.
 #[derive(Debug, Default)]
 pub struct Outbox {
     actions: Vec<Action>,
+    /// Changes to record in the store (persistent sessions only; see
+    /// [`crate::Step`]), in the order they were made. Kept apart from the
+    /// actions (the store writes a turn's records before anything the
+    /// turn sends goes out, so their order against the actions does not
+    /// matter) so that an action stays the size of a PUBLISH. Apply them
+    /// before the actions: an `EndSession` forgets the session they read.
+    steps: Vec<crate::Step>,
     /// Deliveries dropped by the calls since the last [`Outbox::take_dropped`]
     /// (queue full, expired, too large for the client, QoS 0 offline).
     dropped: u32,
@@ -200,6 +204,16 @@ impl Outbox {
         self.actions.push(action);
     }
 
+    /// Queues a change for the store.
+    pub fn store(&mut self, step: crate::Step) {
+        self.steps.push(step);
+    }
+
+    /// Takes every store step, keeping the buffer for reuse.
+    pub fn steps(&mut self) -> std::vec::Drain<'_, crate::Step> {
+        self.steps.drain(..)
+    }
+
     /// Counts one dropped delivery.
     pub fn drop_one(&mut self) {
         self.dropped += 1;
@@ -223,7 +237,7 @@ impl Outbox {
 
     /// Nothing queued.
     pub fn is_empty(&self) -> bool {
-        self.actions.is_empty()
+        self.actions.is_empty() && self.steps.is_empty()
     }
 
     /// Dropped deliveries since last asked; resets the count.

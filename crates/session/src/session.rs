@@ -155,7 +155,7 @@ pub struct Session {
     /// ([`ServerPolicy::keeps_identity`]).
     rights: Option<Box<Rights>>,
     /// Persistent under a policy with persistence on: every change is
-    /// queued as an `Action::Store` step (see `journal`).
+    /// queued as a store step in the outbox (see `journal`).
     journal: bool,
     /// When the last connection ended (meaningful while detached).
     left_at: Tick,
@@ -197,7 +197,7 @@ impl Session {
     /// Queues a store step, if this session journals.
     fn store(&self, step: crate::Step, out: &mut Outbox) {
         if self.journal {
-            out.push(Action::Store(step));
+            out.store(step);
         }
     }
 
@@ -331,11 +331,11 @@ impl Session {
             } else {
                 crate::Step::Fresh
             };
-            out.push(Action::Store(step));
+            out.store(step);
         } else if was_journaled {
             // A stored session continued without expiry: it ends with
             // this connection, and a crash must not bring it back.
-            out.push(Action::Store(crate::Step::Gone));
+            out.store(crate::Step::Gone);
         }
         if let Some(qos) = self.qos.as_deref_mut() {
             qos.outbound.set_journal(self.journal);
@@ -602,9 +602,9 @@ impl Session {
         for filter in revoked {
             if let Some((filter, _)) = self.subscriptions.remove_entry(&filter) {
                 if self.journal {
-                    out.push(Action::Store(crate::Step::Unsubscribed {
+                    out.store(crate::Step::Unsubscribed {
                         filter: filter.clone(),
-                    }));
+                    });
                 }
                 out.push(Action::DropRoute { filter });
                 out.push(Action::Revoked);
@@ -1050,10 +1050,10 @@ impl Session {
             }
             let is_new = self.subscriptions.insert(key.clone(), grant).is_none();
             if self.journal {
-                out.push(Action::Store(crate::Step::Subscribed {
+                out.store(crate::Step::Subscribed {
                     filter: key.clone(),
                     grant,
-                }));
+                });
             }
             out.push(Action::AddRoute {
                 filter: key.clone(),
@@ -1150,9 +1150,9 @@ impl Session {
                     rights.set_filtered(&filter, false);
                 }
                 if self.journal {
-                    out.push(Action::Store(crate::Step::Unsubscribed {
+                    out.store(crate::Step::Unsubscribed {
                         filter: filter.clone(),
-                    }));
+                    });
                 }
                 out.push(Action::DropRoute { filter });
             }
@@ -1266,7 +1266,7 @@ impl Session {
 /// Moves the steps the outbound flow recorded into the outbox.
 fn journal_outbound(qos: &mut QosState, out: &mut Outbox) {
     for step in qos.outbound.take_steps() {
-        out.push(Action::Store(step));
+        out.store(step);
     }
 }
 

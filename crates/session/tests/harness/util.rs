@@ -534,6 +534,13 @@ impl Harness {
         // Compact sends (a PUBLISH, an ack, PINGRESP, a forwarded message)
         // are recorded as the packets they write, so every check below
         // sees one kind of send.
+        let steps: Vec<_> = self.out.steps().collect();
+        for step in steps {
+            assert!(self.policy.persistence, "a store step without persistence");
+            let store = &mut self.store;
+            self.session
+                .store_events(step, &STORE_CLOCK, |e| store.apply(&e));
+        }
         let forwarded = self.forwarded.take();
         let actions: Vec<Action> = self
             .out
@@ -547,9 +554,7 @@ impl Harness {
             })
             .collect();
         for action in actions {
-            if !matches!(action, Action::Store(_)) {
-                self.trace.push(describe(&action));
-            }
+            self.trace.push(describe(&action));
             match &action {
                 Action::Send(packet) => self.check_sent(packet),
                 Action::Close(_) => {
@@ -581,17 +586,9 @@ impl Harness {
                     );
                     self.ended = true;
                 }
-                Action::Store(step) => {
-                    assert!(self.policy.persistence, "a Store step without persistence");
-                    let store = &mut self.store;
-                    self.session
-                        .store_events(step.clone(), &STORE_CLOCK, |e| store.apply(&e));
-                }
                 _ => {}
             }
-            if !matches!(action, Action::Store(_)) {
-                self.last.push(action);
-            }
+            self.last.push(action);
         }
         let subscribed: BTreeSet<Bytes> = self
             .session
