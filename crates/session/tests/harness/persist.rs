@@ -869,3 +869,68 @@ proptest! {
         }
     }
 }
+
+// ----- the journal (store steps) -----
+//
+// Every harness input already checks that the store the steps build equals
+// the export (`Harness::check_store`); these pin down what is and is not
+// recorded.
+
+#[test]
+fn the_journal_builds_the_exported_session_step_by_step() {
+    let h = built();
+    // `built` ran under a policy with persistence on: every change of the
+    // session above was journaled, and the journal's store is its export.
+    let stored = h.store.sessions.get(&client()).expect("journaled");
+    assert_eq!(stored, &h.session.export(h.session.left_at(), &CLOCK));
+    assert_eq!(stored.messages.len(), 4);
+    assert_eq!(stored.inbound_pending.len(), 1);
+}
+
+#[test]
+fn a_session_without_expiry_or_without_persistence_journals_nothing() {
+    // Session Expiry 0: it ends with its connection; nothing to keep.
+    let mut h = Harness::connected(v5("c"));
+    h.packet(subscribe(1, &[("a", opts(QoS::AtLeastOnce))]));
+    h.deliver(&message("a", b"m"), QoS::AtLeastOnce);
+    assert!(!h.session.journals());
+    assert!(h.store.sessions.is_empty());
+    // Persistence off: a persistent session queues no step (the harness
+    // asserts a step never comes without persistence).
+    let policy = ServerPolicy {
+        persistence: false,
+        ..policy()
+    };
+    let mut h = Harness::connected_with(policy, v5("c").clean(false).expiry(60));
+    h.packet(subscribe(1, &[("a", opts(QoS::AtLeastOnce))]));
+    h.deliver(&message("a", b"m"), QoS::AtLeastOnce);
+    h.lost(CloseCause::NetworkError);
+    h.deliver(&message("a", b"n"), QoS::AtLeastOnce);
+    assert!(!h.session.journals());
+    assert!(h.store.sessions.is_empty());
+}
+
+#[test]
+fn a_disconnect_to_expiry_zero_and_the_end_of_a_session_are_journaled() {
+    let mut h = Harness::connected(v5("c").clean(false).expiry(60));
+    h.packet(subscribe(1, &[("a", opts(QoS::AtLeastOnce))]));
+    assert!(h.store.sessions.contains_key(&client()));
+    h.packet(disconnect_expiry(0x00, 0));
+    // Recorded before the close: a crash now must not keep the session.
+    assert_eq!(h.store.sessions[&client()].expiry_secs, 0);
+    let cause = h.closed().expect("closed");
+    h.lost(cause);
+    assert!(h.ended());
+    assert!(h.store.sessions.is_empty());
+}
+
+#[test]
+fn a_will_published_after_its_delay_is_forgotten_by_the_store() {
+    let mut h = Harness::connected(v5("c").clean(false).expiry(600).will(will("w"), 5));
+    h.lost(CloseCause::NetworkError);
+    assert!(h.store.sessions[&client()].will.is_some(), "pending");
+    h.advance(5_000);
+    assert_eq!(h.wills().len(), 1);
+    // A restart now must not publish it a second time.
+    assert_eq!(h.store.sessions[&client()].will, None);
+}
