@@ -21,6 +21,7 @@ const GAUGES: &[&str] = &[
     "subscriptions",
     "retained_messages",
     "inbox_depth",
+    "store_log_bytes",
 ];
 
 struct Text(String);
