@@ -24,6 +24,27 @@ use ringmq_codec::{
 use ringmq_session::{negotiate, Delivery, Outbox, ServerPolicy, Session, Tick, WallClock};
 use ringmq_store::{encode, StoreState};
 
+/// A QoS 1 message of 64 bytes on `topic`.
+fn message(topic: Bytes) -> Publish {
+    Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic,
+        packet_id: 0,
+        properties: Default::default(),
+        payload: Bytes::from(vec![b'x'; 64]),
+    }
+}
+
+/// How every message reaches the subscriber: QoS 1, nothing else.
+const DELIVERY: Delivery<'static> = Delivery {
+    qos: QoS::AtLeastOnce,
+    retain: false,
+    ids: &[],
+    expires_at: None,
+};
+
 /// A connected v5 session with Receive Maximum `inflight` that was
 /// delivered `inflight + queued` QoS 1 messages.
 fn session(inflight: u16, queued: usize) -> Session {
@@ -64,22 +85,8 @@ fn session_under(inflight: u16, queued: usize, persistence: bool) -> (Session, S
     s.connect(&connect, &negotiated, &policy, None, Tick(0), &mut out);
     let total = usize::from(inflight) + queued;
     for i in 0..total {
-        let message = Publish {
-            dup: false,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            topic: Bytes::from(format!("bench/topic/{i:04}")),
-            packet_id: 0,
-            properties: Default::default(),
-            payload: Bytes::from(vec![b'x'; 64]),
-        };
-        let delivery = Delivery {
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            ids: &[],
-            expires_at: None,
-        };
-        s.deliver(&message, delivery, &policy, Tick(1), &mut out);
+        let message = message(Bytes::from(format!("bench/topic/{i:04}")));
+        s.deliver(&message, DELIVERY, &policy, Tick(1), &mut out);
         let _ = out.drain().count();
         let _ = out.steps().count();
     }
@@ -97,21 +104,7 @@ fn journal(c: &mut Criterion) {
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
         // 64 in flight: each PUBACK frees the slot the next delivery takes.
         let mut next_ack = 1u16;
-        let message = Publish {
-            dup: false,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            topic: Bytes::from_static(b"bench/topic/0000"),
-            packet_id: 0,
-            properties: Default::default(),
-            payload: Bytes::from(vec![b'x'; 64]),
-        };
-        let delivery = Delivery {
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            ids: &[],
-            expires_at: None,
-        };
+        let message = message(Bytes::from_static(b"bench/topic/0000"));
         let name = if persistence {
             "persistent, records encoded"
         } else {
@@ -130,7 +123,7 @@ fn journal(c: &mut Criterion) {
                     next_ack + 1
                 };
                 s.handle_packet(ack, &policy, Tick(2), &mut out);
-                s.deliver(black_box(&message), delivery, &policy, Tick(2), &mut out);
+                s.deliver(black_box(&message), DELIVERY, &policy, Tick(2), &mut out);
                 for step in out.steps() {
                     s.store_events(step, &clock, |e| encode(&e, &mut buf));
                 }

@@ -44,7 +44,7 @@ use ringmq_codec::{
     Limits, Packet, Properties, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions,
     Will,
 };
-use ringmq_store::{Event, SessionState, StoreState, WillRecord};
+use ringmq_store::{Event, SessionState, StoreState};
 use std::fmt;
 
 use crate::outbox::{Action, Outbox, Timer};
@@ -187,21 +187,7 @@ impl Session {
     /// connected client.
     pub fn export(&self, left_at: Tick, clock: &WallClock) -> SessionState {
         let client_id = self.client_id().clone();
-        let (will, will_delay_secs, _) = self.will_state();
-        let mut events = vec![Event::SessionPut {
-            client_id: client_id.clone(),
-            username: self.username().cloned(),
-            protocol: protocol_byte(self.protocol()),
-            expiry_secs: self.session_expiry_secs(),
-            will: will.map(|w| WillRecord {
-                topic: w.topic.clone(),
-                payload: w.payload.clone(),
-                qos: w.qos as u8,
-                retain: w.retain,
-                properties: encode_properties(&w.properties),
-            }),
-            will_delay_secs,
-        }];
+        let mut events = vec![self.header_event()];
         if !self.is_connected() {
             events.push(Event::SessionLeft {
                 client_id: client_id.clone(),
