@@ -337,6 +337,16 @@ pub struct PubsubArgs {
     /// Seconds of publishing.
     #[arg(long, default_value_t = 10.0)]
     pub duration_secs: f64,
+    /// Messages each publisher sends, then it stops (sooner if
+    /// --duration-secs ends first). Default: no limit.
+    #[arg(long, value_name = "N")]
+    pub messages: Option<u64>,
+    /// Subscribers ask for sessions that outlive their connections (3.1.1:
+    /// Clean Session 0; 5.0: Session Expiry Interval 3600 s), so a broker
+    /// with persistence stores what it holds for them. A 3.1.1 subscriber
+    /// then resumes any session its id already has on the broker.
+    #[arg(long)]
+    pub persistent_subscribers: bool,
     /// QoS 1 messages in flight per publisher.
     #[arg(long, default_value_t = 64)]
     pub inflight: u32,
@@ -776,6 +786,9 @@ impl PubsubArgs {
             return bad("payload", "at most 64 MiB");
         }
         positive_secs("duration-secs", self.duration_secs)?;
+        if self.messages == Some(0) {
+            return bad("messages", "at least 1");
+        }
         if self.inflight == 0 || self.inflight > 65_535 {
             return bad("inflight", format!("{} is not in 1..=65535", self.inflight));
         }
@@ -923,12 +936,22 @@ mod tests {
         assert_eq!(p.common.mqtt_version.0, ProtocolVersion::V5);
         assert_eq!((p.publishers, p.subscribers, p.topics, p.qos), (3, 4, 2, 1));
         assert_eq!(p.rate, Rate::PerSec(10_000.0));
+        assert_eq!(p.messages, None, "no limit unless asked");
         assert!(p.common.json);
         assert_eq!(p.common.cpu_of_thread(5), Some(1));
         let Ok(Command::Takeover(t)) = parse(&["takeover", "--clean-start", "false"]) else {
             panic!("takeover parses");
         };
         assert!(!t.clean_start);
+        let Ok(Command::Pubsub(p)) = parse(&["pubsub", "--messages", "250"]) else {
+            panic!("pubsub parses");
+        };
+        assert_eq!(p.messages, Some(250));
+        assert!(!p.persistent_subscribers);
+        let Ok(Command::Pubsub(p)) = parse(&["pubsub", "--persistent-subscribers"]) else {
+            panic!("pubsub parses");
+        };
+        assert!(p.persistent_subscribers);
     }
 
     #[test]
@@ -959,6 +982,8 @@ mod tests {
         assert_eq!(pubsub(&["--inflight", "65536"]), Err("inflight"));
         assert_eq!(pubsub(&["--duration-secs", "0"]), Err("duration-secs"));
         assert_eq!(pubsub(&["--duration-secs", "NaN"]), Err("duration-secs"));
+        assert_eq!(pubsub(&["--messages", "0"]), Err("messages"));
+        assert_eq!(pubsub(&["--messages", "1000000", "-S", "0"]), Ok(()));
         assert_eq!(pubsub(&["--topic-prefix", "a/+"]), Err("topic-prefix"));
         assert_eq!(pubsub(&["--topic-prefix", "a/"]), Err("topic-prefix"));
         assert_eq!(pubsub(&["--threads", "0"]), Err("threads"));

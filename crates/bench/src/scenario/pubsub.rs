@@ -4,9 +4,10 @@
 //!
 //! Phases: every subscriber connects and gets its SUBACK; every publisher
 //! connects; then all publishers start together and publish for
-//! `--duration-secs` (paced to `--rate` over all publishers, or as fast as
-//! the socket takes them), then wait up to `--drain-ms` for the last
-//! deliveries (and QoS 1 acknowledgements).
+//! `--duration-secs` or `--messages` each, whichever ends first (paced to
+//! `--rate` over all publishers, or as fast as the socket takes them),
+//! then wait up to `--drain-ms` for the last deliveries (and QoS 1
+//! acknowledgements).
 //!
 //! Hot paths: a publisher appends stamped copies of a pre-encoded PUBLISH
 //! ([`PublishTemplate`]) into one buffer, up to `--batch` per write, with
@@ -28,10 +29,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_lite::future::or;
-use ringmq_codec::{Packet, Properties, PubAck, QoS, ReasonCode};
+use ringmq_codec::{Packet, Properties, ProtocolVersion, PubAck, QoS, ReasonCode};
 
 use crate::cli::{PubsubArgs, Rate};
-use crate::conn::ReadSize;
+use crate::conn::{ConnectSpec, ReadSize};
 use crate::error::{BenchError, ConnError};
 use crate::hist::Histogram;
 use crate::payload::{Deliveries, DeliveryTotals, Layout, Stamp};
@@ -248,6 +249,12 @@ fn build_report(
     report.param("payload_bytes", Value::Int(args.payload as u64));
     report.param("rate", Value::Text(args.rate.to_string()));
     report.param("duration_s", Value::Float(args.duration_secs, 1));
+    if let Some(m) = args.messages {
+        report.param("messages", Value::Int(m));
+    }
+    if args.persistent_subscribers {
+        report.param("persistent_subscribers", Value::Text("true".to_string()));
+    }
     if args.qos == 1 {
         report.param("inflight", Value::Int(u64::from(args.inflight)));
     }
@@ -472,7 +479,10 @@ async fn subscriber(
             .map(|t| (topic(&args, t), qos_of(&args)))
             .collect()
     };
-    let spec = target.connect_spec("sub", u64::from(s), 0);
+    let mut spec = target.connect_spec("sub", u64::from(s), 0);
+    if args.persistent_subscribers {
+        keep_session(&mut spec, target.version);
+    }
     let setup = async {
         let mut e = target.establish(&spec, ReadSize::LARGE).await?;
         let codes = e.conn.subscribe(1, &filters).await?;
@@ -642,10 +652,11 @@ async fn publisher(
     let mut failure: Option<ConnError> = None;
     'publish: loop {
         let now = now_ns();
-        if now >= end {
+        let left = args.messages.map_or(u64::MAX, |m| m.saturating_sub(seq));
+        if now >= end || left == 0 {
             break;
         }
-        let mut n = batch;
+        let mut n = batch.min(left);
         if let Some(r) = rate {
             n = n.min(due_count(now - start, r).saturating_sub(seq));
         }
@@ -747,6 +758,20 @@ async fn publisher(
     result.borrow_mut().pubs.push((p, out));
 }
 
+/// Session Expiry Interval of `--persistent-subscribers` (5.0), seconds.
+const PERSISTENT_SESSION_SECS: u32 = 3600;
+
+/// Make `spec` ask for a session that outlives the connection: Clean
+/// Session 0 in 3.x, a Session Expiry Interval in 5.0 (with Clean Start,
+/// so each run starts from a new session).
+fn keep_session(spec: &mut ConnectSpec, version: ProtocolVersion) {
+    if version.is_v5() {
+        spec.session_expiry = Some(PERSISTENT_SESSION_SECS);
+    } else {
+        spec.clean_start = false;
+    }
+}
+
 fn take_acks(
     conn: &mut crate::conn::Conn,
     pool: &mut PidPool,
@@ -800,6 +825,22 @@ mod tests {
             assert!(pool.release(id));
         }
         assert_eq!(pool.alloc(), Some(1), "wrapped, skipping 0");
+    }
+
+    #[test]
+    fn persistent_subscribers_keep_their_sessions() {
+        let mut v3 = ConnectSpec::new("s".into(), 0);
+        keep_session(&mut v3, ProtocolVersion::V3_1_1);
+        assert!(!v3.clean_start);
+        let mut v5 = ConnectSpec::new("s".into(), 0);
+        keep_session(&mut v5, ProtocolVersion::V5);
+        assert!(v5.clean_start);
+        assert_eq!(v5.session_expiry, Some(PERSISTENT_SESSION_SECS));
+        let packet = v5.packet(ProtocolVersion::V5);
+        assert_eq!(
+            packet.properties.session_expiry_interval,
+            Some(PERSISTENT_SESSION_SECS)
+        );
     }
 
     #[test]
