@@ -48,7 +48,12 @@ fn main() -> ExitCode {
     let (filter, log_filter) = reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(filter)
-        .with(fmt::layer().with_writer(std::io::stderr))
+        // Colour only on a terminal: a log file or journald gets plain text.
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
     // The panic goes to the log too before the process aborts (release
     // builds abort on panic, see Cargo.toml).
