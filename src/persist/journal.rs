@@ -18,8 +18,8 @@ use crate::stats::ShardStats;
 
 /// Sessions copied into a compaction's snapshot per loop turn, at most.
 const COMPACT_SESSIONS_PER_TURN: usize = 512;
-/// Time a loop turn gives a compaction, at most (checked every few
-/// sessions).
+/// Time a loop turn gives a compaction, at most (checked after each
+/// session).
 const COMPACT_BUDGET: Duration = Duration::from_micros(500);
 
 /// A shard's store writer.
@@ -279,7 +279,7 @@ impl Journal {
             return false;
         };
         let started = Instant::now();
-        for n in 0..COMPACT_SESSIONS_PER_TURN {
+        for _ in 0..COMPACT_SESSIONS_PER_TURN {
             let Some(id) = c.pending.pop() else {
                 return true;
             };
@@ -290,7 +290,10 @@ impl Journal {
                 c.export(s, &clock);
             }
             c.done.insert(id);
-            if n % 32 == 31 && started.elapsed() >= COMPACT_BUDGET {
+            // A clock read is nothing beside a session's copy: checked
+            // after each, so a step overruns the budget by one session at
+            // most (about 0.4 us per message it holds).
+            if started.elapsed() >= COMPACT_BUDGET {
                 break;
             }
         }
