@@ -1919,3 +1919,46 @@ fn cross_shard_deliveries_acknowledged_survive_sigkill() {
     }
     node.sigkill();
 }
+
+/// `--fsync interval` syncs the log through the shard's ring: once records
+/// are written, an fdatasync follows within the interval even when nothing
+/// else happens (counted in `store_fsyncs`), and `--fsync never` makes none.
+#[test]
+fn fsync_interval_syncs_in_time_and_never_does_not() {
+    for (mode, want_sync) in [("interval", true), ("never", false)] {
+        let dir = TempDir::new(&format!("fsync-{mode}"));
+        let store = dir.path_str("store");
+        let broker = common::start(&[
+            "--persistence-dir",
+            &store,
+            "--fsync",
+            mode,
+            "--fsync-interval-ms",
+            "20",
+        ]);
+        let (mut sub, _) = RawClient::connected(
+            broker.local_addr(),
+            &ConnectOpts::v5("fsync-sub")
+                .clean(false)
+                .session_expiry(600),
+        );
+        sub.subscribe(1, &[("f/#", 1)]);
+        let (mut publisher, _) =
+            RawClient::connected(broker.local_addr(), &ConnectOpts::v5("fsync-pub"));
+        publisher.publish1("f/x", b"kept", 1);
+        let written = wait_stats(&broker, "records written", |s| s.store_writes > 0);
+        assert!(written.store_bytes_written > 0);
+        if want_sync {
+            wait_stats(&broker, "an fdatasync within the interval", |s| {
+                s.store_fsyncs > 0
+            });
+        } else {
+            // Nothing to wait for: give an interval's worth of time ten
+            // times over, then check none came.
+            let until = Instant::now() + Duration::from_millis(200);
+            poll_until(Duration::from_secs(1), || Instant::now() >= until);
+            assert_eq!(broker.stats().store_fsyncs, 0, "--fsync never synced");
+        }
+        drop(sub);
+    }
+}

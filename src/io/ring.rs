@@ -35,6 +35,8 @@ pub(crate) enum Op {
     Doorbell = 4,
     /// A cancel request itself (its completion is ignored).
     Cancel = 5,
+    /// An fdatasync of the persistence log (--fsync interval).
+    Fsync = 6,
 }
 
 /// A request's user data: op, slot and generation in one u64.
@@ -57,6 +59,7 @@ impl Token {
             3 => Op::Send,
             4 => Op::Doorbell,
             5 => Op::Cancel,
+            6 => Op::Fsync,
             _ => return None,
         };
         Some(Token {
@@ -154,6 +157,16 @@ impl Ring {
                 }
             }
         }
+    }
+
+    /// fdatasync of `fd` (a file: the shard's persistence log), done by the
+    /// kernel while the shard runs on.
+    pub(crate) fn fdatasync(&mut self, fd: RawFd, token: Token) {
+        let entry = io_uring::opcode::Fsync::new(io_uring::types::Fd(fd))
+            .flags(io_uring::types::FsyncFlags::DATASYNC)
+            .build()
+            .user_data(token.encode());
+        self.push(entry);
     }
 
     /// Multishot accept on a listening socket.

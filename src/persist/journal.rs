@@ -38,6 +38,8 @@ pub(crate) struct Journal {
     /// Written since the last fdatasync.
     unsynced: bool,
     last_sync: Instant,
+    /// --fsync interval: an fdatasync is in the shard's ring.
+    sync_in_flight: bool,
     compaction: Option<Compaction>,
     /// The session copied into the new snapshot while the current outbox
     /// is applied: the rest of its steps are in that copy already.
@@ -94,6 +96,7 @@ impl Journal {
             settings,
             unsynced: false,
             last_sync: Instant::now(),
+            sync_in_flight: false,
             compaction: None,
             exported_now: None,
         }
@@ -169,14 +172,9 @@ impl Journal {
         if let Some(c) = self.compaction.as_mut() {
             c.write(&self.dir, self.epoch, self.gen + 1);
         }
-        let due = match self.settings.fsync {
-            Fsync::Never => false,
-            Fsync::Always => true,
-            Fsync::Interval => {
-                self.last_sync.elapsed() >= Duration::from_millis(self.settings.fsync_interval_ms)
-            }
-        };
-        if self.unsynced && due {
+        // `interval` syncs through the shard's ring (`take_sync`), so a
+        // second's worth of records never stalls the shard.
+        if self.unsynced && self.settings.fsync == Fsync::Always {
             self.sync(stats);
         }
         stats
@@ -197,10 +195,44 @@ impl Journal {
     /// With `--fsync interval` and records not yet synced: how long until
     /// they must be (the loop's sleep is no longer).
     pub(crate) fn sync_due_in(&self) -> Option<Duration> {
-        (self.settings.fsync == Fsync::Interval && self.unsynced).then(|| {
-            Duration::from_millis(self.settings.fsync_interval_ms)
-                .saturating_sub(self.last_sync.elapsed())
-        })
+        (self.settings.fsync == Fsync::Interval && self.unsynced && !self.sync_in_flight).then(
+            || {
+                Duration::from_millis(self.settings.fsync_interval_ms)
+                    .saturating_sub(self.last_sync.elapsed())
+            },
+        )
+    }
+
+    /// With `--fsync interval`: the log's descriptor when an fdatasync is
+    /// due (the engine submits it to the shard's ring and reports the
+    /// completion to [`Journal::synced`]). Everything written so far is
+    /// covered by it.
+    pub(crate) fn take_sync(&mut self) -> Option<std::os::fd::RawFd> {
+        if self.settings.fsync != Fsync::Interval
+            || !self.unsynced
+            || self.sync_in_flight
+            || self.last_sync.elapsed() < Duration::from_millis(self.settings.fsync_interval_ms)
+        {
+            return None;
+        }
+        self.sync_in_flight = true;
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Some(std::os::fd::AsRawFd::as_raw_fd(&self.log))
+    }
+
+    /// The ring's fdatasync completed with `result` (0, or -errno).
+    pub(crate) fn synced(&mut self, result: i32, stats: &ShardStats) {
+        self.sync_in_flight = false;
+        if result < 0 {
+            let path = self.dir.join(log_name(self.epoch, self.gen));
+            fatal(
+                "fdatasync of the log",
+                &path,
+                std::io::Error::from_raw_os_error(-result),
+            );
+        }
+        ShardStats::inc(&stats.store_fsyncs);
     }
 
     /// The broker is stopping: write and sync what is left.

@@ -337,8 +337,20 @@ impl Engine {
             self.flush_dirty();
             self.rearm_reads();
             // Records of a turn that sent nothing (a timer, a close) are
-            // written before the shard sleeps.
+            // written before the shard sleeps; --fsync interval's
+            // fdatasync goes to the ring when due.
             self.shard.core.borrow_mut().commit_journal();
+            let sync = self
+                .shard
+                .core
+                .borrow_mut()
+                .journal
+                .as_mut()
+                .and_then(|j| j.take_sync());
+            if let Some(fd) = sync {
+                let token = self.token(Op::Fsync, 0);
+                self.ring.fdatasync(fd, token);
+            }
             if self.shard.shutting_down() && !self.shutdown_step() {
                 return;
             }
@@ -499,6 +511,12 @@ impl Engine {
                 }
             }
             Op::Cancel => {}
+            Op::Fsync => {
+                let core = &mut *self.shard.core.borrow_mut();
+                if let Some(journal) = core.journal.as_mut() {
+                    journal.synced(c.result, &core.stats);
+                }
+            }
         }
     }
 
@@ -1527,7 +1545,7 @@ impl Engine {
                         }
                     }
                     Op::Doorbell => self.doorbell_armed = false,
-                    Op::Recv | Op::Send => self.complete(c),
+                    Op::Recv | Op::Send | Op::Fsync => self.complete(c),
                     Op::Cancel => {}
                 }
             }
