@@ -38,8 +38,13 @@ pub(crate) struct Journal {
     /// Written since the last fdatasync.
     unsynced: bool,
     last_sync: Instant,
-    /// --fsync interval: an fdatasync is in the shard's ring.
-    sync_in_flight: bool,
+    /// Commits that wrote records, counted: the output of a turn needs
+    /// the count its commit reached to be synced (`--fsync always`).
+    written_epoch: u64,
+    /// Every record of commits up to this count is synced.
+    synced_epoch: u64,
+    /// The commit count an fdatasync in the shard's ring covers.
+    sync_in_flight: Option<u64>,
     compaction: Option<Compaction>,
     /// The session copied into the new snapshot while the current outbox
     /// is applied: the rest of its steps are in that copy already.
@@ -96,7 +101,9 @@ impl Journal {
             settings,
             unsynced: false,
             last_sync: Instant::now(),
-            sync_in_flight: false,
+            written_epoch: 0,
+            synced_epoch: 0,
+            sync_in_flight: None,
             compaction: None,
             exported_now: None,
         }
@@ -168,15 +175,14 @@ impl Journal {
             self.log_len += self.buf.len() as u64;
             self.buf.clear();
             self.unsynced = true;
+            self.written_epoch += 1;
         }
         if let Some(c) = self.compaction.as_mut() {
             c.write(&self.dir, self.epoch, self.gen + 1);
         }
-        // `interval` syncs through the shard's ring (`take_sync`), so a
-        // second's worth of records never stalls the shard.
-        if self.unsynced && self.settings.fsync == Fsync::Always {
-            self.sync(stats);
-        }
+        // Syncs go through the shard's ring (`take_sync`): the shard runs
+        // on while the disk works; under `always` the turn's output waits
+        // for it (`unsynced_epoch`).
         stats
             .store_log_bytes
             .store(self.log_len, std::sync::atomic::Ordering::Relaxed);
@@ -190,40 +196,54 @@ impl Journal {
         ShardStats::inc(&stats.store_fsyncs);
         self.unsynced = false;
         self.last_sync = Instant::now();
+        self.synced_epoch = self.written_epoch;
+    }
+
+    /// `--fsync always` with written records not yet synced: the commit
+    /// count the output flushed now must wait for.
+    pub(crate) fn unsynced_epoch(&self) -> Option<u64> {
+        (self.settings.fsync == Fsync::Always && self.written_epoch > self.synced_epoch)
+            .then_some(self.written_epoch)
     }
 
     /// With `--fsync interval` and records not yet synced: how long until
     /// they must be (the loop's sleep is no longer).
     pub(crate) fn sync_due_in(&self) -> Option<Duration> {
-        (self.settings.fsync == Fsync::Interval && self.unsynced && !self.sync_in_flight).then(
-            || {
+        (self.settings.fsync == Fsync::Interval && self.unsynced && self.sync_in_flight.is_none())
+            .then(|| {
                 Duration::from_millis(self.settings.fsync_interval_ms)
                     .saturating_sub(self.last_sync.elapsed())
-            },
-        )
+            })
     }
 
-    /// With `--fsync interval`: the log's descriptor when an fdatasync is
-    /// due (the engine submits it to the shard's ring and reports the
-    /// completion to [`Journal::synced`]). Everything written so far is
-    /// covered by it.
+    /// The log's descriptor when an fdatasync is due: under `always` as
+    /// soon as records are unsynced and none is in flight, under
+    /// `interval` once the interval passed. The engine submits it to the
+    /// shard's ring and reports the completion to [`Journal::synced`];
+    /// everything written so far is covered by it.
     pub(crate) fn take_sync(&mut self) -> Option<std::os::fd::RawFd> {
-        if self.settings.fsync != Fsync::Interval
-            || !self.unsynced
-            || self.sync_in_flight
-            || self.last_sync.elapsed() < Duration::from_millis(self.settings.fsync_interval_ms)
-        {
+        let due = match self.settings.fsync {
+            Fsync::Never => false,
+            Fsync::Always => true,
+            Fsync::Interval => {
+                self.last_sync.elapsed() >= Duration::from_millis(self.settings.fsync_interval_ms)
+            }
+        };
+        if !due || !self.unsynced || self.sync_in_flight.is_some() {
             return None;
         }
-        self.sync_in_flight = true;
+        self.sync_in_flight = Some(self.written_epoch);
         self.unsynced = false;
         self.last_sync = Instant::now();
         Some(std::os::fd::AsRawFd::as_raw_fd(&self.log))
     }
 
     /// The ring's fdatasync completed with `result` (0, or -errno).
-    pub(crate) fn synced(&mut self, result: i32, stats: &ShardStats) {
-        self.sync_in_flight = false;
+    /// Answers the commit count now synced.
+    pub(crate) fn synced(&mut self, result: i32, stats: &ShardStats) -> u64 {
+        if let Some(epoch) = self.sync_in_flight.take() {
+            self.synced_epoch = self.synced_epoch.max(epoch);
+        }
         if result < 0 {
             let path = self.dir.join(log_name(self.epoch, self.gen));
             fatal(
@@ -233,6 +253,7 @@ impl Journal {
             );
         }
         ShardStats::inc(&stats.store_fsyncs);
+        self.synced_epoch
     }
 
     /// The broker is stopping: write and sync what is left.
@@ -364,8 +385,10 @@ impl Journal {
         self.log_len = c.log_len;
         self.snapshot_len = c.snapshot_len;
         self.gen = gen;
+        // Both new files were synced: everything written is on disk.
         self.unsynced = false;
         self.last_sync = Instant::now();
+        self.synced_epoch = self.written_epoch;
         for path in [old_snapshot, old_log] {
             if let Err(e) = fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "persistence: cannot remove an old file");

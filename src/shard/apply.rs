@@ -118,6 +118,9 @@ pub(crate) struct Core {
     /// --persistence-dir with several shards: which PUBACKs wait for
     /// another shard's write.
     pub(crate) durability: Option<Box<Durability>>,
+    /// --fsync always: held links, with the commit count each waits to be
+    /// synced (ascending).
+    pub(crate) sync_waits: VecDeque<(u64, Rc<Link>)>,
 }
 
 /// Acknowledgements that wait for another shard's write (persistence).

@@ -514,7 +514,13 @@ impl Engine {
             Op::Fsync => {
                 let core = &mut *self.shard.core.borrow_mut();
                 if let Some(journal) = core.journal.as_mut() {
-                    journal.synced(c.result, &core.stats);
+                    let upto = journal.synced(c.result, &core.stats);
+                    // --fsync always: output that waited for this sync goes.
+                    while core.sync_waits.front().is_some_and(|(e, _)| *e <= upto) {
+                        if let Some((_, link)) = core.sync_waits.pop_front() {
+                            link.release();
+                        }
+                    }
                 }
             }
         }
@@ -1175,10 +1181,29 @@ impl Engine {
                     self.close(slot, cause);
                 }
             }
+            self.hold_for_sync(&list);
             for &slot in &list {
                 self.send(slot);
             }
             self.dirty = list;
+        }
+    }
+
+    /// `--fsync always`: output written after records not yet synced waits
+    /// for the fdatasync that covers them (the completion releases it).
+    fn hold_for_sync(&mut self, list: &[u32]) {
+        let core = &mut *self.shard.core.borrow_mut();
+        let Some(epoch) = core.journal.as_ref().and_then(|j| j.unsynced_epoch()) else {
+            return;
+        };
+        for &slot in list {
+            let Some(link) = core.links.at(slot) else {
+                continue;
+            };
+            if !link.outbuf.borrow().is_empty() && !link.is_closed() {
+                link.hold();
+                core.sync_waits.push_back((epoch, link.clone()));
+            }
         }
     }
 

@@ -126,6 +126,7 @@ impl Shard {
             shared: shared.clone(),
             journal: None,
             durability: None,
+            sync_waits: VecDeque::new(),
         };
         let mut core = core;
         if let Some((state, journal)) = store {
