@@ -435,3 +435,88 @@ impl Compaction {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(fsync: Fsync, name: &str) -> (Journal, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("ringmq-journal-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        let log = File::create(dir.join(log_name(1, 0))).expect("log");
+        let settings = Settings {
+            fsync,
+            fsync_interval_ms: 60_000,
+            compact_log_bytes: 1 << 20,
+            clock: ringmq_session::WallClock {
+                unix_ms_at_epoch: 0,
+            },
+        };
+        (Journal::new(0, dir.clone(), 1, 0, log, 0, settings), dir)
+    }
+
+    fn gone(id: &'static str) -> Event {
+        Event::SessionGone {
+            client_id: Bytes::from_static(id.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn always_holds_output_until_a_sync_covers_its_commit() {
+        let (mut j, dir) = journal(Fsync::Always, "always");
+        let stats = ShardStats::default();
+        // Nothing written: nothing to wait for, no sync to take.
+        j.commit(&stats);
+        assert_eq!(j.unsynced_epoch(), None);
+        assert!(j.take_sync().is_none());
+        // A commit with records: its output waits for commit 1.
+        j.record_event(&gone("a"));
+        j.commit(&stats);
+        assert_eq!(j.unsynced_epoch(), Some(1));
+        assert!(j.take_sync().is_some(), "a sync is due at once");
+        assert!(j.take_sync().is_none(), "one sync in flight at a time");
+        // More records while it runs: their output waits for commit 2.
+        j.record_event(&gone("b"));
+        j.commit(&stats);
+        assert_eq!(j.unsynced_epoch(), Some(2));
+        // The first sync covers commit 1 only.
+        assert_eq!(j.synced(0, &stats), 1);
+        assert_eq!(j.unsynced_epoch(), Some(2));
+        assert!(j.take_sync().is_some(), "the next batch's sync");
+        assert_eq!(j.synced(0, &stats), 2);
+        assert_eq!(j.unsynced_epoch(), None);
+        assert_eq!(
+            stats
+                .store_fsyncs
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+        let written = fs::read(dir.join(log_name(1, 0))).expect("log");
+        assert_eq!(
+            ringmq_store::decode_all(&written).events,
+            [gone("a"), gone("b")]
+        );
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn never_and_interval_hold_nothing() {
+        for (fsync, name) in [(Fsync::Never, "never"), (Fsync::Interval, "interval")] {
+            let (mut j, dir) = journal(fsync, name);
+            let stats = ShardStats::default();
+            j.record_event(&gone("a"));
+            j.commit(&stats);
+            assert_eq!(j.unsynced_epoch(), None, "{name}");
+            // Never syncs; interval waits for its 60 s interval.
+            assert!(j.take_sync().is_none(), "{name}");
+            assert_eq!(
+                j.sync_due_in().is_some(),
+                fsync == Fsync::Interval,
+                "{name}"
+            );
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
