@@ -28,11 +28,15 @@
 //! that keeps no identities), the protocol byte, the expiry, the will and
 //! the will delay.
 //!
-//! The format is not yet stable; no version byte. No file in it has been
-//! written outside tests, so a change (such as the username added to
-//! `SessionPut`) comes with no compatibility shim: a file written before a
-//! change is not read correctly after it (an old `SessionPut` reads as
-//! corrupt: its protocol byte is taken for the username flag).
+//! Versioning: records carry no version byte; the broker's `CURRENT` file
+//! names the format ("ringmq-store 1") and refuses a directory it does not
+//! know. A change to a body's layout must come with a new format number
+//! and a reader for the old one: a file of one layout is not read
+//! correctly by another (an old `SessionPut` without the username would
+//! read as corrupt: its protocol byte taken for the username flag). A new
+//! kind needs a new format number too: an older reader takes an unknown
+//! kind for a corrupt tail and would drop everything after it. (Format 1
+//! is the first the broker writes; `WillGone`, 15, is part of it.)
 //!
 //! A snapshot is the records of [`StoreState::events`]: per session a
 //! `SessionPut` (with its username), `SessionLeft`, its subscriptions, its
