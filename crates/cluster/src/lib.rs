@@ -1,0 +1,23 @@
+//! ringmq-cluster: the sans-IO core of clustering over NATS (issue 17).
+//!
+//! Pure functions and plain data, no NATS client, no I/O: the node's
+//! control thread (which runs async-nats) calls them. So far:
+//!
+//! - [`subject`]: MQTT topic names and filters as NATS subjects, and back.
+//!   Every MQTT topic maps to exactly one subject and every subject this
+//!   crate makes maps back to its topic; an MQTT filter maps to the one or
+//!   two NATS subscriptions that match exactly the topics it matches
+//!   (including MQTT's rule that a wildcard at the first level does not
+//!   match a `$` topic, and that `a/#` matches `a`). A proptest checks the
+//!   mapped matching against `ringmq_topic::matches`.
+//! - [`interest`]: a node's subscriptions on NATS, reference-counted over
+//!   its shards' MQTT filters, so one NATS subscription serves every local
+//!   subscriber of a subject and is dropped with the last one.
+//!
+//! Not wired into the broker yet: `--cluster-nats` does not exist.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod interest;
+pub mod subject;
