@@ -13,11 +13,16 @@
 //! - [`interest`]: a node's subscriptions on NATS, reference-counted over
 //!   its shards' MQTT filters, so one NATS subscription serves every local
 //!   subscriber of a subject and is dropped with the last one.
+//! - [`directory`]: claiming a client id in the cluster's directory (a
+//!   key-value bucket with compare-and-set), as a state machine: create,
+//!   ask the owner to hand over, take a dead owner's id, settle races by
+//!   revision.
 //!
 //! Not wired into the broker yet: `--cluster-nats` does not exist.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod directory;
 pub mod interest;
 pub mod subject;
