@@ -17,6 +17,8 @@
 //!   key-value bucket with compare-and-set), as a state machine: create,
 //!   ask the owner to hand over, take a dead owner's id, settle races by
 //!   revision.
+//! - [`wire`]: a publish as the body of the NATS message that carries it
+//!   between nodes (QoS, RETAIN, expiry left, properties, payload).
 //!
 //! Not wired into the broker yet: `--cluster-nats` does not exist.
 
@@ -26,3 +28,4 @@
 pub mod directory;
 pub mod interest;
 pub mod subject;
+pub mod wire;
