@@ -141,6 +141,9 @@ pub(crate) struct Durability {
     pub(crate) reported: Vec<u64>,
     /// Per peer: held links, with the count each waits for (ascending).
     pub(crate) waits: Vec<VecDeque<(u64, Rc<Link>)>>,
+    /// --fsync always: counts to report once the sync of the commit they
+    /// were written in completes (commit count, counts per peer).
+    pub(crate) pending: VecDeque<(u64, Vec<u64>)>,
 }
 
 impl Durability {
@@ -150,6 +153,7 @@ impl Durability {
             received: vec![0; shards],
             reported: vec![0; shards],
             waits: (0..shards).map(|_| VecDeque::new()).collect(),
+            pending: VecDeque::new(),
         }
     }
 }

@@ -511,18 +511,7 @@ impl Engine {
                 }
             }
             Op::Cancel => {}
-            Op::Fsync => {
-                let core = &mut *self.shard.core.borrow_mut();
-                if let Some(journal) = core.journal.as_mut() {
-                    let upto = journal.synced(c.result, &core.stats);
-                    // --fsync always: output that waited for this sync goes.
-                    while core.sync_waits.front().is_some_and(|(e, _)| *e <= upto) {
-                        if let Some((_, link)) = core.sync_waits.pop_front() {
-                            link.release();
-                        }
-                    }
-                }
-            }
+            Op::Fsync => self.shard.core.borrow_mut().journal_synced(c.result),
         }
     }
 

@@ -12,6 +12,24 @@ use tracing::warn;
 use super::apply::{Core, Deferred};
 use crate::stats::ShardStats;
 
+/// Tells each peer how many of its messages are written (`Msg::Durable`):
+/// each non-zero count in `counts`, or with `only_new` each above what
+/// `reported` holds for that peer; `reported` follows. A count sent twice
+/// is harmless (the peer releases what waits for it or less).
+fn report(
+    outlet: &mut crate::mesh::Outlet<super::msg::Msg>,
+    counts: &[u64],
+    reported: &mut [u64],
+    only_new: bool,
+) {
+    for (peer, (&count, seen)) in counts.iter().zip(reported.iter_mut()).enumerate() {
+        if count > 0 && (!only_new || count > *seen) {
+            *seen = count;
+            outlet.send(peer, super::msg::Msg::Durable(count));
+        }
+    }
+}
+
 impl Core {
     /// Brings back what this shard's store held at start: every session
     /// (detached, resumable, its routes added and timers armed) and every
@@ -140,13 +158,16 @@ impl Core {
         };
         journal.commit(&self.stats);
         if let Some(d) = self.durability.as_mut() {
-            // What other shards' messages made this shard record is written:
-            // their publishers' acknowledgements may go.
-            for peer in 0..d.received.len() {
-                if d.received[peer] > d.reported[peer] {
-                    d.reported[peer] = d.received[peer];
-                    self.outlet
-                        .send(peer, super::msg::Msg::Durable(d.received[peer]));
+            // What other shards' messages made this shard record is written
+            // (under --fsync always: once synced): their publishers'
+            // acknowledgements may go.
+            if d.received != d.reported {
+                match journal.unsynced_epoch() {
+                    Some(epoch) => {
+                        d.reported.clone_from(&d.received);
+                        d.pending.push_back((epoch, d.received.clone()));
+                    }
+                    None => report(&mut self.outlet, &d.received, &mut d.reported, true),
                 }
             }
         }
@@ -179,6 +200,31 @@ impl Core {
                 expires_at_unix_ms: m.expires_at.map(|t| clock.to_unix(t)),
             });
             journal.start_compaction(sessions, retained);
+        }
+    }
+
+    /// The ring's fdatasync of the log completed with `result`: release
+    /// the output that waited for it (--fsync always) and report to other
+    /// shards the counts it covers.
+    pub(crate) fn journal_synced(&mut self, result: i32) {
+        let Some(journal) = self.journal.as_mut() else {
+            return;
+        };
+        let upto = journal.synced(result, &self.stats);
+        while self.sync_waits.front().is_some_and(|(e, _)| *e <= upto) {
+            if let Some((_, link)) = self.sync_waits.pop_front() {
+                link.release();
+            }
+        }
+        if let Some(d) = self.durability.as_mut() {
+            let mut last = None;
+            while d.pending.front().is_some_and(|(e, _)| *e <= upto) {
+                last = d.pending.pop_front().map(|(_, counts)| counts);
+            }
+            if let Some(counts) = last {
+                let mut sent = vec![0; counts.len()];
+                report(&mut self.outlet, &counts, &mut sent, false);
+            }
         }
     }
 
