@@ -1962,3 +1962,40 @@ fn fsync_interval_syncs_in_time_and_never_does_not() {
         drop(sub);
     }
 }
+
+/// A subscription an ACL reload between restarts no longer allows is left
+/// out at import and out of the store too: restoring the old rules later
+/// does not bring it back (the store must not keep what the live session
+/// dropped).
+#[test]
+fn a_subscription_revoked_at_import_stays_gone() {
+    let tmp = TempDir::new("p-acl");
+    let dir = data_dir(&tmp);
+    let open_acl = tmp.path_str("open.acl");
+    let narrow_acl = tmp.path_str("narrow.acl");
+    std::fs::write(&open_acl, "user u\ntopic readwrite #\n").expect("write ACL");
+    std::fs::write(&narrow_acl, "user u\ntopic readwrite b/#\n").expect("write ACL");
+    let opts = |id: &str, clean: bool| persistent(id, clean).login("u", None);
+
+    let node = start(Some(&dir), 1, &["--acl-file", &open_acl]);
+    let (mut s, _) = RawClient::connected(node.addr, &opts("acl-sub", true));
+    assert_eq!(s.subscribe_v5(1, None, &[("a/x", 1), ("b/x", 1)]), [1, 1]);
+    leave(s);
+    node.sigkill();
+
+    // Under the narrow rules the import drops a/x.
+    let node = start(Some(&dir), 1, &["--acl-file", &narrow_acl]);
+    node.sigkill();
+
+    // The open rules again: a/x must not have come back from the store.
+    let node = start(Some(&dir), 1, &["--acl-file", &open_acl]);
+    let mut s = resume_with(node.addr, &opts("acl-sub", false), "after two restarts");
+    let (mut p, _) = RawClient::connected(node.addr, &ConnectOpts::v5("acl-pub").login("u", None));
+    p.publish1("a/x", b"a", 1);
+    p.publish1("b/x", b"b", 2);
+    assert_eq!(
+        texts(&collect(&mut s, 1)),
+        ["b"],
+        "a/x was revoked at the second start and must stay gone"
+    );
+}
