@@ -144,6 +144,25 @@ pub struct Config {
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
     pub compact_log_bytes: u64,
 
+    /// NATS server URL for clustering (`nats://host:4222`; repeatable for
+    /// several servers of one NATS cluster). Nodes on the same NATS and
+    /// --cluster-prefix act as one broker for routing: a publish reaches
+    /// subscribers on every node. Off unless given. First step of
+    /// clustering: QoS 1/2 cross nodes at most once, `$share` groups are
+    /// per node, and take-over, retained messages and sessions are per
+    /// node (see the README).
+    #[arg(long = "cluster-nats", value_name = "URL")]
+    pub cluster_nats: Vec<String>,
+
+    /// This node's name in the cluster (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub node_id: Option<String>,
+
+    /// The NATS subject namespace of the cluster: nodes with the same
+    /// prefix form one broker (`ringmq`, `acme.mqtt`).
+    #[arg(long, value_name = "PREFIX", default_value = "ringmq")]
+    pub cluster_prefix: String,
+
     /// Address of the HTTP listener for /metrics (Prometheus), the JSON
     /// admin API (/api/v1/...) and the status page (/). Off unless given.
     /// Without --http-token, bind it to loopback: the API can disconnect
@@ -598,6 +617,15 @@ impl Config {
             return bad(
                 "busy-poll-us",
                 format!("{} is not in 0..=10000", self.busy_poll_us),
+            );
+        }
+        if ringmq_cluster::subject::check_prefix(&self.cluster_prefix).is_err() {
+            return bad(
+                "cluster-prefix",
+                format!(
+                    "{:?}: one or more dot-separated tokens without spaces, `*` or `>`",
+                    self.cluster_prefix
+                ),
             );
         }
         if self.fsync_interval_ms == 0 {

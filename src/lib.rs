@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod cluster;
 mod config;
 mod http;
 mod io;
@@ -55,6 +56,18 @@ const GLOMMIO_RING_BYTES: u64 = 64 * 1024;
 /// the same shard, in every process and every run.
 pub fn shard_for(client_id: &[u8], shards: usize) -> usize {
     ringmq_route::owner_shard(client_id, shards).0
+}
+
+/// The host name, for --node-id's default.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_string(),
+        _ => "ringmq".to_string(),
+    }
 }
 
 /// Why the broker could not start.
@@ -191,6 +204,8 @@ pub struct Broker {
     http: Option<http::HttpServer>,
     /// `--persistence-dir`'s lock, held while the broker runs.
     _store_lock: Option<std::fs::File>,
+    /// `--cluster-nats`: the control thread (stopped after the shards).
+    _cluster: Option<cluster::Cluster>,
 }
 
 impl Broker {
@@ -208,7 +223,28 @@ impl Broker {
         let acl = auth::load_acl(&config).map_err(StartError::Acl)?;
         let (mesh, inboxes) = Mesh::<Msg>::new(shards, config.inbox_capacity)
             .map_err(|e| StartError::Executor(format!("cannot create the shard mesh: {e}")))?;
+        // --cluster-nats: the control thread starts before the shards, so
+        // the interest of sessions restored from disk reaches it.
+        let mut cluster = None;
+        let mut cluster_link = None;
+        if !config.cluster_nats.is_empty() {
+            let node_id = config.node_id.clone().unwrap_or_else(host_name);
+            let to_shards = mesh.clone();
+            let (c, link) = cluster::Cluster::start(
+                config.cluster_nats.clone(),
+                config.cluster_prefix.clone(),
+                node_id,
+                move |publish| {
+                    let shard = shard_for(&publish.topic, shards);
+                    to_shards.send_external(shard, Msg::ClusterPublish(Box::new(publish)));
+                },
+            )
+            .map_err(StartError::Executor)?;
+            cluster = Some(c);
+            cluster_link = Some(link);
+        }
         let shared = Arc::new(Shared {
+            cluster: cluster_link,
             stats: (0..shards)
                 .map(|_| Arc::new(ShardStats::default()))
                 .collect(),
@@ -266,6 +302,7 @@ impl Broker {
             auth_threads,
             http: None,
             _store_lock: store_lock,
+            _cluster: cluster,
         };
         let mut listen = shared.config.listen.clone();
         for (id, inbox) in inboxes.into_iter().enumerate() {

@@ -142,6 +142,18 @@ counters! {
         acl_reloads,
         /// ACL file reloads that failed (the old rules stayed).
         acl_reload_failures,
+        /// --cluster-nats: 1 while connected to NATS.
+        cluster_connected,
+        /// Publishes forwarded to the other nodes.
+        cluster_published,
+        /// Publishes from other nodes routed here.
+        cluster_received,
+        /// Publishes not forwarded (the queue to NATS was full, or NATS
+        /// refused them).
+        cluster_dropped,
+        /// Messages from NATS this node could not read (not its subjects,
+        /// a bad body).
+        cluster_bad,
     }
     /// Connections open now (accepted sockets, before and after CONNECT).
     connections,

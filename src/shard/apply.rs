@@ -234,6 +234,12 @@ impl Core {
                         continue;
                     };
                     if let Some(change) = self.routes.subscribe(text, sid, grant) {
+                        if let Some(cluster) = &self.shared.cluster {
+                            // The filter's (or group's) first subscriber here.
+                            if change.members == 1 {
+                                cluster.interest(true, &change.filter);
+                            }
+                        }
                         // Into every other shard's FIFO before the SUBACK
                         // that follows leaves (ordering invariant).
                         self.broadcast(change);
@@ -244,6 +250,11 @@ impl Core {
                         continue;
                     };
                     if let Some(change) = self.routes.unsubscribe(text, sid) {
+                        if let Some(cluster) = &self.shared.cluster {
+                            if change.members == 0 {
+                                cluster.interest(false, &change.filter);
+                            }
+                        }
                         self.broadcast(change);
                     }
                 }

@@ -62,6 +62,9 @@ pub(crate) enum Msg {
     /// Wills that came due while the broker was down (persistence): publish
     /// them once every channel has been drained.
     StoredWills(Vec<(bytes::Bytes, ringmq_store::WillRecord)>),
+    /// --cluster-nats: a publish from another node, to route here (never
+    /// back to NATS).
+    ClusterPublish(Box<ringmq_codec::Publish>),
     /// Persistence: the sender has written (to the kernel) what the first
     /// N `Publish` messages from this shard made it record.
     Durable(u64),

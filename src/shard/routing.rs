@@ -61,7 +61,20 @@ impl Core {
     /// Routes a PUBLISH read on this shard (or a will): to each other
     /// shard with subscribers, to the retained owner when RETAIN is set,
     /// then to local subscribers. `origin` is the publishing session.
-    fn route(&mut self, mut publish: Publish, origin: Option<SessionId>) {
+    fn route(&mut self, publish: Publish, origin: Option<SessionId>) {
+        self.route_on(publish, origin, true);
+    }
+
+    /// A publish from another node (--cluster-nats): routed on this node
+    /// only.
+    pub(crate) fn route_from_cluster(&mut self, publish: Publish) {
+        self.route_on(publish, None, false);
+        self.run_deferred();
+    }
+
+    /// [`Core::route`], forwarding to the other nodes when `to_cluster`
+    /// (never `$SYS`: each node has its own).
+    fn route_on(&mut self, mut publish: Publish, origin: Option<SessionId>, to_cluster: bool) {
         if publish.qos != QoS::AtMostOnce {
             // Sessions keep QoS 1/2 messages until acknowledged, maybe for
             // days: they must not pin the 64 KiB read block this one was
@@ -76,6 +89,11 @@ impl Core {
             .properties
             .message_expiry_interval
             .map(|secs| now.add_secs(u64::from(secs)));
+        if to_cluster && !topic.starts_with('$') {
+            if let Some(cluster) = &self.shared.cluster {
+                cluster.forward(&publish, publish.properties.message_expiry_interval);
+            }
+        }
         let owner = publish
             .retain
             .then(|| owner_shard(&publish.topic, self.shared.shards));

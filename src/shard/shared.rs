@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     /// ACL file reloads done and failed.
     pub(crate) acl_reloads: AtomicU64,
     pub(crate) acl_reload_failures: AtomicU64,
+    /// --cluster-nats: the way to the node's control thread.
+    pub(crate) cluster: Option<crate::cluster::ClusterLink>,
 }
 
 impl Shared {
@@ -48,6 +50,13 @@ impl Shared {
         total.password_reload_failures = load(&self.password_reload_failures);
         total.acl_reloads = load(&self.acl_reloads);
         total.acl_reload_failures = load(&self.acl_reload_failures);
+        if let Some(c) = &self.cluster {
+            total.cluster_connected = load(&c.stats.connected);
+            total.cluster_published = load(&c.stats.published);
+            total.cluster_received = load(&c.stats.received);
+            total.cluster_dropped = load(&c.stats.dropped);
+            total.cluster_bad = load(&c.stats.bad);
+        }
         total
     }
 

@@ -1,0 +1,330 @@
+//! `--cluster-nats`: the node's control thread on NATS (issue 17, first
+//! step: routing between nodes).
+//!
+//! One thread per node runs a current-thread tokio runtime and the
+//! async-nats client; tokio never runs on a shard thread. Shards talk to it
+//! through two channels: interest changes (a filter gained its first or
+//! lost its last subscriber on a shard; unbounded, as their number is
+//! bounded by the subscriptions the broker holds) and publishes to forward
+//! (bounded: when NATS cannot keep up a publish is dropped and counted,
+//! never queued without bound). What arrives from NATS is handed to
+//! `deliver` (the broker sends it to the shard that owns the topic as
+//! `Msg::ClusterPublish`, routed there like a local publish, never back to
+//! NATS); this module knows nothing of shards.
+//!
+//! Subjects, the interest set and the message body are `ringmq-cluster`'s
+//! (sans-IO). The connection has `no_echo`: a node never receives its own
+//! publishes. A shared subscription (`$share/G/F`) is served per node in
+//! this step: each node with members of the group gets one copy and gives
+//! it to one local member. QoS 1/2 messages cross nodes at most once (core
+//! NATS); the JetStream path, the client-id directory, retained messages
+//! and sessions across nodes are the next steps of issue 17.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use ringmq_cluster::interest::{Change, Interest, Subscription};
+use ringmq_cluster::{subject, wire};
+use ringmq_codec::{Publish, QoS};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// Publishes waiting for the control thread, at most.
+const PUBLISH_QUEUE: usize = 65_536;
+
+/// What a shard tells the control thread.
+#[derive(Debug)]
+pub(crate) enum Interested {
+    /// The first local subscriber of `filter` (true) or the last one left
+    /// (false).
+    Filter(bool, String),
+}
+
+/// A publish to forward to the other nodes.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) subject: String,
+    pub(crate) body: Vec<u8>,
+}
+
+/// The counters of the control thread (read by `stats`).
+#[derive(Debug, Default)]
+pub(crate) struct ClusterStats {
+    /// 1 while connected to NATS.
+    pub(crate) connected: AtomicU64,
+    /// Publishes forwarded to NATS.
+    pub(crate) published: AtomicU64,
+    /// Publishes from other nodes routed here.
+    pub(crate) received: AtomicU64,
+    /// Publishes not forwarded (the queue to NATS was full, or NATS
+    /// refused).
+    pub(crate) dropped: AtomicU64,
+    /// Messages from NATS that were not ours to read (foreign subject, bad
+    /// body).
+    pub(crate) bad: AtomicU64,
+}
+
+/// What the shards hold of the cluster.
+pub(crate) struct ClusterLink {
+    pub(crate) prefix: String,
+    pub(crate) interest: mpsc::UnboundedSender<Interested>,
+    pub(crate) publish: mpsc::Sender<Outgoing>,
+    pub(crate) stats: Arc<ClusterStats>,
+}
+
+impl ClusterLink {
+    /// Forwards a publish read on this node (not one from another node).
+    pub(crate) fn forward(&self, publish: &Publish, expiry_secs: Option<u32>) {
+        let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+            return;
+        };
+        let Ok(subject) = subject::topic_subject(&self.prefix, topic) else {
+            return;
+        };
+        let properties = if publish.properties.is_empty() {
+            Bytes::new()
+        } else {
+            let mut kept = (*publish.properties).clone();
+            kept.message_expiry_interval = None;
+            kept.topic_alias = None;
+            kept.subscription_identifiers.clear();
+            ringmq_session::encode_properties(&kept)
+        };
+        let mut body = Vec::with_capacity(16 + properties.len() + publish.payload.len());
+        wire::encode(
+            &wire::Message {
+                qos: publish.qos as u8,
+                retain: publish.retain,
+                expiry_secs,
+                properties: &properties,
+                payload: &publish.payload,
+            },
+            &mut body,
+        );
+        if self.publish.try_send(Outgoing { subject, body }).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A filter's (or a shared group's inner filter's) first local
+    /// subscriber on a shard came (`add`) or its last went. A shared group
+    /// is served per node in this step: the node takes its inner filter.
+    pub(crate) fn interest(&self, add: bool, filter: &[u8]) {
+        if let Ok(filter) = std::str::from_utf8(filter) {
+            let _ = self
+                .interest
+                .send(Interested::Filter(add, filter.to_string()));
+        }
+    }
+}
+
+/// The control thread.
+pub(crate) struct Cluster {
+    thread: Option<JoinHandle<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Cluster {
+    /// Starts the control thread for NATS servers `urls` under subject
+    /// prefix `prefix`; returns it and what the shards hold.
+    pub(crate) fn start(
+        urls: Vec<String>,
+        prefix: String,
+        node_id: String,
+        deliver: impl Fn(Publish) + Send + 'static,
+    ) -> Result<(Cluster, ClusterLink), String> {
+        subject::check_prefix(&prefix).map_err(|e| format!("--cluster-prefix {prefix:?}: {e}"))?;
+        let (interest_tx, interest_rx) = mpsc::unbounded_channel();
+        let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let stats = Arc::new(ClusterStats::default());
+        let link = ClusterLink {
+            prefix: prefix.clone(),
+            interest: interest_tx,
+            publish: publish_tx,
+            stats: stats.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the cluster runtime: {e}"))?;
+        let thread = std::thread::Builder::new()
+            .name("ringmq-cluster".into())
+            .spawn(move || {
+                runtime.block_on(control(Control {
+                    urls,
+                    prefix,
+                    node_id,
+                    deliver: Box::new(deliver),
+                    stats,
+                    interest_rx,
+                    publish_rx,
+                    stop_rx,
+                }))
+            })
+            .map_err(|e| format!("cannot start the cluster thread: {e}"))?;
+        Ok((
+            Cluster {
+                thread: Some(thread),
+                stop: Some(stop_tx),
+            },
+            link,
+        ))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Control {
+    urls: Vec<String>,
+    prefix: String,
+    node_id: String,
+    deliver: Box<dyn Fn(Publish) + Send>,
+    stats: Arc<ClusterStats>,
+    interest_rx: mpsc::UnboundedReceiver<Interested>,
+    publish_rx: mpsc::Receiver<Outgoing>,
+    stop_rx: tokio::sync::oneshot::Receiver<()>,
+}
+
+async fn control(mut c: Control) {
+    let stats = c.stats.clone();
+    let events = stats.clone();
+    let options = async_nats::ConnectOptions::new()
+        .no_echo()
+        .name(format!("ringmq {}", c.node_id))
+        .retry_on_initial_connect()
+        .event_callback(move |event| {
+            let events = events.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        events.connected.store(1, Ordering::Relaxed);
+                        info!("cluster: connected to NATS");
+                    }
+                    async_nats::Event::Disconnected => {
+                        events.connected.store(0, Ordering::Relaxed);
+                        warn!("cluster: disconnected from NATS; reconnecting");
+                    }
+                    other => info!(event = %other, "cluster: NATS event"),
+                }
+            }
+        });
+    let client = match options.connect(c.urls.clone()).await {
+        Ok(client) => client,
+        Err(e) => {
+            warn!(error = %e, urls = ?c.urls, "cluster: cannot connect to NATS");
+            return;
+        }
+    };
+    let (in_tx, mut in_rx) = mpsc::channel::<async_nats::Message>(4096);
+    let mut interest = match Interest::new(&c.prefix) {
+        Ok(i) => i,
+        Err(_) => return,
+    };
+    let mut subscriptions: HashMap<Subscription, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut changes = Vec::new();
+    loop {
+        tokio::select! {
+            _ = &mut c.stop_rx => break,
+            Some(Interested::Filter(add, filter)) = c.interest_rx.recv() => {
+                changes.clear();
+                let result = if add {
+                    interest.add(&filter, &mut changes)
+                } else {
+                    interest.remove(&filter, &mut changes)
+                };
+                if result.is_err() {
+                    continue;
+                }
+                for change in changes.drain(..) {
+                    match change {
+                        Change::Subscribe(s) => {
+                            let sub = match &s.queue {
+                                Some(q) => client.queue_subscribe(s.subject.clone(), q.clone()).await,
+                                None => client.subscribe(s.subject.clone()).await,
+                            };
+                            match sub {
+                                Ok(mut sub) => {
+                                    let tx = in_tx.clone();
+                                    let task = tokio::spawn(async move {
+                                        while let Some(m) = sub.next().await {
+                                            if tx.send(m).await.is_err() {
+                                                break;
+                                            }
+                                        }
+                                    });
+                                    subscriptions.insert(s, task);
+                                }
+                                Err(e) => warn!(subject = %s.subject, error = %e, "cluster: subscribe failed"),
+                            }
+                        }
+                        Change::Unsubscribe(s) => {
+                            // Dropping the subscriber unsubscribes.
+                            if let Some(task) = subscriptions.remove(&s) {
+                                task.abort();
+                            }
+                        }
+                    }
+                }
+            }
+            Some(out) = c.publish_rx.recv() => {
+                match client.publish(out.subject, Bytes::from(out.body)).await {
+                    Ok(()) => { stats.published.fetch_add(1, Ordering::Relaxed); }
+                    Err(_) => { stats.dropped.fetch_add(1, Ordering::Relaxed); }
+                }
+            }
+            Some(m) = in_rx.recv() => deliver(&c, &m),
+        }
+    }
+    for (_, task) in subscriptions {
+        task.abort();
+    }
+    let _ = client.flush().await;
+}
+
+/// A message from another node, to `deliver`.
+fn deliver(c: &Control, m: &async_nats::Message) {
+    let (Some(topic), Ok(body)) = (
+        subject::topic_of(&c.prefix, m.subject.as_str()),
+        wire::decode(&m.payload),
+    ) else {
+        c.stats.bad.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let Some(qos) = QoS::from_u8(body.qos) else {
+        c.stats.bad.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let mut properties = match ringmq_session::decode_properties(body.properties) {
+        Ok(p) => p,
+        Err(_) => {
+            c.stats.bad.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    properties.message_expiry_interval = body.expiry_secs;
+    let publish = Publish {
+        dup: false,
+        qos,
+        retain: body.retain,
+        topic: Bytes::from(topic),
+        packet_id: 0,
+        properties: properties.into(),
+        payload: Bytes::copy_from_slice(body.payload),
+    };
+    c.stats.received.fetch_add(1, Ordering::Relaxed);
+    (c.deliver)(publish);
+}

