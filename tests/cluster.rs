@@ -86,6 +86,15 @@ fn node(nats: &Nats, name: &str) -> ringmq::Broker {
     broker
 }
 
+/// A NATS server and two nodes on it, `a` and `b` (None: no nats-server
+/// and the test may be skipped).
+fn two_nodes() -> Option<(Nats, ringmq::Broker, ringmq::Broker)> {
+    let nats = start_nats(&nats_server()?);
+    let a = node(&nats, "a");
+    let b = node(&nats, "b");
+    Some((nats, a, b))
+}
+
 /// Publishes `probe` on `publisher` until `subscriber` gets one (the
 /// subscriber's node subscribes on NATS asynchronously), then drains the
 /// extra probes.
@@ -131,12 +140,9 @@ fn payloads(c: &mut RawClient, n: usize) -> Vec<Vec<u8>> {
 
 #[test]
 fn a_publish_on_one_node_reaches_subscribers_on_another() {
-    let Some(bin) = nats_server() else {
+    let Some((_nats, a, b)) = two_nodes() else {
         return;
     };
-    let nats = start_nats(&bin);
-    let a = node(&nats, "a");
-    let b = node(&nats, "b");
     let (mut sub_b, _) = RawClient::connected(b.local_addr(), &ConnectOpts::v5("sub-b"));
     assert_eq!(sub_b.subscribe(1, &[("c/+/x", 1)]), [1]);
     let (mut sub_a, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("sub-a"));
@@ -171,12 +177,9 @@ fn a_publish_on_one_node_reaches_subscribers_on_another() {
 
 #[test]
 fn an_unsubscribe_stops_the_traffic() {
-    let Some(bin) = nats_server() else {
+    let Some((_nats, a, b)) = two_nodes() else {
         return;
     };
-    let nats = start_nats(&bin);
-    let a = node(&nats, "a");
-    let b = node(&nats, "b");
     let (mut sub_b, _) = RawClient::connected(b.local_addr(), &ConnectOpts::v5("sub-b"));
     assert_eq!(sub_b.subscribe(1, &[("u/#", 0), ("v/m", 0)]), [0, 0]);
     let (mut publisher, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("pub-a"));
