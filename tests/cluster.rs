@@ -56,6 +56,10 @@ fn start_nats(bin: &str) -> Nats {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
+    start_nats_on(bin, port)
+}
+
+fn start_nats_on(bin: &str, port: u16) -> Nats {
     let child = Command::new(bin)
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -210,4 +214,61 @@ fn an_unsubscribe_stops_the_traffic() {
         "b's node kept its NATS subscription to u/# after the last UNSUBSCRIBE"
     );
     assert_eq!(b.stats().cluster_bad, 0);
+}
+
+#[test]
+fn nodes_recover_when_the_nats_server_restarts() {
+    let Some(bin) = nats_server() else {
+        return;
+    };
+    let nats = start_nats(&bin);
+    let port: u16 = nats.url.rsplit(':').next().unwrap().parse().unwrap();
+    let a = node(&nats, "a");
+    let b = node(&nats, "b");
+    let (mut sub_b, _) = RawClient::connected(b.local_addr(), &ConnectOpts::v5("sub-b"));
+    assert_eq!(sub_b.subscribe(1, &[("r/#", 0)]), [0]);
+    let (mut publisher, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("pub-a"));
+    wait_routed(&mut publisher, &mut sub_b, "r/before");
+    drop(nats);
+    wait_stats(&a, "a saw NATS go", |s| s.cluster_connected == 0);
+    // Local clients are still served while NATS is away.
+    let (mut sub_a, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("sub-a"));
+    assert_eq!(sub_a.subscribe(1, &[("r/#", 0)]), [0]);
+    publisher.publish0("r/local", b"local");
+    let p = sub_a.expect_packet(PROMPT, "a local delivery while NATS is down");
+    assert_eq!(p.publish(true).payload, b"local");
+    // The server comes back on the same port: both nodes reconnect and
+    // subscribe again, and routing resumes.
+    let _nats = start_nats_on(&bin, port);
+    wait_stats(&a, "a reconnected", |s| s.cluster_connected == 1);
+    wait_stats(&b, "b reconnected", |s| s.cluster_connected == 1);
+    wait_routed(&mut publisher, &mut sub_b, "r/after");
+    // `_nats` goes first (declared last): the nodes then stop with NATS
+    // away, which must not hold up their exit.
+}
+
+/// A node whose NATS server never answers still starts, serves its local
+/// clients, and stops.
+#[test]
+fn a_node_without_its_nats_server_serves_locally_and_stops() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let a = start(&["--cluster-nats", &url, "--node-id", "alone"]);
+    let (mut sub, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("sub"));
+    assert_eq!(sub.subscribe(1, &[("l/#", 0)]), [0]);
+    let (mut publisher, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("pub"));
+    publisher.publish0("l/x", b"local");
+    let p = sub.expect_packet(PROMPT, "a local delivery without NATS");
+    assert_eq!(p.publish(true).payload, b"local");
+    assert_eq!(a.stats().cluster_connected, 0);
+    let stopping = Instant::now();
+    drop(a);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "the broker took {:?} to stop without NATS",
+        stopping.elapsed()
+    );
 }

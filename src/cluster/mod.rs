@@ -33,6 +33,10 @@ use ringmq_codec::{Publish, QoS};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+/// Longest the control thread waits at shutdown for NATS to take what is
+/// buffered.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Publishes waiting for the control thread, at most.
 const PUBLISH_QUEUE: usize = 65_536;
 
@@ -222,7 +226,12 @@ async fn control(mut c: Control) {
                 }
             }
         });
-    let client = match options.connect(c.urls.clone()).await {
+    // A broker stopping before NATS ever answered must not wait for it.
+    let connected = tokio::select! {
+        _ = &mut c.stop_rx => return,
+        connected = options.connect(c.urls.clone()) => connected,
+    };
+    let client = match connected {
         Ok(client) => client,
         Err(e) => {
             warn!(error = %e, urls = ?c.urls, "cluster: cannot connect to NATS");
@@ -292,7 +301,9 @@ async fn control(mut c: Control) {
     for (_, task) in subscriptions {
         task.abort();
     }
-    let _ = client.flush().await;
+    // What was handed to the client goes out, but a NATS that is away must
+    // not hold up the broker's exit.
+    let _ = tokio::time::timeout(SHUTDOWN_FLUSH, client.flush()).await;
 }
 
 /// A message from another node, to `deliver`.
