@@ -114,6 +114,9 @@ impl Core {
             }
         }
         self.run_deferred();
+        // What the import left out is on disk before the shard serves: a
+        // crash right after start must not bring it back.
+        self.commit_journal();
     }
 
     fn record_all(&mut self, events: &[Event]) {
