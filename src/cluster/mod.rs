@@ -89,15 +89,7 @@ impl ClusterLink {
         let Ok(subject) = subject::topic_subject(&self.prefix, topic) else {
             return;
         };
-        let properties = if publish.properties.is_empty() {
-            Bytes::new()
-        } else {
-            let mut kept = (*publish.properties).clone();
-            kept.message_expiry_interval = None;
-            kept.topic_alias = None;
-            kept.subscription_identifiers.clear();
-            ringmq_session::encode_properties(&kept)
-        };
+        let properties = ringmq_session::encode_message_properties(&publish.properties);
         let mut body = Vec::with_capacity(16 + properties.len() + publish.payload.len());
         wire::encode(
             &wire::Message {

@@ -93,22 +93,6 @@ fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// A retained message's properties as the store keeps them: what the
-/// retained store keeps (not the Message Expiry Interval, which is the
-/// record's own expiry), encoded.
-pub(crate) fn retained_properties(p: &ringmq_codec::Properties) -> bytes::Bytes {
-    if p.is_empty() {
-        return bytes::Bytes::new();
-    }
-    let kept = ringmq_codec::Properties {
-        message_expiry_interval: None,
-        topic_alias: None,
-        subscription_identifiers: Vec::new(),
-        ..p.clone()
-    };
-    ringmq_session::encode_properties(&kept)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

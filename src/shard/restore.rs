@@ -199,7 +199,7 @@ impl Core {
                 properties: m
                     .properties
                     .as_deref()
-                    .map_or_else(Bytes::new, crate::persist::retained_properties),
+                    .map_or_else(Bytes::new, ringmq_session::encode_message_properties),
                 expires_at_unix_ms: m.expires_at.map(|t| clock.to_unix(t)),
             });
             journal.start_compaction(sessions, retained);

@@ -235,7 +235,7 @@ impl Core {
                         topic: publish.topic.clone(),
                         payload: publish.payload.clone(),
                         qos: publish.qos as u8,
-                        properties: crate::persist::retained_properties(&publish.properties),
+                        properties: ringmq_session::encode_message_properties(&publish.properties),
                         expires_at_unix_ms: expires_at.map(|t| journal.clock().to_unix(t)),
                     })
                 }

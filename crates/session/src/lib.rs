@@ -44,8 +44,8 @@ pub use limit::{exceeds_levels, Limit};
 pub use outbound::{DropReason, Offer, Outbound, OutboundConfig, OutboundEntry, QosError};
 pub use outbox::{Action, Outbox, Timer};
 pub use persist::{
-    decode_properties, encode_properties, options_byte, options_from_byte, protocol_byte,
-    protocol_from_byte, ImportError, WallClock,
+    decode_properties, encode_message_properties, encode_properties, options_byte,
+    options_from_byte, protocol_byte, protocol_from_byte, ImportError, WallClock,
 };
 pub use session::{owned, owned_properties, refuse_connect, Delivery, Session, Subscription};
 pub use violation::Violation;

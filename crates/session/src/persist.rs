@@ -453,6 +453,23 @@ impl Session {
     }
 }
 
+/// A message's properties as they outlive one hop (a retained message in
+/// the store, a publish sent to another node), encoded as
+/// [`encode_properties`] does: without the Message Expiry Interval (kept
+/// apart, as a deadline or the time left) and without the Topic Alias and
+/// Subscription Identifiers (one connection's own).
+pub fn encode_message_properties(properties: &Properties) -> Bytes {
+    if properties.is_empty() {
+        return Bytes::new();
+    }
+    encode_properties(&Properties {
+        message_expiry_interval: None,
+        topic_alias: None,
+        subscription_identifiers: Vec::new(),
+        ..properties.clone()
+    })
+}
+
 /// The property list of a PUBLISH carrying `properties`, as the codec
 /// writes it (ascending identifiers, user properties last), without its
 /// length prefix; empty for none.
