@@ -17,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod nats;
 pub mod process;
 
 use std::io::{self, Read, Write};
