@@ -148,9 +148,8 @@ pub struct Config {
     /// several servers of one NATS cluster). Nodes on the same NATS and
     /// --cluster-prefix act as one broker for routing: a publish reaches
     /// subscribers on every node. Off unless given. First step of
-    /// clustering: QoS 1/2 cross nodes at most once, `$share` groups are
-    /// per node, and take-over, retained messages and sessions are per
-    /// node (see the README).
+    /// clustering: QoS 1/2 cross nodes at most once, and take-over,
+    /// retained messages and sessions are per node (see the README).
     #[arg(long = "cluster-nats", value_name = "URL")]
     pub cluster_nats: Vec<String>,
 

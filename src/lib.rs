@@ -234,9 +234,9 @@ impl Broker {
                 config.cluster_nats.clone(),
                 config.cluster_prefix.clone(),
                 node_id,
-                move |publish| {
+                move |publish, group| {
                     let shard = shard_for(&publish.topic, shards);
-                    to_shards.send_external(shard, Msg::ClusterPublish(Box::new(publish)));
+                    to_shards.send_external(shard, Msg::ClusterPublish(Box::new(publish), group));
                 },
             )
             .map_err(StartError::Executor)?;

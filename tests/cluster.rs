@@ -143,3 +143,84 @@ fn a_node_without_its_nats_server_serves_locally_and_stops() {
         stopping.elapsed()
     );
 }
+
+/// Reads what each of `members` gets (acknowledging QoS 1) until `n`
+/// messages other than probes arrived in all, or `within` passed: the
+/// payloads each one got.
+fn spread(members: &mut [RawClient], n: usize, within: Duration) -> Vec<Vec<Vec<u8>>> {
+    let mut got: Vec<Vec<Vec<u8>>> = vec![Vec::new(); members.len()];
+    let deadline = Instant::now() + within;
+    while got.iter().map(Vec::len).sum::<usize>() < n && Instant::now() < deadline {
+        for (c, got) in members.iter_mut().zip(got.iter_mut()) {
+            while let Ok(p) = c.read_packet(Duration::from_millis(10)) {
+                assert_eq!(p.kind, PUBLISH, "{p:?}");
+                let info = p.publish(c.v5);
+                if info.qos == 1 {
+                    c.send(&puback_packet(info.packet_id)).expect("PUBACK");
+                }
+                if info.payload != b"probe" {
+                    got.push(info.payload.to_vec());
+                }
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn a_shared_group_across_nodes_gets_each_message_once() {
+    let Some((_nats, a, b)) = two_nodes() else {
+        return;
+    };
+    // One member on a, two on b (one per shard), and an ordinary
+    // subscriber on b that gets everything.
+    let member = |addr, id: String| {
+        let (mut c, _) = RawClient::connected(addr, &ConnectOpts::v5(&id));
+        assert_eq!(c.subscribe(1, &[("$share/g/s/#", 1)]), [1]);
+        c
+    };
+    let mut members = vec![
+        member(a.local_addr(), id_on_shard("m-a", 0)),
+        member(b.local_addr(), id_on_shard("m-b", 0)),
+        member(b.local_addr(), id_on_shard("m-b", 1)),
+    ];
+    let (mut ordinary, _) = RawClient::connected(b.local_addr(), &ConnectOpts::v5("all-b"));
+    assert_eq!(ordinary.subscribe(1, &[("s/#", 1)]), [1]);
+    let (mut pub_a, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("pub-a"));
+    let (mut pub_b, _) = RawClient::connected(b.local_addr(), &ConnectOpts::v5("pub-b"));
+    // Both nodes' interest is on NATS once b's ordinary subscriber gets a
+    // probe from a and a's member one from b.
+    wait_routed(&mut pub_a, &mut ordinary, "s/probe");
+    let reached_a = poll_until(Duration::from_secs(10), || {
+        pub_b.publish0("s/probe", b"probe");
+        matches!(members[0].read_packet(Duration::from_millis(50)), Ok(p) if p.kind == PUBLISH)
+    });
+    assert!(reached_a, "no probe from b reached the group member on a");
+    // Probes still on their way.
+    spread(&mut members, usize::MAX, Duration::from_millis(300));
+    while ordinary.read_packet(Duration::from_millis(200)).is_ok() {}
+    let want: Vec<Vec<u8>> = (0..60).map(|i| format!("m{i}").into_bytes()).collect();
+    for (i, m) in want.iter().enumerate() {
+        // Half published on each node.
+        let publisher = if i % 2 == 0 { &mut pub_a } else { &mut pub_b };
+        publisher.publish1("s/x", m, i as u16 + 1);
+    }
+    let got = spread(&mut members, want.len(), Duration::from_secs(10));
+    let mut all: Vec<Vec<u8>> = got.iter().flatten().cloned().collect();
+    all.sort();
+    let mut sorted = want.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "each message once in the whole group: {got:?}");
+    assert!(
+        !got[0].is_empty() && (!got[1].is_empty() || !got[2].is_empty()),
+        "the group spans both nodes: {got:?}"
+    );
+    // Nothing more for anyone, and the ordinary subscriber got them all.
+    assert_eq!(
+        spread(&mut members, 1, Duration::from_millis(300)),
+        vec![Vec::<Vec<u8>>::new(); 3]
+    );
+    let mut seen = payloads(&mut ordinary, want.len());
+    seen.sort();
+    assert_eq!(seen, sorted, "the ordinary subscriber, once each");
+}

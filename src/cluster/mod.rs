@@ -13,12 +13,16 @@
 //! NATS); this module knows nothing of shards.
 //!
 //! Subjects, the interest set and the message body are `ringmq-cluster`'s
-//! (sans-IO). The connection has `no_echo`: a node never receives its own
-//! publishes. A shared subscription (`$share/G/F`) is served per node in
-//! this step: each node with members of the group gets one copy and gives
-//! it to one local member. QoS 1/2 messages cross nodes at most once (core
-//! NATS); the JetStream path, the client-id directory, retained messages
-//! and sessions across nodes are the next steps of issue 17.
+//! (sans-IO). A node has two NATS connections: `routes` publishes and
+//! holds the ordinary subscriptions, with `no_echo` (a node never receives
+//! its own publishes); `groups` holds one queue subscription per shared
+//! subscription (`$share/G/F`) with members here, with echo, so NATS gives
+//! each message to one node among all with members, this one included,
+//! and that node gives it to one local member. So a node serves only the
+//! ordinary subscribers of what it reads while connected. QoS 1/2
+//! messages cross nodes at most once (core NATS); the JetStream path, the
+//! client-id directory, retained messages and sessions across nodes are
+//! the next steps of issue 17.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +34,7 @@ use futures_util::StreamExt;
 use ringmq_cluster::interest::{Change, Interest, Subscription};
 use ringmq_cluster::{subject, wire};
 use ringmq_codec::{Publish, QoS};
+use ringmq_route::GroupKey;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -106,15 +111,20 @@ impl ClusterLink {
         }
     }
 
-    /// A filter's (or a shared group's inner filter's) first local
-    /// subscriber on a shard came (`add`) or its last went. A shared group
-    /// is served per node in this step: the node takes its inner filter.
-    pub(crate) fn interest(&self, add: bool, filter: &[u8]) {
-        if let Ok(filter) = std::str::from_utf8(filter) {
-            let _ = self
-                .interest
-                .send(Interested::Filter(add, filter.to_string()));
-        }
+    /// A filter's (or a shared group's, `$share/G/F`) first local
+    /// subscriber on a shard came (`add`) or its last went.
+    pub(crate) fn interest(&self, add: bool, filter: &str) {
+        let _ = self
+            .interest
+            .send(Interested::Filter(add, filter.to_string()));
+    }
+
+    /// Whether NATS chooses the member of each shared group (connected):
+    /// then a node serves only the ordinary subscribers of what it reads
+    /// and each group's member gets the message through NATS; while NATS is
+    /// away, the node serves its own groups.
+    pub(crate) fn picks_group_members(&self) -> bool {
+        self.stats.connected.load(Ordering::Relaxed) == 1
     }
 }
 
@@ -131,7 +141,7 @@ impl Cluster {
         urls: Vec<String>,
         prefix: String,
         node_id: String,
-        deliver: impl Fn(Publish) + Send + 'static,
+        deliver: impl Fn(Publish, Option<GroupKey>) + Send + 'static,
     ) -> Result<(Cluster, ClusterLink), String> {
         subject::check_prefix(&prefix).map_err(|e| format!("--cluster-prefix {prefix:?}: {e}"))?;
         let (interest_tx, interest_rx) = mpsc::unbounded_channel();
@@ -188,49 +198,70 @@ struct Control {
     urls: Vec<String>,
     prefix: String,
     node_id: String,
-    deliver: Box<dyn Fn(Publish) + Send>,
+    deliver: Box<dyn Fn(Publish, Option<GroupKey>) + Send>,
     stats: Arc<ClusterStats>,
     interest_rx: mpsc::UnboundedReceiver<Interested>,
     publish_rx: mpsc::Receiver<Outgoing>,
     stop_rx: tokio::sync::oneshot::Receiver<()>,
 }
 
+/// Connect options of the node's connections to NATS; `echo`: whether it
+/// receives what it publishes itself.
+fn options(c: &Control, echo: bool, role: &'static str) -> async_nats::ConnectOptions {
+    let events = c.stats.clone();
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("ringmq {} {role}", c.node_id))
+        .retry_on_initial_connect();
+    if !echo {
+        options = options.no_echo();
+    }
+    options.event_callback(move |event| {
+        let events = events.clone();
+        async move {
+            match event {
+                async_nats::Event::Connected => {
+                    if role == "routes" {
+                        events.connected.store(1, Ordering::Relaxed);
+                    }
+                    info!(role, "cluster: connected to NATS");
+                }
+                async_nats::Event::Disconnected => {
+                    if role == "routes" {
+                        events.connected.store(0, Ordering::Relaxed);
+                    }
+                    warn!(role, "cluster: disconnected from NATS; reconnecting");
+                }
+                other => info!(role, event = %other, "cluster: NATS event"),
+            }
+        }
+    })
+}
+
 async fn control(mut c: Control) {
     let stats = c.stats.clone();
-    let events = stats.clone();
-    let options = async_nats::ConnectOptions::new()
-        .no_echo()
-        .name(format!("ringmq {}", c.node_id))
-        .retry_on_initial_connect()
-        .event_callback(move |event| {
-            let events = events.clone();
-            async move {
-                match event {
-                    async_nats::Event::Connected => {
-                        events.connected.store(1, Ordering::Relaxed);
-                        info!("cluster: connected to NATS");
-                    }
-                    async_nats::Event::Disconnected => {
-                        events.connected.store(0, Ordering::Relaxed);
-                        warn!("cluster: disconnected from NATS; reconnecting");
-                    }
-                    other => info!(event = %other, "cluster: NATS event"),
-                }
-            }
-        });
-    // A broker stopping before NATS ever answered must not wait for it.
+    // Two connections: `routes` publishes and holds the ordinary
+    // subscriptions, without echo (a node never gets its own publishes
+    // back); `groups` holds the shared groups' queue subscriptions, with
+    // echo, so NATS chooses each message's member among every node's,
+    // this one's included.
+    let (routes, groups) = (options(&c, false, "routes"), options(&c, true, "groups"));
+    let urls = c.urls.clone();
     let connected = tokio::select! {
         _ = &mut c.stop_rx => return,
-        connected = options.connect(c.urls.clone()) => connected,
+        connected = async {
+            let routes = routes.connect(urls.clone()).await?;
+            let groups = groups.connect(urls).await?;
+            Ok::<_, async_nats::ConnectError>((routes, groups))
+        } => connected,
     };
-    let client = match connected {
-        Ok(client) => client,
+    let (client, groups_client) = match connected {
+        Ok(clients) => clients,
         Err(e) => {
             warn!(error = %e, urls = ?c.urls, "cluster: cannot connect to NATS");
             return;
         }
     };
-    let (in_tx, mut in_rx) = mpsc::channel::<async_nats::Message>(4096);
+    let (in_tx, mut in_rx) = mpsc::channel::<(async_nats::Message, Option<GroupKey>)>(4096);
     let mut interest = match Interest::new(&c.prefix) {
         Ok(i) => i,
         Err(_) => return,
@@ -250,19 +281,22 @@ async fn control(mut c: Control) {
                 if result.is_err() {
                     continue;
                 }
+                // A shared filter's queue subscriptions deliver to its group.
+                let group = shared_group(&filter);
                 for change in changes.drain(..) {
                     match change {
                         Change::Subscribe(s) => {
                             let sub = match &s.queue {
-                                Some(q) => client.queue_subscribe(s.subject.clone(), q.clone()).await,
+                                Some(q) => groups_client.queue_subscribe(s.subject.clone(), q.clone()).await,
                                 None => client.subscribe(s.subject.clone()).await,
                             };
+                            let group = if s.queue.is_some() { group } else { None };
                             match sub {
                                 Ok(mut sub) => {
                                     let tx = in_tx.clone();
                                     let task = tokio::spawn(async move {
                                         while let Some(m) = sub.next().await {
-                                            if tx.send(m).await.is_err() {
+                                            if tx.send((m, group)).await.is_err() {
                                                 break;
                                             }
                                         }
@@ -287,7 +321,7 @@ async fn control(mut c: Control) {
                     Err(_) => { stats.dropped.fetch_add(1, Ordering::Relaxed); }
                 }
             }
-            Some(m) = in_rx.recv() => deliver(&c, &m),
+            Some((m, group)) = in_rx.recv() => deliver(&c, &m, group),
         }
     }
     for (_, task) in subscriptions {
@@ -296,10 +330,20 @@ async fn control(mut c: Control) {
     // What was handed to the client goes out, but a NATS that is away must
     // not hold up the broker's exit.
     let _ = tokio::time::timeout(SHUTDOWN_FLUSH, client.flush()).await;
+    drop(groups_client);
 }
 
-/// A message from another node, to `deliver`.
-fn deliver(c: &Control, m: &async_nats::Message) {
+/// The group key of a `$share/G/F` filter.
+fn shared_group(filter: &str) -> Option<GroupKey> {
+    match ringmq_topic::parse_shared(filter) {
+        Ok(Some(shared)) => Some(ringmq_route::group_key(shared.group, shared.filter)),
+        _ => None,
+    }
+}
+
+/// A message from another node (or, for a shared `group`, from any node),
+/// to `deliver`.
+fn deliver(c: &Control, m: &async_nats::Message, group: Option<GroupKey>) {
     let (Some(topic), Ok(body)) = (
         subject::topic_of(&c.prefix, m.subject.as_str()),
         wire::decode(&m.payload),
@@ -329,5 +373,5 @@ fn deliver(c: &Control, m: &async_nats::Message) {
         payload: Bytes::copy_from_slice(body.payload),
     };
     c.stats.received.fetch_add(1, Ordering::Relaxed);
-    (c.deliver)(publish);
+    (c.deliver)(publish, group);
 }

@@ -237,7 +237,7 @@ impl Core {
                         if let Some(cluster) = &self.shared.cluster {
                             // The filter's (or group's) first subscriber here.
                             if change.members == 1 {
-                                cluster.interest(true, &change.filter);
+                                cluster.interest(true, text);
                             }
                         }
                         // Into every other shard's FIFO before the SUBACK
@@ -252,7 +252,7 @@ impl Core {
                     if let Some(change) = self.routes.unsubscribe(text, sid) {
                         if let Some(cluster) = &self.shared.cluster {
                             if change.members == 0 {
-                                cluster.interest(false, &change.filter);
+                                cluster.interest(false, text);
                             }
                         }
                         self.broadcast(change);

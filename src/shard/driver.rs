@@ -784,7 +784,7 @@ impl Core {
                     }
                 }
                 Msg::Durable(upto) => self.durable(from, upto),
-                Msg::ClusterPublish(publish) => self.route_from_cluster(*publish),
+                Msg::ClusterPublish(publish, group) => self.route_from_cluster(*publish, group),
                 Msg::Route(change) => self.routes.apply_remote(ShardId(from), &change),
                 Msg::RetainedQuery {
                     filter,

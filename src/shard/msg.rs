@@ -63,8 +63,9 @@ pub(crate) enum Msg {
     /// them once every channel has been drained.
     StoredWills(Vec<(bytes::Bytes, ringmq_store::WillRecord)>),
     /// --cluster-nats: a publish from another node, to route here (never
-    /// back to NATS).
-    ClusterPublish(Box<ringmq_codec::Publish>),
+    /// back to NATS): to the ordinary subscribers, or (`Some`) to one
+    /// member of the shared group NATS chose this node for.
+    ClusterPublish(Box<ringmq_codec::Publish>, Option<ringmq_route::GroupKey>),
     /// Persistence: the sender has written (to the kernel) what the first
     /// N `Publish` messages from this shard made it record.
     Durable(u64),

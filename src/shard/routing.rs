@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use ringmq_codec::{Publish, QoS};
-use ringmq_route::{owner_shard, GroupKey, RetainedMessage, ShardId, StoreOutcome};
+use ringmq_route::{owner_shard, GroupKey, RetainedMessage, Serve, ShardId, StoreOutcome};
 use ringmq_session::{Delivery, SessionId, Tick};
 use tracing::warn;
 
@@ -62,19 +62,29 @@ impl Core {
     /// shard with subscribers, to the retained owner when RETAIN is set,
     /// then to local subscribers. `origin` is the publishing session.
     fn route(&mut self, publish: Publish, origin: Option<SessionId>) {
-        self.route_on(publish, origin, true);
+        self.route_on(publish, origin, true, Serve::All);
     }
 
-    /// A publish from another node (--cluster-nats): routed on this node
-    /// only.
-    pub(crate) fn route_from_cluster(&mut self, publish: Publish) {
-        self.route_on(publish, None, false);
+    /// A publish from another node (--cluster-nats), routed on this node
+    /// only: to its ordinary subscribers, or (`group`) to one member of
+    /// the shared group NATS chose this node for.
+    pub(crate) fn route_from_cluster(&mut self, publish: Publish, group: Option<GroupKey>) {
+        let serve = group.map_or(Serve::Ordinary, Serve::Group);
+        self.route_on(publish, None, false, serve);
         self.run_deferred();
     }
 
-    /// [`Core::route`], forwarding to the other nodes when `to_cluster`
-    /// (never `$SYS`: each node has its own).
-    fn route_on(&mut self, mut publish: Publish, origin: Option<SessionId>, to_cluster: bool) {
+    /// [`Core::route`] for the part `serve` says, forwarding to the other
+    /// nodes when `to_cluster` (never `$` topics: each node has its own
+    /// `$SYS`). A publish read here and forwarded leaves its shared groups
+    /// to NATS, which chooses one member in the whole cluster.
+    fn route_on(
+        &mut self,
+        mut publish: Publish,
+        origin: Option<SessionId>,
+        to_cluster: bool,
+        mut serve: Serve,
+    ) {
         if publish.qos != QoS::AtMostOnce {
             // Sessions keep QoS 1/2 messages until acknowledged, maybe for
             // days: they must not pin the 64 KiB read block this one was
@@ -92,6 +102,9 @@ impl Core {
         if to_cluster && !topic.starts_with('$') {
             if let Some(cluster) = &self.shared.cluster {
                 cluster.forward(&publish, publish.properties.message_expiry_interval);
+                if cluster.picks_group_members() {
+                    serve = Serve::Ordinary;
+                }
             }
         }
         let owner = publish
@@ -99,6 +112,7 @@ impl Core {
             .then(|| owner_shard(&publish.topic, self.shared.shards));
         let mut plan = std::mem::take(&mut self.plan);
         self.routes.plan(topic, owner, &mut plan);
+        plan.restrict(serve);
         // Persistence: the publisher's acknowledgement (already in its
         // output) waits until every shard this goes to has written it.
         let holder = match (&self.durability, origin) {
@@ -127,7 +141,15 @@ impl Core {
         }
         let groups = std::mem::take(&mut plan.local_groups);
         self.plan = plan;
-        self.deliver_local(topic, &publish, origin, true, &groups, expires_at, 0);
+        self.deliver_local(
+            topic,
+            &publish,
+            origin,
+            serve.ordinary(),
+            &groups,
+            expires_at,
+            0,
+        );
         self.plan.local_groups = groups;
     }
 

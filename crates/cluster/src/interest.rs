@@ -142,7 +142,7 @@ mod tests {
         // A shared filter is its own subscription, in its queue group.
         assert_eq!(
             changes(&mut i, true, "$share/g/a"),
-            [Change::Subscribe(sub("r.t.a", Some("g")))]
+            [Change::Subscribe(sub("r.t.a", Some("g.a")))]
         );
         assert!(i.add("a/#/b", &mut Vec::new()).is_err());
     }

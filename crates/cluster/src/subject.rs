@@ -22,7 +22,10 @@
 //! level), and a final `#` is `>` (one or more tokens) plus the subject of
 //! its parent level, since `a/#` also matches `a` (MQTT 4.7.1.2). A filter
 //! that is only `#` needs no parent: every topic has a level. `$share/G/F`
-//! is `F`'s subjects in the NATS queue group `e(G)`.
+//! is `F`'s subjects in the NATS queue group `e(G).e(F)` (`F` as one
+//! token: `/` stands for itself there), one queue group per shared
+//! subscription: NATS would merge subscriptions of one queue name across
+//! subjects.
 
 use std::fmt;
 
@@ -178,9 +181,14 @@ pub fn filter_subjects(prefix: &str, filter: &str) -> Result<FilterSubjects, Sub
     ringmq_topic::validate_topic_filter(filter).map_err(|_| SubjectError::Mqtt)?;
     let (inner, queue) = match ringmq_topic::parse_shared(filter) {
         Ok(Some(shared)) => {
-            let mut group = String::new();
-            push_token(&mut group, shared.group);
-            (shared.filter, Some(group))
+            // One queue group per shared subscription: NATS merges queue
+            // subscriptions of one name across subjects, MQTT does not
+            // merge `$share/g/a` with `$share/g/b`.
+            let mut queue = String::new();
+            push_token(&mut queue, shared.group);
+            queue.push('.');
+            push_token(&mut queue, shared.filter);
+            (shared.filter, Some(queue))
         }
         Ok(None) => (filter, None),
         Err(_) => return Err(SubjectError::Mqtt),
@@ -297,7 +305,10 @@ mod tests {
         );
         let shared = subs("$share/g.1/a/#");
         assert_eq!(shared.subjects, ["ringmq.t.a", "ringmq.t.a.>"]);
-        assert_eq!(shared.queue.as_deref(), Some("g%2E1"));
+        assert_eq!(shared.queue.as_deref(), Some("g%2E1.a/#"));
+        // Distinct shared subscriptions of one group are distinct queues.
+        assert_ne!(subs("$share/g/a/+").queue, subs("$share/g/a/b").queue);
+        assert_ne!(subs("$share/g.a/b").queue, subs("$share/g/a.b").queue);
         assert_eq!(filter_subjects(P, "a/#/b"), Err(SubjectError::Mqtt));
         assert_eq!(
             filter_subjects("bad prefix", "a"),

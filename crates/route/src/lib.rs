@@ -29,6 +29,6 @@ mod routes;
 
 pub use key::{group_key, owner_shard, split_filter, stable_hash, FilterKind, GroupKey, ShardId};
 pub use matches::{Delivery, Matches};
-pub use plan::{Plan, Target};
+pub use plan::{Plan, Serve, Target};
 pub use retained::{wants_retained, RetainedMessage, RetainedStore, StoreOutcome};
 pub use routes::{RouteChange, Routes};

@@ -77,6 +77,59 @@ impl Plan {
     }
 }
 
+/// Which part of a publish's audience a node serves, when nodes of a
+/// cluster share the work (`--cluster-nats`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serve {
+    /// Everyone: ordinary subscribers and one member of each shared group
+    /// (one node alone).
+    All,
+    /// Ordinary subscribers only: the cluster picks the member of each
+    /// shared group (it may be on this node; the message then comes back
+    /// as [`Serve::Group`]).
+    Ordinary,
+    /// One member of this shared group only (the cluster chose this node
+    /// for it), and nothing is stored as retained.
+    Group(GroupKey),
+}
+
+impl Plan {
+    /// Narrows the plan to `serve`'s part: drops the groups it does not
+    /// serve, and for [`Serve::Group`] the ordinary deliveries and retained
+    /// storing; targets left with nothing to do go. Whether this shard
+    /// delivers to its ordinary subscribers is `serve`'s
+    /// [`Serve::ordinary`].
+    pub fn restrict(&mut self, serve: Serve) {
+        match serve {
+            Serve::All => {}
+            Serve::Ordinary => {
+                self.local_groups.clear();
+                for t in &mut self.remote {
+                    t.groups.clear();
+                }
+            }
+            Serve::Group(key) => {
+                self.local_groups.retain(|&g| g == key);
+                self.store_locally = false;
+                for t in &mut self.remote {
+                    t.groups.retain(|&g| g == key);
+                    t.deliver = false;
+                    t.store_retained = false;
+                }
+            }
+        }
+        self.remote
+            .retain(|t| t.deliver || t.store_retained || !t.groups.is_empty());
+    }
+}
+
+impl Serve {
+    /// Whether ordinary subscribers are served.
+    pub fn ordinary(self) -> bool {
+        !matches!(self, Serve::Group(_))
+    }
+}
+
 /// The shard at position `cursor % total` when each candidate shard
 /// covers as many positions as it has members, in slice order.
 fn weighted_pick(candidates: &[(GroupKey, ShardId, u32)], cursor: u64) -> Option<ShardId> {
@@ -186,6 +239,35 @@ mod tests {
         let mut plan = Plan::default();
         routes.plan(topic, owner, &mut plan);
         plan
+    }
+
+    #[test]
+    fn a_plan_narrows_to_what_this_node_serves() {
+        let (g, h) = (group_key("g", "a/+"), group_key("h", "a/#"));
+        let mut routes = Routes::new(ShardId(0), 3);
+        routes.apply_remote(ShardId(1), &change("a/b", None, 1));
+        routes.apply_remote(ShardId(2), &change("a/+", Some(g), 1));
+        routes.subscribe("$share/h/a/#", SessionId(1), grant(QoS::AtMostOnce, 0));
+        let all = planned(&mut routes, "a/b", Some(ShardId(1)));
+        assert_eq!(all.local_groups, [h]);
+        assert_eq!(
+            all.remote,
+            [target(1, true, true, &[]), target(2, false, false, &[g])]
+        );
+        let mut ordinary = planned(&mut routes, "a/b", Some(ShardId(1)));
+        ordinary.restrict(Serve::Ordinary);
+        assert!(ordinary.local_groups.is_empty());
+        assert_eq!(ordinary.remote, [target(1, true, true, &[])]);
+        let mut only_g = planned(&mut routes, "a/b", Some(ShardId(1)));
+        only_g.restrict(Serve::Group(g));
+        assert!(only_g.local_groups.is_empty() && !only_g.store_locally);
+        assert_eq!(only_g.remote, [target(2, false, false, &[g])]);
+        let mut only_h = planned(&mut routes, "a/b", Some(ShardId(0)));
+        only_h.restrict(Serve::Group(h));
+        assert_eq!(only_h.local_groups, [h]);
+        assert!(only_h.remote.is_empty() && !only_h.store_locally);
+        assert!(Serve::All.ordinary() && Serve::Ordinary.ordinary());
+        assert!(!Serve::Group(g).ordinary());
     }
 
     #[test]
