@@ -17,15 +17,17 @@
 //!   key-value bucket with compare-and-set), as a state machine: create,
 //!   ask the owner to hand over, take a dead owner's id, settle races by
 //!   revision.
+//! - [`handover`]: the directory's keys and values, and the take-over
+//!   request and reply (the session as the store's records) between nodes.
 //! - [`wire`]: a publish as the body of the NATS message that carries it
 //!   between nodes (QoS, RETAIN, expiry left, properties, payload).
 //!
-//! Not wired into the broker yet: `--cluster-nats` does not exist.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod directory;
+pub mod handover;
 pub mod interest;
 pub mod subject;
 pub mod wire;

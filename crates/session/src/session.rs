@@ -753,6 +753,45 @@ impl Session {
         }
     }
 
+    /// The client id moves to another node of the cluster, whose new
+    /// connection (Clean Start `clean_start`) takes it over: the session
+    /// ends here. A connection attached is taken over as on one node (v5
+    /// DISCONNECT 0x8E, close, the will as [`Session::taken_over`] decides);
+    /// without one, a delayed will still waiting is published when
+    /// `clean_start` ends the session, as a local CONNECT would. Returns
+    /// the session as the store keeps it when it lives on at the new node
+    /// (clean start 0, session expiry above 0), the export taken once the
+    /// connection is gone (`now`: when it left; a session already detached
+    /// keeps its own departure time). Either way the session ends here:
+    /// routes dropped, `EndSession`.
+    pub fn hand_over(
+        &mut self,
+        clean_start: bool,
+        now: Tick,
+        clock: &crate::WallClock,
+        out: &mut Outbox,
+    ) -> Option<ringmq_store::SessionState> {
+        let left_at = if self.link.is_some() {
+            self.taken_over(clean_start, out);
+            now
+        } else {
+            self.left_at
+        };
+        let moves = !clean_start && self.resumable && self.session_expiry_secs > 0;
+        // Taken with a waiting will: the new node's CONNECT cancels it.
+        let state = moves.then(|| self.export(left_at, clock));
+        if self.will_pending.take().is_some() {
+            out.push(Action::CancelTimer(Timer::WillDelay));
+            if let Some(will) = self.will.take() {
+                if clean_start {
+                    out.push(Action::PublishWill(will));
+                }
+            }
+        }
+        self.end(out);
+        state
+    }
+
     /// An administrator disconnects the client: v5 DISCONNECT 0x98, then
     /// close (its will is due, as for any close the client did not ask
     /// for). With `discard` the session ends with the connection; a

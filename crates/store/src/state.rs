@@ -188,7 +188,7 @@ impl SessionState {
     }
 
     /// The Put-style events that rebuild this session from nothing.
-    fn events<'a>(&'a self, client_id: &'a Bytes) -> impl Iterator<Item = Event> + 'a {
+    pub fn events<'a>(&'a self, client_id: &'a Bytes) -> impl Iterator<Item = Event> + 'a {
         let put = Event::SessionPut {
             client_id: client_id.clone(),
             username: self.username.clone(),

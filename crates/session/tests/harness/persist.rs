@@ -934,3 +934,63 @@ fn a_will_published_after_its_delay_is_forgotten_by_the_store() {
     // A restart now must not publish it a second time.
     assert_eq!(h.store.sessions[&client()].will, None);
 }
+
+// ----- hand-over to another node (--cluster-nats) -----
+
+/// A session handed over while connected: 0x8E and close here, the session
+/// ends here, and the moved state resumes at the new node exactly as the
+/// session would after a take-over on one node.
+#[test]
+fn a_session_handed_over_resumes_at_the_new_node_as_a_local_take_over() {
+    let mut local = built();
+    local.connect(resume());
+    local.trace();
+    let mut here = built();
+    here.connect(resume());
+    here.trace();
+    local.taken_over(false);
+    let moved = here.hand_over(false).expect("a persistent session moves");
+    assert!(here.ended(), "the session ends here: {:?}", here.trace());
+    assert!(here.routes().is_empty());
+    assert_eq!(
+        here.sent().first(),
+        local.sent().first(),
+        "DISCONNECT 0x8E as on one node"
+    );
+    let mut there = Harness::with_policy(here.policy.clone());
+    there.advance(here.now().0);
+    there.install(|policy, now, out| {
+        Session::import(client(), &moved, &STORE_CLOCK, policy, now, out).expect("imported")
+    });
+    there.trace();
+    local.connect(resume());
+    there.connect(resume());
+    assert!(there.connack().session_present);
+    assert_eq!(there.trace(), local.trace());
+    assert_eq!(there.routes(), local.routes());
+    assert!(there.wills().is_empty() && local.wills().is_empty());
+}
+
+#[test]
+fn a_clean_start_elsewhere_moves_nothing_and_sends_a_waiting_will() {
+    // Detached, its will waiting for its 60 s delay: a Clean Start on the
+    // other node ends the session, so the will goes now.
+    let mut h = built();
+    assert!(h.hand_over(true).is_none());
+    assert!(h.ended());
+    assert_eq!(h.wills().len(), 1, "{:?}", h.trace());
+    // Detached with Clean Start 0: the will moves with the session (the
+    // new connection then cancels it), nothing is published here.
+    let mut h = built();
+    let moved = h.hand_over(false).expect("moves");
+    assert!(h.wills().is_empty());
+    assert!(moved.will.is_some());
+    assert_eq!(
+        moved.left_at_unix_ms,
+        Some(STORE_CLOCK.to_unix(Tick(1_000)))
+    );
+    // A v3.1.1 clean session (expiry 0) never moves.
+    let mut h = Harness::connected(v3("c"));
+    assert!(h.hand_over(false).is_none());
+    assert!(h.ended());
+}

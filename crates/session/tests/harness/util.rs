@@ -289,6 +289,19 @@ impl Harness {
         self.link = None;
     }
 
+    /// The client id moves to another node whose CONNECT has
+    /// `clean_start`: the session ends here; returns what moves.
+    pub fn hand_over(&mut self, clean_start: bool) -> Option<ringmq_store::SessionState> {
+        self.begin();
+        let state = self
+            .session
+            .hand_over(clean_start, self.now, &STORE_CLOCK, &mut self.out);
+        self.taken_over = true;
+        self.absorb();
+        self.link = None;
+        state
+    }
+
     /// The ACL was reloaded: `policy.acl` becomes `acl` and the session
     /// decides again what it may do.
     pub fn reload_acl(&mut self, acl: &str) {

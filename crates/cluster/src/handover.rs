@@ -1,0 +1,238 @@
+//! What nodes say to each other when a client id moves between them: the
+//! directory's keys and values, the take-over request a claiming node
+//! sends the owner, and the owner's reply carrying the session.
+//!
+//! ```text
+//! directory key:   hex(client id)                (KV keys are [-/_=.A-Za-z0-9])
+//! directory value: node id, b'\n', epoch in decimal
+//! request:         [flags: u8] [client id]       flags bit 0: the new CONNECT's Clean Start
+//! reply:           [held: u8] [session records]  held 1: the owner held it (and let it go)
+//! ```
+//!
+//! The session travels as the store's own records (`ringmq-store`, each
+//! with its length and CRC-32C), so a node reads it with the code that
+//! reads its disk. A session too big for one NATS message loses its
+//! queued messages (not those in flight) from the newest down until it
+//! fits; [`reply`] says how many.
+//!
+//! Invariants (tests below): every body decodes to what was encoded, no
+//! input makes a decoder panic, and a reply is never longer than asked.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use bytes::Bytes;
+use ringmq_store::{decode_all, encode, SessionState, StoreState, Tail};
+
+use crate::directory::Owner;
+
+/// The directory key of `client_id`.
+pub fn key(client_id: &[u8]) -> String {
+    let mut out = String::with_capacity(2 * client_id.len().max(1) + 1);
+    // `c` keeps the empty id a valid (non-empty) key.
+    out.push('c');
+    for b in client_id {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The directory value naming `owner`.
+pub fn owner_value(owner: &Owner) -> Vec<u8> {
+    format!("{}\n{}", owner.node, owner.epoch).into_bytes()
+}
+
+/// The owner a directory value names, if it is one [`owner_value`] wrote.
+pub fn owner_of(value: &[u8]) -> Option<Owner> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (node, epoch) = text.rsplit_once('\n')?;
+    Some(Owner {
+        node: node.to_string(),
+        epoch: epoch.parse().ok()?,
+    })
+}
+
+/// The take-over request for `client_id`.
+pub fn request(client_id: &[u8], clean_start: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + client_id.len());
+    out.push(u8::from(clean_start));
+    out.extend_from_slice(client_id);
+    out
+}
+
+/// (client id, clean start) of a request body.
+pub fn read_request(body: &[u8]) -> Option<(&[u8], bool)> {
+    let (&flags, client_id) = body.split_first()?;
+    (flags <= 1).then_some((client_id, flags == 1))
+}
+
+/// The owner's reply: whether it held the id and the session it let go,
+/// at most `max_len` bytes (at least 1); returns it with the number of
+/// queued messages left out to fit.
+pub fn reply(held: Option<(&Bytes, SessionState)>, max_len: usize) -> (Vec<u8>, usize) {
+    let Some((client_id, mut session)) = held else {
+        return (vec![0], 0);
+    };
+    let mut dropped = 0;
+    loop {
+        let mut out = vec![1];
+        for event in session.events(client_id) {
+            encode(&event, &mut out);
+        }
+        if out.len() <= max_len.max(1) {
+            return (out, dropped);
+        }
+        // The newest queued message goes first (in flight ones stay: their
+        // packet ids are the client's).
+        let newest_queued = session
+            .messages
+            .iter()
+            .rev()
+            .find(|(_, m)| m.packet_id.is_none())
+            .map(|(&id, _)| id);
+        match newest_queued {
+            Some(id) => {
+                session.messages.remove(&id);
+                dropped += 1;
+            }
+            None => {
+                // Even without queued messages it does not fit: the id is
+                // handed over without its session.
+                let mut out = vec![1];
+                out.truncate(max_len.max(1));
+                return (out, dropped + session.messages.len());
+            }
+        }
+    }
+}
+
+/// What a reply says: `None` for a body that is not one; otherwise whether
+/// the owner held the id and the session it sent, if any.
+pub fn read_reply(body: &[u8]) -> Option<(bool, Option<(Bytes, SessionState)>)> {
+    let (&held, records) = body.split_first()?;
+    match held {
+        0 if records.is_empty() => Some((false, None)),
+        1 if records.is_empty() => Some((true, None)),
+        1 => {
+            let decoded = decode_all(records);
+            if decoded.tail != Tail::Clean {
+                return None;
+            }
+            let mut state = StoreState::new();
+            for event in &decoded.events {
+                state.apply(event);
+            }
+            let mut sessions: BTreeMap<Bytes, SessionState> = state.sessions;
+            // Exactly one session, and nothing else.
+            if sessions.len() != 1 || !state.retained.is_empty() {
+                return None;
+            }
+            let (id, session) = sessions.pop_first()?;
+            Some((true, Some((id, session))))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use ringmq_store::Event;
+
+    fn session(messages: usize, payload: usize) -> (Bytes, SessionState) {
+        let id = Bytes::from_static(b"dev-1");
+        let mut state = StoreState::new();
+        state.apply(&Event::SessionPut {
+            client_id: id.clone(),
+            username: None,
+            protocol: 5,
+            expiry_secs: 3600,
+            will: None,
+            will_delay_secs: 0,
+        });
+        state.apply(&Event::SubscriptionPut {
+            client_id: id.clone(),
+            filter: Bytes::from_static(b"a/#"),
+            options: 1,
+            id: 7,
+        });
+        for m in 0..messages as u64 {
+            state.apply(&Event::MessageQueued {
+                client_id: id.clone(),
+                msg_id: m + 1,
+                topic: Bytes::from_static(b"a/b"),
+                payload: Bytes::from(vec![m as u8; payload]),
+                qos: 1,
+                retain: false,
+                properties: Bytes::new(),
+                expires_at_unix_ms: None,
+            });
+        }
+        if messages > 0 {
+            state.apply(&Event::MessageSent {
+                client_id: id.clone(),
+                msg_id: 1,
+                packet_id: 9,
+            });
+        }
+        let s = state.sessions.remove(&id).unwrap();
+        (id, s)
+    }
+
+    #[test]
+    fn keys_and_values_round_trip() {
+        assert_eq!(key(b""), "c");
+        assert_eq!(key(b"A/b"), "c412f62");
+        assert_ne!(key(b"ab"), key(b"a"));
+        let owner = Owner {
+            node: "node\n1".into(),
+            epoch: 42,
+        };
+        assert_eq!(owner_of(&owner_value(&owner)), Some(owner));
+        assert_eq!(owner_of(b"no epoch"), None);
+        assert_eq!(
+            read_request(&request(b"id", true)),
+            Some((&b"id"[..], true))
+        );
+        assert_eq!(read_request(&request(b"", false)), Some((&b""[..], false)));
+        assert_eq!(read_request(&[2, b'x']), None);
+    }
+
+    #[test]
+    fn a_session_travels_whole_when_it_fits() {
+        let (id, s) = session(3, 10);
+        let (body, dropped) = reply(Some((&id, s.clone())), 1 << 20);
+        assert_eq!(dropped, 0);
+        assert_eq!(read_reply(&body), Some((true, Some((id, s)))));
+        assert_eq!(read_reply(&reply(None, 10).0), Some((false, None)));
+    }
+
+    #[test]
+    fn a_session_too_big_loses_its_newest_queued_messages() {
+        let (id, s) = session(10, 1000);
+        let (body, dropped) = reply(Some((&id, s.clone())), 5000);
+        assert!(body.len() <= 5000);
+        assert!(dropped >= 6, "{dropped}");
+        let (_, Some((_, got))) = read_reply(&body).unwrap() else {
+            panic!("no session");
+        };
+        // The one in flight and the oldest queued stay, in order.
+        let ids: Vec<u64> = got.messages.keys().copied().collect();
+        assert_eq!(ids, (1..=(10 - dropped as u64)).collect::<Vec<_>>());
+        assert_eq!(got.messages[&1].packet_id, Some(9));
+        assert_eq!(got.subscriptions, s.subscriptions);
+        // Too small for anything: the id alone.
+        let (body, _) = reply(Some((&id, s)), 1);
+        assert_eq!(read_reply(&body), Some((true, None)));
+    }
+
+    proptest! {
+        #[test]
+        fn no_reply_makes_the_reader_panic(body in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = read_reply(&body);
+            let _ = read_request(&body);
+            let _ = owner_of(&body);
+        }
+    }
+}
