@@ -162,6 +162,13 @@ pub struct Config {
     #[arg(long, value_name = "PREFIX", default_value = "ringmq")]
     pub cluster_prefix: String,
 
+    /// Milliseconds between two heartbeats of this node in the cluster's
+    /// directory: a node is taken for dead (its clients' ids may be taken
+    /// without its answer) three heartbeats after its last, and a take-over
+    /// request waits two for the owner's answer.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub cluster_heartbeat_ms: u64,
+
     /// Address of the HTTP listener for /metrics (Prometheus), the JSON
     /// admin API (/api/v1/...) and the status page (/). Off unless given.
     /// Without --http-token, bind it to loopback: the API can disconnect

@@ -234,24 +234,55 @@ impl Broker {
                 config.cluster_nats.clone(),
                 config.cluster_prefix.clone(),
                 node_id,
-                move |publish, group| {
-                    let shard = shard_for(&publish.topic, shards);
-                    to_shards.send_external(shard, Msg::ClusterPublish(Box::new(publish), group));
+                cluster::Timings {
+                    heartbeat: std::time::Duration::from_millis(config.cluster_heartbeat_ms),
+                },
+                move |event| match event {
+                    cluster::ToShard::Publish(publish, group) => {
+                        let shard = shard_for(&publish.topic, shards);
+                        to_shards
+                            .send_external(shard, Msg::ClusterPublish(Box::new(publish), group));
+                    }
+                    cluster::ToShard::Claimed {
+                        shard,
+                        link,
+                        client_id,
+                        outcome,
+                    } => to_shards.send_external(
+                        shard,
+                        Msg::ClusterClaimed(Box::new((link, client_id, outcome))),
+                    ),
+                    cluster::ToShard::TakeOver {
+                        client_id,
+                        clean_start,
+                        reply,
+                    } => {
+                        let shard = shard_for(&client_id, shards);
+                        to_shards.send_external(
+                            shard,
+                            Msg::ClusterTakeOver(Box::new((client_id, clean_start, reply))),
+                        );
+                    }
                 },
             )
             .map_err(StartError::Executor)?;
             cluster = Some(c);
             cluster_link = Some(link);
         }
+        let epoch = std::time::Instant::now();
+        let wall = ringmq_session::WallClock {
+            unix_ms_at_epoch: persist::unix_ms(),
+        };
         let shared = Arc::new(Shared {
             cluster: cluster_link,
+            wall,
             stats: (0..shards)
                 .map(|_| Arc::new(ShardStats::default()))
                 .collect(),
             shards,
             mesh,
             open_connections: AtomicUsize::new(0),
-            epoch: std::time::Instant::now(),
+            epoch,
             per_ip: Default::default(),
             tls_reloads: AtomicU64::new(0),
             tls_reload_failures: AtomicU64::new(0),
@@ -278,10 +309,7 @@ impl Broker {
         let mut stored_wills = Vec::new();
         let mut store_lock = None;
         if let Some(dir) = &shared.config.persistence_dir {
-            let clock = ringmq_session::WallClock {
-                unix_ms_at_epoch: persist::unix_ms()
-                    .saturating_sub(shared.epoch.elapsed().as_millis() as u64),
-            };
+            let clock = shared.wall;
             let settings = persist::Settings {
                 fsync: shared.config.fsync_policy(),
                 fsync_interval_ms: shared.config.fsync_interval_ms,

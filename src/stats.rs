@@ -154,6 +154,23 @@ counters! {
         /// Messages from NATS this node could not read (not its subjects,
         /// a bad body).
         cluster_bad,
+        /// 1 while the client-id directory (JetStream) is open.
+        cluster_directory,
+        /// CONNECTs whose client id was claimed in the directory (an id
+        /// already held here needs no claim).
+        cluster_claims,
+        /// Client ids taken over from another node by a CONNECT here.
+        cluster_takeovers_in,
+        /// Client ids let go to another node (DISCONNECT 0x8E here).
+        cluster_takeovers_out,
+        /// CONNECTs refused by the directory (owner busy, races beyond the
+        /// bound, claims queued beyond 16,384).
+        cluster_claims_refused,
+        /// CONNECTs served without the directory (JetStream unreachable).
+        cluster_claims_unchecked,
+        /// Queued messages left out of sessions moving between nodes (one
+        /// NATS message holds a session).
+        cluster_handover_dropped,
     }
     /// Connections open now (accepted sockets, before and after CONNECT).
     connections,

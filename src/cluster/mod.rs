@@ -24,8 +24,10 @@
 //! client-id directory, retained messages and sessions across nodes are
 //! the next steps of issue 17.
 
+mod directory;
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -44,6 +46,42 @@ const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Publishes waiting for the control thread, at most.
 const PUBLISH_QUEUE: usize = 65_536;
+
+/// CONNECTs waiting for their claim in the directory, at most (beyond,
+/// CONNACK 0x89 Server busy).
+const CLAIM_QUEUE: usize = 16_384;
+
+pub(crate) use directory::{ClaimJob, Claimed, Released};
+
+/// What the control thread hands to the shards (the broker routes each to
+/// its shard).
+pub(crate) enum ToShard {
+    /// A publish from another node, for the topic's shard: to its ordinary
+    /// subscribers, or to one member of shared group `Some(key)`.
+    Publish(Publish, Option<GroupKey>),
+    /// A claim ended, for the shard whose link waits.
+    Claimed {
+        shard: usize,
+        link: u64,
+        client_id: Bytes,
+        outcome: Claimed,
+    },
+    /// Another node takes `client_id` over, for the shard that owns it: it
+    /// lets the client go and answers on `reply`.
+    TakeOver {
+        client_id: Bytes,
+        clean_start: bool,
+        reply: tokio::sync::oneshot::Sender<Released>,
+    },
+}
+
+/// Timings of the directory.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timings {
+    /// Between two heartbeats of this node; a node is dead after three
+    /// missed, and a take-over request waits two.
+    pub(crate) heartbeat: std::time::Duration,
+}
 
 /// What a shard tells the control thread.
 #[derive(Debug)]
@@ -75,13 +113,30 @@ pub(crate) struct ClusterStats {
     /// Messages from NATS that were not ours to read (foreign subject, bad
     /// body).
     pub(crate) bad: AtomicU64,
+    /// 1 while the client-id directory (JetStream) is open.
+    pub(crate) directory: AtomicU64,
+    /// CONNECTs whose client id was claimed in the directory.
+    pub(crate) claims: AtomicU64,
+    /// Client ids taken over from another node (CONNECT here).
+    pub(crate) takeovers_in: AtomicU64,
+    /// Client ids let go to another node (DISCONNECT 0x8E here).
+    pub(crate) takeovers_out: AtomicU64,
+    /// Claims refused (owner busy, races beyond the bound, queue full).
+    pub(crate) claims_refused: AtomicU64,
+    /// CONNECTs served without the directory (JetStream unreachable).
+    pub(crate) claims_unchecked: AtomicU64,
+    /// Queued messages of moving sessions left out (one NATS message).
+    pub(crate) handover_dropped: AtomicU64,
 }
 
 /// What the shards hold of the cluster.
 pub(crate) struct ClusterLink {
     pub(crate) prefix: String,
+    /// This node's `--node-id`.
+    pub(crate) node_id: String,
     pub(crate) interest: mpsc::UnboundedSender<Interested>,
     pub(crate) publish: mpsc::Sender<Outgoing>,
+    pub(crate) claims: mpsc::Sender<ClaimJob>,
     pub(crate) stats: Arc<ClusterStats>,
 }
 
@@ -119,6 +174,18 @@ impl ClusterLink {
             .send(Interested::Filter(add, filter.to_string()));
     }
 
+    /// Asks the directory for a client id (the CONNECT waits for
+    /// [`ToShard::Claimed`]); false when too many claims wait.
+    pub(crate) fn claim(&self, job: ClaimJob) -> bool {
+        let sent = self.claims.try_send(job).is_ok();
+        if sent {
+            self.stats.claims.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.claims_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        sent
+    }
+
     /// Whether NATS chooses the member of each shared group (connected):
     /// then a node serves only the ordinary subscribers of what it reads
     /// and each group's member gets the message through NATS; while NATS is
@@ -141,17 +208,21 @@ impl Cluster {
         urls: Vec<String>,
         prefix: String,
         node_id: String,
-        deliver: impl Fn(Publish, Option<GroupKey>) + Send + 'static,
+        timings: Timings,
+        to_shard: impl Fn(ToShard) + Send + Sync + 'static,
     ) -> Result<(Cluster, ClusterLink), String> {
         subject::check_prefix(&prefix).map_err(|e| format!("--cluster-prefix {prefix:?}: {e}"))?;
         let (interest_tx, interest_rx) = mpsc::unbounded_channel();
         let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (claims_tx, claims_rx) = mpsc::channel(CLAIM_QUEUE);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let stats = Arc::new(ClusterStats::default());
         let link = ClusterLink {
             prefix: prefix.clone(),
+            node_id: node_id.clone(),
             interest: interest_tx,
             publish: publish_tx,
+            claims: claims_tx,
             stats: stats.clone(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -165,10 +236,12 @@ impl Cluster {
                     urls,
                     prefix,
                     node_id,
-                    deliver: Box::new(deliver),
+                    timings,
+                    to_shard: Arc::new(to_shard),
                     stats,
                     interest_rx,
                     publish_rx,
+                    claims_rx,
                     stop_rx,
                 }))
             })
@@ -198,10 +271,12 @@ struct Control {
     urls: Vec<String>,
     prefix: String,
     node_id: String,
-    deliver: Box<dyn Fn(Publish, Option<GroupKey>) + Send>,
+    timings: Timings,
+    to_shard: Arc<dyn Fn(ToShard) + Send + Sync>,
     stats: Arc<ClusterStats>,
     interest_rx: mpsc::UnboundedReceiver<Interested>,
     publish_rx: mpsc::Receiver<Outgoing>,
+    claims_rx: mpsc::Receiver<ClaimJob>,
     stop_rx: tokio::sync::oneshot::Receiver<()>,
 }
 
@@ -268,9 +343,75 @@ async fn control(mut c: Control) {
     };
     let mut subscriptions: HashMap<Subscription, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut changes = Vec::new();
+    // The directory opens in the background (JetStream may answer later
+    // than the connection, or not at all); until then CONNECTs are served
+    // unchecked.
+    let (dir_tx, mut dir_rx) = mpsc::channel::<directory::Directory>(1);
+    let opener = tokio::spawn(open_directory(
+        client.clone(),
+        c.prefix.clone(),
+        c.node_id.clone(),
+        c.timings.heartbeat,
+        stats.clone(),
+        dir_tx,
+    ));
+    let mut dir: Option<directory::Directory> = None;
+    let mut dir_tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     loop {
         tokio::select! {
             _ = &mut c.stop_rx => break,
+            Some(d) = dir_rx.recv() => {
+                stats.directory.store(1, Ordering::Relaxed);
+                info!("cluster: client-id directory open");
+                let alive = Arc::new(AtomicBool::new(false));
+                dir_tasks.push(tokio::spawn(d.clone().heartbeat(c.timings.heartbeat, alive)));
+                match client.subscribe(directory::takeover_subject(&c.prefix, &c.node_id)).await {
+                    Ok(mut requests) => {
+                        let (client, to_shard, stats) = (client.clone(), c.to_shard.clone(), stats.clone());
+                        dir_tasks.push(tokio::spawn(async move {
+                            while let Some(m) = requests.next().await {
+                                tokio::spawn(directory::answer_takeover(
+                                    client.clone(), m, to_shard.clone(), stats.clone(),
+                                ));
+                            }
+                        }));
+                    }
+                    Err(e) => warn!(error = %e, "cluster: cannot hear take-over requests"),
+                }
+                dir = Some(d);
+            }
+            Some(job) = c.claims_rx.recv() => {
+                let to_shard = c.to_shard.clone();
+                // While NATS is away a CONNECT is served unchecked rather
+                // than left waiting.
+                let up = stats.connected.load(Ordering::Relaxed) == 1;
+                match dir.clone().filter(|_| up) {
+                    Some(d) => {
+                        let bound = (c.timings.heartbeat * 4).max(std::time::Duration::from_secs(2));
+                        tokio::spawn(async move {
+                            let outcome = match tokio::time::timeout(bound, d.claim(&job)).await {
+                                Ok(outcome) => outcome,
+                                Err(_) => d.unavailable("the claim took too long"),
+                            };
+                            to_shard(ToShard::Claimed {
+                                shard: job.shard,
+                                link: job.link,
+                                client_id: job.client_id,
+                                outcome,
+                            });
+                        });
+                    }
+                    None => {
+                        stats.claims_unchecked.fetch_add(1, Ordering::Relaxed);
+                        to_shard(ToShard::Claimed {
+                            shard: job.shard,
+                            link: job.link,
+                            client_id: job.client_id,
+                            outcome: Claimed::Granted(None),
+                        });
+                    }
+                }
+            }
             Some(Interested::Filter(add, filter)) = c.interest_rx.recv() => {
                 changes.clear();
                 let result = if add {
@@ -327,10 +468,48 @@ async fn control(mut c: Control) {
     for (_, task) in subscriptions {
         task.abort();
     }
+    opener.abort();
+    for task in dir_tasks {
+        task.abort();
+    }
+    if let Some(d) = &dir {
+        // Others take this node's clients at once rather than after three
+        // missed heartbeats.
+        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, d.leave()).await;
+    }
     // What was handed to the client goes out, but a NATS that is away must
     // not hold up the broker's exit.
     let _ = tokio::time::timeout(SHUTDOWN_FLUSH, client.flush()).await;
     drop(groups_client);
+}
+
+/// Opens the directory, retrying every second until JetStream answers.
+async fn open_directory(
+    client: async_nats::Client,
+    prefix: String,
+    node: String,
+    heartbeat: std::time::Duration,
+    stats: Arc<ClusterStats>,
+    done: mpsc::Sender<directory::Directory>,
+) {
+    let mut logged = false;
+    loop {
+        match directory::Directory::open(client.clone(), &prefix, &node, heartbeat, stats.clone())
+            .await
+        {
+            Ok(d) => {
+                let _ = done.send(d).await;
+                return;
+            }
+            Err(e) => {
+                if !logged {
+                    warn!(error = %e, "cluster: no client-id directory yet (is JetStream on? nats-server -js); CONNECTs are served without it, retrying");
+                    logged = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// The group key of a `$share/G/F` filter.
@@ -373,5 +552,5 @@ fn deliver(c: &Control, m: &async_nats::Message, group: Option<GroupKey>) {
         payload: Bytes::copy_from_slice(body.payload),
     };
     c.stats.received.fetch_add(1, Ordering::Relaxed);
-    (c.deliver)(publish, group);
+    (c.to_shard)(ToShard::Publish(publish, group));
 }

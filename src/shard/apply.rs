@@ -105,6 +105,12 @@ pub(crate) struct Core {
     /// Slots of parked CONNECTs whose verdict came: the engine handles
     /// them again.
     pub(crate) resumed: Vec<u32>,
+    /// --cluster-nats: client ids whose CONNECT waits for its claim, and
+    /// the link that waits (another node's take-over of the id refuses it).
+    pub(crate) claiming: hashbrown::HashMap<Bytes, super::link::LinkId>,
+    /// Sessions other nodes let go to a granted claim, for its CONNECT.
+    pub(crate) arrivals:
+        hashbrown::HashMap<super::link::LinkId, Box<(Bytes, ringmq_store::SessionState)>>,
     /// --max-connect-rate.
     pub(crate) connect_bucket: super::ratelimit::TokenBucket,
     /// --will-rate, and the fired session timers waiting for it (with

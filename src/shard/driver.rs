@@ -21,7 +21,7 @@ use ringmq_session::{
 use tracing::{debug, warn};
 
 use super::apply::{Adopt, Core};
-use super::link::{AuthState, Link, LinkId};
+use super::link::{AuthState, ClaimState, Link, LinkId};
 use super::msg::Msg;
 use super::ratelimit::Gate;
 use super::timers::TimerEvent;
@@ -155,7 +155,8 @@ impl Core {
         link.version.set(Some(version));
         // A CONNECT handled again after its password check already passed
         // the checks before it.
-        let resumed = link.auth.get() != AuthState::Unchecked;
+        let resumed =
+            link.auth.get() != AuthState::Unchecked || link.claim.get() != ClaimState::Unchecked;
         let max = self.shared.config.max_connections;
         if max > 0 && self.shared.open_connections.load(Ordering::Relaxed) > max {
             warn!(max, "--max-connections reached: refusing CONNECT");
@@ -250,6 +251,17 @@ impl Core {
             let refusal = denial.refusal(v5);
             self.refuse(link, refusal.code, refusal.why);
             return Connected::Done;
+        }
+
+        // --cluster-nats: an id not held here is claimed in the cluster's
+        // directory first (another node may hold it); an assigned one is
+        // this node's by construction.
+        if assigned.is_none() && self.shared.cluster.is_some() {
+            match self.claim(link, &client_id, connect.clean_start, started) {
+                Step::Go => {}
+                Step::Park => return Connected::Parked,
+                Step::Stop => return Connected::Done,
+            }
         }
 
         let mut out = std::mem::take(&mut self.outbox);
@@ -461,6 +473,188 @@ impl Core {
         self.resumed.push(link.id.slot());
     }
 
+    /// The claim of `client_id` by `link`'s CONNECT (--cluster-nats): go on
+    /// (held here already, or granted, with the session another node let
+    /// go imported), park until the control thread answers, or stop
+    /// (refused: CONNACK 0x89 Server busy, v3 0x03).
+    fn claim(
+        &mut self,
+        link: &Rc<Link>,
+        client_id: &Bytes,
+        clean_start: bool,
+        started: std::time::Instant,
+    ) -> Step {
+        let v5 = link.version.get() == Some(ProtocolVersion::V5);
+        match link.claim.get() {
+            ClaimState::Unchecked if self.table.find(client_id).is_some() => Step::Go,
+            ClaimState::Unchecked => {
+                let Some(cluster) = self.shared.cluster.as_ref() else {
+                    return Step::Go;
+                };
+                let job = crate::cluster::ClaimJob {
+                    shard: self.id.0,
+                    link: link.id.raw(),
+                    client_id: client_id.clone(),
+                    clean_start,
+                };
+                if !cluster.claim(job) {
+                    if let Some(unlogged) = self.gates.check(Gate::AuthQueue, self.now) {
+                        warn!(
+                            shard = self.id.0,
+                            unlogged, "cluster: claims queued beyond the bound: refusing CONNECT"
+                        );
+                    }
+                    let code = if v5 {
+                        ReasonCode::SERVER_BUSY
+                    } else {
+                        ReasonCode(0x03)
+                    };
+                    self.refuse(link, code, "cluster claims queued");
+                    return Step::Stop;
+                }
+                link.claim.set(ClaimState::Pending);
+                self.claiming.insert(client_id.clone(), link.id);
+                self.connect_started.insert(link.id, started);
+                Step::Park
+            }
+            ClaimState::Pending => {
+                self.connect_started.insert(link.id, started);
+                Step::Park
+            }
+            ClaimState::Granted => {
+                if let Some(moved) = self.arrivals.remove(&link.id) {
+                    let (id, state) = *moved;
+                    self.adopt_moved(id, state);
+                }
+                Step::Go
+            }
+            ClaimState::Refused => {
+                let code = if v5 {
+                    ReasonCode::SERVER_BUSY
+                } else {
+                    ReasonCode(0x03)
+                };
+                self.refuse(link, code, "client id held by another node");
+                Step::Stop
+            }
+        }
+    }
+
+    /// A claim ended: its CONNECT is handled again (refused if another
+    /// node took the id meanwhile).
+    pub(crate) fn cluster_claimed(
+        &mut self,
+        raw: u64,
+        client_id: Bytes,
+        outcome: crate::cluster::Claimed,
+    ) {
+        let Some(id) = super::link::LinkId::from_raw(raw) else {
+            return;
+        };
+        if self.claiming.get(&client_id) == Some(&id) {
+            self.claiming.remove(&client_id);
+        }
+        let Some(link) = self.links.get(&id).cloned() else {
+            return;
+        };
+        if link.claim.get() == ClaimState::Pending {
+            match outcome {
+                crate::cluster::Claimed::Granted(moved) => {
+                    link.claim.set(ClaimState::Granted);
+                    if let Some(moved) = moved {
+                        self.arrivals.insert(id, moved);
+                    }
+                }
+                crate::cluster::Claimed::Refused(why) => {
+                    debug!(client_id = ?client_id, ?why, "cluster: claim refused");
+                    link.claim.set(ClaimState::Refused);
+                }
+            }
+        }
+        self.resumed.push(id.slot());
+    }
+
+    /// Another node takes `client_id` over: a CONNECT claiming it here is
+    /// refused; a session held here lets its connection go (DISCONNECT
+    /// 0x8E) and ends here, and what lives on is the answer.
+    pub(crate) fn cluster_take_over(
+        &mut self,
+        client_id: Bytes,
+        clean_start: bool,
+        reply: tokio::sync::oneshot::Sender<crate::cluster::Released>,
+    ) {
+        if let Some(id) = self.claiming.remove(&client_id) {
+            if let Some(link) = self.links.get(&id) {
+                if link.claim.get() == ClaimState::Pending {
+                    // The other node wins: it read this node's claim.
+                    link.claim.set(ClaimState::Refused);
+                    let _ = reply.send(Some(None));
+                    return;
+                }
+            }
+        }
+        let Some(sid) = self.table.find(&client_id) else {
+            let _ = reply.send(None);
+            return;
+        };
+        self.now = self.clock.read().1;
+        let old = self
+            .table
+            .link_of(sid)
+            .and_then(|l| self.links.get(&l))
+            .cloned();
+        if let Some(old) = &old {
+            self.table.detach(sid, old.id);
+            old.session.set(None);
+        }
+        let mut out = std::mem::take(&mut self.outbox);
+        let wall = self.shared.wall;
+        let state = self
+            .table
+            .get_mut(sid)
+            .and_then(|e| e.session.hand_over(clean_start, self.now, &wall, &mut out));
+        self.apply(Some(sid), old.as_ref(), &mut out);
+        self.outbox = out;
+        self.run_deferred();
+        debug!(client_id = ?client_id, "cluster: client id let go to another node");
+        let _ = reply.send(Some(state.map(|s| (client_id, s))));
+    }
+
+    /// Imports a session another node let go (before its CONNECT resumes
+    /// it): routes, timers, and its records when persistence is on. A
+    /// session held here meanwhile wins.
+    fn adopt_moved(&mut self, client_id: Bytes, state: ringmq_store::SessionState) {
+        if self.table.find(&client_id).is_some() {
+            return;
+        }
+        let now = self.clock.now();
+        let wall = self.shared.wall;
+        let mut out = std::mem::take(&mut self.outbox);
+        match Session::import(
+            client_id.clone(),
+            &state,
+            &wall,
+            &self.policy,
+            now,
+            &mut out,
+        ) {
+            Ok(session) => {
+                if self.policy.persistence && state.expiry_secs > 0 {
+                    let events: Vec<_> = state.events(&client_id).collect();
+                    self.record_all(&events);
+                }
+                let sid = self.table.insert(session);
+                ShardStats::inc(&self.stats.sessions);
+                self.apply(Some(sid), None, &mut out);
+            }
+            Err(e) => {
+                out.drain().for_each(drop);
+                warn!(client_id = ?client_id, error = %e, "cluster: a session from another node left out");
+            }
+        }
+        self.outbox = out;
+    }
+
     /// Counts a take-over of `sid`; true when the id has been taken over
     /// more than --takeover-limit times within the window (two clients
     /// fighting over one id). Logged once per window, not per kick.
@@ -512,8 +706,15 @@ impl Core {
     fn assign_client_id(&mut self) -> Bytes {
         loop {
             self.table.assigned_ids += 1;
-            let id = format!("ringmq-{}-{:x}", self.id.0, self.table.assigned_ids);
-            if owner_shard(id.as_bytes(), self.shared.shards) == self.id {
+            let n = self.table.assigned_ids;
+            // In a cluster the node's name makes it unique among nodes.
+            let id = match &self.shared.cluster {
+                Some(c) => format!("ringmq-{}-{}-{n:x}", c.node_id, self.id.0),
+                None => format!("ringmq-{}-{n:x}", self.id.0),
+            };
+            if owner_shard(id.as_bytes(), self.shared.shards) == self.id
+                && self.table.find(id.as_bytes()).is_none()
+            {
                 return Bytes::from(id);
             }
         }
@@ -785,6 +986,14 @@ impl Core {
                 }
                 Msg::Durable(upto) => self.durable(from, upto),
                 Msg::ClusterPublish(publish, group) => self.route_from_cluster(*publish, group),
+                Msg::ClusterClaimed(claimed) => {
+                    let (link, client_id, outcome) = *claimed;
+                    self.cluster_claimed(link, client_id, outcome);
+                }
+                Msg::ClusterTakeOver(take) => {
+                    let (client_id, clean_start, reply) = *take;
+                    self.cluster_take_over(client_id, clean_start, reply);
+                }
                 Msg::Route(change) => self.routes.apply_remote(ShardId(from), &change),
                 Msg::RetainedQuery {
                     filter,

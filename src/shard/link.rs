@@ -34,6 +34,16 @@ impl LinkId {
     pub(crate) fn slot(self) -> u32 {
         self.0.get() as u32
     }
+
+    /// The id as a number (to travel through another thread).
+    pub(crate) fn raw(self) -> u64 {
+        self.0.get()
+    }
+
+    /// The id [`LinkId::raw`] gave, if it is one.
+    pub(crate) fn from_raw(raw: u64) -> Option<LinkId> {
+        std::num::NonZeroU64::new(raw).map(LinkId)
+    }
 }
 
 /// Every link of the shard, by slot (a pointer per slot: no hash map).
@@ -188,6 +198,8 @@ pub(crate) struct Link {
     pub(crate) cert_name: Cell<Option<Box<CertName>>>,
     /// Where its CONNECT's password check stands.
     pub(crate) auth: Cell<AuthState>,
+    /// --cluster-nats: where its CONNECT's claim of the client id stands.
+    pub(crate) claim: Cell<ClaimState>,
     /// Counted in `clients_v*` (CONNACK 0x00 sent, not yet closed).
     pub(crate) counted: Cell<bool>,
     /// The keep-alive granted, in seconds, and who chose it, for the
@@ -206,6 +218,21 @@ pub(crate) enum AuthState {
     /// The verifier said yes / no; the CONNECT is handled again.
     Passed,
     Failed,
+}
+
+/// A CONNECT's claim of its client id in the cluster's directory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum ClaimState {
+    /// Not asked (one node, or the id is already held here).
+    #[default]
+    Unchecked,
+    /// Parked: the control thread runs the claim.
+    Pending,
+    /// The id is this node's; the CONNECT is handled again.
+    Granted,
+    /// Refused, or another node took the id while this one claimed it: the
+    /// CONNECT is refused when handled again.
+    Refused,
 }
 
 /// The subject CN of a client certificate, if there was one with a CN.
@@ -234,6 +261,7 @@ impl Link {
             durable_holds: Cell::new(0),
             cert_name: Cell::new(None),
             auth: Cell::new(AuthState::Unchecked),
+            claim: Cell::new(ClaimState::Unchecked),
             counted: Cell::new(false),
             keep_alive: Cell::new((0, ringmq_session::KeepAliveSource::Client)),
         }

@@ -109,6 +109,8 @@ impl Shard {
             connect_started: Default::default(),
             sys: Default::default(),
             resumed: Vec::new(),
+            claiming: Default::default(),
+            arrivals: Default::default(),
             // Bursts of 10 ms of work: a backlog drains in small steps
             // between reads, never in one long freeze.
             timer_bucket: ratelimit::TokenBucket::new(

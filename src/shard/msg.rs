@@ -66,6 +66,18 @@ pub(crate) enum Msg {
     /// back to NATS): to the ordinary subscribers, or (`Some`) to one
     /// member of the shared group NATS chose this node for.
     ClusterPublish(Box<ringmq_codec::Publish>, Option<ringmq_route::GroupKey>),
+    /// --cluster-nats: the claim of a parked CONNECT ended (raw link id,
+    /// client id, outcome).
+    ClusterClaimed(Box<(u64, bytes::Bytes, crate::cluster::Claimed)>),
+    /// --cluster-nats: another node takes this client id over (client id,
+    /// its CONNECT's Clean Start, where to answer).
+    ClusterTakeOver(
+        Box<(
+            bytes::Bytes,
+            bool,
+            tokio::sync::oneshot::Sender<crate::cluster::Released>,
+        )>,
+    ),
     /// Persistence: the sender has written (to the kernel) what the first
     /// N `Publish` messages from this shard made it record.
     Durable(u64),

@@ -119,7 +119,7 @@ impl Core {
         self.commit_journal();
     }
 
-    fn record_all(&mut self, events: &[Event]) {
+    pub(crate) fn record_all(&mut self, events: &[Event]) {
         if let Some(journal) = self.journal.as_mut() {
             for e in events {
                 journal.record_event(e);

@@ -21,6 +21,9 @@ pub(crate) struct Shared {
     pub(crate) open_connections: AtomicUsize,
     /// The one epoch of every shard's clock (ticks travel between shards).
     pub(crate) epoch: Instant,
+    /// Ticks as Unix time (fixed at start): for what outlives this process
+    /// or leaves this node (persistence, sessions moving between nodes).
+    pub(crate) wall: ringmq_session::WallClock,
     /// Connections per peer address, for `--max-connections-per-ip`.
     pub(crate) per_ip: PerIp,
     /// TLS reloads done and failed (written by the broker handle).
@@ -56,6 +59,13 @@ impl Shared {
             total.cluster_received = load(&c.stats.received);
             total.cluster_dropped = load(&c.stats.dropped);
             total.cluster_bad = load(&c.stats.bad);
+            total.cluster_directory = load(&c.stats.directory);
+            total.cluster_claims = load(&c.stats.claims);
+            total.cluster_takeovers_in = load(&c.stats.takeovers_in);
+            total.cluster_takeovers_out = load(&c.stats.takeovers_out);
+            total.cluster_claims_refused = load(&c.stats.claims_refused);
+            total.cluster_claims_unchecked = load(&c.stats.claims_unchecked);
+            total.cluster_handover_dropped = load(&c.stats.handover_dropped);
         }
         total
     }

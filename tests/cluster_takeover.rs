@@ -1,0 +1,161 @@
+//! `--cluster-nats` client-id directory (issue 17): a client id moves
+//! between nodes as it moves between shards of one node: the old
+//! connection gets DISCONNECT 0x8E, the new one the session with its
+//! unacknowledged messages, and two nodes racing for one id leave exactly
+//! one live connection. A node killed with SIGKILL gives up its ids once
+//! its heartbeat expires.
+//!
+//! Needs `nats-server` (see tests/common/nats.rs).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::nats::*;
+use common::*;
+
+/// Two nodes with the directory open on each.
+fn directory_nodes() -> Option<(Nats, ringmq::Broker, ringmq::Broker)> {
+    let (nats, a, b) = two_nodes()?;
+    for n in [&a, &b] {
+        wait_stats(n, "the directory open", |s| s.cluster_directory == 1);
+    }
+    Some((nats, a, b))
+}
+
+fn persistent(id: &str) -> ConnectOpts {
+    ConnectOpts::v5(id).clean(false).session_expiry(3600)
+}
+
+#[test]
+fn a_client_id_moves_to_another_node_with_0x8e_and_its_session() {
+    let Some((_nats, a, b)) = directory_nodes() else {
+        return;
+    };
+    let (mut old, ack) = RawClient::connected(a.local_addr(), &persistent("dev-1"));
+    assert!(!ack.session_present);
+    assert_eq!(old.subscribe(1, &[("t/#", 1)]), [1]);
+    // Two QoS 1 messages reach it and stay unacknowledged.
+    let (mut publisher, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("pub"));
+    publisher.publish1("t/1", b"one", 1);
+    publisher.publish1("t/2", b"two", 2);
+    for want in [&b"one"[..], b"two"] {
+        let p = old.expect_packet(PROMPT, "a QoS 1 delivery on a");
+        assert_eq!(p.publish(true).payload, want);
+    }
+    let (mut new, ack) = RawClient::connected(b.local_addr(), &persistent("dev-1"));
+    assert!(ack.session_present, "the session came from node a");
+    // The old connection was told and closed.
+    let got = old.expect_closed(PROMPT, "the take-over from node b");
+    let disconnect = got
+        .iter()
+        .find(|p| p.kind == DISCONNECT)
+        .unwrap_or_else(|| panic!("no DISCONNECT before the close: {got:?}"));
+    assert_eq!(disconnect.disconnect_reason(), 0x8E, "Session taken over");
+    // The unacknowledged messages are sent again, DUP set, in order.
+    for want in [&b"one"[..], b"two"] {
+        let p = new.expect_packet(PROMPT, "a re-sent delivery on b");
+        assert_eq!(p.kind, PUBLISH);
+        assert!(p.flags & 0x08 != 0, "a re-send has DUP");
+        let info = p.publish(true);
+        assert_eq!(info.payload, want);
+        new.send(&puback_packet(info.packet_id)).expect("PUBACK");
+    }
+    // The subscription moved too: a publish on a reaches it on b.
+    wait_routed(&mut publisher, &mut new, "t/after");
+    let sa = wait_stats(&a, "a let the id go", |s| s.cluster_takeovers_out == 1);
+    let sb = wait_stats(&b, "b took the id over", |s| s.cluster_takeovers_in == 1);
+    assert_eq!((sa.cluster_bad, sb.cluster_bad), (0, 0));
+    assert_eq!(sb.cluster_handover_dropped, 0);
+}
+
+#[test]
+fn a_take_over_on_the_node_that_holds_the_id_stays_on_that_node() {
+    let Some((_nats, a, _b)) = directory_nodes() else {
+        return;
+    };
+    let (mut first, _) = RawClient::connected(a.local_addr(), &persistent("local-1"));
+    let claims = a.stats().cluster_claims;
+    let (mut second, ack) = RawClient::connected(a.local_addr(), &persistent("local-1"));
+    assert!(ack.session_present);
+    let got = first.expect_closed(PROMPT, "the local take-over");
+    assert!(got
+        .iter()
+        .any(|p| p.kind == DISCONNECT && p.disconnect_reason() == 0x8E));
+    second.ping();
+    assert_eq!(
+        a.stats().cluster_claims,
+        claims,
+        "no directory round trip for an id this node holds"
+    );
+}
+
+#[test]
+fn a_clean_start_on_another_node_ends_the_session_and_publishes_the_will() {
+    let Some((_nats, a, b)) = directory_nodes() else {
+        return;
+    };
+    let (mut watcher, _) = RawClient::connected(b.local_addr(), &ConnectOpts::v5("watcher"));
+    assert_eq!(watcher.subscribe(1, &[("wills/#", 0)]), [0]);
+    let (mut probe, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("probe"));
+    wait_routed(&mut probe, &mut watcher, "wills/probe");
+    let opts = persistent("dev-2").will(WillOpts::new("wills/dev-2", "gone"));
+    let (mut old, _) = RawClient::connected(a.local_addr(), &opts);
+    let (_new, ack) = RawClient::connected(b.local_addr(), &ConnectOpts::v5("dev-2"));
+    assert!(!ack.session_present, "Clean Start: a new session");
+    old.expect_closed(PROMPT, "the take-over from node b");
+    let p = watcher.expect_packet(PROMPT, "the will of the session that ended");
+    assert_eq!(p.publish(true).payload, b"gone");
+}
+
+#[test]
+fn two_nodes_racing_for_one_id_leave_exactly_one_live_connection() {
+    let Some((_nats, a, b)) = directory_nodes() else {
+        return;
+    };
+    let addrs = [a.local_addr(), b.local_addr()];
+    for round in 0..8 {
+        let id = format!("race-{round}");
+        let racers: Vec<_> = addrs
+            .iter()
+            .map(|&addr| {
+                let opts = persistent(&id);
+                std::thread::spawn(move || RawClient::connect(addr, &opts))
+            })
+            .collect();
+        let mut clients: Vec<(RawClient, bool)> = racers
+            .into_iter()
+            .map(|r| {
+                let (c, ack) = r.join().unwrap();
+                if ack.code != 0 {
+                    assert_eq!(ack.code, 0x89, "a refused racer: Server busy");
+                }
+                (c, ack.code == 0)
+            })
+            .collect();
+        // One taken over (0x8E, closed) is out; the others must still
+        // answer PINGREQ. Wait until every loser is out.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let live = loop {
+            let mut live = 0;
+            for (c, alive) in clients.iter_mut().filter(|(_, alive)| *alive) {
+                let answer = c
+                    .send(&PINGREQ_BYTES)
+                    .ok()
+                    .and_then(|_| c.read_packet(Duration::from_millis(500)).ok());
+                match answer {
+                    Some(p) if p.kind == PINGRESP => live += 1,
+                    Some(p) if p.kind == DISCONNECT => {
+                        assert_eq!(p.disconnect_reason(), 0x8E, "round {round}");
+                        *alive = false;
+                    }
+                    _ => *alive = false,
+                }
+            }
+            if live <= 1 || Instant::now() > deadline {
+                break live;
+            }
+        };
+        assert_eq!(live, 1, "round {round}: one live connection for {id}");
+    }
+}
