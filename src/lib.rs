@@ -252,6 +252,13 @@ impl Broker {
                         shard,
                         Msg::ClusterClaimed(Box::new((link, client_id, outcome))),
                     ),
+                    cluster::ToShard::Adopt(client_id, session) => {
+                        let shard = shard_for(&client_id, shards);
+                        to_shards.send_external(
+                            shard,
+                            Msg::ClusterAdopt(Box::new((client_id, *session))),
+                        );
+                    }
                     cluster::ToShard::TakeOver {
                         client_id,
                         clean_start,

@@ -12,6 +12,17 @@ use tracing::{info, warn};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 
+/// The --log filter, with async-nats (--cluster-nats) at `warn` unless
+/// the filter names it: under overload it logs each slow-consumer event
+/// at info, which the broker counts and rate-limits itself.
+fn log_directives(log: &str) -> String {
+    if log.contains("async_nats") {
+        log.to_string()
+    } else {
+        format!("{log},async_nats=warn")
+    }
+}
+
 /// Swaps the log filter of the running process (SIGHUP).
 type LogFilter = reload::Handle<EnvFilter, Registry>;
 
@@ -38,7 +49,7 @@ fn main() -> ExitCode {
         print!("{}", config_file::print(&loaded));
         return ExitCode::SUCCESS;
     }
-    let filter = match EnvFilter::try_new(&loaded.config.log) {
+    let filter = match EnvFilter::try_new(log_directives(&loaded.config.log)) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("ringmq: invalid --log filter {:?}: {e}", loaded.config.log);
@@ -126,7 +137,7 @@ fn reload_config_file(
         .partition(|k| LIVE_KEYS.contains(k));
     if live.contains(&"log") {
         // `load` checked the filter already; a failure here keeps the old one.
-        let applied = EnvFilter::try_new(&new.config.log)
+        let applied = EnvFilter::try_new(log_directives(&new.config.log))
             .map_err(|e| e.to_string())
             .and_then(|f| log_filter.reload(f).map_err(|e| e.to_string()));
         if let Err(e) = applied {

@@ -171,6 +171,17 @@ counters! {
         /// Queued messages left out of sessions moving between nodes (one
         /// NATS message holds a session).
         cluster_handover_dropped,
+        /// Writes to the sessions bucket done (a persistent session
+        /// connected, subscribed, unsubscribed, left or ended).
+        cluster_sessions_stored,
+        /// Writes to the sessions bucket not done (queue full, JetStream
+        /// error).
+        cluster_sessions_dropped,
+        /// Sessions of dead nodes taken here.
+        cluster_sessions_adopted,
+        /// Times NATS dropped messages meant for this node (slow consumer:
+        /// the node did not read them fast enough).
+        cluster_slow_consumers,
     }
     /// Connections open now (accepted sockets, before and after CONNECT).
     connections,

@@ -159,3 +159,107 @@ fn two_nodes_racing_for_one_id_leave_exactly_one_live_connection() {
         assert_eq!(live, 1, "round {round}: one live connection for {id}");
     }
 }
+
+/// The flags of a node as a child process (for SIGKILL) on `nats`.
+fn node_args<'a>(nats: &'a Nats, name: &'a str) -> Vec<&'a str> {
+    vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--keepalive-tick-ms",
+        "20",
+        "--sys-interval",
+        "0",
+        "--log",
+        "info,ringmq::cluster=debug",
+        "--cluster-nats",
+        &nats.url,
+        "--node-id",
+        name,
+        "--cluster-heartbeat-ms",
+        "200",
+    ]
+}
+
+#[test]
+fn a_session_left_on_a_stopped_node_resumes_on_another_with_its_queue() {
+    let Some(bin) = nats_server() else {
+        return;
+    };
+    let nats = start_nats(&bin);
+    let a = node_with(&nats, "a", &["--cluster-heartbeat-ms", "200"]);
+    let b = node_with(&nats, "b", &["--cluster-heartbeat-ms", "200"]);
+    for n in [&a, &b] {
+        wait_stats(n, "the directory open", |s| s.cluster_directory == 1);
+    }
+    let (mut c, _) = RawClient::connected(a.local_addr(), &persistent("dev-3"));
+    assert_eq!(c.subscribe(1, &[("q/#", 1)]), [1]);
+    c.send(&disconnect_v5(0)).expect("DISCONNECT");
+    c.expect_closed(PROMPT, "a normal disconnect");
+    // Queued on a for the absent client.
+    let (mut publisher, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("pub"));
+    for (i, m) in [&b"q1"[..], b"q2", b"q3"].iter().enumerate() {
+        publisher.publish1("q/x", m, i as u16 + 1);
+    }
+    // a stops: its sessions' copies are written and its heartbeat goes.
+    drop(publisher);
+    drop(a);
+    let (mut c, ack) = RawClient::connected(b.local_addr(), &persistent("dev-3"));
+    assert!(ack.session_present, "the session a stored resumes on b");
+    for want in [&b"q1"[..], b"q2", b"q3"] {
+        let p = c.expect_packet(PROMPT, "a message queued on a");
+        assert_eq!(p.kind, PUBLISH);
+        let info = p.publish(true);
+        assert_eq!(info.payload, want);
+        c.send(&puback_packet(info.packet_id)).expect("PUBACK");
+    }
+    // The subscription came too.
+    let (mut publisher, _) = RawClient::connected(b.local_addr(), &ConnectOpts::v5("pub-b"));
+    publisher.publish0("q/later", b"later");
+    let p = c.expect_packet(PROMPT, "a publish on b");
+    assert_eq!(p.publish(true).payload, b"later");
+}
+
+#[test]
+fn a_killed_nodes_clients_get_their_wills_and_resume_on_another_node() {
+    let Some(bin) = nats_server() else {
+        return;
+    };
+    let nats = start_nats(&bin);
+    let (mut a, a_addr) = common::process::Process::start(&node_args(&nats, "a"), "mqtt://");
+    a.wait_log("the directory open", |l| {
+        l.contains("client-id directory open")
+    });
+    let b = node_with(&nats, "b", &["--cluster-heartbeat-ms", "200"]);
+    wait_stats(&b, "the directory open", |s| s.cluster_directory == 1);
+    let (mut watcher, _) = RawClient::connected(b.local_addr(), &ConnectOpts::v5("watcher"));
+    assert_eq!(watcher.subscribe(1, &[("wills/#", 0)]), [0]);
+    let (mut probe, _) = RawClient::connected(a_addr, &ConnectOpts::v5("probe"));
+    wait_routed(&mut probe, &mut watcher, "wills/probe");
+    let opts = persistent("dev-4").will(WillOpts::new("wills/dev-4", "dead"));
+    let (mut c, _) = RawClient::connected(a_addr, &opts);
+    assert_eq!(c.subscribe(1, &[("k/#", 1)]), [1]);
+    // Its copy (with the subscription) is in the sessions bucket.
+    a.wait_log("dev-4's session stored twice (CONNECT, SUBSCRIBE)", |l| {
+        l.contains("cluster: session stored") && l.contains("stored=2") && l.contains("dev-4")
+    });
+    let killed_at = Instant::now();
+    a.child.kill().expect("SIGKILL node a");
+    let _ = a.child.wait();
+    // b notices the silence and publishes the will.
+    let p = watcher.expect_packet(Duration::from_secs(10), "the will of a's client");
+    assert_eq!(p.publish(true).payload, b"dead");
+    let noticed = killed_at.elapsed();
+    wait_stats(&b, "b took the session", |s| {
+        s.cluster_sessions_adopted == 1
+    });
+    // The client comes back on b and resumes.
+    let (mut c2, ack) = RawClient::connected(b.local_addr(), &persistent("dev-4"));
+    assert!(ack.session_present, "resumed on b after {noticed:?}");
+    let (mut publisher, _) = RawClient::connected(b.local_addr(), &ConnectOpts::v5("pub-b"));
+    publisher.publish0("k/x", b"after");
+    let p = c2.expect_packet(PROMPT, "a publish to the resumed session");
+    assert_eq!(p.publish(true).payload, b"after");
+    drop(c);
+}

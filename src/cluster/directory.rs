@@ -11,6 +11,14 @@
 //! - `{P}_nodes`: node id (hex) -> a heartbeat, put every heartbeat
 //!   interval; the bucket's max age is three intervals, so a dead node's
 //!   key expires by itself. A node stopping deletes its own.
+//! - `{P}_sessions`: `hex(node).hex(client id)` -> a persistent session
+//!   (subscriptions, expiry, will, queued messages as far as one NATS
+//!   message holds them) held by that node, written whenever its client
+//!   connects, subscribes, unsubscribes or leaves, removed when it ends.
+//!   A node claiming an id whose owner is gone (or itself, restarted)
+//!   resumes it from there; a node that notices another's death takes all
+//!   the dead node's sessions (their wills come due as for a dropped
+//!   connection).
 //!
 //! A node asks the owner to let the id go on `{P}.n.{node}.takeover`
 //! (request/reply; the body is `ringmq_cluster::handover`'s). The owner's
@@ -56,6 +64,17 @@ pub(crate) enum Claimed {
     Refused(Refusal),
 }
 
+/// A change to this node's stored sessions.
+#[derive(Debug)]
+pub(crate) enum SessionWrite {
+    /// The session as it stands (connected or not).
+    Put(Bytes, Box<SessionState>),
+    /// It ended here.
+    Gone(Bytes),
+    /// Answer once every write before this one is done (at shutdown).
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// What a shard answers to a take-over another node asked for: `None` when
 /// it does not hold the id; otherwise the session that lives on, if any.
 pub(crate) type Released = Option<Option<(Bytes, SessionState)>>;
@@ -66,6 +85,7 @@ pub(crate) struct Directory {
     pub(crate) client: async_nats::Client,
     pub(crate) clients: kv::Store,
     pub(crate) nodes: kv::Store,
+    pub(crate) sessions: kv::Store,
     pub(crate) prefix: String,
     pub(crate) node: String,
     pub(crate) epoch: Arc<AtomicU64>,
@@ -130,10 +150,12 @@ impl Directory {
         };
         let clients = open(bucket(prefix, "clients"), Duration::ZERO).await?;
         let nodes = open(bucket(prefix, "nodes"), heartbeat * 3).await?;
+        let sessions = open(bucket(prefix, "sessions"), Duration::ZERO).await?;
         Ok(Directory {
             client,
             clients,
             nodes,
+            sessions,
             prefix: prefix.to_string(),
             node: node.to_string(),
             epoch: Arc::new(AtomicU64::new(0)),
@@ -174,6 +196,8 @@ impl Directory {
         let key = handover::key(&job.client_id);
         let (mut claim, mut step) = Claim::new(me, MAX_READS);
         let mut moved = None;
+        // The owner last read: whose stored session the id comes with.
+        let mut previous: Option<String> = None;
         loop {
             let input = match step {
                 Step::Get => match self.clients.entry(key.clone()).await {
@@ -181,7 +205,10 @@ impl Directory {
                         // A value no node wrote counts as no owner, written
                         // over its revision.
                         match handover::owner_of(&e.value) {
-                            Some(owner) => Input::Got(Some((owner, e.revision))),
+                            Some(owner) => {
+                                previous = Some(owner.node.clone());
+                                Input::Got(Some((owner, e.revision)))
+                            }
                             None => Input::Got(Some((
                                 Owner {
                                     node: self.node.clone(),
@@ -191,7 +218,10 @@ impl Directory {
                             ))),
                         }
                     }
-                    Ok(_) => Input::Got(None),
+                    Ok(_) => {
+                        previous = None;
+                        Input::Got(None)
+                    }
                     Err(e) => return self.unavailable(&e.to_string()),
                 },
                 Step::Create(owner) => {
@@ -240,9 +270,14 @@ impl Directory {
                     }
                 }
                 Step::Granted { from, .. } => {
-                    if let Some(from) = from {
+                    if let Some(from) = &from {
                         self.stats.takeovers_in.fetch_add(1, Ordering::Relaxed);
                         debug!(client_id = ?job.client_id, from, "cluster: client id taken over");
+                    }
+                    if let Some(previous) = previous.filter(|_| moved.is_none()) {
+                        // The owner was gone (or this node, restarted): the
+                        // session it stored, if any, comes with the id.
+                        moved = self.stored_session(&previous, job).await;
                     }
                     return Claimed::Granted(moved.map(Box::new));
                 }
@@ -253,6 +288,193 @@ impl Directory {
             };
             step = claim.on(input);
         }
+    }
+
+    /// The session `node` stored for the claimed id: taken (and its key
+    /// removed, unless it is this node's own, which the CONNECT writes
+    /// over) when the CONNECT resumes; with Clean Start only removed.
+    async fn stored_session(&self, node: &str, job: &ClaimJob) -> Option<(Bytes, SessionState)> {
+        let key = handover::session_key(node, &job.client_id);
+        let value = self.sessions.get(key.clone()).await.ok()??;
+        if node != self.node || job.clean_start {
+            let _ = self.sessions.delete(key).await;
+        }
+        if job.clean_start {
+            return None;
+        }
+        match handover::read_stored(&value) {
+            Some((_, id, session)) if id == job.client_id => Some((id, session)),
+            _ => {
+                self.stats.bad.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Writes (or removes) this node's stored sessions in order, as the
+    /// shards report them.
+    pub(crate) async fn write_sessions(
+        self,
+        mut writes: tokio::sync::mpsc::Receiver<SessionWrite>,
+    ) {
+        let max = self.client.server_info().max_payload.saturating_sub(1024);
+        // Writes per client id, for the debug log.
+        let mut stored: std::collections::HashMap<Bytes, u64> = std::collections::HashMap::new();
+        while let Some(write) = writes.recv().await {
+            let result = match write {
+                SessionWrite::Put(client_id, state) => {
+                    let key = handover::session_key(&self.node, &client_id);
+                    match handover::stored(&self.node, &client_id, *state, max) {
+                        Some((value, dropped)) => {
+                            if dropped > 0 {
+                                self.stats
+                                    .handover_dropped
+                                    .fetch_add(dropped as u64, Ordering::Relaxed);
+                            }
+                            let put = self.sessions.put(key, value.into()).await;
+                            if put.is_ok() && tracing::enabled!(tracing::Level::DEBUG) {
+                                let n = stored.entry(client_id.clone()).or_insert(0);
+                                *n += 1;
+                                debug!(client_id = ?client_id, stored = *n, "cluster: session stored");
+                            }
+                            put.map(drop).map_err(|e| e.to_string())
+                        }
+                        None => Ok(()),
+                    }
+                }
+                SessionWrite::Gone(client_id) => {
+                    stored.remove(&client_id);
+                    self.sessions
+                        .delete(handover::session_key(&self.node, &client_id))
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                SessionWrite::Flush(done) => {
+                    let _ = done.send(());
+                    continue;
+                }
+            };
+            match result {
+                Ok(()) => self.stats.sessions_stored.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    debug!(error = %e, "cluster: session not stored");
+                    self.stats.sessions_dropped.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+        }
+    }
+
+    /// Watches the other nodes' heartbeats; a node silent for three
+    /// heartbeats is dead: the first node to mark it takes its stored
+    /// sessions (their wills then come due here, as for a client whose
+    /// connection dropped), each claimed over the dead node's directory
+    /// entry so a client that already came back elsewhere keeps its own.
+    pub(crate) async fn watch_nodes(
+        self,
+        heartbeat: Duration,
+        to_shard: Arc<dyn Fn(ToShard) + Send + Sync>,
+    ) {
+        use futures_util::StreamExt;
+        let me = handover::key(self.node.as_bytes());
+        let mut seen: std::collections::HashMap<String, (tokio::time::Instant, u64)> =
+            std::collections::HashMap::new();
+        let mut watch = match self.nodes.watch_all().await {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(error = %e, "cluster: cannot watch the nodes' heartbeats");
+                return;
+            }
+        };
+        let mut tick = tokio::time::interval(heartbeat);
+        loop {
+            tokio::select! {
+                entry = watch.next() => match entry {
+                    Some(Ok(e)) if e.key.starts_with('c') && e.key != me => {
+                        if e.operation == kv::Operation::Put {
+                            seen.insert(e.key, (tokio::time::Instant::now(), e.revision));
+                        } else {
+                            // Left cleanly: its sessions wait in the bucket.
+                            seen.remove(&e.key);
+                        }
+                    }
+                    Some(_) => {}
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    let dead: Vec<(String, u64)> = seen
+                        .iter()
+                        .filter(|(_, (at, _))| at.elapsed() > heartbeat * 3)
+                        .map(|(k, (_, rev))| (k.clone(), *rev))
+                        .collect();
+                    for (node_key, revision) in dead {
+                        seen.remove(&node_key);
+                        // One node takes a death: the marker is created once.
+                        let marker = format!("dead.{node_key}.{revision}");
+                        if self.nodes.create(&marker, Bytes::from(self.node.clone())).await.is_ok() {
+                            self.take_dead_nodes_sessions(&node_key, &to_shard).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the sessions a dead node stored (see [`Directory::watch_nodes`]).
+    async fn take_dead_nodes_sessions(
+        &self,
+        node_key: &str,
+        to_shard: &Arc<dyn Fn(ToShard) + Send + Sync>,
+    ) {
+        use futures_util::StreamExt;
+        let prefix = format!("{node_key}.");
+        let Ok(mut keys) = self.sessions.keys().await else {
+            return;
+        };
+        let mut mine = Vec::new();
+        while let Some(Ok(k)) = keys.next().await {
+            if k.starts_with(&prefix) {
+                mine.push(k);
+            }
+        }
+        let mut taken = 0u64;
+        for k in mine {
+            let Ok(Some(value)) = self.sessions.get(k.clone()).await else {
+                continue;
+            };
+            let Some((node, client_id, session)) = handover::read_stored(&value) else {
+                continue;
+            };
+            // Still the dead node's in the directory? Then it is ours now.
+            let dir_key = handover::key(&client_id);
+            let Ok(Some(entry)) = self.clients.entry(dir_key.clone()).await else {
+                continue;
+            };
+            if handover::owner_of(&entry.value).is_none_or(|o| o.node != node) {
+                // Someone came back elsewhere and took it (and removes
+                // the stored copy as it resumes).
+                continue;
+            }
+            let owner = Owner {
+                node: self.node.clone(),
+                epoch: self.epoch.fetch_add(1, Ordering::Relaxed) + 1,
+            };
+            let value = Bytes::from(handover::owner_value(&owner));
+            if self
+                .clients
+                .update(&dir_key, value, entry.revision)
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            let _ = self.sessions.delete(k).await;
+            to_shard(ToShard::Adopt(client_id, Box::new(session)));
+            taken += 1;
+        }
+        self.stats
+            .sessions_adopted
+            .fetch_add(taken, Ordering::Relaxed);
+        warn!(node = %node_key, sessions = taken, "cluster: a node is dead (no heartbeat); its sessions are taken here");
     }
 
     /// JetStream did not answer: the CONNECT is served by this node alone

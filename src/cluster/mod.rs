@@ -51,7 +51,7 @@ const PUBLISH_QUEUE: usize = 65_536;
 /// CONNACK 0x89 Server busy).
 const CLAIM_QUEUE: usize = 16_384;
 
-pub(crate) use directory::{ClaimJob, Claimed, Released};
+pub(crate) use directory::{ClaimJob, Claimed, Released, SessionWrite};
 
 /// What the control thread hands to the shards (the broker routes each to
 /// its shard).
@@ -66,6 +66,8 @@ pub(crate) enum ToShard {
         client_id: Bytes,
         outcome: Claimed,
     },
+    /// A dead node's session taken here, for the shard that owns the id.
+    Adopt(Bytes, Box<ringmq_store::SessionState>),
     /// Another node takes `client_id` over, for the shard that owns it: it
     /// lets the client go and answers on `reply`.
     TakeOver {
@@ -99,7 +101,7 @@ pub(crate) struct Outgoing {
 }
 
 /// The counters of the control thread (read by `stats`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ClusterStats {
     /// 1 while connected to NATS.
     pub(crate) connected: AtomicU64,
@@ -127,6 +129,42 @@ pub(crate) struct ClusterStats {
     pub(crate) claims_unchecked: AtomicU64,
     /// Queued messages of moving sessions left out (one NATS message).
     pub(crate) handover_dropped: AtomicU64,
+    /// Session writes to the sessions bucket done.
+    pub(crate) sessions_stored: AtomicU64,
+    /// Session writes not done (queue full, JetStream error).
+    pub(crate) sessions_dropped: AtomicU64,
+    /// Sessions of dead nodes taken here.
+    pub(crate) sessions_adopted: AtomicU64,
+    /// Times NATS dropped messages for this node (slow consumer).
+    pub(crate) slow_consumers: AtomicU64,
+    /// When a slow consumer was last logged (seconds since `epoch`).
+    pub(crate) slow_logged_at: AtomicU64,
+    pub(crate) epoch: std::time::Instant,
+}
+
+impl Default for ClusterStats {
+    fn default() -> Self {
+        ClusterStats {
+            connected: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            bad: AtomicU64::new(0),
+            directory: AtomicU64::new(0),
+            claims: AtomicU64::new(0),
+            takeovers_in: AtomicU64::new(0),
+            takeovers_out: AtomicU64::new(0),
+            claims_refused: AtomicU64::new(0),
+            claims_unchecked: AtomicU64::new(0),
+            handover_dropped: AtomicU64::new(0),
+            sessions_stored: AtomicU64::new(0),
+            sessions_dropped: AtomicU64::new(0),
+            sessions_adopted: AtomicU64::new(0),
+            slow_consumers: AtomicU64::new(0),
+            slow_logged_at: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+        }
+    }
 }
 
 /// What the shards hold of the cluster.
@@ -137,6 +175,7 @@ pub(crate) struct ClusterLink {
     pub(crate) interest: mpsc::UnboundedSender<Interested>,
     pub(crate) publish: mpsc::Sender<Outgoing>,
     pub(crate) claims: mpsc::Sender<ClaimJob>,
+    pub(crate) sessions: mpsc::Sender<SessionWrite>,
     pub(crate) stats: Arc<ClusterStats>,
 }
 
@@ -186,6 +225,22 @@ impl ClusterLink {
         sent
     }
 
+    /// A persistent session changed (or, `None`, ended) here: the sessions
+    /// bucket follows, in order; dropped and counted when too many wait.
+    pub(crate) fn store_session(
+        &self,
+        client_id: Bytes,
+        state: Option<ringmq_store::SessionState>,
+    ) {
+        let write = match state {
+            Some(s) => SessionWrite::Put(client_id, Box::new(s)),
+            None => SessionWrite::Gone(client_id),
+        };
+        if self.sessions.try_send(write).is_err() {
+            self.stats.sessions_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Whether NATS chooses the member of each shared group (connected):
     /// then a node serves only the ordinary subscribers of what it reads
     /// and each group's member gets the message through NATS; while NATS is
@@ -215,6 +270,7 @@ impl Cluster {
         let (interest_tx, interest_rx) = mpsc::unbounded_channel();
         let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (claims_tx, claims_rx) = mpsc::channel(CLAIM_QUEUE);
+        let (sessions_tx, sessions_rx) = mpsc::channel(CLAIM_QUEUE);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let stats = Arc::new(ClusterStats::default());
         let link = ClusterLink {
@@ -223,8 +279,10 @@ impl Cluster {
             interest: interest_tx,
             publish: publish_tx,
             claims: claims_tx,
+            sessions: sessions_tx,
             stats: stats.clone(),
         };
+        let sessions_tx = link.sessions.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -242,6 +300,8 @@ impl Cluster {
                     interest_rx,
                     publish_rx,
                     claims_rx,
+                    sessions_rx: Some(sessions_rx),
+                    sessions_tx,
                     stop_rx,
                 }))
             })
@@ -277,6 +337,10 @@ struct Control {
     interest_rx: mpsc::UnboundedReceiver<Interested>,
     publish_rx: mpsc::Receiver<Outgoing>,
     claims_rx: mpsc::Receiver<ClaimJob>,
+    /// Taken by the session writer once the directory opens.
+    sessions_rx: Option<mpsc::Receiver<SessionWrite>>,
+    /// To flush the session writer at shutdown.
+    sessions_tx: mpsc::Sender<SessionWrite>,
     stop_rx: tokio::sync::oneshot::Receiver<()>,
 }
 
@@ -305,6 +369,21 @@ fn options(c: &Control, echo: bool, role: &'static str) -> async_nats::ConnectOp
                         events.connected.store(0, Ordering::Relaxed);
                     }
                     warn!(role, "cluster: disconnected from NATS; reconnecting");
+                }
+                async_nats::Event::SlowConsumer(_) => {
+                    // Once per 10 s at most: under overload it comes per
+                    // message batch.
+                    let n = events.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    let now = events.epoch.elapsed().as_secs();
+                    let last = events.slow_logged_at.load(Ordering::Relaxed);
+                    if n == 0 || now >= last + 10 {
+                        events.slow_logged_at.store(now, Ordering::Relaxed);
+                        warn!(
+                            role,
+                            total = n + 1,
+                            "cluster: NATS dropped messages for this node (slow consumer)"
+                        );
+                    }
                 }
                 other => info!(role, event = %other, "cluster: NATS event"),
             }
@@ -365,6 +444,10 @@ async fn control(mut c: Control) {
                 info!("cluster: client-id directory open");
                 let alive = Arc::new(AtomicBool::new(false));
                 dir_tasks.push(tokio::spawn(d.clone().heartbeat(c.timings.heartbeat, alive)));
+                dir_tasks.push(tokio::spawn(d.clone().watch_nodes(c.timings.heartbeat, c.to_shard.clone())));
+                if let Some(writes) = c.sessions_rx.take() {
+                    dir_tasks.push(tokio::spawn(d.clone().write_sessions(writes)));
+                }
                 match client.subscribe(directory::takeover_subject(&c.prefix, &c.node_id)).await {
                     Ok(mut requests) => {
                         let (client, to_shard, stats) = (client.clone(), c.to_shard.clone(), stats.clone());
@@ -469,6 +552,14 @@ async fn control(mut c: Control) {
         task.abort();
     }
     opener.abort();
+    if dir.is_some() {
+        // The sessions the shards stored as they stopped are written
+        // (bounded: NATS may be away).
+        let (done, written) = tokio::sync::oneshot::channel();
+        if c.sessions_tx.try_send(SessionWrite::Flush(done)).is_ok() {
+            let _ = tokio::time::timeout(SHUTDOWN_FLUSH, written).await;
+        }
+    }
     for task in dir_tasks {
         task.abort();
     }

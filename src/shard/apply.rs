@@ -108,6 +108,13 @@ pub(crate) struct Core {
     /// --cluster-nats: client ids whose CONNECT waits for its claim, and
     /// the link that waits (another node's take-over of the id refuses it).
     pub(crate) claiming: hashbrown::HashMap<Bytes, super::link::LinkId>,
+    /// --cluster-nats: persistent sessions that changed this turn (their
+    /// stored copy follows), and client ids whose session ended here.
+    pub(crate) cluster_dirty: hashbrown::HashSet<SessionId>,
+    pub(crate) cluster_gone: Vec<Bytes>,
+    /// A session is being let go to another node: its end is not a
+    /// removal from the sessions bucket (the new owner takes the copy).
+    pub(crate) handing_over: bool,
     /// Sessions other nodes let go to a granted claim, for its CONNECT.
     pub(crate) arrivals:
         hashbrown::HashMap<super::link::LinkId, Box<(Bytes, ringmq_store::SessionState)>>,
@@ -239,6 +246,7 @@ impl Core {
                     let (Some(sid), Ok(text)) = (sid, std::str::from_utf8(&filter)) else {
                         continue;
                     };
+                    self.cluster_changed(sid);
                     if let Some(change) = self.routes.subscribe(text, sid, grant) {
                         if let Some(cluster) = &self.shared.cluster {
                             // The filter's (or group's) first subscriber here.
@@ -255,6 +263,7 @@ impl Core {
                     let (Some(sid), Ok(text)) = (sid, std::str::from_utf8(&filter)) else {
                         continue;
                     };
+                    self.cluster_changed(sid);
                     if let Some(change) = self.routes.unsubscribe(text, sid) {
                         if let Some(cluster) = &self.shared.cluster {
                             if change.members == 0 {
@@ -309,11 +318,48 @@ impl Core {
                         for key in entry.timers.into_iter().flatten() {
                             self.wheel.cancel(key);
                         }
+                        if self.shared.cluster.is_some() && !self.handing_over {
+                            self.cluster_dirty.remove(&sid);
+                            self.cluster_gone.push(entry.session.client_id().clone());
+                        }
                         ShardStats::dec(&self.stats.sessions);
                         debug!(session = %sid, "session ended");
                     }
                 }
             }
+        }
+    }
+
+    /// --cluster-nats: `sid`'s stored copy is to be written this turn.
+    pub(crate) fn cluster_changed(&mut self, sid: SessionId) {
+        if self.shared.cluster.is_some() {
+            self.cluster_dirty.insert(sid);
+        }
+    }
+
+    /// --cluster-nats: hands the turn's session changes to the control
+    /// thread (persistent sessions only; an ended one is removed).
+    pub(crate) fn flush_cluster_sessions(&mut self) {
+        let Some(cluster) = self.shared.cluster.as_ref() else {
+            return;
+        };
+        for client_id in self.cluster_gone.drain(..) {
+            cluster.store_session(client_id, None);
+        }
+        if self.cluster_dirty.is_empty() {
+            return;
+        }
+        let wall = self.shared.wall;
+        for sid in self.cluster_dirty.drain() {
+            let Some(entry) = self.table.get(sid) else {
+                continue;
+            };
+            let s = &entry.session;
+            if s.session_expiry_secs() == 0 {
+                continue;
+            }
+            let state = s.export(s.left_at(), &wall);
+            cluster.store_session(s.client_id().clone(), Some(state));
         }
     }
 

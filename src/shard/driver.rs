@@ -332,6 +332,7 @@ impl Core {
         }
         self.apply(Some(sid), Some(link), &mut out);
         self.outbox = out;
+        self.cluster_changed(sid);
         if let Some(ms) =
             keepalive_timeout_ms(negotiated.keep_alive_secs, self.policy.keepalive_backoff)
         {
@@ -613,7 +614,9 @@ impl Core {
             .table
             .get_mut(sid)
             .and_then(|e| e.session.hand_over(clean_start, self.now, &wall, &mut out));
+        self.handing_over = true;
         self.apply(Some(sid), old.as_ref(), &mut out);
+        self.handing_over = false;
         self.outbox = out;
         self.run_deferred();
         debug!(client_id = ?client_id, "cluster: client id let go to another node");
@@ -623,12 +626,14 @@ impl Core {
     /// Imports a session another node let go (before its CONNECT resumes
     /// it): routes, timers, and its records when persistence is on. A
     /// session held here meanwhile wins.
-    fn adopt_moved(&mut self, client_id: Bytes, state: ringmq_store::SessionState) {
+    pub(crate) fn adopt_moved(&mut self, client_id: Bytes, mut state: ringmq_store::SessionState) {
         if self.table.find(&client_id).is_some() {
             return;
         }
         let now = self.clock.now();
         let wall = self.shared.wall;
+        // Connected when its node died: it left now.
+        state.left_at_unix_ms.get_or_insert(wall.to_unix(now));
         let mut out = std::mem::take(&mut self.outbox);
         match Session::import(
             client_id.clone(),
@@ -816,6 +821,7 @@ impl Core {
         if let Some(entry) = self.table.get_mut(sid) {
             entry.session.connection_lost(cause, now, &mut out);
         }
+        self.cluster_changed(sid);
         self.apply(Some(sid), None, &mut out);
         let max_absent = self.shared.config.max_sessions.div_ceil(self.shared.shards);
         if self.table.get(sid).is_some() && self.table.absent() > max_absent {
@@ -990,6 +996,11 @@ impl Core {
                     let (link, client_id, outcome) = *claimed;
                     self.cluster_claimed(link, client_id, outcome);
                 }
+                Msg::ClusterAdopt(adopt) => {
+                    let (client_id, state) = *adopt;
+                    self.adopt_moved(client_id, state);
+                    self.run_deferred();
+                }
                 Msg::ClusterTakeOver(take) => {
                     let (client_id, clean_start, reply) = *take;
                     self.cluster_take_over(client_id, clean_start, reply);
@@ -1092,6 +1103,12 @@ impl Core {
             self.apply(Some(sid), link.as_ref(), &mut out);
         }
         self.outbox = out;
+        // --cluster-nats: every persistent session's copy is written as it
+        // stands (those away got queued messages since they left).
+        if self.shared.cluster.is_some() {
+            let ids: Vec<SessionId> = self.table.ids().collect();
+            self.cluster_dirty.extend(ids);
+        }
         // Connections without a session yet.
         for link in self.links.values() {
             link.request_close(CloseCause::ServerShutdown);

@@ -110,6 +110,9 @@ impl Shard {
             sys: Default::default(),
             resumed: Vec::new(),
             claiming: Default::default(),
+            cluster_dirty: Default::default(),
+            cluster_gone: Vec::new(),
+            handing_over: false,
             arrivals: Default::default(),
             // Bursts of 10 ms of work: a backlog drains in small steps
             // between reads, never in one long freeze.

@@ -69,6 +69,8 @@ pub(crate) enum Msg {
     /// --cluster-nats: the claim of a parked CONNECT ended (raw link id,
     /// client id, outcome).
     ClusterClaimed(Box<(u64, bytes::Bytes, crate::cluster::Claimed)>),
+    /// --cluster-nats: the session of a dead node, taken here.
+    ClusterAdopt(Box<(bytes::Bytes, ringmq_store::SessionState)>),
     /// --cluster-nats: another node takes this client id over (client id,
     /// its CONNECT's Clean Start, where to answer).
     ClusterTakeOver(

@@ -156,6 +156,9 @@ impl Core {
     /// Writes the turn's records (before its output is flushed), and moves
     /// a compaction on by one step.
     pub(crate) fn commit_journal(&mut self) {
+        // --cluster-nats: the stored copies of sessions follow the turn too
+        // (not durable in the same sense: sent on, not awaited).
+        self.flush_cluster_sessions();
         let Some(journal) = self.journal.as_mut() else {
             return;
         };

@@ -66,6 +66,10 @@ impl Shared {
             total.cluster_claims_refused = load(&c.stats.claims_refused);
             total.cluster_claims_unchecked = load(&c.stats.claims_unchecked);
             total.cluster_handover_dropped = load(&c.stats.handover_dropped);
+            total.cluster_sessions_stored = load(&c.stats.sessions_stored);
+            total.cluster_sessions_dropped = load(&c.stats.sessions_dropped);
+            total.cluster_sessions_adopted = load(&c.stats.sessions_adopted);
+            total.cluster_slow_consumers = load(&c.stats.slow_consumers);
         }
         total
     }

@@ -70,20 +70,34 @@ pub fn read_request(body: &[u8]) -> Option<(&[u8], bool)> {
 /// at most `max_len` bytes (at least 1); returns it with the number of
 /// queued messages left out to fit.
 pub fn reply(held: Option<(&Bytes, SessionState)>, max_len: usize) -> (Vec<u8>, usize) {
-    let Some((client_id, mut session)) = held else {
+    let Some((client_id, session)) = held else {
         return (vec![0], 0);
     };
+    let mut out = vec![1];
+    let dropped = records_fitting(client_id, session, max_len.max(1), &mut out);
+    (out, dropped)
+}
+
+/// Appends `session`'s records to `out` while `out` stays within
+/// `max_len`: the newest queued messages are left out first (those in
+/// flight stay: their packet ids are the client's); a session that does
+/// not fit even then is left out whole. Returns the messages left out.
+fn records_fitting(
+    client_id: &Bytes,
+    mut session: SessionState,
+    max_len: usize,
+    out: &mut Vec<u8>,
+) -> usize {
+    let start = out.len();
     let mut dropped = 0;
     loop {
-        let mut out = vec![1];
+        out.truncate(start);
         for event in session.events(client_id) {
-            encode(&event, &mut out);
+            encode(&event, out);
         }
-        if out.len() <= max_len.max(1) {
-            return (out, dropped);
+        if out.len() <= max_len {
+            return dropped;
         }
-        // The newest queued message goes first (in flight ones stay: their
-        // packet ids are the client's).
         let newest_queued = session
             .messages
             .iter()
@@ -96,14 +110,66 @@ pub fn reply(held: Option<(&Bytes, SessionState)>, max_len: usize) -> (Vec<u8>, 
                 dropped += 1;
             }
             None => {
-                // Even without queued messages it does not fit: the id is
-                // handed over without its session.
-                let mut out = vec![1];
-                out.truncate(max_len.max(1));
-                return (out, dropped + session.messages.len());
+                out.truncate(start);
+                return dropped + session.messages.len();
             }
         }
     }
+}
+
+/// The sessions bucket's key of `client_id`'s session held by `node`
+/// (`{hex(node)}.{hex(client id)}`: a node's sessions share a prefix).
+pub fn session_key(node: &str, client_id: &[u8]) -> String {
+    format!("{}.{}", key(node.as_bytes()), key(client_id))
+}
+
+/// The prefix of every key [`session_key`] makes for `node`.
+pub fn session_key_prefix(node: &str) -> String {
+    format!("{}.", key(node.as_bytes()))
+}
+
+/// A session as the sessions bucket keeps it, at most `max_len` bytes:
+/// `[node length: u16 LE][node][records]`. Returns it with the queued
+/// messages left out to fit (and `None` when not even the session's
+/// header fits).
+pub fn stored(
+    node: &str,
+    client_id: &Bytes,
+    session: SessionState,
+    max_len: usize,
+) -> Option<(Vec<u8>, usize)> {
+    let len = u16::try_from(node.len()).ok()?;
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(node.as_bytes());
+    let head = out.len();
+    let dropped = records_fitting(client_id, session, max_len, &mut out);
+    (out.len() > head).then_some((out, dropped))
+}
+
+/// The node, client id and session of a value [`stored`] wrote.
+pub fn read_stored(value: &[u8]) -> Option<(String, Bytes, SessionState)> {
+    let len = usize::from(u16::from_le_bytes(value.get(..2)?.try_into().ok()?));
+    let node = std::str::from_utf8(value.get(2..2 + len)?).ok()?;
+    let (id, session) = one_session(value.get(2 + len..)?)?;
+    Some((node.to_string(), id, session))
+}
+
+/// The one session `records` hold, and nothing else.
+fn one_session(records: &[u8]) -> Option<(Bytes, SessionState)> {
+    let decoded = decode_all(records);
+    if decoded.tail != Tail::Clean {
+        return None;
+    }
+    let mut state = StoreState::new();
+    for event in &decoded.events {
+        state.apply(event);
+    }
+    let mut sessions: BTreeMap<Bytes, SessionState> = state.sessions;
+    if sessions.len() != 1 || !state.retained.is_empty() {
+        return None;
+    }
+    sessions.pop_first()
 }
 
 /// What a reply says: `None` for a body that is not one; otherwise whether
@@ -113,23 +179,7 @@ pub fn read_reply(body: &[u8]) -> Option<(bool, Option<(Bytes, SessionState)>)> 
     match held {
         0 if records.is_empty() => Some((false, None)),
         1 if records.is_empty() => Some((true, None)),
-        1 => {
-            let decoded = decode_all(records);
-            if decoded.tail != Tail::Clean {
-                return None;
-            }
-            let mut state = StoreState::new();
-            for event in &decoded.events {
-                state.apply(event);
-            }
-            let mut sessions: BTreeMap<Bytes, SessionState> = state.sessions;
-            // Exactly one session, and nothing else.
-            if sessions.len() != 1 || !state.retained.is_empty() {
-                return None;
-            }
-            let (id, session) = sessions.pop_first()?;
-            Some((true, Some((id, session))))
-        }
+        1 => Some((true, Some(one_session(records)?))),
         _ => None,
     }
 }
@@ -227,12 +277,29 @@ mod tests {
         assert_eq!(read_reply(&body), Some((true, None)));
     }
 
+    #[test]
+    fn a_stored_session_names_its_node_and_fits() {
+        let (id, s) = session(10, 1000);
+        let (value, dropped) = stored("node-a", &id, s.clone(), 1 << 20).unwrap();
+        assert_eq!(dropped, 0);
+        assert_eq!(
+            read_stored(&value),
+            Some(("node-a".into(), id.clone(), s.clone()))
+        );
+        let (value, dropped) = stored("node-a", &id, s.clone(), 4000).unwrap();
+        assert!(value.len() <= 4000 && dropped > 0);
+        assert!(stored("node-a", &id, s, 10).is_none());
+        assert!(session_key("a", b"x").starts_with(&session_key_prefix("a")));
+        assert!(!session_key("ab", b"x").starts_with(&session_key_prefix("a")));
+    }
+
     proptest! {
         #[test]
         fn no_reply_makes_the_reader_panic(body in prop::collection::vec(any::<u8>(), 0..200)) {
             let _ = read_reply(&body);
             let _ = read_request(&body);
             let _ = owner_of(&body);
+            let _ = read_stored(&body);
         }
     }
 }
