@@ -40,8 +40,9 @@ pub enum Command {
     /// N clients with Keep Alive K and a will go silent: when does the
     /// broker close each one and publish its will?
     Keepalive(KeepaliveArgs),
-    /// Take over N client ids with a second connection: CONNECT -> CONNACK
-    /// time, DISCONNECT 0x8E to the old one, queued QoS 1 messages.
+    /// Take over N client ids with a second connection (to another
+    /// cluster node with --takeover-host/--takeover-port): CONNECT ->
+    /// CONNACK time, DISCONNECT 0x8E to the old one, queued QoS 1 messages.
     Takeover(TakeoverArgs),
     /// P publishers, S subscribers over T topics (subscribers on another
     /// cluster node with --sub-host/--sub-port): delivered msgs/s,
@@ -297,10 +298,17 @@ pub struct TakeoverArgs {
     /// Take-overs in progress at once per thread.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
-    /// Milliseconds to wait for the old connection's DISCONNECT and close,
-    /// and for the queued messages.
+    /// Milliseconds to wait for the old connection's DISCONNECT and close
+    /// after the second CONNACK, and for the queued messages.
     #[arg(long, default_value_t = 2000)]
     pub wait_ms: u64,
+    /// Host the second (taking-over) connection goes to (default:
+    /// --host): another node of a cluster, for a take-over across nodes.
+    #[arg(long, value_name = "HOST")]
+    pub takeover_host: Option<String>,
+    /// Port of the second connection (default: --port).
+    #[arg(long, value_name = "PORT")]
+    pub takeover_port: Option<u16>,
 }
 
 /// `pubsub` flags.
@@ -761,9 +769,26 @@ impl KeepaliveArgs {
 }
 
 impl TakeoverArgs {
+    /// Where the second connection goes: --takeover-host/--takeover-port,
+    /// each defaulting to the first connection's.
+    pub fn takeover_endpoint(&self) -> (&str, u16) {
+        (
+            self.takeover_host.as_deref().unwrap_or(&self.common.host),
+            self.takeover_port.unwrap_or(self.common.port),
+        )
+    }
+
+    /// Whether the second connection goes elsewhere than the first.
+    pub fn across(&self) -> bool {
+        self.takeover_endpoint() != (self.common.host.as_str(), self.common.port)
+    }
+
     /// Checks before running.
     pub fn validate(&self) -> Result<(), ArgError> {
         self.common.validate()?;
+        if self.takeover_host.as_deref() == Some("") {
+            return bad("takeover-host", "empty");
+        }
         at_least_one("ids", self.ids)?;
         at_least_one("concurrency", self.concurrency as u64)?;
         at_least_one("wait-ms", self.wait_ms)?;
@@ -1041,6 +1066,40 @@ mod tests {
         );
         assert_eq!(pubsub(&["--sub-port", "1884"]).validate(), Ok(()));
         assert!(parse(&["pubsub", "--sub-port", "65536"]).is_err());
+    }
+
+    #[test]
+    fn takeover_on_another_node() {
+        let takeover = |args: &[&str]| {
+            let mut all = vec!["takeover"];
+            all.extend_from_slice(args);
+            match parse(&all) {
+                Ok(Command::Takeover(t)) => t,
+                other => panic!("{other:?}"),
+            }
+        };
+        let t = takeover(&[]);
+        assert_eq!(t.takeover_endpoint(), ("127.0.0.1", 1883));
+        assert!(!t.across());
+        let t = takeover(&["--port", "1883", "--takeover-port", "1885"]);
+        assert_eq!(t.takeover_endpoint(), ("127.0.0.1", 1885));
+        assert!(t.across());
+        let t = takeover(&["--host", "a", "--takeover-host", "b"]);
+        assert_eq!(
+            t.takeover_endpoint(),
+            ("b", 1883),
+            "the port follows --port"
+        );
+        assert!(t.across());
+        assert!(!takeover(&["--takeover-port", "1883"]).across());
+        assert_eq!(
+            takeover(&["--takeover-host", ""])
+                .validate()
+                .map_err(flag_of),
+            Err("takeover-host")
+        );
+        assert_eq!(takeover(&["--takeover-port", "1884"]).validate(), Ok(()));
+        assert!(parse(&["takeover", "--takeover-port", "x"]).is_err());
     }
 
     #[test]
