@@ -32,9 +32,10 @@
 #               second connection gets a session of its own on node 2 and
 #               the first stays open, which the table shows as "not
 #               disconnected".
-#   idle        `ringmq-bench idle -n --connections` against node 1 held
+#   idle        `ringmq-bench idle -n --connections` against node 3 (which
+#               nothing else loads, so its memory is a fresh node's) held
 #               for --duration-secs, each connection pinging every
-#               --duration-secs (at most 60): connections held, node 1's
+#               --duration-secs (at most 60): connections held, node 3's
 #               resident memory per connection and settled RSS, its CPU
 #               over the hold, PINGREQ round trips (each node is its own
 #               process, so this is the capacity of one node).
@@ -59,7 +60,7 @@
 #   --bench                  run the measurements and exit (default: wait for Ctrl-C)
 #   --only LIST              measurements (default: throughput,latency,takeover,idle)
 #   --duration-secs S        seconds per measurement run (default 5)
-#   --connections N          idle connections on node 1 (default 5000, at most 14000)
+#   --connections N          idle connections on node 3 (default 5000, at most 14000)
 #   --qos1-rate R            messages/s of the QoS 1 latency runs (default 1000)
 #   --ports P1,P2,P3         MQTT ports of the three nodes (default 1883,1884,1885)
 #   --nats-port N            nats-server's port (default: a free one)
@@ -297,19 +298,19 @@ snapshot() {
     } >"$1"
 }
 
-# bench NAME SIDE ARGS...: `ringmq-bench ARGS` with node 1 as --host/--port
-# and --broker-pid (see run_tool), pinned to TOOL_CPU, at most RUN_TIMEOUT
-# s; TMP/NAME.SIDE.json, and snapshots around it in .before and .after.
-# Fails when a process of the cluster exited (the next runs would mean
-# nothing).
+# bench NAME SIDE NODE ARGS...: `ringmq-bench ARGS` with node NODE (1..3)
+# as --host/--port and --broker-pid (see run_tool), pinned to TOOL_CPU, at
+# most RUN_TIMEOUT s; TMP/NAME.SIDE.json, and snapshots around it in
+# .before and .after. Fails when a process of the cluster exited (the next
+# runs would mean nothing).
 bench() {
-    local name="$1" side="$2" out who
-    shift 2
+    local name="$1" side="$2" node=$(($3 - 1)) out who
+    shift 3
     out="$TMP/$name.$side"
-    echo "== $name, $side: ringmq-bench $* (CPU $TOOL_CPU)" >&2
+    echo "== $name, $side: ringmq-bench $* on node$((node + 1)) (tool on CPU $TOOL_CPU)" >&2
     snapshot "$out.before"
-    BROKER_PID="${NODE_PIDS[0]}"
-    run_tool "$out" "$RUN_TIMEOUT" "$@" --host 127.0.0.1 --port "${PORTS[0]}"
+    BROKER_PID="${NODE_PIDS[$node]}"
+    run_tool "$out" "$RUN_TIMEOUT" "$@" --host 127.0.0.1 --port "${PORTS[$node]}"
     snapshot "$out.after"
     if who="$(dead_process)"; then
         echo "   $who exited during $name ($side)" >&2
@@ -330,19 +331,19 @@ TAKEOVER=(takeover --mqtt-version 5 -n "$TAKEOVER_IDS" --concurrency 8 --wait-ms
 # cluster did not survive.
 measure() {
     if has_test throughput; then
-        bench throughput same "${QOS0[@]}" --client-prefix cs-q0 || return 1
-        bench throughput cross "${QOS0[@]}" --client-prefix cx-q0 --sub-port "${PORTS[1]}" || return 1
+        bench throughput same 1 "${QOS0[@]}" --client-prefix cs-q0 || return 1
+        bench throughput cross 1 "${QOS0[@]}" --client-prefix cx-q0 --sub-port "${PORTS[1]}" || return 1
     fi
     if has_test latency; then
-        bench latency same "${QOS1[@]}" --client-prefix cs-q1 || return 1
-        bench latency cross "${QOS1[@]}" --client-prefix cx-q1 --sub-port "${PORTS[1]}" || return 1
+        bench latency same 1 "${QOS1[@]}" --client-prefix cs-q1 || return 1
+        bench latency cross 1 "${QOS1[@]}" --client-prefix cx-q1 --sub-port "${PORTS[1]}" || return 1
     fi
     if has_test takeover; then
-        bench takeover same "${TAKEOVER[@]}" --client-prefix cs-to || return 1
-        bench takeover cross "${TAKEOVER[@]}" --client-prefix cx-to --takeover-port "${PORTS[1]}" || return 1
+        bench takeover same 1 "${TAKEOVER[@]}" --client-prefix cs-to || return 1
+        bench takeover cross 1 "${TAKEOVER[@]}" --client-prefix cx-to --takeover-port "${PORTS[1]}" || return 1
     fi
     if has_test idle; then
-        bench idle same idle -n "$CONNECTIONS" --keepalive 60 --ping-secs "$PING_SECS" \
+        bench idle same 3 idle -n "$CONNECTIONS" --keepalive 60 --ping-secs "$PING_SECS" \
             --hold-secs "$DURATION" --settle-ms 1000 --client-prefix cs-idle || return 1
     fi
 }
@@ -471,14 +472,14 @@ if "takeover" in tests:
 if "idle" in tests:
     def idle_cell(key, fmt):
         return lambda r, s: num(r, key, fmt)
-    pair(f"idle on node1, {int(conns):,} connections, {duration} s hold: held after settling",
-         "idle", idle_cell("up_at_settle", "{:,}"))
-    pair("idle: node1 RSS growth per connection (bytes)", "idle",
+    pair(f"idle on node3 (a fresh node), {int(conns):,} connections, {duration} s hold: "
+         "held after settling", "idle", idle_cell("up_at_settle", "{:,}"))
+    pair("idle: node3 RSS growth per connection (bytes)", "idle",
          idle_cell("broker_rss_per_conn_bytes", "{:,.0f}"))
-    pair("idle: node1 RSS settled (MiB)", "idle",
+    pair("idle: node3 RSS settled (MiB)", "idle",
          lambda r, s: (f"{r['broker_rss_after_bytes'] / 2**20:.1f}"
                        if isinstance(r.get("broker_rss_after_bytes"), (int, float)) else "n/a"))
-    pair("idle: node1 CPU over the hold (% of one core)", "idle", idle_cell("broker_cpu_pct", "{:.1f}"))
+    pair("idle: node3 CPU over the hold (% of one core)", "idle", idle_cell("broker_cpu_pct", "{:.1f}"))
     pair("idle: PINGREQ -> PINGRESP p99 (ms)", "idle",
          lambda r, s: (f"{r['ping_rtt_p99_us'] / 1000:.2f}"
                        if isinstance(r.get("ping_rtt_p99_us"), (int, float)) else "n/a"))
