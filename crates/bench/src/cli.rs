@@ -40,10 +40,12 @@ pub enum Command {
     /// N clients with Keep Alive K and a will go silent: when does the
     /// broker close each one and publish its will?
     Keepalive(KeepaliveArgs),
-    /// Take over N client ids with a second connection: CONNECT -> CONNACK
-    /// time, DISCONNECT 0x8E to the old one, queued QoS 1 messages.
+    /// Take over N client ids with a second connection (to another
+    /// cluster node with --takeover-host/--takeover-port): CONNECT ->
+    /// CONNACK time, DISCONNECT 0x8E to the old one, queued QoS 1 messages.
     Takeover(TakeoverArgs),
-    /// P publishers, S subscribers over T topics: delivered msgs/s,
+    /// P publishers, S subscribers over T topics (subscribers on another
+    /// cluster node with --sub-host/--sub-port): delivered msgs/s,
     /// end-to-end latency, lost and duplicated messages.
     Pubsub(PubsubArgs),
     /// A trivial MQTT sink (answers CONNECT, SUBSCRIBE, PINGREQ, QoS 1
@@ -296,10 +298,17 @@ pub struct TakeoverArgs {
     /// Take-overs in progress at once per thread.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
-    /// Milliseconds to wait for the old connection's DISCONNECT and close,
-    /// and for the queued messages.
+    /// Milliseconds to wait for the old connection's DISCONNECT and close
+    /// after the second CONNACK, and for the queued messages.
     #[arg(long, default_value_t = 2000)]
     pub wait_ms: u64,
+    /// Host the second (taking-over) connection goes to (default:
+    /// --host): another node of a cluster, for a take-over across nodes.
+    #[arg(long, value_name = "HOST")]
+    pub takeover_host: Option<String>,
+    /// Port of the second connection (default: --port).
+    #[arg(long, value_name = "PORT")]
+    pub takeover_port: Option<u16>,
 }
 
 /// `pubsub` flags.
@@ -308,6 +317,21 @@ pub struct PubsubArgs {
     /// Flags shared by every scenario.
     #[command(flatten)]
     pub common: Common,
+    /// Host the subscribers connect to (default: --host; publishers always
+    /// use --host): another node of a cluster, so every message crosses
+    /// from the publishers' node to the subscribers'.
+    #[arg(long, value_name = "HOST")]
+    pub sub_host: Option<String>,
+    /// Port the subscribers connect to (default: --port).
+    #[arg(long, value_name = "PORT")]
+    pub sub_port: Option<u16>,
+    /// When subscribers and publishers are on different endpoints, every
+    /// publisher sends unstamped QoS 0 probes on its topic until every
+    /// subscriber has heard each publisher it reads (a node learns another
+    /// node's subscriptions a little after their SUBACK); measuring starts
+    /// then. The run fails if that takes longer than this, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub route_wait_ms: u64,
     /// Publishers (0: only subscribe, e.g. to the sink's firehose).
     #[arg(short = 'P', long, default_value_t = 1)]
     pub publishers: u32,
@@ -745,9 +769,26 @@ impl KeepaliveArgs {
 }
 
 impl TakeoverArgs {
+    /// Where the second connection goes: --takeover-host/--takeover-port,
+    /// each defaulting to the first connection's.
+    pub fn takeover_endpoint(&self) -> (&str, u16) {
+        (
+            self.takeover_host.as_deref().unwrap_or(&self.common.host),
+            self.takeover_port.unwrap_or(self.common.port),
+        )
+    }
+
+    /// Whether the second connection goes elsewhere than the first.
+    pub fn across(&self) -> bool {
+        self.takeover_endpoint() != (self.common.host.as_str(), self.common.port)
+    }
+
     /// Checks before running.
     pub fn validate(&self) -> Result<(), ArgError> {
         self.common.validate()?;
+        if self.takeover_host.as_deref() == Some("") {
+            return bad("takeover-host", "empty");
+        }
         at_least_one("ids", self.ids)?;
         at_least_one("concurrency", self.concurrency as u64)?;
         at_least_one("wait-ms", self.wait_ms)?;
@@ -759,9 +800,30 @@ impl TakeoverArgs {
 }
 
 impl PubsubArgs {
+    /// Where the subscribers connect: --sub-host/--sub-port, each
+    /// defaulting to the publishers' --host/--port.
+    pub fn sub_endpoint(&self) -> (&str, u16) {
+        (
+            self.sub_host.as_deref().unwrap_or(&self.common.host),
+            self.sub_port.unwrap_or(self.common.port),
+        )
+    }
+
+    /// Whether subscribers and publishers use different endpoints (and so
+    /// the run starts with the route check of --route-wait-ms).
+    pub fn split(&self) -> bool {
+        self.publishers > 0
+            && self.subscribers > 0
+            && self.sub_endpoint() != (self.common.host.as_str(), self.common.port)
+    }
+
     /// Checks before running.
     pub fn validate(&self) -> Result<(), ArgError> {
         self.common.validate()?;
+        if self.sub_host.as_deref() == Some("") {
+            return bad("sub-host", "empty");
+        }
+        at_least_one("route-wait-ms", self.route_wait_ms)?;
         if self.publishers == 0 && self.subscribers == 0 {
             return bad("publishers", "need at least one publisher or subscriber");
         }
@@ -952,6 +1014,92 @@ mod tests {
             panic!("pubsub parses");
         };
         assert!(p.persistent_subscribers);
+    }
+
+    #[test]
+    fn subscribers_on_another_node() {
+        let pubsub = |args: &[&str]| {
+            let mut all = vec!["pubsub"];
+            all.extend_from_slice(args);
+            match parse(&all) {
+                Ok(Command::Pubsub(p)) => p,
+                other => panic!("{other:?}"),
+            }
+        };
+        let p = pubsub(&[]);
+        assert_eq!(
+            p.sub_endpoint(),
+            ("127.0.0.1", 1883),
+            "default: --host/--port"
+        );
+        assert!(!p.split());
+        assert_eq!(p.route_wait_ms, 10_000);
+        let p = pubsub(&["--host", "10.0.0.1", "--port", "1999", "--sub-port", "1884"]);
+        assert_eq!(
+            p.sub_endpoint(),
+            ("10.0.0.1", 1884),
+            "the host follows --host"
+        );
+        assert_eq!((p.common.host.as_str(), p.common.port), ("10.0.0.1", 1999));
+        assert!(p.split());
+        let p = pubsub(&["--sub-host", "10.0.0.2", "--route-wait-ms", "250"]);
+        assert_eq!(
+            p.sub_endpoint(),
+            ("10.0.0.2", 1883),
+            "the port follows --port"
+        );
+        assert!(p.split());
+        assert_eq!(p.route_wait_ms, 250);
+        let p = pubsub(&["--sub-host", "127.0.0.1", "--sub-port", "1883"]);
+        assert!(!p.split(), "the same endpoint spelt out");
+        assert!(!pubsub(&["-P", "0", "--sub-port", "1884"]).split());
+        assert!(!pubsub(&["-S", "0", "--sub-port", "1884"]).split());
+        assert_eq!(
+            pubsub(&["--sub-host", ""]).validate().map_err(flag_of),
+            Err("sub-host")
+        );
+        assert_eq!(
+            pubsub(&["--route-wait-ms", "0"])
+                .validate()
+                .map_err(flag_of),
+            Err("route-wait-ms")
+        );
+        assert_eq!(pubsub(&["--sub-port", "1884"]).validate(), Ok(()));
+        assert!(parse(&["pubsub", "--sub-port", "65536"]).is_err());
+    }
+
+    #[test]
+    fn takeover_on_another_node() {
+        let takeover = |args: &[&str]| {
+            let mut all = vec!["takeover"];
+            all.extend_from_slice(args);
+            match parse(&all) {
+                Ok(Command::Takeover(t)) => t,
+                other => panic!("{other:?}"),
+            }
+        };
+        let t = takeover(&[]);
+        assert_eq!(t.takeover_endpoint(), ("127.0.0.1", 1883));
+        assert!(!t.across());
+        let t = takeover(&["--port", "1883", "--takeover-port", "1885"]);
+        assert_eq!(t.takeover_endpoint(), ("127.0.0.1", 1885));
+        assert!(t.across());
+        let t = takeover(&["--host", "a", "--takeover-host", "b"]);
+        assert_eq!(
+            t.takeover_endpoint(),
+            ("b", 1883),
+            "the port follows --port"
+        );
+        assert!(t.across());
+        assert!(!takeover(&["--takeover-port", "1883"]).across());
+        assert_eq!(
+            takeover(&["--takeover-host", ""])
+                .validate()
+                .map_err(flag_of),
+            Err("takeover-host")
+        );
+        assert_eq!(takeover(&["--takeover-port", "1884"]).validate(), Ok(()));
+        assert!(parse(&["takeover", "--takeover-port", "x"]).is_err());
     }
 
     #[test]

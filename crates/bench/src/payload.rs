@@ -1,7 +1,8 @@
 //! What a pubsub message carries and how deliveries are accounted: the
 //! 16-byte stamp at the front of every payload, per-publisher sequence
-//! tracking (lost and duplicated messages) and the topic layout (which
-//! publisher writes to which topic, which subscriber reads which topics).
+//! tracking (lost and duplicated messages), the topic layout (which
+//! publisher writes to which topic, which subscriber reads which topics)
+//! and the route probes that open a run across cluster nodes.
 //!
 //! Owns: pure maths only; no IO, no clock.
 //!
@@ -14,6 +15,8 @@
 //! - A [`SeqTracker`] counts every delivery once as `delivered`; a
 //!   sequence number seen before also counts as a duplicate. `distinct` is
 //!   therefore `delivered - duplicates`, and lost = expected - distinct.
+//! - A route probe is [`PROBE_LEN`] bytes, shorter than a stamp, so it is
+//!   never taken for a message (nor a message for a probe).
 
 /// Smallest payload that can carry a stamp.
 pub const STAMP_LEN: usize = 16;
@@ -61,6 +64,71 @@ impl Stamp {
             sequence: word & SEQUENCE_MASK,
             sent_ns,
         })
+    }
+}
+
+/// Bytes of a route probe: [`PROBE_MAGIC`], then the publisher index
+/// (big endian).
+pub const PROBE_LEN: usize = PROBE_MAGIC.len() + 4;
+
+/// The first bytes of a route probe.
+pub const PROBE_MAGIC: &[u8; 8] = b"rb-probe";
+
+// A probe must never read as a stamp.
+const _: () = assert!(PROBE_LEN < STAMP_LEN);
+
+/// The payload of publisher `publisher`'s route probe.
+pub fn probe_payload(publisher: u32) -> [u8; PROBE_LEN] {
+    let mut out = [0u8; PROBE_LEN];
+    out[..PROBE_MAGIC.len()].copy_from_slice(PROBE_MAGIC);
+    out[PROBE_MAGIC.len()..].copy_from_slice(&publisher.to_be_bytes());
+    out
+}
+
+/// The publisher a route probe came from; `None` if `payload` is not one.
+#[inline]
+pub fn read_probe(payload: &[u8]) -> Option<u32> {
+    if payload.len() != PROBE_LEN || !payload.starts_with(PROBE_MAGIC) {
+        return None;
+    }
+    let index = payload[PROBE_MAGIC.len()..].try_into().ok()?;
+    Some(u32::from_be_bytes(index))
+}
+
+/// The route check of one subscriber: which of the publishers whose topic
+/// it reads it has heard a probe from.
+#[derive(Clone, Debug)]
+pub struct Heard {
+    /// Per publisher: still to be heard.
+    missing: Vec<bool>,
+    left: u32,
+}
+
+impl Heard {
+    /// Nothing heard yet by subscriber `s` of `layout`.
+    pub fn new(layout: &Layout, s: u32) -> Heard {
+        let missing: Vec<bool> = (0..layout.publishers)
+            .map(|p| layout.reads(s, layout.topic_of_publisher(p)))
+            .collect();
+        let left = missing.iter().filter(|&&m| m).count() as u32;
+        Heard { missing, left }
+    }
+
+    /// Note a probe from `publisher`; true if it was the last one missing.
+    pub fn probe(&mut self, publisher: u32) -> bool {
+        match self.missing.get_mut(publisher as usize) {
+            Some(m) if *m => {
+                *m = false;
+                self.left -= 1;
+                self.left == 0
+            }
+            _ => false,
+        }
+    }
+
+    /// Every publisher this subscriber reads has been heard.
+    pub fn complete(&self) -> bool {
+        self.left == 0
     }
 }
 
@@ -460,6 +528,56 @@ mod tests {
             ..shared
         };
         assert_eq!(none.expected(0, 100), 0);
+    }
+
+    #[test]
+    fn probes_are_not_stamps() {
+        let probe = probe_payload(0x0102_0304);
+        assert_eq!(&probe[..8], b"rb-probe");
+        assert_eq!(&probe[8..], &[1, 2, 3, 4]);
+        assert_eq!(read_probe(&probe), Some(0x0102_0304));
+        assert_eq!(Stamp::read(&probe), None);
+        let mut d = Deliveries::new(4);
+        assert!(d.record(&probe).is_none(), "a probe is no message");
+        assert_eq!(read_probe(&probe[..11]), None);
+        let mut longer = [0u8; 16];
+        longer[..12].copy_from_slice(&probe);
+        assert_eq!(
+            read_probe(&longer),
+            None,
+            "a stamped payload is never a probe"
+        );
+        assert_eq!(read_probe(b"rb-probX\0\0\0\0"), None);
+    }
+
+    #[test]
+    fn route_check_waits_for_every_publisher_read() {
+        // 5 publishers on 5 topics, 2 subscribers: 0 reads 0, 2, 4.
+        let layout = Layout {
+            publishers: 5,
+            subscribers: 2,
+            topics: 5,
+            wildcard: false,
+        };
+        let mut heard = Heard::new(&layout, 0);
+        assert!(!heard.complete());
+        assert!(!heard.probe(1), "not a topic of this subscriber");
+        assert!(!heard.probe(0));
+        assert!(!heard.probe(0), "heard twice");
+        assert!(!heard.probe(4));
+        assert!(!heard.probe(9), "out of range");
+        assert!(heard.probe(2), "the last one");
+        assert!(heard.complete());
+        assert!(!heard.probe(2), "completes once");
+        // A subscriber whose topics no publisher writes: nothing to hear.
+        let quiet = Layout {
+            publishers: 1,
+            subscribers: 3,
+            topics: 3,
+            wildcard: false,
+        };
+        assert!(Heard::new(&quiet, 2).complete());
+        assert!(!Heard::new(&quiet, 0).complete());
     }
 
     proptest! {

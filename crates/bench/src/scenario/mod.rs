@@ -58,26 +58,29 @@ pub struct Target {
 impl Target {
     /// Resolve `--host`/`--port`.
     pub fn from_common(common: &Common) -> Result<Arc<Target>, BenchError> {
-        let target = format!("{}:{}", common.host, common.port);
-        let addr = (common.host.as_str(), common.port)
-            .to_socket_addrs()
-            .map_err(|source| BenchError::Resolve {
-                target: target.clone(),
-                source,
-            })?
-            .next()
-            .ok_or_else(|| BenchError::Resolve {
-                target,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-            })?;
         Ok(Arc::new(Target {
-            addr,
+            addr: resolve(&common.host, common.port)?,
             version: common.mqtt_version.0,
             connect_timeout: Duration::from_millis(common.connect_timeout_ms),
             prefix: common.client_prefix.clone(),
             progress: Arc::new(Progress::default()),
             transport: TransportSpec::from_common(common)?,
             login: common.login(),
+        }))
+    }
+
+    /// The same target at `host`:`port` (another node of a cluster, for
+    /// `--sub-host` or `--takeover-host`): the same protocol, transport,
+    /// credentials and progress counters.
+    pub fn elsewhere(&self, host: &str, port: u16) -> Result<Arc<Target>, BenchError> {
+        Ok(Arc::new(Target {
+            addr: resolve(host, port)?,
+            version: self.version,
+            connect_timeout: self.connect_timeout,
+            prefix: self.prefix.clone(),
+            progress: Arc::clone(&self.progress),
+            transport: self.transport.clone(),
+            login: self.login.clone(),
         }))
     }
 
@@ -154,6 +157,22 @@ impl Target {
             connack_ns,
         })
     }
+}
+
+/// The first address `host`:`port` resolves to.
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, BenchError> {
+    let target = format!("{host}:{port}");
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|source| BenchError::Resolve {
+            target: target.clone(),
+            source,
+        })?
+        .next()
+        .ok_or_else(|| BenchError::Resolve {
+            target,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+        })
 }
 
 /// A connection ready for CONNECT (TCP up, TLS and WebSocket if any).

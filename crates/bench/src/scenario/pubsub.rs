@@ -3,7 +3,13 @@
 //! every payload, lost and duplicated messages per publisher sequence.
 //!
 //! Phases: every subscriber connects and gets its SUBACK; every publisher
-//! connects; then all publishers start together and publish for
+//! connects; across nodes (`--sub-host`/`--sub-port` elsewhere than
+//! `--host`/`--port`), the route check: every publisher sends an unstamped
+//! QoS 0 probe on its topic every [`PROBE_INTERVAL_MS`] until every
+//! subscriber has heard each publisher whose topic it reads (the
+//! subscribers' node has told the publishers' node of their subscriptions),
+//! failing after `--route-wait-ms`; late probes are ignored, never counted.
+//! Then all publishers start together and publish for
 //! `--duration-secs` or `--messages` each, whichever ends first (paced to
 //! `--rate` over all publishers, or as fast as the socket takes them),
 //! then wait up to `--drain-ms` for the last deliveries (and QoS 1
@@ -28,14 +34,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_lite::future::or;
-use ringmq_codec::{Packet, Properties, ProtocolVersion, PubAck, QoS, ReasonCode};
+use ringmq_codec::{Packet, Properties, ProtocolVersion, PubAck, Publish, QoS, ReasonCode};
 
 use crate::cli::{PubsubArgs, Rate};
 use crate::conn::{ConnectSpec, ReadSize};
 use crate::error::{BenchError, ConnError};
 use crate::hist::Histogram;
-use crate::payload::{Deliveries, DeliveryTotals, Layout, Stamp};
+use crate::payload::{probe_payload, read_probe, Deliveries, DeliveryTotals, Heard, Layout, Stamp};
 use crate::procfs::{now_ns, CpuSample};
 use crate::report::{Report, Value};
 use crate::runtime::{run_executors, Latch, Progress};
@@ -47,6 +54,9 @@ use crate::template::PublishTemplate;
 
 /// Shortest sleep of a paced publisher, in ns.
 const MIN_PACE_NS: u64 = 200_000;
+
+/// Milliseconds between two route probes of one publisher.
+pub const PROBE_INTERVAL_MS: u64 = 20;
 
 /// Packet identifiers of in-flight QoS 1 messages (1..=65535).
 #[derive(Clone, Debug)]
@@ -149,6 +159,13 @@ struct Shared {
     layout: Layout,
     subs_ready: Arc<Latch>,
     pubs_ready: Arc<Latch>,
+    /// Open once every subscriber heard its publishers' probes (at once
+    /// when publishers and subscribers share an endpoint).
+    routes_ready: Arc<Latch>,
+    /// The first probe sent (u64::MAX: none).
+    probe_start_ns: AtomicU64,
+    /// The last subscriber's route check completed (0: none).
+    routes_done_ns: AtomicU64,
     pubs_done: Arc<Latch>,
     stop: Arc<Latch>,
     expected: AtomicU64,
@@ -166,6 +183,7 @@ impl Shared {
         for latch in [
             &self.subs_ready,
             &self.pubs_ready,
+            &self.routes_ready,
             &self.pubs_done,
             &self.stop,
         ] {
@@ -189,6 +207,12 @@ pub fn run(args: &PubsubArgs) -> Result<Report, BenchError> {
         u64::from(args.publishers) + u64::from(args.subscribers),
     )?;
     let target = Target::from_common(&args.common)?;
+    let sub_target = if args.split() {
+        let (host, port) = args.sub_endpoint();
+        target.elsewhere(host, port)?
+    } else {
+        Arc::clone(&target)
+    };
     target.progress.target.store(
         u64::from(args.publishers) + u64::from(args.subscribers),
         Ordering::Relaxed,
@@ -203,6 +227,13 @@ pub fn run(args: &PubsubArgs) -> Result<Report, BenchError> {
         layout,
         subs_ready: Latch::new(args.subscribers as usize),
         pubs_ready: Latch::new(args.publishers as usize),
+        routes_ready: Latch::new(if args.split() {
+            args.subscribers as usize
+        } else {
+            0
+        }),
+        probe_start_ns: AtomicU64::new(u64::MAX),
+        routes_done_ns: AtomicU64::new(0),
         pubs_done: Latch::new(args.publishers as usize),
         stop: Latch::new(1),
         expected: AtomicU64::new(0),
@@ -210,9 +241,20 @@ pub fn run(args: &PubsubArgs) -> Result<Report, BenchError> {
         cpu_start: Mutex::new(None),
         cpu_end: Mutex::new(None),
     });
-    let (t, a, s) = (Arc::clone(&target), args.clone(), Arc::clone(&shared));
+    let (t, st, a, s) = (
+        Arc::clone(&target),
+        Arc::clone(&sub_target),
+        args.clone(),
+        Arc::clone(&shared),
+    );
     let results = run_executors(&args.common, "pubsub", &target.progress, move |thread| {
-        thread_main(thread, Arc::clone(&t), a.clone(), Arc::clone(&s))
+        thread_main(
+            thread,
+            Arc::clone(&t),
+            Arc::clone(&st),
+            a.clone(),
+            Arc::clone(&s),
+        )
     })?;
     if let Some(e) = shared
         .setup_error
@@ -241,6 +283,11 @@ fn build_report(
 ) -> Report {
     let mut report = Report::new("pubsub");
     common_params(&mut report, &args.common);
+    if args.split() {
+        let (host, port) = args.sub_endpoint();
+        report.param("sub_host", Value::Text(host.to_string()));
+        report.param("sub_port", Value::Int(u64::from(port)));
+    }
     report.param("publishers", Value::Int(u64::from(args.publishers)));
     report.param("subscribers", Value::Int(u64::from(args.subscribers)));
     report.param("topics", Value::Int(u64::from(args.topics)));
@@ -314,6 +361,16 @@ fn build_report(
         delivery_secs,
         3,
     );
+    if args.split() {
+        let start = shared.probe_start_ns.load(Ordering::Acquire);
+        let done = shared.routes_done_ns.load(Ordering::Acquire);
+        report.float(
+            "route_check_ms",
+            "route check: first probe -> every subscriber reached (ms)",
+            done.saturating_sub(start) as f64 / 1e6,
+            1,
+        );
+    }
     if args.qos == 1 && args.publishers > 0 {
         let acked: u64 = pubs.iter().map(|(_, p)| p.acked).sum();
         let unacked: u64 = pubs.iter().map(|(_, p)| p.unacked).sum();
@@ -367,6 +424,7 @@ fn thread_of_publisher(p: u32, subscribers: u32, threads: usize) -> usize {
 async fn thread_main(
     thread: usize,
     target: Arc<Target>,
+    sub_target: Arc<Target>,
     args: PubsubArgs,
     shared: Arc<Shared>,
 ) -> ThreadResult {
@@ -376,7 +434,7 @@ async fn thread_main(
     for s in (0..args.subscribers).filter(|&s| thread_of_subscriber(s, threads) == thread) {
         tasks.push(glommio::spawn_local(subscriber(
             s,
-            Arc::clone(&target),
+            Arc::clone(&sub_target),
             args.clone(),
             Arc::clone(&shared),
             Rc::clone(&result),
@@ -423,6 +481,7 @@ async fn drain(args: PubsubArgs, target: Arc<Target>, shared: Arc<Shared>) {
         .await;
     } else {
         shared.pubs_ready.wait().await;
+        shared.routes_ready.wait().await;
         set_start();
         shared.pubs_done.wait().await;
         // Pairs with the fence in `subscriber`: of the last subscriber to
@@ -469,6 +528,7 @@ async fn subscriber(
     if args.publishers > 0 {
         out.deliveries = Deliveries::new(args.publishers);
     }
+    let mut heard = args.split().then(|| Heard::new(&shared.layout, s));
     let filters: Vec<(String, QoS)> = if args.wildcard {
         vec![(format!("{}/+", args.topic_prefix), qos_of(&args))]
     } else {
@@ -509,6 +569,11 @@ async fn subscriber(
     };
     Progress::add(&target.progress.up, 1);
     shared.subs_ready.count_down();
+    if heard.as_ref().is_some_and(Heard::complete) {
+        // None of its topics has a publisher: nothing to hear.
+        heard = None;
+        shared.routes_ready.count_down();
+    }
     let progress = &target.progress;
     loop {
         // Checked first: `or` prefers the read, and a busy socket is
@@ -532,9 +597,18 @@ async fn subscriber(
         loop {
             match conn.next_buffered() {
                 Ok(Some(Packet::Publish(p))) => {
-                    n += 1;
-                    if let Some(stamp) = out.deliveries.record(&p.payload) {
-                        out.latency.record(now.saturating_sub(stamp.sent_ns));
+                    if let Some(publisher) = read_probe(&p.payload) {
+                        // A route probe, early or late: never a delivery.
+                        if heard.as_mut().is_some_and(|h| h.probe(publisher)) {
+                            heard = None;
+                            shared.routes_done_ns.fetch_max(now, Ordering::AcqRel);
+                            shared.routes_ready.count_down();
+                        }
+                    } else {
+                        n += 1;
+                        if let Some(stamp) = out.deliveries.record(&p.payload) {
+                            out.latency.record(now.saturating_sub(stamp.sent_ns));
+                        }
                     }
                     if p.qos != QoS::AtMostOnce {
                         let ack = Packet::PubAck(PubAck {
@@ -584,6 +658,10 @@ async fn subscriber(
         }
         crate::runtime::cooperate().await;
     }
+    if heard.is_some() && !shared.routes_ready.is_open() {
+        let why = out.error.as_deref().unwrap_or("stopped");
+        shared.fail(format!("subscriber {s}: {why} during the route check"));
+    }
     if out.error.is_some() {
         Progress::add(&progress.errors, 1);
     }
@@ -632,6 +710,11 @@ async fn publisher(
     shared.pubs_ready.count_down();
     shared.subs_ready.wait().await;
     shared.pubs_ready.wait().await;
+    if args.split() && !shared.failed() {
+        if let Err(why) = probe_routes(p, &mut e.conn, &topic, &args, &shared).await {
+            shared.fail(format!("publisher {p}: {why}"));
+        }
+    }
     if shared.failed() {
         return;
     }
@@ -756,6 +839,46 @@ async fn publisher(
     Progress::sub(&progress.up, 1);
     e.conn.disconnect().await;
     result.borrow_mut().pubs.push((p, out));
+}
+
+/// The route check of publisher `p`: a QoS 0 probe on `topic` every
+/// [`PROBE_INTERVAL_MS`] until every subscriber has heard its publishers,
+/// at most `--route-wait-ms`.
+async fn probe_routes(
+    p: u32,
+    conn: &mut crate::conn::Conn,
+    topic: &str,
+    args: &PubsubArgs,
+    shared: &Shared,
+) -> Result<(), String> {
+    let probe = Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: Bytes::copy_from_slice(topic.as_bytes()),
+        packet_id: 0,
+        properties: Properties::default().into(),
+        payload: Bytes::copy_from_slice(&probe_payload(p)),
+    });
+    let start = now_ns();
+    shared.probe_start_ns.fetch_min(start, Ordering::AcqRel);
+    let deadline = start + args.route_wait_ms * 1_000_000;
+    while !shared.routes_ready.is_open() {
+        if now_ns() >= deadline {
+            let (host, port) = args.sub_endpoint();
+            return Err(format!(
+                "route check: not every subscriber on {host}:{port} heard the probes of the \
+                 publishers on {}:{} within {} ms (--route-wait-ms): are the two nodes one cluster?",
+                args.common.host, args.common.port, args.route_wait_ms
+            ));
+        }
+        conn.send(&probe)
+            .await
+            .map_err(|e| format!("connection ended during the route check: {}", e.label()))?;
+        let wake = (now_ns() + PROBE_INTERVAL_MS * 1_000_000).min(deadline);
+        or(shared.routes_ready.wait(), sleep_until(wake)).await;
+    }
+    Ok(())
 }
 
 /// Session Expiry Interval of `--persistent-subscribers` (5.0), seconds.

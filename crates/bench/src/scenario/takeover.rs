@@ -5,22 +5,29 @@
 //! Measured per id: CONNECT -> CONNACK of the second connection (TCP
 //! already up), whether the first one got DISCONNECT 0x8E (v5) and was
 //! closed, how long after the second CONNECT it was closed, and whether it
-//! was closed before the second CONNACK. With `--clean-start false` the
+//! was closed before the second CONNACK. The first connection is watched
+//! until `--wait-ms` after the second one's CONNACK (or failure); one still
+//! open then counts as "not disconnected" and the tool closes it. The
+//! second connection may go to another node of a cluster
+//! (`--takeover-host`/`--takeover-port`): a cluster without take-over
+//! across nodes shows there as old connections not disconnected, each id
+//! costing `--wait-ms`. With `--clean-start false` the
 //! first connection subscribes at QoS 1 and leaves `--queued` messages
 //! unacknowledged; the second one, resuming the session, should receive
 //! them. If the broker grants only QoS 0 that is reported as
 //! "n/a: broker granted QoS 0", not as a loss.
 //!
 //! Sessions left behind are removed: v5 by DISCONNECT with Session Expiry
-//! Interval 0, v3.1.1 by a final clean-session connection.
+//! Interval 0, v3.1.1 by a final clean-session connection (to each node
+//! when the second connection went to another).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::future::or;
+use futures_lite::future::{or, pending, zip};
 use ringmq_codec::{Packet, Properties, PubAck, QoS, ReasonCode};
 
 use crate::cli::TakeoverArgs;
@@ -30,7 +37,7 @@ use crate::hist::Histogram;
 use crate::payload::{Deliveries, Stamp};
 use crate::procfs::now_ns;
 use crate::report::{Report, Value};
-use crate::runtime::{run_executors, Progress};
+use crate::runtime::{run_executors, Latch, Progress};
 use crate::scenario::{
     check_fds, common_params, machine_note, share_of, sleep_until, CpuWindow, Failures, Target,
 };
@@ -74,11 +81,17 @@ pub fn run(args: &TakeoverArgs) -> Result<Report, BenchError> {
         3 * (args.concurrency * args.common.threads) as u64,
     )?;
     let target = Target::from_common(&args.common)?;
+    let (second_host, second_port) = args.takeover_endpoint();
+    let second = if args.across() {
+        target.elsewhere(second_host, second_port)?
+    } else {
+        Arc::clone(&target)
+    };
     target.progress.target.store(args.ids, Ordering::Relaxed);
     let cpu = CpuWindow::start(args.common.broker_pid);
-    let (t, a) = (Arc::clone(&target), args.clone());
+    let (t, t2, a) = (Arc::clone(&target), Arc::clone(&second), args.clone());
     let results = run_executors(&args.common, "takeover", &target.progress, move |thread| {
-        thread_main(thread, Arc::clone(&t), a.clone())
+        thread_main(thread, Arc::clone(&t), Arc::clone(&t2), a.clone())
     })?;
     let mut total = ThreadResult::default();
     for r in results {
@@ -104,6 +117,10 @@ pub fn run(args: &TakeoverArgs) -> Result<Report, BenchError> {
     report.param("ids", Value::Int(args.ids));
     report.param("clean_start", Value::Text(args.clean_start.to_string()));
     report.param("concurrency", Value::Int(args.concurrency as u64));
+    if args.across() {
+        report.param("takeover_host", Value::Text(second_host.to_string()));
+        report.param("takeover_port", Value::Int(u64::from(second_port)));
+    }
     machine_note(&mut report);
     report.int("takeovers_ok", "take-overs completed", total.ok);
     total.first_failures.report(&mut report, "first_connection");
@@ -137,6 +154,20 @@ pub fn run(args: &TakeoverArgs) -> Result<Report, BenchError> {
         );
     }
     report.int("old_closed", "old connection closed", total.old_closed);
+    let not_closed = total.ok - total.old_closed.min(total.ok);
+    report.int(
+        "old_not_closed",
+        "old connection not disconnected (--wait-ms after the new CONNACK)",
+        not_closed,
+    );
+    if args.across() && not_closed > 0 {
+        report.note(format!(
+            "{not_closed} of {} old connections (on {}:{}) were still open {} ms after the \
+             second CONNACK (from {second_host}:{second_port}): the second connection did not \
+             take the first one over across nodes",
+            total.ok, args.common.host, args.common.port, args.wait_ms
+        ));
+    }
     report.int(
         "old_closed_before_connack",
         "old closed before the new CONNACK",
@@ -186,7 +217,12 @@ pub fn run(args: &TakeoverArgs) -> Result<Report, BenchError> {
     Ok(report)
 }
 
-async fn thread_main(thread: usize, target: Arc<Target>, args: TakeoverArgs) -> ThreadResult {
+async fn thread_main(
+    thread: usize,
+    target: Arc<Target>,
+    second: Arc<Target>,
+    args: TakeoverArgs,
+) -> ThreadResult {
     let ids: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(
         share_of(thread, args.common.threads, args.ids)
             .collect::<Vec<_>>()
@@ -197,10 +233,11 @@ async fn thread_main(thread: usize, target: Arc<Target>, args: TakeoverArgs) -> 
     let result = Rc::new(RefCell::new(ThreadResult::default()));
     let workers: Vec<_> = (0..args.concurrency)
         .map(|worker| {
-            let (ids, result, target, args) = (
+            let (ids, result, target, second, args) = (
                 Rc::clone(&ids),
                 Rc::clone(&result),
                 Arc::clone(&target),
+                Arc::clone(&second),
                 args.clone(),
             );
             glommio::spawn_local(async move {
@@ -210,7 +247,7 @@ async fn thread_main(thread: usize, target: Arc<Target>, args: TakeoverArgs) -> 
                         break;
                     };
                     one_takeover(
-                        &target,
+                        (&target, &second),
                         &args,
                         index,
                         &mut publisher,
@@ -240,21 +277,57 @@ struct OldFate {
     closed_ns: Option<u64>,
 }
 
-async fn watch_old(mut conn: Conn, until_ns: u64) -> OldFate {
+/// What woke the watch of the old connection.
+enum Watch {
+    Read(Result<usize, ConnError>),
+    SecondDone,
+    GiveUp,
+}
+
+/// Watch the old connection until the broker closes it, or `wait_ns`
+/// after the second connection's outcome (`second_done` open, at
+/// `second_done_ns`), or `until_ns` while that outcome is not known.
+/// Gives the connection back when it is still open.
+async fn watch_old(
+    mut conn: Conn,
+    until_ns: u64,
+    wait_ns: u64,
+    second_done: &Latch,
+    second_done_ns: &Cell<u64>,
+) -> (OldFate, Option<Conn>) {
     let mut fate = OldFate::default();
     loop {
-        let read = or(async { Some(conn.fill().await) }, async {
-            sleep_until(until_ns).await;
-            None
-        })
+        let known = second_done.is_open();
+        let give_up_ns = if known {
+            second_done_ns.get() + wait_ns
+        } else {
+            until_ns
+        };
+        let event = or(
+            async { Watch::Read(conn.fill().await) },
+            or(
+                async {
+                    sleep_until(give_up_ns).await;
+                    Watch::GiveUp
+                },
+                async {
+                    if known {
+                        pending::<()>().await;
+                    }
+                    second_done.wait().await;
+                    Watch::SecondDone
+                },
+            ),
+        )
         .await;
-        match read {
-            None => return fate,
-            Some(Err(_)) => {
+        match event {
+            Watch::GiveUp => return (fate, Some(conn)),
+            Watch::SecondDone => {}
+            Watch::Read(Err(_)) => {
                 fate.closed_ns = Some(now_ns());
-                return fate;
+                return (fate, None);
             }
-            Some(Ok(_)) => loop {
+            Watch::Read(Ok(_)) => loop {
                 match conn.next_buffered() {
                     Ok(Some(Packet::Disconnect(d))) => {
                         fate.disconnect.get_or_insert(d.code);
@@ -263,7 +336,7 @@ async fn watch_old(mut conn: Conn, until_ns: u64) -> OldFate {
                     Ok(None) => break,
                     Err(_) => {
                         fate.closed_ns = Some(now_ns());
-                        return fate;
+                        return (fate, None);
                     }
                 }
             },
@@ -271,9 +344,11 @@ async fn watch_old(mut conn: Conn, until_ns: u64) -> OldFate {
     }
 }
 
+/// One id: the first connection to `target`, the take-over by a second
+/// one to `second_target` (the same target unless --takeover-host/-port).
 #[allow(clippy::too_many_arguments)]
 async fn one_takeover(
-    target: &Arc<Target>,
+    (target, second_target): (&Arc<Target>, &Arc<Target>),
     args: &TakeoverArgs,
     index: u64,
     publisher: &mut Option<Conn>,
@@ -323,21 +398,32 @@ async fn one_takeover(
     }
 
     // The take-over: watch the old connection while the new one connects.
-    let until = now_ns() + (target.connect_timeout + wait).as_nanos() as u64;
-    let old_task = glommio::spawn_local(watch_old(old_conn, until));
-    let mut second = target.spec_for(id.clone(), index, 60);
+    let wait_ns = wait.as_nanos() as u64;
+    let until = now_ns() + target.connect_timeout.as_nanos() as u64 + wait_ns;
+    let second_done = Latch::new(1);
+    let second_done_ns = Cell::new(0);
+    let mut second = second_target.spec_for(id.clone(), index, 60);
     second.clean_start = args.clean_start;
     if persistent && v5 {
         second.session_expiry = Some(SESSION_EXPIRY_SECS);
     }
-    let new = target.establish(&second, ReadSize::SMALL).await;
-    let fate = old_task.await;
+    let connect = async {
+        let new = second_target.establish(&second, ReadSize::SMALL).await;
+        second_done_ns.set(now_ns());
+        second_done.open();
+        new
+    };
+    let watch = watch_old(old_conn, until, wait_ns, &second_done, &second_done_ns);
+    let (new, (fate, old_left)) = zip(connect, watch).await;
     Progress::sub(&target.progress.up, 1);
     let mut new = match new {
         Ok(e) => e,
         Err(e) => {
             result.borrow_mut().second_failures.add(&e);
             Progress::add(&target.progress.errors, 1);
+            if let Some(old) = old_left {
+                close_old(old, persistent && v5).await;
+            }
             return;
         }
     };
@@ -378,23 +464,48 @@ async fn one_takeover(
         }
     }
 
-    // Leave no session behind.
+    // Leave no session behind: the new one's, then the old one's where it
+    // was not taken over.
     if persistent && v5 {
-        let properties = Properties {
-            session_expiry_interval: Some(0),
-            ..Properties::default()
-        };
-        new.conn.disconnect_with(properties).await;
+        new.conn.disconnect_with(discard_session()).await;
     } else {
         new.conn.disconnect().await;
-        if persistent {
-            if let Ok(e) = target
-                .establish(&target.spec_for(id, index, 60), ReadSize::SMALL)
+    }
+    if let Some(old) = old_left {
+        close_old(old, persistent && v5).await;
+    }
+    if persistent && !v5 {
+        let nodes: &[&Arc<Target>] = if Arc::ptr_eq(target, second_target) {
+            &[target]
+        } else {
+            &[target, second_target]
+        };
+        for node in nodes {
+            if let Ok(e) = node
+                .establish(&node.spec_for(id.clone(), index, 60), ReadSize::SMALL)
                 .await
             {
                 e.conn.disconnect().await;
             }
         }
+    }
+}
+
+/// DISCONNECT properties that end the session with the connection (v5).
+fn discard_session() -> Properties {
+    Properties {
+        session_expiry_interval: Some(0),
+        ..Properties::default()
+    }
+}
+
+/// Close an old connection the broker left open, discarding its session
+/// when it has one (v5; 3.1.1 sessions go with the final clean connection).
+async fn close_old(old: Conn, discard: bool) {
+    if discard {
+        old.disconnect_with(discard_session()).await;
+    } else {
+        old.disconnect().await;
     }
 }
 
