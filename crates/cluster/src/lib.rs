@@ -19,13 +19,18 @@
 //!   revision.
 //! - [`wire`]: a publish as the body of the NATS message that carries it
 //!   between nodes (QoS, RETAIN, expiry left, properties, payload).
+//! - [`retained`]: which messages read back from the cluster's retained
+//!   stream a node stores, and when, so that it follows the stream's
+//!   order without going back over its own writes in flight.
 //!
-//! Not wired into the broker yet: `--cluster-nats` does not exist.
+//! `--cluster-nats` (src/cluster) wires subjects, the interest set, the
+//! body and the retained order in; the directory is not yet.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod directory;
 pub mod interest;
+pub mod retained;
 pub mod subject;
 pub mod wire;
