@@ -234,9 +234,17 @@ impl Broker {
                 config.cluster_nats.clone(),
                 config.cluster_prefix.clone(),
                 node_id,
+                {
+                    let to_shards = to_shards.clone();
+                    move |publish| {
+                        let shard = shard_for(&publish.topic, shards);
+                        to_shards.send_external(shard, Msg::ClusterPublish(Box::new(publish)));
+                    }
+                },
+                // The shard that holds the topic's retained slot.
                 move |publish| {
-                    let shard = shard_for(&publish.topic, shards);
-                    to_shards.send_external(shard, Msg::ClusterPublish(Box::new(publish)));
+                    let shard = ringmq_route::owner_shard(&publish.topic, shards).0;
+                    to_shards.send_external(shard, Msg::ClusterRetained(Box::new(publish)));
                 },
             )
             .map_err(StartError::Executor)?;

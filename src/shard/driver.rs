@@ -785,6 +785,7 @@ impl Core {
                 }
                 Msg::Durable(upto) => self.durable(from, upto),
                 Msg::ClusterPublish(publish) => self.route_from_cluster(*publish),
+                Msg::ClusterRetained(publish) => self.store_from_cluster(*publish),
                 Msg::Route(change) => self.routes.apply_remote(ShardId(from), &change),
                 Msg::RetainedQuery {
                     filter,

@@ -262,6 +262,19 @@ impl Core {
         }
     }
 
+    /// A retained message (or an empty one: a clear) from the cluster's
+    /// retained stream (--cluster-nats), for a topic this shard owns:
+    /// stored, journaled and limited like a local one, never delivered
+    /// (subscribers had it from core routing) nor sent back.
+    pub(crate) fn store_from_cluster(&mut self, publish: Publish) {
+        let now = self.now;
+        let expires_at = publish
+            .properties
+            .message_expiry_interval
+            .map(|secs| now.add_secs(u64::from(secs)));
+        self.store_retained(&publish, expires_at);
+    }
+
     /// Another shard asks for the retained messages matching `filter`.
     pub(crate) fn answer_retained_query(
         &mut self,

@@ -56,6 +56,10 @@ impl Shared {
             total.cluster_received = load(&c.stats.received);
             total.cluster_dropped = load(&c.stats.dropped);
             total.cluster_bad = load(&c.stats.bad);
+            total.cluster_retained_published = load(&c.stats.retained_published);
+            total.cluster_retained_loaded = load(&c.stats.retained_loaded);
+            total.cluster_retained_failed = load(&c.stats.retained_failed);
+            total.cluster_stream_errors = load(&c.stats.stream_errors);
         }
         total
     }
