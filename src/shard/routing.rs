@@ -94,9 +94,11 @@ impl Core {
                 cluster.forward(&publish, publish.properties.message_expiry_interval);
             }
         }
-        let owner = publish
-            .retain
-            .then(|| owner_shard(&publish.topic, self.shared.shards));
+        // A retained publish from another node is stored from the
+        // cluster's retained stream instead (`store_from_cluster`): one
+        // source, so two paths cannot reorder a topic's retained value.
+        let owner =
+            (publish.retain && to_cluster).then(|| owner_shard(&publish.topic, self.shared.shards));
         let mut plan = std::mem::take(&mut self.plan);
         self.routes.plan(topic, owner, &mut plan);
         // Persistence: the publisher's acknowledgement (already in its
