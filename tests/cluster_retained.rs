@@ -391,3 +391,54 @@ fn without_jetstream_routing_goes_on_and_retained_messages_stay_local() {
     assert_eq!(payload_now(&b, "nojs/x"), None, "b stores nothing of it");
     assert_eq!(a.stats().cluster_retained_published, 0);
 }
+
+/// NATS goes away and comes back with its store: a retained message
+/// written meanwhile stays on its node (counted, not retried); the nodes
+/// follow the stream again once it is back.
+#[test]
+fn retained_messages_during_a_nats_outage_stay_local_and_the_stream_resumes() {
+    let Some(bin) = nats_server() else {
+        return;
+    };
+    let mut nats = start_nats(&bin);
+    let port: u16 = nats.url.rsplit(':').next().unwrap().parse().unwrap();
+    let a = node(&nats, "a");
+    let b = node(&nats, "b");
+    controls(&a);
+    controls(&b);
+    let (mut publisher, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("pub-a"));
+    retain(&mut publisher, "out/x", b"before");
+    wait_payload(&b, "out/x", Some(b"before"), "b loads it");
+    // The server stops; its JetStream store stays for the restart.
+    let _ = nats.child.kill();
+    let _ = nats.child.wait();
+    wait_stats(&a, "a saw NATS go", |s| s.cluster_connected == 0);
+    let failed = a.stats().cluster_retained_failed;
+    retain(&mut publisher, "out/x", b"during");
+    assert_eq!(payload_now(&a, "out/x").as_deref(), Some(&b"during"[..]));
+    wait_stats(&a, "the write is counted as failed", |s| {
+        s.cluster_retained_failed > failed
+    });
+    let _nats = start_nats_in(&bin, port, TempDir(nats.dir.0.clone()));
+    wait_stats(&a, "a reconnected", |s| s.cluster_connected == 1);
+    wait_stats(&b, "b reconnected", |s| s.cluster_connected == 1);
+    assert_eq!(
+        payload_now(&b, "out/x").as_deref(),
+        Some(&b"before"[..]),
+        "b never got the write made while NATS was away"
+    );
+    // JetStream may answer a moment after the connection is back: the
+    // write is made again until the stream takes it.
+    let taken = poll_until(SPREAD, || {
+        let before = a.stats();
+        retain(&mut publisher, "out/x", b"after");
+        let after = wait_stats(&a, "the write acknowledged or failed", |s| {
+            s.cluster_retained_published + s.cluster_retained_failed
+                > before.cluster_retained_published + before.cluster_retained_failed
+        });
+        after.cluster_retained_published > before.cluster_retained_published
+    });
+    assert!(taken, "the stream takes writes again");
+    wait_payload(&b, "out/x", Some(b"after"), "b follows the stream again");
+    wait_payload(&a, "out/x", Some(b"after"), "a too");
+}

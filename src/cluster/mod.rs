@@ -32,7 +32,8 @@
 //! most every 10 s, and not retried: its node keeps it, the others do not
 //! get it. One ordered consumer per node (deliver policy last per subject)
 //! reads the latest message of every subject at start and then the new
-//! ones (async-nats recreates it after a reconnection, from where it was);
+//! ones (after a reconnection async-nats recreates it, or, when the NATS
+//! server restarted without it, this module does, from where it was);
 //! `ringmq_cluster::retained::Order` decides what of it to store, so a node
 //! never goes back over a write of its own still in flight and ends on the
 //! stream's last value even when two nodes write one topic at once (its
@@ -301,8 +302,9 @@ struct Control {
 async fn control(mut c: Control) {
     let stats = c.stats.clone();
     let events = stats.clone();
-    // Whether NATS is connected, for the task that follows the stream.
-    let (online_tx, online_rx) = watch::channel(false);
+    // Whether NATS is connected, and how many times it connected, for the
+    // task that follows the stream.
+    let (online_tx, online_rx) = watch::channel(Online::default());
     let options = async_nats::ConnectOptions::new()
         .no_echo()
         .name(format!("ringmq {}", c.node_id))
@@ -314,12 +316,15 @@ async fn control(mut c: Control) {
                 match event {
                     async_nats::Event::Connected => {
                         events.connected.store(1, Ordering::Relaxed);
-                        online.send_replace(true);
+                        online.send_modify(|o| {
+                            o.up = true;
+                            o.connects += 1;
+                        });
                         info!("cluster: connected to NATS");
                     }
                     async_nats::Event::Disconnected => {
                         events.connected.store(0, Ordering::Relaxed);
-                        online.send_replace(false);
+                        online.send_modify(|o| o.up = false);
                         warn!("cluster: disconnected from NATS; reconnecting");
                     }
                     other => info!(event = %other, "cluster: NATS event"),
@@ -654,12 +659,13 @@ fn store(c: &Control, read: Read) {
 /// Follows the retained stream: opens it (creating it the first time) and
 /// one ordered consumer that starts with the last message of every subject
 /// and then reads new ones, and sends what it reads to the control loop.
-/// Retries while JetStream is unavailable; async-nats recreates the
-/// consumer after a reconnection, from where it was.
+/// Retries while JetStream is unavailable, and opens a new consumer when
+/// the one it reads fails (a NATS server restarted without it), from where
+/// the last one was.
 async fn follow(
     js: jetstream::Context,
     prefix: String,
-    mut online: watch::Receiver<bool>,
+    mut online: watch::Receiver<Online>,
     to_control: mpsc::Sender<Read>,
     stats: Arc<ClusterStats>,
 ) {
@@ -670,13 +676,25 @@ async fn follow(
         return;
     };
     let mut wait = Duration::from_millis(500);
+    // The stream sequence of the last message read.
+    let mut read_upto = 0;
     loop {
         // A node still connecting has no error to report.
-        if online.wait_for(|&up| up).await.is_err() {
-            return;
-        }
-        match read_stream(&js, &name, &subjects, &to_control, &mut wait).await {
-            Ok(()) => return,
+        let connects = match online.wait_for(|o| o.up).await {
+            Ok(o) => o.connects,
+            Err(_) => return,
+        };
+        let attempt = Follow {
+            js: &js,
+            name: &name,
+            subjects: &subjects,
+            to_control: &to_control,
+        };
+        let reconnected = online.wait_for(|o| o.connects != connects);
+        match attempt.read(&mut read_upto, &mut wait, reconnected).await {
+            Ok(Ended::Stopped) => return,
+            // Again at once, from where it was.
+            Ok(Ended::Reconnected) => continue,
             Err(e) => {
                 stats.stream_errors.fetch_add(1, Ordering::Relaxed);
                 error!(
@@ -693,62 +711,113 @@ async fn follow(
     }
 }
 
-/// One attempt of [`follow`]: Ok once the control loop is gone, Err when
-/// the stream or its consumer cannot be opened or the consumer ended.
-async fn read_stream(
-    js: &jetstream::Context,
-    name: &str,
-    subjects: &str,
-    to_control: &mpsc::Sender<Read>,
-    wait: &mut Duration,
-) -> Result<(), String> {
-    let stream = js
-        .get_or_create_stream(jetstream::stream::Config {
-            name: name.to_string(),
-            subjects: vec![subjects.to_string()],
-            max_messages_per_subject: 1,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("cannot open the stream: {e}"))?;
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            filter_subject: subjects.to_string(),
-            deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("cannot create the consumer: {e}"))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| format!("cannot read the consumer: {e}"))?;
-    info!(stream = name, "cluster: following the retained stream");
-    *wait = Duration::from_millis(500);
-    let mut errors = LogGate::default();
-    while let Some(m) = messages.next().await {
-        let m = match m {
-            Ok(m) => m,
-            Err(e) => {
-                if let Some(unlogged) = errors.check() {
-                    warn!(stream = name, error = %e, unlogged, "cluster: reading the retained stream");
-                }
-                continue;
+/// The connection to NATS, as [`follow`] watches it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Online {
+    up: bool,
+    /// Connections made so far (reconnections included).
+    connects: u64,
+}
+
+/// How one attempt of [`follow`] ended, short of an error.
+enum Ended {
+    /// The control loop is gone.
+    Stopped,
+    /// NATS connected again: the consumer may be gone with its server.
+    Reconnected,
+}
+
+/// One attempt of [`follow`].
+struct Follow<'a> {
+    js: &'a jetstream::Context,
+    name: &'a str,
+    subjects: &'a str,
+    to_control: &'a mpsc::Sender<Read>,
+}
+
+impl Follow<'_> {
+    /// Reads the stream past `read_upto` (0: from the start, last message
+    /// per subject) until the control loop is gone or `reconnected`
+    /// completes; Err when the stream or its consumer cannot be opened or
+    /// the consumer fails.
+    async fn read<T>(
+        &self,
+        read_upto: &mut u64,
+        wait: &mut Duration,
+        reconnected: impl std::future::Future<Output = T>,
+    ) -> Result<Ended, String> {
+        tokio::pin!(reconnected);
+        let mut stream = self
+            .js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: self.name.to_string(),
+                subjects: vec![self.subjects.to_string()],
+                max_messages_per_subject: 1,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot open the stream: {e}"))?;
+        let last = stream
+            .info()
+            .await
+            .map_err(|e| format!("cannot read the stream's state: {e}"))?
+            .state
+            .last_sequence;
+        // A stream that is behind what was read is a new one (its store
+        // was lost): read it all again.
+        let deliver_policy = if *read_upto == 0 || last < *read_upto {
+            jetstream::consumer::DeliverPolicy::LastPerSubject
+        } else {
+            jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: *read_upto + 1,
             }
         };
-        let Ok(info) = m.info() else {
-            continue;
-        };
-        let read = Read {
-            subject: m.subject.to_string(),
-            seq: info.stream_sequence,
-            stored_unix_ns: info.published.unix_timestamp_nanos(),
-            body: m.payload.clone(),
-        };
-        if to_control.send(read).await.is_err() {
-            return Ok(());
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: self.subjects.to_string(),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot create the consumer: {e}"))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| format!("cannot read the consumer: {e}"))?;
+        info!(
+            stream = self.name,
+            from_sequence = *read_upto + 1,
+            "cluster: following the retained stream"
+        );
+        *wait = Duration::from_millis(500);
+        loop {
+            let m = tokio::select! {
+                m = messages.next() => m,
+                // A restarted NATS server lost the consumer, which
+                // async-nats finds out only after missed heartbeats.
+                _ = &mut reconnected => return Ok(Ended::Reconnected),
+            };
+            let Some(m) = m else {
+                return Err("the consumer ended".to_string());
+            };
+            // async-nats recreates an ordered consumer itself where it can
+            // (missed heartbeats, a gap); what it hands back is not
+            // recovered by reading on.
+            let m = m.map_err(|e| format!("reading the consumer: {e}"))?;
+            let Ok(info) = m.info() else {
+                continue;
+            };
+            *read_upto = info.stream_sequence;
+            let read = Read {
+                subject: m.subject.to_string(),
+                seq: info.stream_sequence,
+                stored_unix_ns: info.published.unix_timestamp_nanos(),
+                body: m.payload.clone(),
+            };
+            if self.to_control.send(read).await.is_err() {
+                return Ok(Ended::Stopped);
+            }
         }
     }
-    Err("the consumer ended".to_string())
 }
