@@ -557,6 +557,7 @@ impl Retained {
         }
     }
 
+    /// A write's acknowledgement (or its failure) came back.
     fn acked(
         &mut self,
         c: &Control,
