@@ -147,9 +147,9 @@ pub struct Config {
     /// NATS server URL for clustering (`nats://host:4222`; repeatable for
     /// several servers of one NATS cluster). Nodes on the same NATS and
     /// --cluster-prefix act as one broker for routing: a publish reaches
-    /// subscribers on every node. Off unless given. First step of
-    /// clustering: QoS 1/2 cross nodes at most once, and take-over,
-    /// retained messages and sessions are per node (see the README).
+    /// subscribers on every node, and, with JetStream on the NATS server,
+    /// client ids, persistent sessions and retained messages are
+    /// cluster-wide (see the README).
     #[arg(long = "cluster-nats", value_name = "URL")]
     pub cluster_nats: Vec<String>,
 

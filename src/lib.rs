@@ -270,6 +270,11 @@ impl Broker {
                             Msg::ClusterTakeOver(Box::new((client_id, clean_start, reply))),
                         );
                     }
+                    cluster::ToShard::Retained(publish) => {
+                        // The shard that holds the topic's retained slot.
+                        let shard = ringmq_route::owner_shard(&publish.topic, shards).0;
+                        to_shards.send_external(shard, Msg::ClusterRetained(Box::new(publish)));
+                    }
                 },
             )
             .map_err(StartError::Executor)?;

@@ -182,6 +182,19 @@ counters! {
         /// Times NATS dropped messages meant for this node (slow consumer:
         /// the node did not read them fast enough).
         cluster_slow_consumers,
+        /// Retained messages (clears included) written to the cluster's
+        /// retained stream and acknowledged by JetStream.
+        cluster_retained_published,
+        /// Retained messages (clears included) read from the retained
+        /// stream and stored on this node.
+        cluster_retained_loaded,
+        /// Retained messages not written to the retained stream (queue
+        /// full, NATS away, JetStream refused or did not acknowledge); the
+        /// node that read them keeps them.
+        cluster_retained_failed,
+        /// Attempts to open the retained stream or its consumer that failed
+        /// (JetStream not enabled or unreachable).
+        cluster_stream_errors,
     }
     /// Connections open now (accepted sockets, before and after CONNECT).
     connections,

@@ -1005,6 +1005,7 @@ impl Core {
                     let (client_id, clean_start, reply) = *take;
                     self.cluster_take_over(client_id, clean_start, reply);
                 }
+                Msg::ClusterRetained(publish) => self.store_from_cluster(*publish),
                 Msg::Route(change) => self.routes.apply_remote(ShardId(from), &change),
                 Msg::RetainedQuery {
                     filter,

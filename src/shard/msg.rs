@@ -80,6 +80,9 @@ pub(crate) enum Msg {
             tokio::sync::oneshot::Sender<crate::cluster::Released>,
         )>,
     ),
+    /// --cluster-nats: a retained message (empty: a clear) from the
+    /// cluster's retained stream, to store here, the topic's owner.
+    ClusterRetained(Box<ringmq_codec::Publish>),
     /// Persistence: the sender has written (to the kernel) what the first
     /// N `Publish` messages from this shard made it record.
     Durable(u64),

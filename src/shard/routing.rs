@@ -107,9 +107,11 @@ impl Core {
                 }
             }
         }
-        let owner = publish
-            .retain
-            .then(|| owner_shard(&publish.topic, self.shared.shards));
+        // A retained publish from another node is stored from the
+        // cluster's retained stream instead (`store_from_cluster`): one
+        // source, so two paths cannot reorder a topic's retained value.
+        let owner =
+            (publish.retain && to_cluster).then(|| owner_shard(&publish.topic, self.shared.shards));
         let mut plan = std::mem::take(&mut self.plan);
         self.routes.plan(topic, owner, &mut plan);
         plan.restrict(serve);
@@ -282,6 +284,19 @@ impl Core {
                 unlogged, "{flag} reached: retained message not stored"
             );
         }
+    }
+
+    /// A retained message (or an empty one: a clear) from the cluster's
+    /// retained stream (--cluster-nats), for a topic this shard owns:
+    /// stored, journaled and limited like a local one, never delivered
+    /// (subscribers had it from core routing) nor sent back.
+    pub(crate) fn store_from_cluster(&mut self, publish: Publish) {
+        let now = self.now;
+        let expires_at = publish
+            .properties
+            .message_expiry_interval
+            .map(|secs| now.add_secs(u64::from(secs)));
+        self.store_retained(&publish, expires_at);
     }
 
     /// Another shard asks for the retained messages matching `filter`.

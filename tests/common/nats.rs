@@ -50,13 +50,16 @@ pub fn nats_server() -> Option<String> {
     None
 }
 
-pub fn start_nats(bin: &str) -> Nats {
-    // A free port: bound and released (nats-server takes it next).
-    let port = TcpListener::bind("127.0.0.1:0")
+/// A free port: bound and released (nats-server takes it next).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
-        .port();
-    start_nats_on(bin, port)
+        .port()
+}
+
+pub fn start_nats(bin: &str) -> Nats {
+    start_nats_on(bin, free_port())
 }
 
 pub fn start_nats_on(bin: &str, port: u16) -> Nats {
@@ -66,9 +69,25 @@ pub fn start_nats_on(bin: &str, port: u16) -> Nats {
 /// A nats-server on `port` with JetStream storing in `dir` (the same
 /// directory again for a restart that keeps the streams).
 pub fn start_nats_in(bin: &str, port: u16, dir: TempDir) -> Nats {
-    let child = Command::new(bin)
+    let mut command = Command::new(bin);
+    command
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(&dir.0)
+        .arg(&dir.0);
+    spawn_nats(command, port, dir)
+}
+
+/// A nats-server on a free port without JetStream (core NATS only).
+pub fn start_nats_without_jetstream(bin: &str) -> Nats {
+    let port = free_port();
+    let mut command = Command::new(bin);
+    command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+    spawn_nats(command, port, TempDir::new("nats"))
+}
+
+/// Runs `command` (a nats-server on `port`) until it listens.
+fn spawn_nats(mut command: Command, port: u16, dir: TempDir) -> Nats {
+    let bin = command.get_program().to_string_lossy().into_owned();
+    let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

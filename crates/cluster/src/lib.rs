@@ -21,7 +21,11 @@
 //!   request and reply (the session as the store's records) between nodes.
 //! - [`wire`]: a publish as the body of the NATS message that carries it
 //!   between nodes (QoS, RETAIN, expiry left, properties, payload).
+//! - [`retained`]: which messages read back from the cluster's retained
+//!   stream a node stores, and when, so that it follows the stream's
+//!   order without going back over its own writes in flight.
 //!
+//! `--cluster-nats` (src/cluster) wires them all in.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -29,5 +33,6 @@
 pub mod directory;
 pub mod handover;
 pub mod interest;
+pub mod retained;
 pub mod subject;
 pub mod wire;

@@ -26,6 +26,13 @@
 //! token: `/` stands for itself there), one queue group per shared
 //! subscription: NATS would merge subscriptions of one queue name across
 //! subjects.
+//!
+//! A topic's retained message lives in a JetStream stream that keeps one
+//! message per subject ([`retained_stream`], subjects [`retained_subjects`]),
+//! on `PREFIX.r.K.e(l1)...` ([`retained_subject`], inverted by
+//! [`topic_of_retained`]): the kind token is never `r`, so no topic subject
+//! falls under the stream and no filter's subscription matches a retained
+//! subject.
 
 use std::fmt;
 
@@ -148,7 +155,11 @@ pub fn topic_subject(prefix: &str, topic: &str) -> Result<String, SubjectError> 
 /// The MQTT topic of a subject [`topic_subject`] made under `prefix`;
 /// `None` for any other subject.
 pub fn topic_of(prefix: &str, subject: &str) -> Option<String> {
-    let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
+    topic_of_kind(subject.strip_prefix(prefix)?.strip_prefix('.')?)
+}
+
+/// The topic of `K.levels...` (a topic subject without its prefix).
+fn topic_of_kind(rest: &str) -> Option<String> {
     let (k, levels) = rest.split_once('.')?;
     let mut topic = String::with_capacity(levels.len());
     for (n, token) in levels.split('.').enumerate() {
@@ -163,6 +174,62 @@ pub fn topic_of(prefix: &str, subject: &str) -> Option<String> {
     }
     ringmq_topic::validate_topic_name(&topic).ok()?;
     Some(topic)
+}
+
+/// The token after the prefix that starts every retained subject.
+const RETAINED: &str = "r";
+
+/// The subject of `topic`'s retained message in the cluster's stream:
+/// `PREFIX.r.` and then what follows the prefix in its
+/// [`topic_subject`] (`ringmq.r.t.a.b` for `a/b`). The stream keeps one
+/// message per subject, so one per topic.
+pub fn retained_subject(prefix: &str, topic: &str) -> Result<String, SubjectError> {
+    let subject = topic_subject(prefix, topic)?;
+    let mut out = String::with_capacity(subject.len() + 2);
+    out.push_str(prefix);
+    out.push('.');
+    out.push_str(RETAINED);
+    out.push_str(&subject[prefix.len()..]);
+    Ok(out)
+}
+
+/// The MQTT topic of a subject [`retained_subject`] made under `prefix`;
+/// `None` for any other subject.
+pub fn topic_of_retained(prefix: &str, subject: &str) -> Option<String> {
+    let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
+    topic_of_kind(rest.strip_prefix(RETAINED)?.strip_prefix('.')?)
+}
+
+/// What the retained stream holds: every [`retained_subject`] of `prefix`
+/// (`PREFIX.r.>`), and nothing the topic subjects use.
+pub fn retained_subjects(prefix: &str) -> Result<String, SubjectError> {
+    check_prefix(prefix)?;
+    Ok(format!("{prefix}.{RETAINED}.>"))
+}
+
+/// The name of the JetStream stream of `prefix`'s retained messages.
+///
+/// Stream names may not hold `.`, `*`, `>`, slashes, spaces or control
+/// bytes, which a prefix may (inside a token). So: ASCII letters and
+/// digits stand for themselves, `.` becomes `-`, every other byte `_XX`
+/// (two upper-case hex digits), then `_retained` (`ringmq_retained`,
+/// `acme-mqtt_retained`). Distinct prefixes get distinct names.
+pub fn retained_stream(prefix: &str) -> Result<String, SubjectError> {
+    check_prefix(prefix)?;
+    let mut out = String::with_capacity(prefix.len() + 9);
+    for b in prefix.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => out.push(char::from(b)),
+            b'.' => out.push('-'),
+            _ => {
+                out.push('_');
+                out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+                out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 0xf)]));
+            }
+        }
+    }
+    out.push_str("_retained");
+    Ok(out)
 }
 
 /// The NATS subscriptions of one MQTT filter.
@@ -331,6 +398,64 @@ mod tests {
         }
     }
 
+    #[test]
+    fn retained_subjects_sit_beside_the_topic_subjects() {
+        for (topic, subject) in [
+            ("a/b", "ringmq.r.t.a.b"),
+            ("/", "ringmq.r.t.%.%"),
+            ("$SYS/x", "ringmq.r.d.$SYS.x"),
+            ("a.b/>", "ringmq.r.t.a%2Eb.%3E"),
+        ] {
+            assert_eq!(
+                retained_subject(P, topic).as_deref(),
+                Ok(subject),
+                "{topic}"
+            );
+            assert_eq!(
+                topic_of_retained(P, subject).as_deref(),
+                Some(topic),
+                "{subject}"
+            );
+        }
+        assert_eq!(
+            retained_subject("acme.mqtt", "a").as_deref(),
+            Ok("acme.mqtt.r.t.a")
+        );
+        assert_eq!(retained_subjects(P).as_deref(), Ok("ringmq.r.>"));
+        assert_eq!(retained_subject("a b", "a"), Err(SubjectError::Prefix));
+        assert_eq!(retained_subject(P, "a/+"), Err(SubjectError::Mqtt));
+        for subject in [
+            "ringmq.t.a",   // a topic subject is not a retained one
+            "ringmq.r.a",   // no kind
+            "ringmq.r.x.a", // unknown kind
+            "ringmq.r",
+            "other.r.t.a",
+            "ringmq.rr.t.a",
+        ] {
+            assert_eq!(topic_of_retained(P, subject), None, "{subject}");
+        }
+        // A topic subject never falls under the stream's subjects.
+        let s = topic_subject(P, "r/t/a").unwrap();
+        assert!(!nats_matches(&retained_subjects(P).unwrap(), &s));
+        assert_eq!(topic_of_retained(P, &s), None);
+    }
+
+    #[test]
+    fn stream_names_are_valid_and_readable() {
+        for (prefix, name) in [
+            ("ringmq", "ringmq_retained"),
+            ("acme.mqtt", "acme-mqtt_retained"),
+            ("a-b", "a_2Db_retained"),
+            ("a_b", "a_5Fb_retained"),
+            ("a/b\\c", "a_2Fb_5Cc_retained"),
+            ("café", "caf_C3_A9_retained"),
+            ("a*b", "a_2Ab_retained"),
+        ] {
+            assert_eq!(retained_stream(prefix).as_deref(), Ok(name), "{prefix}");
+        }
+        assert_eq!(retained_stream("a..b"), Err(SubjectError::Prefix));
+    }
+
     fn level() -> impl Strategy<Value = String> {
         prop_oneof![
             Just(String::new()),
@@ -358,6 +483,12 @@ mod tests {
         })
     }
 
+    /// Prefixes of one to three tokens, each often holding a byte a
+    /// stream name may not.
+    fn prefix() -> impl Strategy<Value = String> {
+        prop::collection::vec("[a-c_*>/é-]{1,3}", 1..4).prop_map(|t| t.join("."))
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -368,6 +499,26 @@ mod tests {
             prop_assert!(!subject.split('.').any(|t| t.is_empty() || t == "*" || t == ">"));
             prop_assert!(!subject.contains(' '));
             prop_assert_eq!(topic_of(P, &subject), Some(topic));
+        }
+
+        #[test]
+        fn every_retained_topic_round_trips(topic in topic()) {
+            prop_assume!(ringmq_topic::validate_topic_name(&topic).is_ok());
+            let subject = retained_subject(P, &topic).unwrap();
+            prop_assert!(nats_matches(&retained_subjects(P).unwrap(), &subject));
+            prop_assert!(!subject.split('.').any(|t| t.is_empty() || t == "*" || t == ">"));
+            prop_assert_eq!(topic_of(P, &subject), None);
+            prop_assert_eq!(topic_of_retained(P, &subject), Some(topic));
+        }
+
+        /// Stream names hold none of the bytes NATS refuses in a name, and
+        /// two prefixes never share one.
+        #[test]
+        fn stream_names_are_valid_and_distinct(a in prefix(), b in prefix()) {
+            prop_assume!(check_prefix(&a).is_ok() && check_prefix(&b).is_ok());
+            let (na, nb) = (retained_stream(&a).unwrap(), retained_stream(&b).unwrap());
+            prop_assert!(na.bytes().all(|c| c.is_ascii_graphic() && !b".*>/\\".contains(&c)), "{}", na);
+            prop_assert_eq!(na == nb, a == b, "{} {}", na, nb);
         }
 
         /// The mapped subscriptions match a topic's subject exactly when the
