@@ -147,9 +147,8 @@ pub struct Config {
     /// NATS server URL for clustering (`nats://host:4222`; repeatable for
     /// several servers of one NATS cluster). Nodes on the same NATS and
     /// --cluster-prefix act as one broker for routing: a publish reaches
-    /// subscribers on every node. Off unless given. First step of
-    /// clustering: QoS 1/2 cross nodes at most once, and take-over,
-    /// retained messages and sessions are per node (see the README).
+    /// subscribers on every node. Off unless given. See the README's
+    /// Clustering section for what crosses nodes and what does not yet.
     #[arg(long = "cluster-nats", value_name = "URL")]
     pub cluster_nats: Vec<String>,
 
@@ -168,6 +167,15 @@ pub struct Config {
     /// request waits two for the owner's answer.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub cluster_heartbeat_ms: u64,
+
+    /// How QoS 1/2 publishes cross nodes: `durable` (through a JetStream
+    /// stream: the publisher's PUBACK or PUBREC waits until NATS stored the
+    /// message, which NATS then republishes to every node with a
+    /// subscriber) or `best-effort` (core NATS: at most once, and the
+    /// acknowledgement waits for nothing).
+    #[arg(long, value_name = "MODE", default_value = "durable",
+          value_parser = ["durable", "best-effort"])]
+    pub cluster_qos: String,
 
     /// Address of the HTTP listener for /metrics (Prometheus), the JSON
     /// admin API (/api/v1/...) and the status page (/). Off unless given.
@@ -700,6 +708,11 @@ impl Config {
             "always" => crate::persist::Fsync::Always,
             _ => crate::persist::Fsync::Interval,
         }
+    }
+
+    /// `--cluster-qos durable` (clap allows only the two names).
+    pub fn cluster_qos_durable(&self) -> bool {
+        self.cluster_qos == "durable"
     }
 
     /// The shard count: the flag, or one per CPU in the affinity mask.

@@ -237,6 +237,11 @@ impl Broker {
                 cluster::Timings {
                     heartbeat: std::time::Duration::from_millis(config.cluster_heartbeat_ms),
                 },
+                if config.cluster_qos_durable() {
+                    cluster::Mode::Durable
+                } else {
+                    cluster::Mode::BestEffort
+                },
                 move |event| match event {
                     cluster::ToShard::Publish(publish, group) => {
                         let shard = shard_for(&publish.topic, shards);
@@ -262,6 +267,9 @@ impl Broker {
                             shard,
                             Msg::ClusterTakeOver(Box::new((client_id, clean_start, reply))),
                         );
+                    }
+                    cluster::ToShard::Stored { shard, token } => {
+                        to_shards.send_external(shard, Msg::ClusterStored(token));
                     }
                 },
             )

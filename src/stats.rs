@@ -171,6 +171,15 @@ counters! {
         /// Queued messages left out of sessions moving between nodes (one
         /// NATS message holds a session).
         cluster_handover_dropped,
+        /// 1 while the message stream (JetStream, --cluster-qos durable)
+        /// is open.
+        cluster_qos_stream,
+        /// QoS 1/2 publishes the message stream stored (their publishers'
+        /// PUBACK / PUBREC waited for it).
+        cluster_qos_published,
+        /// QoS 1/2 publishes meant for the stream that it did not store
+        /// (error, timeout): acknowledged anyway, at most once.
+        cluster_qos_failed,
     }
     /// Connections open now (accepted sockets, before and after CONNECT).
     connections,

@@ -19,12 +19,23 @@
 //! subscription (`$share/G/F`) with members here, with echo, so NATS gives
 //! each message to one node among all with members, this one included,
 //! and that node gives it to one local member. So a node serves only the
-//! ordinary subscribers of what it reads while connected. QoS 1/2
-//! messages cross nodes at most once (core NATS); the JetStream path, the
-//! client-id directory, retained messages and sessions across nodes are
-//! the next steps of issue 17.
+//! ordinary subscribers of what it reads while connected.
+//!
+//! QoS 1/2 (`--cluster-qos`, [`qos`]): with `durable` (the default) a
+//! QoS 1/2 publish read from a client goes into a JetStream stream
+//! instead, and the client's PUBACK / PUBREC waits until NATS stored it;
+//! NATS then republishes it on the topic's subject to every node with a
+//! subscriber at that moment (a node away from NATS then misses it: no
+//! node replays the stream yet). A JetStream error or timeout releases
+//! the acknowledgement anyway (counted): the message went at most once.
+//! While NATS is away, and with `best-effort`, QoS 1/2 cross on core NATS
+//! at most once and nothing waits. QoS 0 always takes core NATS, so it
+//! may overtake an earlier QoS 1/2 message of the same publisher across
+//! nodes. Retained messages and sessions across nodes are the next steps
+//! of issue 17.
 
 mod directory;
+mod qos;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,6 +63,7 @@ const PUBLISH_QUEUE: usize = 65_536;
 const CLAIM_QUEUE: usize = 16_384;
 
 pub(crate) use directory::{ClaimJob, Claimed, Released};
+pub(crate) use qos::{Holds, Mode, Ticket, Via};
 
 /// What the control thread hands to the shards (the broker routes each to
 /// its shard).
@@ -73,6 +85,9 @@ pub(crate) enum ToShard {
         clean_start: bool,
         reply: tokio::sync::oneshot::Sender<Released>,
     },
+    /// A stream publish ended (stored or not): shard `shard` releases the
+    /// publisher it holds under `token`.
+    Stored { shard: usize, token: u64 },
 }
 
 /// Timings of the directory.
@@ -96,6 +111,7 @@ pub(crate) enum Interested {
 pub(crate) struct Outgoing {
     pub(crate) subject: String,
     pub(crate) body: Vec<u8>,
+    pub(crate) via: Via,
 }
 
 /// The counters of the control thread (read by `stats`).
@@ -127,6 +143,14 @@ pub(crate) struct ClusterStats {
     pub(crate) claims_unchecked: AtomicU64,
     /// Queued messages of moving sessions left out (one NATS message).
     pub(crate) handover_dropped: AtomicU64,
+    /// 1 while the message stream (JetStream, `--cluster-qos durable`) is
+    /// open.
+    pub(crate) qos_stream: AtomicU64,
+    /// QoS 1/2 publishes the stream acknowledged.
+    pub(crate) qos_published: AtomicU64,
+    /// QoS 1/2 publishes meant for the stream that it did not acknowledge
+    /// (error, timeout, no stream): released anyway, at most once.
+    pub(crate) qos_failed: AtomicU64,
 }
 
 /// What the shards hold of the cluster.
@@ -138,16 +162,19 @@ pub(crate) struct ClusterLink {
     pub(crate) publish: mpsc::Sender<Outgoing>,
     pub(crate) claims: mpsc::Sender<ClaimJob>,
     pub(crate) stats: Arc<ClusterStats>,
+    /// `--cluster-qos`.
+    pub(crate) qos: Mode,
 }
 
 impl ClusterLink {
-    /// Forwards a publish read on this node (not one from another node).
-    pub(crate) fn forward(&self, publish: &Publish, expiry_secs: Option<u32>) {
+    /// Forwards a publish read on this node (not one from another node)
+    /// `via` core NATS or the stream; false when it was not queued.
+    pub(crate) fn forward(&self, publish: &Publish, expiry_secs: Option<u32>, via: Via) -> bool {
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
-            return;
+            return false;
         };
         let Ok(subject) = subject::topic_subject(&self.prefix, topic) else {
-            return;
+            return false;
         };
         let properties = ringmq_session::encode_message_properties(&publish.properties);
         let mut body = Vec::with_capacity(16 + properties.len() + publish.payload.len());
@@ -161,9 +188,14 @@ impl ClusterLink {
             },
             &mut body,
         );
-        if self.publish.try_send(Outgoing { subject, body }).is_err() {
+        let queued = self
+            .publish
+            .try_send(Outgoing { subject, body, via })
+            .is_ok();
+        if !queued {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        queued
     }
 
     /// A filter's (or a shared group's, `$share/G/F`) first local
@@ -209,6 +241,7 @@ impl Cluster {
         prefix: String,
         node_id: String,
         timings: Timings,
+        qos: Mode,
         to_shard: impl Fn(ToShard) + Send + Sync + 'static,
     ) -> Result<(Cluster, ClusterLink), String> {
         subject::check_prefix(&prefix).map_err(|e| format!("--cluster-prefix {prefix:?}: {e}"))?;
@@ -224,6 +257,7 @@ impl Cluster {
             publish: publish_tx,
             claims: claims_tx,
             stats: stats.clone(),
+            qos,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -233,6 +267,7 @@ impl Cluster {
             .name("ringmq-cluster".into())
             .spawn(move || {
                 runtime.block_on(control(Control {
+                    qos: qos::Qos::new(qos, &node_id, &prefix, stats.clone()),
                     urls,
                     prefix,
                     node_id,
@@ -278,6 +313,8 @@ struct Control {
     publish_rx: mpsc::Receiver<Outgoing>,
     claims_rx: mpsc::Receiver<ClaimJob>,
     stop_rx: tokio::sync::oneshot::Receiver<()>,
+    /// `--cluster-qos durable`: the stream and its acknowledgements.
+    qos: qos::Qos,
 }
 
 /// Connect options of the node's connections to NATS; `echo`: whether it
@@ -357,9 +394,11 @@ async fn control(mut c: Control) {
     ));
     let mut dir: Option<directory::Directory> = None;
     let mut dir_tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    c.qos.start(&client);
     loop {
         tokio::select! {
             _ = &mut c.stop_rx => break,
+            event = c.qos.next() => c.qos.on(event, &*c.to_shard),
             Some(d) = dir_rx.recv() => {
                 stats.directory.store(1, Ordering::Relaxed);
                 info!("cluster: client-id directory open");
@@ -456,12 +495,17 @@ async fn control(mut c: Control) {
                     }
                 }
             }
-            Some(out) = c.publish_rx.recv() => {
-                match client.publish(out.subject, Bytes::from(out.body)).await {
+            // At most `qos::MAX_IN_FLIGHT` stream publishes wait for their
+            // acknowledgement; beyond, publishes wait in their queue.
+            Some(out) = c.publish_rx.recv(), if c.qos.has_room() => match out.via {
+                Via::Core => match client.publish(out.subject, Bytes::from(out.body)).await {
                     Ok(()) => { stats.published.fetch_add(1, Ordering::Relaxed); }
                     Err(_) => { stats.dropped.fetch_add(1, Ordering::Relaxed); }
+                },
+                Via::Stream(ticket) => {
+                    c.qos.publish(&client, out.subject, out.body, ticket, &*c.to_shard).await;
                 }
-            }
+            },
             Some((m, group)) = in_rx.recv() => deliver(&c, &m, group),
         }
     }
@@ -469,6 +513,7 @@ async fn control(mut c: Control) {
         task.abort();
     }
     opener.abort();
+    c.qos.stop();
     for task in dir_tasks {
         task.abort();
     }
@@ -523,6 +568,12 @@ fn shared_group(filter: &str) -> Option<GroupKey> {
 /// A message from another node (or, for a shared `group`, from any node),
 /// to `deliver`.
 fn deliver(c: &Control, m: &async_nats::Message, group: Option<GroupKey>) {
+    if group.is_none() && c.qos.is_echo(m) {
+        // This node's own, republished by the stream: its subscribers here
+        // were served when it was read. (A shared group keeps it: NATS may
+        // have chosen this node's member.)
+        return;
+    }
     let (Some(topic), Ok(body)) = (
         subject::topic_of(&c.prefix, m.subject.as_str()),
         wire::decode(&m.payload),

@@ -78,6 +78,9 @@ pub(crate) enum Msg {
             tokio::sync::oneshot::Sender<crate::cluster::Released>,
         )>,
     ),
+    /// --cluster-qos durable: the stream publish of a message read here
+    /// ended (token in the shard's cluster holds): release its publisher.
+    ClusterStored(u64),
     /// Persistence: the sender has written (to the kernel) what the first
     /// N `Publish` messages from this shard made it record.
     Durable(u64),

@@ -66,6 +66,9 @@ impl Shared {
             total.cluster_claims_refused = load(&c.stats.claims_refused);
             total.cluster_claims_unchecked = load(&c.stats.claims_unchecked);
             total.cluster_handover_dropped = load(&c.stats.handover_dropped);
+            total.cluster_qos_stream = load(&c.stats.qos_stream);
+            total.cluster_qos_published = load(&c.stats.qos_published);
+            total.cluster_qos_failed = load(&c.stats.qos_failed);
         }
         total
     }
