@@ -59,6 +59,14 @@ impl Peek {
             .map(|s| s.cached_info().state.messages)
     }
 
+    /// Deletes the stream.
+    fn delete_stream(&self) {
+        let js = async_nats::jetstream::new(self.client.clone());
+        self.rt
+            .block_on(js.delete_stream(STREAM))
+            .expect("the stream is deleted");
+    }
+
     /// Subscribes on `subject`; the server knows when this returns.
     fn subscribe(&mut self, subject: &str) {
         let sub = self.rt.block_on(async {
@@ -226,11 +234,13 @@ fn the_acknowledgement_waits_until_the_stream_stored_the_message() {
         );
     }
     assert_eq!(received(&mut sub_b, 5).len(), 5);
-    // NATS stopped: the message reaches NATS's socket, but nothing is
+    // NATS stopped: the messages reach NATS's socket, but nothing is
     // stored, so neither PUBACK nor PUBREC may come; once NATS resumes,
-    // both come and the stream holds both messages.
+    // both come and the stream holds the messages.
     let stored = peek.stored().expect("the stream exists");
     let published = a.stats().cluster_qos_published;
+    // Connected first: a CONNECT's claim of its id waits for JetStream too.
+    let (mut quitter, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("quitter"));
     {
         let _stopped = Stopped::new(&nats);
         let v5 = publisher.v5;
@@ -240,10 +250,16 @@ fn the_acknowledgement_waits_until_the_stream_stored_the_message() {
         publisher
             .send(&publish_packet("w/x", b"held 2", 2, 11, false, v5))
             .expect("PUBLISH");
+        // A publisher that leaves while its PUBACK waits: its hold ends
+        // with the stream's answer, on a link that is gone.
+        quitter
+            .send(&publish_packet("w/x", b"held 3", 1, 1, false, v5))
+            .expect("PUBLISH");
         publisher.expect_silence(
             Duration::from_millis(500),
             "no PUBACK / PUBREC while NATS cannot store the messages",
         );
+        drop(quitter);
         assert_eq!(a.stats().cluster_qos_published, published);
     }
     let ack = publisher.expect_packet(PROMPT, "PUBACK once NATS resumed");
@@ -253,12 +269,25 @@ fn the_acknowledgement_waits_until_the_stream_stored_the_message() {
     publisher.send(&pubrel_packet(11)).expect("PUBREL");
     let comp = publisher.expect_packet(PROMPT, "PUBCOMP");
     assert_eq!(comp.ack(PUBCOMP), (11, 0));
-    let s = a.stats();
-    assert_eq!(s.cluster_qos_published, published + 2, "{s:?}");
+    let s = wait_stats(&a, "the three stored", |s| {
+        s.cluster_qos_published == published + 3
+    });
     assert_eq!(s.cluster_qos_failed, 0);
-    assert_eq!(peek.stored(), Some(stored + 2));
-    let got = received(&mut sub_b, 2);
-    assert_eq!(got, [(1, b"held 1".to_vec()), (2, b"held 2".to_vec())]);
+    assert_eq!(peek.stored(), Some(stored + 3));
+    let mut got = received(&mut sub_b, 3);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (1, b"held 1".to_vec()),
+            (1, b"held 3".to_vec()),
+            (2, b"held 2".to_vec())
+        ]
+    );
+    // The node goes on: a new publisher's PUBACK comes.
+    let (mut next, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("next"));
+    next.publish1("w/x", b"after", 1);
+    assert_eq!(received(&mut sub_b, 1), [(1, b"after".to_vec())]);
 }
 
 #[test]
@@ -324,4 +353,39 @@ fn qos0_takes_core_nats_without_the_header_and_stays_out_of_the_stream() {
     if let Some(m) = peek.next(Duration::from_millis(300)) {
         panic!("one message too many on NATS: {m:?}");
     }
+}
+
+#[test]
+fn a_publish_the_stream_refuses_is_acknowledged_counted_and_the_stream_comes_back() {
+    let Some((nats, a, b)) = nodes(&[]) else {
+        return;
+    };
+    let peek = Peek::new(&nats);
+    let mut sub_b = subscriber(&b, "sub-b", "f/#");
+    let (mut publisher, _) = RawClient::connected(a.local_addr(), &ConnectOpts::v5("pub-a"));
+    wait_routed(&mut publisher, &mut sub_b.raw, "f/probe");
+    peek.delete_stream();
+    // No stream answers: the PUBACK goes anyway (the message crossed at
+    // most once: here not at all), counted.
+    publisher.publish1("f/x", b"lost", 1);
+    let s = a.stats();
+    assert_eq!(
+        (s.cluster_qos_failed, s.cluster_qos_published),
+        (1, 0),
+        "{s:?}"
+    );
+    // The node makes the stream again, and stores through it.
+    wait_stats(&a, "a opened the stream again", |s| {
+        s.cluster_qos_stream == 1
+    });
+    assert_eq!(peek.stored(), Some(0));
+    publisher.publish1("f/x", b"stored", 2);
+    assert_eq!(received(&mut sub_b, 1), [(1, b"stored".to_vec())]);
+    let s = a.stats();
+    assert_eq!(
+        (s.cluster_qos_failed, s.cluster_qos_published),
+        (1, 1),
+        "{s:?}"
+    );
+    assert_eq!(peek.stored(), Some(1));
 }
