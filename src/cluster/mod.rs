@@ -22,8 +22,9 @@
 //! ordinary subscribers of what it reads while connected.
 //!
 //! QoS 1/2 (`--cluster-qos`, [`qos`]): with `durable` (the default) a
-//! QoS 1/2 publish read from a client goes into a JetStream stream
-//! instead, and the client's PUBACK / PUBREC waits until NATS stored it;
+//! QoS 1/2 publish read on this node (a will too) goes into a JetStream
+//! stream instead, and a client publisher's PUBACK / PUBREC waits until
+//! NATS stored it;
 //! NATS then republishes it on the topic's subject to every node with a
 //! subscriber at that moment (a node away from NATS then misses it: no
 //! node replays the stream yet). A JetStream error or timeout releases
