@@ -169,6 +169,15 @@ pub struct Config {
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub cluster_heartbeat_ms: u64,
 
+    /// How QoS 1/2 publishes cross nodes: `durable` (through a JetStream
+    /// stream: the publisher's PUBACK or PUBREC waits until NATS stored the
+    /// message, which NATS then republishes to every node with a
+    /// subscriber) or `best-effort` (core NATS: at most once, and the
+    /// acknowledgement waits for nothing).
+    #[arg(long, value_name = "MODE", default_value = "durable",
+          value_parser = ["durable", "best-effort"])]
+    pub cluster_qos: String,
+
     /// Address of the HTTP listener for /metrics (Prometheus), the JSON
     /// admin API (/api/v1/...) and the status page (/). Off unless given.
     /// Without --http-token, bind it to loopback: the API can disconnect
@@ -700,6 +709,11 @@ impl Config {
             "always" => crate::persist::Fsync::Always,
             _ => crate::persist::Fsync::Interval,
         }
+    }
+
+    /// `--cluster-qos durable` (clap allows only the two names).
+    pub fn cluster_qos_durable(&self) -> bool {
+        self.cluster_qos == "durable"
     }
 
     /// The shard count: the flag, or one per CPU in the affinity mask.

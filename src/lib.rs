@@ -237,6 +237,11 @@ impl Broker {
                 cluster::Timings {
                     heartbeat: std::time::Duration::from_millis(config.cluster_heartbeat_ms),
                 },
+                if config.cluster_qos_durable() {
+                    cluster::Mode::Durable
+                } else {
+                    cluster::Mode::BestEffort
+                },
                 move |event| match event {
                     cluster::ToShard::Publish(publish, group) => {
                         let shard = shard_for(&publish.topic, shards);
@@ -274,6 +279,9 @@ impl Broker {
                         // The shard that holds the topic's retained slot.
                         let shard = ringmq_route::owner_shard(&publish.topic, shards).0;
                         to_shards.send_external(shard, Msg::ClusterRetained(Box::new(publish)));
+                    }
+                    cluster::ToShard::Stored { shard, token } => {
+                        to_shards.send_external(shard, Msg::ClusterStored(token));
                     }
                 },
             )

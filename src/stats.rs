@@ -195,6 +195,15 @@ counters! {
         /// Attempts to open the retained stream or its consumer that failed
         /// (JetStream not enabled or unreachable).
         cluster_stream_errors,
+        /// 1 while the message stream (JetStream, --cluster-qos durable)
+        /// is open.
+        cluster_qos_stream,
+        /// QoS 1/2 publishes the message stream stored (their publishers'
+        /// PUBACK / PUBREC waited for it).
+        cluster_qos_published,
+        /// QoS 1/2 publishes meant for the stream that it did not store
+        /// (error, timeout): acknowledged anyway, at most once.
+        cluster_qos_failed,
     }
     /// Connections open now (accepted sockets, before and after CONNECT).
     connections,

@@ -21,9 +21,21 @@
 //! subscription (`$share/G/F`) with members here, with echo, so NATS gives
 //! each message to one node among all with members, this one included,
 //! and that node gives it to one local member. So a node serves only the
-//! ordinary subscribers of what it reads while connected. QoS 1/2
-//! messages cross nodes at most once (core NATS). The client-id directory
-//! and the sessions bucket are [`directory`]'s.
+//! ordinary subscribers of what it reads while connected. The client-id
+//! directory and the sessions bucket are [`directory`]'s.
+//!
+//! QoS 1/2 (`--cluster-qos`, [`qos`]): with `durable` (the default) a
+//! QoS 1/2 publish read on this node (a will too) goes into a JetStream
+//! stream instead, and a client publisher's PUBACK / PUBREC waits until
+//! NATS stored it;
+//! NATS then republishes it on the topic's subject to every node with a
+//! subscriber at that moment (a node away from NATS then misses it: no
+//! node replays the stream yet). A JetStream error or timeout releases
+//! the acknowledgement anyway (counted): the message went at most once.
+//! While NATS is away, and with `best-effort`, QoS 1/2 cross on core NATS
+//! at most once and nothing waits. QoS 0 always takes core NATS, so it
+//! may overtake an earlier QoS 1/2 message of the same publisher across
+//! nodes.
 //!
 //! Retained messages: a JetStream stream per cluster (`PREFIX_retained`
 //! made valid, subjects `PREFIX.r.>`, file storage, one message per
@@ -54,6 +66,7 @@
 //! routing is not affected.
 
 mod directory;
+mod qos;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -114,6 +127,7 @@ const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub(crate) use directory::{ClaimJob, Claimed, Released, SessionWrite};
+pub(crate) use qos::{Holds, Mode, Ticket, Via};
 
 /// What the control thread hands to the shards (the broker routes each to
 /// its shard).
@@ -140,6 +154,9 @@ pub(crate) enum ToShard {
         clean_start: bool,
         reply: tokio::sync::oneshot::Sender<Released>,
     },
+    /// A stream publish ended (stored or not): shard `shard` releases the
+    /// publisher it holds under `token`.
+    Stored { shard: usize, token: u64 },
 }
 
 /// Timings of the directory.
@@ -164,6 +181,7 @@ pub(crate) enum Interested {
 pub(crate) struct Outgoing {
     pub(crate) subject: String,
     pub(crate) body: Bytes,
+    pub(crate) via: Via,
 }
 
 /// The counters of the control thread (read by `stats`).
@@ -216,6 +234,14 @@ pub(crate) struct ClusterStats {
     /// Attempts to open the retained stream and its consumer that failed
     /// (JetStream not enabled or unreachable).
     pub(crate) stream_errors: AtomicU64,
+    /// 1 while the message stream (JetStream, `--cluster-qos durable`) is
+    /// open.
+    pub(crate) qos_stream: AtomicU64,
+    /// QoS 1/2 publishes the stream acknowledged.
+    pub(crate) qos_published: AtomicU64,
+    /// QoS 1/2 publishes meant for the stream that it did not acknowledge
+    /// (error, timeout, no stream): released anyway, at most once.
+    pub(crate) qos_failed: AtomicU64,
 }
 
 impl Default for ClusterStats {
@@ -243,6 +269,9 @@ impl Default for ClusterStats {
             retained_loaded: AtomicU64::new(0),
             retained_failed: AtomicU64::new(0),
             stream_errors: AtomicU64::new(0),
+            qos_stream: AtomicU64::new(0),
+            qos_published: AtomicU64::new(0),
+            qos_failed: AtomicU64::new(0),
         }
     }
 }
@@ -258,19 +287,21 @@ pub(crate) struct ClusterLink {
     pub(crate) claims: mpsc::Sender<ClaimJob>,
     pub(crate) sessions: mpsc::Sender<SessionWrite>,
     pub(crate) stats: Arc<ClusterStats>,
+    /// `--cluster-qos`.
+    pub(crate) qos: Mode,
 }
 
 impl ClusterLink {
-    /// Forwards a publish read on this node (not one from another node),
-    /// and writes it to the retained stream when it has RETAIN (an empty
-    /// one too: the clear). Neither waits: the publisher's PUBACK does not
-    /// wait for NATS or JetStream.
-    pub(crate) fn forward(&self, publish: &Publish, expiry_secs: Option<u32>) {
+    /// Forwards a publish read on this node (not one from another node)
+    /// `via` core NATS or the stream, and writes it to the retained stream
+    /// when it has RETAIN (an empty one too: the clear; its PUBACK never
+    /// waits for that write). False when it was not queued.
+    pub(crate) fn forward(&self, publish: &Publish, expiry_secs: Option<u32>, via: Via) -> bool {
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
-            return;
+            return false;
         };
         let Ok(subject) = subject::topic_subject(&self.prefix, topic) else {
-            return;
+            return false;
         };
         let properties = ringmq_session::encode_message_properties(&publish.properties);
         let mut body = Vec::with_capacity(16 + properties.len() + publish.payload.len());
@@ -290,15 +321,21 @@ impl ClusterLink {
                 let write = Outgoing {
                     subject,
                     body: body.clone(),
+                    via: Via::Core,
                 };
                 if self.retained.try_send(write).is_err() {
                     self.stats.retained_failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
-        if self.publish.try_send(Outgoing { subject, body }).is_err() {
+        let queued = self
+            .publish
+            .try_send(Outgoing { subject, body, via })
+            .is_ok();
+        if !queued {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        queued
     }
 
     /// A filter's (or a shared group's, `$share/G/F`) first local
@@ -360,6 +397,7 @@ impl Cluster {
         prefix: String,
         node_id: String,
         timings: Timings,
+        qos: Mode,
         to_shard: impl Fn(ToShard) + Send + Sync + 'static,
     ) -> Result<(Cluster, ClusterLink), String> {
         subject::check_prefix(&prefix).map_err(|e| format!("--cluster-prefix {prefix:?}: {e}"))?;
@@ -382,6 +420,7 @@ impl Cluster {
             claims: claims_tx,
             sessions: sessions_tx,
             stats: stats.clone(),
+            qos,
         };
         let sessions_tx = link.sessions.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -392,6 +431,7 @@ impl Cluster {
             .name("ringmq-cluster".into())
             .spawn(move || {
                 runtime.block_on(control(Control {
+                    qos: qos::Qos::new(qos, &node_id, &prefix, stats.clone()),
                     urls,
                     prefix,
                     node_id,
@@ -448,6 +488,8 @@ struct Control {
     /// To flush the session writer at shutdown.
     sessions_tx: mpsc::Sender<SessionWrite>,
     stop_rx: tokio::sync::oneshot::Receiver<()>,
+    /// `--cluster-qos durable`: the stream and its acknowledgements.
+    qos: qos::Qos,
 }
 
 /// Connect options of the node's connections to NATS; `echo`: whether it
@@ -579,9 +621,11 @@ async fn control(mut c: Control) {
         acks: FuturesUnordered::new(),
         failures: LogGate::default(),
     };
+    c.qos.start(&client);
     loop {
         tokio::select! {
             _ = &mut c.stop_rx => break,
+            event = c.qos.next() => c.qos.on(event, &*c.to_shard),
             Some(write) = c.retained_rx.recv(), if retained.acks.len() < RETAINED_ACKS => {
                 retained.write(&c, write).await;
             }
@@ -699,12 +743,17 @@ async fn control(mut c: Control) {
                     }
                 }
             }
-            Some(out) = c.publish_rx.recv() => {
-                match client.publish(out.subject, out.body).await {
+            // At most `qos::MAX_IN_FLIGHT` stream publishes wait for their
+            // acknowledgement; beyond, publishes wait in their queue.
+            Some(out) = c.publish_rx.recv(), if c.qos.has_room() => match out.via {
+                Via::Core => match client.publish(out.subject, out.body).await {
                     Ok(()) => { stats.published.fetch_add(1, Ordering::Relaxed); }
                     Err(_) => { stats.dropped.fetch_add(1, Ordering::Relaxed); }
+                },
+                Via::Stream(ticket) => {
+                    c.qos.publish(&client, out.subject, out.body, ticket, &*c.to_shard).await;
                 }
-            }
+            },
             Some((m, group)) = in_rx.recv() => deliver(&c, &m, group),
         }
     }
@@ -721,6 +770,7 @@ async fn control(mut c: Control) {
             let _ = tokio::time::timeout(SHUTDOWN_FLUSH, written).await;
         }
     }
+    c.qos.stop();
     for task in dir_tasks {
         task.abort();
     }
@@ -775,6 +825,12 @@ fn shared_group(filter: &str) -> Option<GroupKey> {
 /// A message from another node (or, for a shared `group`, from any node),
 /// to `deliver`.
 fn deliver(c: &Control, m: &async_nats::Message, group: Option<GroupKey>) {
+    if group.is_none() && c.qos.is_echo(m) {
+        // This node's own, republished by the stream: its subscribers here
+        // were served when it was read. (A shared group keeps it: NATS may
+        // have chosen this node's member.)
+        return;
+    }
     let (Some(topic), Ok(body)) = (
         subject::topic_of(&c.prefix, m.subject.as_str()),
         wire::decode(&m.payload),

@@ -134,6 +134,9 @@ pub(crate) struct Core {
     /// --fsync always: held links, with the commit count each waits to be
     /// synced (ascending).
     pub(crate) sync_waits: VecDeque<(u64, Rc<Link>)>,
+    /// --cluster-qos durable: links held until the stream stored what they
+    /// published, by token.
+    pub(crate) cluster_holds: crate::cluster::Holds<Rc<Link>>,
 }
 
 /// Acknowledgements that wait for another shard's write (persistence).

@@ -992,6 +992,7 @@ impl Core {
                 }
                 Msg::Durable(upto) => self.durable(from, upto),
                 Msg::ClusterPublish(publish, group) => self.route_from_cluster(*publish, group),
+                Msg::ClusterStored(token) => self.cluster_stored(token),
                 Msg::ClusterClaimed(claimed) => {
                     let (link, client_id, outcome) = *claimed;
                     self.cluster_claimed(link, client_id, outcome);

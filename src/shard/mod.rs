@@ -132,6 +132,7 @@ impl Shard {
             journal: None,
             durability: None,
             sync_waits: VecDeque::new(),
+            cluster_holds: Default::default(),
         };
         let mut core = core;
         if let Some((state, journal)) = store {

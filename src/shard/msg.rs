@@ -83,6 +83,9 @@ pub(crate) enum Msg {
     /// --cluster-nats: a retained message (empty: a clear) from the
     /// cluster's retained stream, to store here, the topic's owner.
     ClusterRetained(Box<ringmq_codec::Publish>),
+    /// --cluster-qos durable: the stream publish of a message read here
+    /// ended (token in the shard's cluster holds): release its publisher.
+    ClusterStored(u64),
     /// Persistence: the sender has written (to the kernel) what the first
     /// N `Publish` messages from this shard made it record.
     Durable(u64),

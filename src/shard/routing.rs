@@ -22,6 +22,7 @@ use tracing::warn;
 use super::apply::{Core, Deferred};
 use super::msg::{Msg, Routed};
 use super::ratelimit::Gate;
+use crate::cluster::{Ticket, Via};
 use crate::stats::ShardStats;
 
 /// How often a shared-group message may be handed on to another shard whose
@@ -99,13 +100,8 @@ impl Core {
             .properties
             .message_expiry_interval
             .map(|secs| now.add_secs(u64::from(secs)));
-        if to_cluster && !topic.starts_with('$') {
-            if let Some(cluster) = &self.shared.cluster {
-                cluster.forward(&publish, publish.properties.message_expiry_interval);
-                if cluster.picks_group_members() {
-                    serve = Serve::Ordinary;
-                }
-            }
+        if to_cluster && !topic.starts_with('$') && self.forward_to_cluster(&publish, origin) {
+            serve = Serve::Ordinary;
         }
         // A retained publish from another node is stored from the
         // cluster's retained stream instead (`store_from_cluster`): one
@@ -153,6 +149,49 @@ impl Core {
             0,
         );
         self.plan.local_groups = groups;
+    }
+
+    /// Forwards a publish read here to the other nodes: into the message
+    /// stream when the cluster stores its QoS now (a client publisher's
+    /// link held, its PUBACK / PUBREC waiting, until the stream answers),
+    /// else on core NATS. Answers whether NATS picks the shared groups'
+    /// members (connected).
+    fn forward_to_cluster(&mut self, publish: &Publish, origin: Option<SessionId>) -> bool {
+        let Some(cluster) = &self.shared.cluster else {
+            return false;
+        };
+        let expiry_secs = publish.properties.message_expiry_interval;
+        if !cluster.stores(publish.qos) {
+            cluster.forward(publish, expiry_secs, Via::Core);
+            return cluster.picks_group_members();
+        }
+        let link = origin
+            .and_then(|sid| self.table.link_of(sid))
+            .and_then(|l| self.links.get(&l))
+            .cloned();
+        let ticket = link.map(|link| {
+            link.hold();
+            Ticket {
+                shard: self.id.0,
+                token: self.cluster_holds.insert(link),
+            }
+        });
+        if !cluster.forward(publish, expiry_secs, Via::Stream(ticket)) {
+            // Dropped (counted): no answer will come for it.
+            if let Some(link) = ticket.and_then(|t| self.cluster_holds.take(t.token)) {
+                link.release();
+            }
+        }
+        cluster.picks_group_members()
+    }
+
+    /// The stream publish under `token` ended (stored or not): its
+    /// publisher's output goes. A link closed meanwhile is released
+    /// harmlessly: it is no longer the engine's.
+    pub(crate) fn cluster_stored(&mut self, token: u64) {
+        if let Some(link) = self.cluster_holds.take(token) {
+            link.release();
+        }
     }
 
     /// A publish routed here by another shard.

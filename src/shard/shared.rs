@@ -74,6 +74,9 @@ impl Shared {
             total.cluster_retained_loaded = load(&c.stats.retained_loaded);
             total.cluster_retained_failed = load(&c.stats.retained_failed);
             total.cluster_stream_errors = load(&c.stats.stream_errors);
+            total.cluster_qos_stream = load(&c.stats.qos_stream);
+            total.cluster_qos_published = load(&c.stats.qos_published);
+            total.cluster_qos_failed = load(&c.stats.qos_failed);
         }
         total
     }

@@ -9,7 +9,8 @@
 //!   two NATS subscriptions that match exactly the topics it matches
 //!   (including MQTT's rule that a wildcard at the first level does not
 //!   match a `$` topic, and that `a/#` matches `a`). A proptest checks the
-//!   mapped matching against `ringmq_topic::matches`.
+//!   mapped matching against `ringmq_topic::matches`. Also the subjects of
+//!   the JetStream stream QoS 1/2 publishes cross nodes through.
 //! - [`interest`]: a node's subscriptions on NATS, reference-counted over
 //!   its shards' MQTT filters, so one NATS subscription serves every local
 //!   subscriber of a subject and is dropped with the last one.

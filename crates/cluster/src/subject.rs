@@ -33,6 +33,18 @@
 //! [`topic_of_retained`]): the kind token is never `r`, so no topic subject
 //! falls under the stream and no filter's subscription matches a retained
 //! subject.
+//!
+//! A QoS 1/2 publish that crosses nodes through JetStream
+//! (`--cluster-qos durable`) is published on its topic's subject with the
+//! kind token prefixed by `q` ([`stream_subject`]: `PREFIX.q.t.e(l1)...`),
+//! which the cluster's message stream captures ([`stream_filter`]). The
+//! stream republishes each stored message on its topic subject again
+//! ([`republish_source`] to [`republish_destination`]: the `q` token
+//! dropped), where the nodes' ordinary subscriptions get it. The
+//! destination names the kind token through a NATS subject transform
+//! (`{{wildcard(1)}}`) instead of being `PREFIX.>`: NATS refuses a
+//! republish destination that overlaps the stream's own subjects (a
+//! cycle).
 
 use std::fmt;
 
@@ -232,6 +244,44 @@ pub fn retained_stream(prefix: &str) -> Result<String, SubjectError> {
     Ok(out)
 }
 
+/// The token that marks a subject the message stream captures.
+const STORED: &str = "q";
+
+/// The subject on which a publish whose topic subject is `topic_subject`
+/// (one [`topic_subject`] made under `prefix`) enters the message stream:
+/// `PREFIX.q.` and the topic subject without the prefix. `None` for a
+/// subject not under `prefix`.
+pub fn stream_subject(prefix: &str, topic_subject: &str) -> Option<String> {
+    let rest = topic_subject.strip_prefix(prefix)?.strip_prefix('.')?;
+    if rest.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(prefix.len() + 3 + rest.len());
+    out.push_str(prefix);
+    out.push('.');
+    out.push_str(STORED);
+    out.push('.');
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The subjects of the message stream: every [`stream_subject`].
+pub fn stream_filter(prefix: &str) -> String {
+    format!("{prefix}.{STORED}.>")
+}
+
+/// The stream's republish source: a stored subject, its kind token as the
+/// first wildcard.
+pub fn republish_source(prefix: &str) -> String {
+    format!("{prefix}.{STORED}.*.>")
+}
+
+/// The stream's republish destination: the topic subject again (the kind
+/// token, then the levels).
+pub fn republish_destination(prefix: &str) -> String {
+    format!("{prefix}.{{{{wildcard(1)}}}}.>")
+}
+
 /// The NATS subscriptions of one MQTT filter.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FilterSubjects {
@@ -382,6 +432,57 @@ mod tests {
             Err(SubjectError::Prefix)
         );
         assert_eq!(topic_subject("a.>", "a"), Err(SubjectError::Prefix));
+    }
+
+    /// NATS's republish transform, as the server applies it to
+    /// `source`/`destination` of the two forms above.
+    fn republish(source: &str, destination: &str, subject: &str) -> Option<String> {
+        let head = source.strip_suffix(".*.>")?;
+        let rest = subject.strip_prefix(head)?.strip_prefix('.')?;
+        let (first, tail) = rest.split_once('.')?;
+        Some(
+            destination
+                .replace("{{wildcard(1)}}", first)
+                .replace('>', tail),
+        )
+    }
+
+    #[test]
+    fn stored_subjects_are_captured_and_republished_on_the_topic_subject() {
+        for prefix in [P, "acme.mqtt"] {
+            for topic in ["a/b", "a", "/", "$x/y", "a.b/c*d/>", "café"] {
+                let subject = topic_subject(prefix, topic).unwrap();
+                let stored = stream_subject(prefix, &subject).unwrap();
+                assert!(nats_matches(&stream_filter(prefix), &stored), "{stored}");
+                assert!(nats_matches(&republish_source(prefix), &stored), "{stored}");
+                let again = republish(
+                    &republish_source(prefix),
+                    &republish_destination(prefix),
+                    &stored,
+                );
+                assert_eq!(again.as_deref(), Some(subject.as_str()), "{topic}");
+                // A stored subject is no topic's: nodes subscribed to
+                // topics never see it before the stream stores it.
+                assert_eq!(topic_of(prefix, &stored), None, "{stored}");
+                for filter in ["#", "+/#", "a/#", "$x/#"] {
+                    let f = filter_subjects(prefix, filter).unwrap();
+                    assert!(
+                        !f.subjects.iter().any(|p| nats_matches(p, &stored)),
+                        "{filter} {stored}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            stream_subject(P, "ringmq.t.a.b").as_deref(),
+            Some("ringmq.q.t.a.b")
+        );
+        assert_eq!(stream_filter(P), "ringmq.q.>");
+        assert_eq!(republish_source(P), "ringmq.q.*.>");
+        assert_eq!(republish_destination(P), "ringmq.{{wildcard(1)}}.>");
+        assert_eq!(stream_subject(P, "other.t.a"), None);
+        assert_eq!(stream_subject(P, "ringmqx.t.a"), None);
+        assert_eq!(stream_subject(P, "ringmq."), None);
     }
 
     #[test]
