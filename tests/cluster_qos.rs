@@ -191,6 +191,21 @@ impl Stopped {
     fn new(nats: &Nats) -> Stopped {
         let pid = nats.child.id();
         signal("-STOP", pid);
+        // SIGSTOP is delivered asynchronously: wait until every thread of
+        // the server is stopped, or it may still store what comes next.
+        let stopped = poll_until(PROMPT, || {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+                .unwrap_or_default();
+            !tasks.is_empty()
+                && tasks.iter().all(|t| {
+                    std::fs::read_to_string(t.join("stat")).is_ok_and(|stat| {
+                        stat.rsplit_once(") ")
+                            .is_some_and(|(_, rest)| rest.starts_with('T'))
+                    })
+                })
+        });
+        assert!(stopped, "nats-server {pid} did not stop");
         Stopped(pid)
     }
 }
