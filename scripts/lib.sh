@@ -72,7 +72,7 @@ build_binaries() {
     if [[ $BUILD -eq 1 ]]; then
         echo "building ringmq and ringmq-bench (release, $TARGET_DIR)..." >&2
         (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" timeout 3600 nice -n 10 \
-            cargo build --release -q -p ringmq --bin ringmq -p ringmq-bench) \
+            cargo build --release -q -p ringmq --bin ringmq -p ringmq-bench --bin ringmq-bench) \
             || die "build failed"
     fi
     [[ -x "$BIN/ringmq" && -x "$BIN/ringmq-bench" ]] || die "no binaries in $BIN (drop --no-build)"
