@@ -28,10 +28,9 @@
 #               node 1 (same node) or node 2 (--takeover-port): second
 #               CONNECT -> CONNACK p50 / p99, whether the first connection
 #               got DISCONNECT 0x8E and was closed within 500 ms of that
-#               CONNACK. Take-over across nodes is not built yet: there the
-#               second connection gets a session of its own on node 2 and
-#               the first stays open, which the table shows as "not
-#               disconnected".
+#               CONNACK (across nodes node 2 claims the id in the
+#               directory and node 1 lets it go; a first connection still
+#               open shows as "not disconnected").
 #   idle        `ringmq-bench idle -n --connections` against node 3 (which
 #               nothing else loads, so its memory is a fresh node's) held
 #               for --duration-secs, each connection pinging every
@@ -264,8 +263,8 @@ Point any MQTT client at any node; a message published on one reaches subscriber
   mosquitto_sub -h 127.0.0.1 -p ${PORTS[1]} -t 'demo/#' -v        # on node2
   mosquitto_pub -h 127.0.0.1 -p ${PORTS[0]} -t demo/hello -m hi   # on node1
   $BIN/ringmq-bench pubsub --port ${PORTS[0]} --sub-port ${PORTS[1]} --qos 1 --rate 1000 --duration-secs 5
-Not yet across nodes (issue 17): take-over, persistent sessions, retained messages
-for nodes started later, \$share groups (per node), QoS 1/2 between nodes (at most once).
+Client ids, persistent sessions, retained messages, \$share groups and QoS 1/2
+are cluster-wide (README "Clustering").
 EOF
 
 if [[ $BENCH -eq 0 ]]; then
@@ -463,7 +462,7 @@ if "takeover" in tests:
         cell = (f"{r.get('old_got_disconnect_0x8e', 'n/a')} / {r.get('old_closed', 'n/a')} / "
                 f"{r.get('old_not_closed', 'n/a')}")
         if s == "cross" and isinstance(r.get("old_not_closed"), int) and r["old_not_closed"] > 0:
-            cell += " (take-over across nodes: not supported yet)"
+            cell += " (some first connections were not taken over)"
         return cell
     pair("take-over: old got DISCONNECT 0x8E / closed / not disconnected (500 ms)", "takeover", fate)
     pair("take-over: completed / failed", "takeover",
