@@ -359,19 +359,7 @@ import os, sys
 tmp, tests = sys.argv[1], sys.argv[2].split(",")
 duration, conns, rate, ids, hz = sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], int(sys.argv[7])
 sys.path.insert(0, sys.argv[8])
-from table import load, ms, num
-
-def kv(path):
-    out = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                k, sep, v = line.rstrip("\n").partition("=")
-                if sep:
-                    out[k] = v
-    except OSError:
-        pass
-    return out
+from table import kv, load, ms, num
 
 def delta(test, side, key):
     a = kv(os.path.join(tmp, f"{test}.{side}.before"))

@@ -300,19 +300,7 @@ from datetime import datetime, timezone
 tmp, tests, brokers = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
 duration, messages, limit = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 sys.path.insert(0, sys.argv[7])
-from table import load, ms, num
-
-def kv(path):
-    out = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                k, sep, v = line.rstrip("\n").partition("=")
-                if sep:
-                    out[k] = v
-    except OSError:
-        pass
-    return out
+from table import kv, load, ms, num
 
 def size(b):
     b = int(b)

@@ -70,3 +70,17 @@ def print_table(tmp, tests, brokers, rows_of, notes_of=None):
             cells = [(c[i] if c else "n/a") for c in (cols[b] for b in brokers)]
             print(f"| {label} | " + " | ".join(cells) + " |")
     return notes
+
+
+def kv(path):
+    """The `key=value` lines of a file as a dict (empty when it is missing)."""
+    out = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                k, sep, v = line.rstrip("\n").partition("=")
+                if sep:
+                    out[k] = v
+    except OSError:
+        pass
+    return out

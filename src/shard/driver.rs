@@ -161,11 +161,7 @@ impl Core {
         if max > 0 && self.shared.open_connections.load(Ordering::Relaxed) > max {
             warn!(max, "--max-connections reached: refusing CONNECT");
             // v3 has no quota code: 0x03 is "server unavailable".
-            let code = if v5 {
-                ReasonCode::QUOTA_EXCEEDED
-            } else {
-                ReasonCode(0x03)
-            };
+            let code = v3_unavailable_or(v5, ReasonCode::QUOTA_EXCEEDED);
             self.refuse(link, code, "max connections");
             return Connected::Done;
         }
@@ -289,11 +285,7 @@ impl Core {
                 if old.is_some() && self.fighting(sid, &client_id, now) {
                     ShardStats::inc(&self.stats.takeovers_refused);
                     // v3 has no such code: 0x03 is "server unavailable".
-                    let code = if v5 {
-                        ReasonCode::CONNECTION_RATE_EXCEEDED
-                    } else {
-                        ReasonCode(0x03)
-                    };
+                    let code = v3_unavailable_or(v5, ReasonCode::CONNECTION_RATE_EXCEEDED);
                     self.outbox = out;
                     self.refuse(link, code, "take-over fight");
                     return Connected::Done;
@@ -440,11 +432,7 @@ impl Core {
                     crate::auth::MAX_QUEUED_JOBS
                 );
             }
-            let code = if v5 {
-                ReasonCode::SERVER_UNAVAILABLE
-            } else {
-                ReasonCode(0x03)
-            };
+            let code = v3_unavailable_or(v5, ReasonCode::SERVER_UNAVAILABLE);
             self.refuse(link, code, "password checks queued");
             return Step::Stop;
         }
@@ -505,11 +493,7 @@ impl Core {
                             unlogged, "cluster: claims queued beyond the bound: refusing CONNECT"
                         );
                     }
-                    let code = if v5 {
-                        ReasonCode::SERVER_BUSY
-                    } else {
-                        ReasonCode(0x03)
-                    };
+                    let code = v3_unavailable_or(v5, ReasonCode::SERVER_BUSY);
                     self.refuse(link, code, "cluster claims queued");
                     return Step::Stop;
                 }
@@ -530,11 +514,7 @@ impl Core {
                 Step::Go
             }
             ClaimState::Refused => {
-                let code = if v5 {
-                    ReasonCode::SERVER_BUSY
-                } else {
-                    ReasonCode(0x03)
-                };
+                let code = v3_unavailable_or(v5, ReasonCode::SERVER_BUSY);
                 self.refuse(link, code, "client id held by another node");
                 Step::Stop
             }
@@ -1135,4 +1115,14 @@ enum Step {
     Go,
     Stop,
     Park,
+}
+
+/// `code` for a v5 client; for v3.1.1, which has no such code, 0x03
+/// (Server unavailable).
+fn v3_unavailable_or(v5: bool, code: ReasonCode) -> ReasonCode {
+    if v5 {
+        code
+    } else {
+        ReasonCode(0x03)
+    }
 }
