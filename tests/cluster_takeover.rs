@@ -263,3 +263,43 @@ fn a_killed_nodes_clients_get_their_wills_and_resume_on_another_node() {
     assert_eq!(p.publish(true).payload, b"after");
     drop(c);
 }
+
+#[test]
+fn messages_queued_for_an_absent_client_outlive_a_killed_node() {
+    let Some(bin) = nats_server() else {
+        return;
+    };
+    let nats = start_nats(&bin);
+    let (mut a, a_addr) = common::process::Process::start(&node_args(&nats, "a"), "mqtt://");
+    a.wait_log("the directory open", |l| {
+        l.contains("client-id directory open")
+    });
+    let b = node_with(&nats, "b", &["--cluster-heartbeat-ms", "200"]);
+    wait_stats(&b, "the directory open", |s| s.cluster_directory == 1);
+    let (mut c, _) = RawClient::connected(a_addr, &persistent("dev-5"));
+    assert_eq!(c.subscribe(1, &[("m/#", 1)]), [1]);
+    c.send(&disconnect_v5(0)).expect("DISCONNECT");
+    c.expect_closed(PROMPT, "a normal disconnect");
+    let (mut publisher, _) = RawClient::connected(a_addr, &ConnectOpts::v5("pub"));
+    for (i, m) in [&b"m1"[..], b"m2", b"m3"].iter().enumerate() {
+        publisher.publish1("m/x", m, i as u16 + 1);
+    }
+    // The queue's growth reaches the stored copy (within about a second).
+    a.wait_log("dev-5's copy with its three queued messages", |l| {
+        l.contains("cluster: session stored") && l.contains("dev-5") && l.contains("messages=3")
+    });
+    a.child.kill().expect("SIGKILL node a");
+    let _ = a.child.wait();
+    wait_stats(&b, "b took the session", |s| {
+        s.cluster_sessions_adopted == 1
+    });
+    let (mut c, ack) = RawClient::connected(b.local_addr(), &persistent("dev-5"));
+    assert!(ack.session_present);
+    for want in [&b"m1"[..], b"m2", b"m3"] {
+        let p = c.expect_packet(PROMPT, "a message queued on the dead node");
+        assert_eq!(p.kind, PUBLISH);
+        let info = p.publish(true);
+        assert_eq!(info.payload, want);
+        c.send(&puback_packet(info.packet_id)).expect("PUBACK");
+    }
+}

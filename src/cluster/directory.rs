@@ -324,6 +324,7 @@ impl Directory {
             let result = match write {
                 SessionWrite::Put(client_id, state) => {
                     let key = handover::session_key(&self.node, &client_id);
+                    let messages = state.messages.len();
                     match handover::stored(&self.node, &client_id, *state, max) {
                         Some((value, dropped)) => {
                             if dropped > 0 {
@@ -335,7 +336,7 @@ impl Directory {
                             if put.is_ok() && tracing::enabled!(tracing::Level::DEBUG) {
                                 let n = stored.entry(client_id.clone()).or_insert(0);
                                 *n += 1;
-                                debug!(client_id = ?client_id, stored = *n, "cluster: session stored");
+                                debug!(client_id = ?client_id, stored = *n, messages, "cluster: session stored");
                             }
                             put.map(drop).map_err(|e| e.to_string())
                         }

@@ -25,6 +25,10 @@ use ringmq_wheel::Wheel;
 use tracing::{debug, warn};
 
 use super::link::Link;
+
+/// --cluster-nats: at most one write a second of the stored copies of
+/// absent sessions whose queue grew.
+pub(crate) const ABSENT_FLUSH_MS: u64 = 1000;
 use super::msg::Msg;
 use super::ratelimit::Gate;
 use super::shared::Shared;
@@ -112,6 +116,10 @@ pub(crate) struct Core {
     /// stored copy follows), and client ids whose session ended here.
     pub(crate) cluster_dirty: hashbrown::HashSet<SessionId>,
     pub(crate) cluster_gone: Vec<Bytes>,
+    /// Absent sessions that got messages queued: written with the next
+    /// flush at least [`ABSENT_FLUSH_MS`] after the last one.
+    pub(crate) cluster_absent: hashbrown::HashSet<SessionId>,
+    pub(crate) cluster_absent_flushed: Tick,
     /// A session is being let go to another node: its end is not a
     /// removal from the sessions bucket (the new owner takes the copy).
     pub(crate) handing_over: bool,
@@ -334,10 +342,24 @@ impl Core {
     }
 
     /// --cluster-nats: `sid`'s stored copy is to be written this turn.
+    /// (A session that only got messages queued waits for
+    /// [`ABSENT_FLUSH_MS`]: a busy queue is one write a second, not one
+    /// per message.)
     pub(crate) fn cluster_changed(&mut self, sid: SessionId) {
         if self.shared.cluster.is_some() {
             self.cluster_dirty.insert(sid);
         }
+    }
+
+    /// --cluster-nats: how long until the absent sessions' copies are due
+    /// (none waiting: `None`).
+    pub(crate) fn cluster_flush_wait_ms(&self) -> Option<u64> {
+        if self.cluster_absent.is_empty() {
+            return None;
+        }
+        let due = self.cluster_absent_flushed.0 + ABSENT_FLUSH_MS;
+        let now = self.clock.read().1 .0;
+        Some(due.saturating_sub(now).max(1))
     }
 
     /// --cluster-nats: hands the turn's session changes to the control
@@ -348,6 +370,13 @@ impl Core {
         };
         for client_id in self.cluster_gone.drain(..) {
             cluster.store_session(client_id, None);
+        }
+        if !self.cluster_absent.is_empty()
+            && self.now.0 >= self.cluster_absent_flushed.0 + ABSENT_FLUSH_MS
+        {
+            self.cluster_absent_flushed = self.now;
+            let absent: Vec<SessionId> = self.cluster_absent.drain().collect();
+            self.cluster_dirty.extend(absent);
         }
         if self.cluster_dirty.is_empty() {
             return;

@@ -378,6 +378,12 @@ impl Engine {
                 let wait = Duration::from_millis(ms);
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
             }
+            if let Some(ms) = self.shard.core.borrow().cluster_flush_wait_ms() {
+                // --cluster-nats: absent sessions' copies wait for their
+                // next write.
+                let wait = Duration::from_millis(ms);
+                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+            }
             if self.busy_poll.is_zero() || !self.spin(timeout) {
                 self.ring.submit_and_wait(timeout);
             }

@@ -112,6 +112,8 @@ impl Shard {
             claiming: Default::default(),
             cluster_dirty: Default::default(),
             cluster_gone: Vec::new(),
+            cluster_absent: Default::default(),
+            cluster_absent_flushed: ringmq_session::Tick(0),
             handing_over: false,
             arrivals: Default::default(),
             // Bursts of 10 ms of work: a backlog drains in small steps

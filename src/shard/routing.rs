@@ -265,6 +265,11 @@ impl Core {
             entry
                 .session
                 .deliver(publish, delivery, &self.policy, now, &mut out);
+            if link.is_none() && d.qos != QoS::AtMostOnce && self.shared.cluster.is_some() {
+                // Queued for an absent client: its stored copy follows
+                // (at most once a second, `flush_cluster_sessions`).
+                self.cluster_absent.insert(d.session);
+            }
             self.apply_delivery(Some(d.session), link.as_ref(), &mut out, Some(publish));
         }
         self.outbox = out;

@@ -101,7 +101,8 @@ impl Plan {
     /// [`Serve::ordinary`].
     pub fn restrict(&mut self, serve: Serve) {
         match serve {
-            Serve::All => {}
+            // One node alone: nothing to narrow (the hot path pays nothing).
+            Serve::All => return,
             Serve::Ordinary => {
                 self.local_groups.clear();
                 for t in &mut self.remote {
