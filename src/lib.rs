@@ -267,12 +267,18 @@ impl Broker {
                     cluster::ToShard::TakeOver {
                         client_id,
                         clean_start,
+                        username,
                         reply,
                     } => {
                         let shard = shard_for(&client_id, shards);
                         to_shards.send_external(
                             shard,
-                            Msg::ClusterTakeOver(Box::new((client_id, clean_start, reply))),
+                            Msg::ClusterTakeOver(Box::new((
+                                client_id,
+                                clean_start,
+                                username,
+                                reply,
+                            ))),
                         );
                     }
                     cluster::ToShard::Retained(publish) => {

@@ -303,3 +303,39 @@ fn messages_queued_for_an_absent_client_outlive_a_killed_node() {
         c.send(&puback_packet(info.packet_id)).expect("PUBACK");
     }
 }
+
+#[test]
+fn another_user_cannot_take_an_id_over_from_another_node() {
+    let Some(bin) = nats_server() else {
+        return;
+    };
+    let nats = start_nats(&bin);
+    let a = node_with(&nats, "a", &["--takeover-same-user-only"]);
+    let b = node_with(&nats, "b", &["--takeover-same-user-only"]);
+    for n in [&a, &b] {
+        wait_stats(n, "the directory open", |s| s.cluster_directory == 1);
+    }
+    let (mut owner, _) = RawClient::connected(
+        a.local_addr(),
+        &persistent("dev-6").login("alice", Some(b"pw")),
+    );
+    // Another user on b: refused as on one node (0x87), and the owner's
+    // connection on a is untouched.
+    let (_, ack) = RawClient::connect(
+        b.local_addr(),
+        &persistent("dev-6").login("mallory", Some(b"pw")),
+    );
+    assert_eq!(ack.code, 0x87, "Not authorized");
+    owner.ping();
+    wait_stats(&a, "a counted the refusal", |s| {
+        s.takeovers_refused_user == 1
+    });
+    // The same user on b takes it over.
+    let (mut moved, ack) = RawClient::connected(
+        b.local_addr(),
+        &persistent("dev-6").login("alice", Some(b"pw")),
+    );
+    assert!(ack.session_present);
+    owner.expect_closed(PROMPT, "the take-over by the same user");
+    moved.ping();
+}

@@ -49,8 +49,9 @@ pub(crate) struct ClaimJob {
     pub(crate) shard: usize,
     pub(crate) link: u64,
     pub(crate) client_id: Bytes,
-    /// The CONNECT's Clean Start, told to the owner.
+    /// The CONNECT's Clean Start and user name, told to the owner.
     pub(crate) clean_start: bool,
+    pub(crate) username: Option<Bytes>,
 }
 
 /// How a claim ended.
@@ -75,9 +76,9 @@ pub(crate) enum SessionWrite {
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
-/// What a shard answers to a take-over another node asked for: `None` when
-/// it does not hold the id; otherwise the session that lives on, if any.
-pub(crate) type Released = Option<Option<(Bytes, SessionState)>>;
+/// What a shard answers to a take-over another node asked for (not held,
+/// let go with the session that lives on, or kept from this user).
+pub(crate) type Released = handover::Reply;
 
 /// The directory's handles, shared by the control thread's tasks.
 #[derive(Clone)]
@@ -245,16 +246,23 @@ impl Directory {
                     }
                 }
                 Step::AskTakeover { node } => {
+                    let body = handover::request(&handover::Request {
+                        client_id: &job.client_id,
+                        clean_start: job.clean_start,
+                        username: job.username.as_deref(),
+                    });
                     let request = async_nats::Request::new()
-                        .payload(handover::request(&job.client_id, job.clean_start).into())
+                        .payload(body.into())
                         .timeout(Some(self.takeover_timeout));
                     let subject = takeover_subject(&self.prefix, &node);
                     match self.client.send_request(subject, request).await {
                         Ok(reply) => match handover::read_reply(&reply.payload) {
-                            Some((held, session)) => {
+                            Some(handover::Reply::HandedOver(session)) => {
                                 moved = session;
-                                Input::HandedOver(held)
+                                Input::HandedOver(true)
                             }
+                            Some(handover::Reply::NotHeld) => Input::HandedOver(false),
+                            Some(handover::Reply::Denied) => Input::Denied,
                             None => {
                                 self.stats.bad.fetch_add(1, Ordering::Relaxed);
                                 Input::NoAnswer
@@ -277,9 +285,9 @@ impl Directory {
                     if let Some(previous) = previous.filter(|_| moved.is_none()) {
                         // The owner was gone (or this node, restarted): the
                         // session it stored, if any, comes with the id.
-                        moved = self.stored_session(&previous, job).await;
+                        moved = self.stored_session(&previous, job).await.map(Box::new);
                     }
-                    return Claimed::Granted(moved.map(Box::new));
+                    return Claimed::Granted(moved);
                 }
                 Step::Refused(why) => {
                     self.stats.claims_refused.fetch_add(1, Ordering::Relaxed);
@@ -501,24 +509,29 @@ pub(crate) async fn answer_takeover(
     let Some(reply_to) = message.reply.clone() else {
         return;
     };
-    let Some((client_id, clean_start)) = handover::read_request(&message.payload) else {
+    let Some(request) = handover::read_request(&message.payload) else {
         stats.bad.fetch_add(1, Ordering::Relaxed);
         return;
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     to_shard(ToShard::TakeOver {
-        client_id: Bytes::copy_from_slice(client_id),
-        clean_start,
+        client_id: Bytes::copy_from_slice(request.client_id),
+        clean_start: request.clean_start,
+        username: request.username.map(Bytes::copy_from_slice),
         reply: tx,
     });
     // A shard always answers; a stopping one drops the sender.
-    let released: Released = rx.await.unwrap_or(None);
+    let released: Released = rx.await.unwrap_or(handover::Reply::NotHeld);
     let max = client.server_info().max_payload.saturating_sub(1024);
-    let held = released.as_ref().map(|_| ());
+    let held = matches!(released, handover::Reply::HandedOver(_));
     let (body, dropped) = match released {
-        Some(Some((id, session))) => handover::reply(Some((&id, session)), max),
-        Some(None) => (vec![1], 0),
-        None => handover::reply(None, max),
+        handover::Reply::HandedOver(Some(moved)) => {
+            let (id, session) = *moved;
+            handover::reply(Some((&id, session)), max)
+        }
+        handover::Reply::HandedOver(None) => (vec![1], 0),
+        handover::Reply::NotHeld => handover::reply(None, max),
+        handover::Reply::Denied => (handover::denied(), 0),
     };
     if dropped > 0 {
         stats
@@ -529,7 +542,7 @@ pub(crate) async fn answer_takeover(
             "cluster: a moving session's queued messages did not fit one NATS message"
         );
     }
-    if held.is_some() {
+    if held {
         stats.takeovers_out.fetch_add(1, Ordering::Relaxed);
     }
     if let Err(e) = client.publish(reply_to, body.into()).await {

@@ -152,6 +152,8 @@ pub(crate) enum ToShard {
     TakeOver {
         client_id: Bytes,
         clean_start: bool,
+        /// The new CONNECT's user name (`--takeover-same-user-only`).
+        username: Option<Bytes>,
         reply: tokio::sync::oneshot::Sender<Released>,
     },
     /// A stream publish ended (stored or not): shard `shard` releases the

@@ -253,7 +253,8 @@ impl Core {
         // directory first (another node may hold it); an assigned one is
         // this node's by construction.
         if assigned.is_none() && self.shared.cluster.is_some() {
-            match self.claim(link, &client_id, connect.clean_start, started) {
+            let user = connect.username.clone();
+            match self.claim(link, &client_id, connect.clean_start, user, started) {
                 Step::Go => {}
                 Step::Park => return Connected::Parked,
                 Step::Stop => return Connected::Done,
@@ -471,6 +472,7 @@ impl Core {
         link: &Rc<Link>,
         client_id: &Bytes,
         clean_start: bool,
+        username: Option<Bytes>,
         started: std::time::Instant,
     ) -> Step {
         let v5 = link.version.get() == Some(ProtocolVersion::V5);
@@ -485,6 +487,7 @@ impl Core {
                     link: link.id.raw(),
                     client_id: client_id.clone(),
                     clean_start,
+                    username,
                 };
                 if !cluster.claim(job) {
                     if let Some(unlogged) = self.gates.check(Gate::AuthQueue, self.now) {
@@ -518,6 +521,13 @@ impl Core {
                 self.refuse(link, code, "client id held by another node");
                 Step::Stop
             }
+            ClaimState::Denied => {
+                // As for a take-over on this node (--takeover-same-user-only).
+                ShardStats::inc(&self.stats.takeovers_refused_user);
+                let refusal = Denial::Takeover.refusal(v5);
+                self.refuse(link, refusal.code, refusal.why);
+                Step::Stop
+            }
         }
     }
 
@@ -548,7 +558,10 @@ impl Core {
                 }
                 crate::cluster::Claimed::Refused(why) => {
                     debug!(client_id = ?client_id, ?why, "cluster: claim refused");
-                    link.claim.set(ClaimState::Refused);
+                    link.claim.set(match why {
+                        ringmq_cluster::directory::Refusal::Denied => ClaimState::Denied,
+                        _ => ClaimState::Refused,
+                    });
                 }
             }
         }
@@ -562,22 +575,34 @@ impl Core {
         &mut self,
         client_id: Bytes,
         clean_start: bool,
+        username: Option<Bytes>,
         reply: tokio::sync::oneshot::Sender<crate::cluster::Released>,
     ) {
+        use ringmq_cluster::handover::Reply;
         if let Some(id) = self.claiming.remove(&client_id) {
             if let Some(link) = self.links.get(&id) {
                 if link.claim.get() == ClaimState::Pending {
                     // The other node wins: it read this node's claim.
                     link.claim.set(ClaimState::Refused);
-                    let _ = reply.send(Some(None));
+                    let _ = reply.send(Reply::HandedOver(None));
                     return;
                 }
             }
         }
         let Some(sid) = self.table.find(&client_id) else {
-            let _ = reply.send(None);
+            let _ = reply.send(Reply::NotHeld);
             return;
         };
+        let allowed = self
+            .table
+            .get(sid)
+            .is_none_or(|e| e.session.may_take_over(username.as_deref(), &self.policy));
+        if !allowed {
+            // --takeover-same-user-only: the session stays with its user.
+            ShardStats::inc(&self.stats.takeovers_refused_user);
+            let _ = reply.send(Reply::Denied);
+            return;
+        }
         self.now = self.clock.read().1;
         let old = self
             .table
@@ -600,7 +625,7 @@ impl Core {
         self.outbox = out;
         self.run_deferred();
         debug!(client_id = ?client_id, "cluster: client id let go to another node");
-        let _ = reply.send(Some(state.map(|s| (client_id, s))));
+        let _ = reply.send(Reply::HandedOver(state.map(|s| Box::new((client_id, s)))));
     }
 
     /// Imports a session another node let go (before its CONNECT resumes
@@ -983,8 +1008,8 @@ impl Core {
                     self.run_deferred();
                 }
                 Msg::ClusterTakeOver(take) => {
-                    let (client_id, clean_start, reply) = *take;
-                    self.cluster_take_over(client_id, clean_start, reply);
+                    let (client_id, clean_start, username, reply) = *take;
+                    self.cluster_take_over(client_id, clean_start, username, reply);
                 }
                 Msg::ClusterRetained(publish) => self.store_from_cluster(*publish),
                 Msg::Route(change) => self.routes.apply_remote(ShardId(from), &change),

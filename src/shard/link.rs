@@ -233,6 +233,9 @@ pub(crate) enum ClaimState {
     /// Refused, or another node took the id while this one claimed it: the
     /// CONNECT is refused when handled again.
     Refused,
+    /// The owner keeps the id from this connection's user
+    /// (`--takeover-same-user-only`): CONNACK 0x87 when handled again.
+    Denied,
 }
 
 /// The subject CN of a client certificate, if there was one with a CN.

@@ -72,11 +72,12 @@ pub(crate) enum Msg {
     /// --cluster-nats: the session of a dead node, taken here.
     ClusterAdopt(Box<(bytes::Bytes, ringmq_store::SessionState)>),
     /// --cluster-nats: another node takes this client id over (client id,
-    /// its CONNECT's Clean Start, where to answer).
+    /// its CONNECT's Clean Start and user name, where to answer).
     ClusterTakeOver(
         Box<(
             bytes::Bytes,
             bool,
+            Option<bytes::Bytes>,
             tokio::sync::oneshot::Sender<crate::cluster::Released>,
         )>,
     ),

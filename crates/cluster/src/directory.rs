@@ -79,6 +79,9 @@ pub enum Refusal {
     OwnerUnresponsive,
     /// Lost the race more than the bound allows (0x89 as well).
     TooManyRaces,
+    /// The owner keeps the id: the new connection's user may not take it
+    /// over (`--takeover-same-user-only`; CONNACK 0x87 Not authorized).
+    Denied,
 }
 
 /// What the bucket or another node answered.
@@ -96,6 +99,8 @@ pub enum Input {
     HandedOver(bool),
     /// The owner did not answer in time.
     NoAnswer,
+    /// The owner refuses to let the id go to this connection's user.
+    Denied,
     /// The silent owner's heartbeat key is (true) or is not (false) alive.
     Alive(bool),
 }
@@ -174,6 +179,10 @@ impl Claim {
             Input::Alive(true) => {
                 self.done = true;
                 Step::Refused(Refusal::OwnerUnresponsive)
+            }
+            Input::Denied => {
+                self.done = true;
+                Step::Refused(Refusal::Denied)
             }
             Input::Created(None) | Input::Updated(None) | Input::HandedOver(false) => {
                 self.read_again()
@@ -256,6 +265,17 @@ mod tests {
                 revision: 8
             }
         );
+    }
+
+    #[test]
+    fn an_owner_that_denies_the_user_ends_the_claim_without_a_write() {
+        let (mut c, _) = Claim::new(me("a"), 3);
+        assert_eq!(
+            c.on(Input::Got(Some((me("b"), 7)))),
+            Step::AskTakeover { node: "b".into() }
+        );
+        assert_eq!(c.on(Input::Denied), Step::Refused(Refusal::Denied));
+        assert!(c.is_done());
     }
 
     #[test]

@@ -5,8 +5,11 @@
 //! ```text
 //! directory key:   hex(client id)                (KV keys are [-/_=.A-Za-z0-9])
 //! directory value: node id, b'\n', epoch in decimal
-//! request:         [flags: u8] [client id]       flags bit 0: the new CONNECT's Clean Start
-//! reply:           [held: u8] [session records]  held 1: the owner held it (and let it go)
+//! request:         [flags: u8] [user length: u16 LE, user, if flags bit 1] [client id]
+//!                  flags bit 0: the new CONNECT's Clean Start; bit 1: it names a user
+//! reply:           [held: u8] [session records]  held 1: the owner held it (and let it go),
+//!                                                0: it does not hold it, 2: it keeps it
+//!                                                (the user may not take it over)
 //! ```
 //!
 //! The session travels as the store's own records (`ringmq-store`, each
@@ -52,18 +55,64 @@ pub fn owner_of(value: &[u8]) -> Option<Owner> {
     })
 }
 
-/// The take-over request for `client_id`.
-pub fn request(client_id: &[u8], clean_start: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + client_id.len());
-    out.push(u8::from(clean_start));
-    out.extend_from_slice(client_id);
+/// A take-over request, as [`read_request`] reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The id to hand over.
+    pub client_id: &'a [u8],
+    /// The new CONNECT's Clean Start.
+    pub clean_start: bool,
+    /// The new CONNECT's user name (for `--takeover-same-user-only`).
+    pub username: Option<&'a [u8]>,
+}
+
+/// The take-over request for `r` (a user name longer than 65,535 bytes,
+/// which MQTT does not allow, is cut).
+pub fn request(r: &Request<'_>) -> Vec<u8> {
+    let user = r.username.map(|u| &u[..u.len().min(usize::from(u16::MAX))]);
+    let mut out = Vec::with_capacity(3 + user.map_or(0, <[u8]>::len) + r.client_id.len());
+    out.push(u8::from(r.clean_start) | if user.is_some() { 2 } else { 0 });
+    if let Some(user) = user {
+        out.extend_from_slice(&(user.len() as u16).to_le_bytes());
+        out.extend_from_slice(user);
+    }
+    out.extend_from_slice(r.client_id);
     out
 }
 
-/// (client id, clean start) of a request body.
-pub fn read_request(body: &[u8]) -> Option<(&[u8], bool)> {
-    let (&flags, client_id) = body.split_first()?;
-    (flags <= 1).then_some((client_id, flags == 1))
+/// The request a body holds, if it is one [`request`] wrote.
+pub fn read_request(body: &[u8]) -> Option<Request<'_>> {
+    let (&flags, rest) = body.split_first()?;
+    if flags > 3 {
+        return None;
+    }
+    let (username, client_id) = if flags & 2 != 0 {
+        let len = usize::from(u16::from_le_bytes(rest.get(..2)?.try_into().ok()?));
+        (Some(rest.get(2..2 + len)?), rest.get(2 + len..)?)
+    } else {
+        (None, rest)
+    };
+    Some(Request {
+        client_id,
+        clean_start: flags & 1 != 0,
+        username,
+    })
+}
+
+/// The owner's answer when it keeps the id (the user may not take it).
+pub fn denied() -> Vec<u8> {
+    vec![2]
+}
+
+/// What a reply says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The owner does not hold the id.
+    NotHeld,
+    /// The owner let it go, with the session that lives on, if any.
+    HandedOver(Option<Box<(Bytes, SessionState)>>),
+    /// The owner keeps it: the new connection's user may not take it over.
+    Denied,
 }
 
 /// The owner's reply: whether it held the id and the session it let go,
@@ -172,14 +221,14 @@ fn one_session(records: &[u8]) -> Option<(Bytes, SessionState)> {
     sessions.pop_first()
 }
 
-/// What a reply says: `None` for a body that is not one; otherwise whether
-/// the owner held the id and the session it sent, if any.
-pub fn read_reply(body: &[u8]) -> Option<(bool, Option<(Bytes, SessionState)>)> {
+/// What a reply says; `None` for a body that is not one.
+pub fn read_reply(body: &[u8]) -> Option<Reply> {
     let (&held, records) = body.split_first()?;
     match held {
-        0 if records.is_empty() => Some((false, None)),
-        1 if records.is_empty() => Some((true, None)),
-        1 => Some((true, Some(one_session(records)?))),
+        0 if records.is_empty() => Some(Reply::NotHeld),
+        1 if records.is_empty() => Some(Reply::HandedOver(None)),
+        1 => Some(Reply::HandedOver(Some(Box::new(one_session(records)?)))),
+        2 if records.is_empty() => Some(Reply::Denied),
         _ => None,
     }
 }
@@ -241,12 +290,32 @@ mod tests {
         };
         assert_eq!(owner_of(&owner_value(&owner)), Some(owner));
         assert_eq!(owner_of(b"no epoch"), None);
+        for r in [
+            Request {
+                client_id: b"id",
+                clean_start: true,
+                username: None,
+            },
+            Request {
+                client_id: b"",
+                clean_start: false,
+                username: Some(b"alice"),
+            },
+            Request {
+                client_id: b"x",
+                clean_start: true,
+                username: Some(b""),
+            },
+        ] {
+            assert_eq!(read_request(&request(&r)), Some(r));
+        }
+        assert_eq!(read_request(&[4, b'x']), None);
         assert_eq!(
-            read_request(&request(b"id", true)),
-            Some((&b"id"[..], true))
+            read_request(&[2, 9, 0, b'x']),
+            None,
+            "user longer than the body"
         );
-        assert_eq!(read_request(&request(b"", false)), Some((&b""[..], false)));
-        assert_eq!(read_request(&[2, b'x']), None);
+        assert_eq!(read_reply(&denied()), Some(Reply::Denied));
     }
 
     #[test]
@@ -254,8 +323,11 @@ mod tests {
         let (id, s) = session(3, 10);
         let (body, dropped) = reply(Some((&id, s.clone())), 1 << 20);
         assert_eq!(dropped, 0);
-        assert_eq!(read_reply(&body), Some((true, Some((id, s)))));
-        assert_eq!(read_reply(&reply(None, 10).0), Some((false, None)));
+        assert_eq!(
+            read_reply(&body),
+            Some(Reply::HandedOver(Some(Box::new((id, s)))))
+        );
+        assert_eq!(read_reply(&reply(None, 10).0), Some(Reply::NotHeld));
     }
 
     #[test]
@@ -264,9 +336,10 @@ mod tests {
         let (body, dropped) = reply(Some((&id, s.clone())), 5000);
         assert!(body.len() <= 5000);
         assert!(dropped >= 6, "{dropped}");
-        let (_, Some((_, got))) = read_reply(&body).unwrap() else {
+        let Some(Reply::HandedOver(Some(moved))) = read_reply(&body) else {
             panic!("no session");
         };
+        let (_, got) = *moved;
         // The one in flight and the oldest queued stay, in order.
         let ids: Vec<u64> = got.messages.keys().copied().collect();
         assert_eq!(ids, (1..=(10 - dropped as u64)).collect::<Vec<_>>());
@@ -274,7 +347,7 @@ mod tests {
         assert_eq!(got.subscriptions, s.subscriptions);
         // Too small for anything: the id alone.
         let (body, _) = reply(Some((&id, s)), 1);
-        assert_eq!(read_reply(&body), Some((true, None)));
+        assert_eq!(read_reply(&body), Some(Reply::HandedOver(None)));
     }
 
     #[test]
