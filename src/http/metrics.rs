@@ -22,6 +22,9 @@ const GAUGES: &[&str] = &[
     "retained_messages",
     "inbox_depth",
     "store_log_bytes",
+    "cluster_connected",
+    "cluster_directory",
+    "cluster_qos_stream",
 ];
 
 struct Text(String);
