@@ -221,18 +221,30 @@ fn a_session_left_on_a_stopped_node_resumes_on_another_with_its_queue() {
     assert_eq!(p.publish(true).payload, b"later");
 }
 
-#[test]
-fn a_killed_nodes_clients_get_their_wills_and_resume_on_another_node() {
-    let Some(bin) = nats_server() else {
-        return;
-    };
-    let nats = start_nats(&bin);
+/// A NATS server, node `a` as a child process (to SIGKILL) and its
+/// address, and node `b` in this process, both with the directory open and
+/// 200 ms heartbeats.
+fn killable_pair() -> Option<(
+    Nats,
+    common::process::Process,
+    std::net::SocketAddr,
+    ringmq::Broker,
+)> {
+    let nats = start_nats(&nats_server()?);
     let (mut a, a_addr) = common::process::Process::start(&node_args(&nats, "a"), "mqtt://");
     a.wait_log("the directory open", |l| {
         l.contains("client-id directory open")
     });
     let b = node_with(&nats, "b", &["--cluster-heartbeat-ms", "200"]);
     wait_stats(&b, "the directory open", |s| s.cluster_directory == 1);
+    Some((nats, a, a_addr, b))
+}
+
+#[test]
+fn a_killed_nodes_clients_get_their_wills_and_resume_on_another_node() {
+    let Some((_nats, mut a, a_addr, b)) = killable_pair() else {
+        return;
+    };
     let (mut watcher, _) = RawClient::connected(b.local_addr(), &ConnectOpts::v5("watcher"));
     assert_eq!(watcher.subscribe(1, &[("wills/#", 0)]), [0]);
     let (mut probe, _) = RawClient::connected(a_addr, &ConnectOpts::v5("probe"));
@@ -266,16 +278,9 @@ fn a_killed_nodes_clients_get_their_wills_and_resume_on_another_node() {
 
 #[test]
 fn messages_queued_for_an_absent_client_outlive_a_killed_node() {
-    let Some(bin) = nats_server() else {
+    let Some((_nats, mut a, a_addr, b)) = killable_pair() else {
         return;
     };
-    let nats = start_nats(&bin);
-    let (mut a, a_addr) = common::process::Process::start(&node_args(&nats, "a"), "mqtt://");
-    a.wait_log("the directory open", |l| {
-        l.contains("client-id directory open")
-    });
-    let b = node_with(&nats, "b", &["--cluster-heartbeat-ms", "200"]);
-    wait_stats(&b, "the directory open", |s| s.cluster_directory == 1);
     let (mut c, _) = RawClient::connected(a_addr, &persistent("dev-5"));
     assert_eq!(c.subscribe(1, &[("m/#", 1)]), [1]);
     c.send(&disconnect_v5(0)).expect("DISCONNECT");
