@@ -17,6 +17,32 @@ pub struct Nats {
     pub url: String,
     /// JetStream's store.
     pub dir: TempDir,
+    /// This test's turn (last: released after the server is gone).
+    _turn: Turn,
+}
+
+/// Tests that run a NATS server take turns within a test binary: nine at
+/// once, each with its server and two or three nodes, on a 2-CPU machine
+/// made JetStream answer in seconds and time out (CI failed so once). A
+/// thread that holds the turn may start a second server.
+struct Turn(Option<std::sync::MutexGuard<'static, ()>>);
+
+thread_local! {
+    static TURNS_HELD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+fn take_turn() -> Turn {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let held = TURNS_HELD.with(|h| h.replace(h.get() + 1));
+    // A test that failed while holding it poisons it; the turn is still
+    // the next test's.
+    Turn((held == 0).then(|| TURN.lock().unwrap_or_else(|e| e.into_inner())))
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        TURNS_HELD.with(|h| h.set(h.get().saturating_sub(1)));
+    }
 }
 
 impl Drop for Nats {
@@ -86,6 +112,7 @@ pub fn start_nats_without_jetstream(bin: &str) -> Nats {
 
 /// Runs `command` (a nats-server on `port`) until it listens.
 fn spawn_nats(mut command: Command, port: u16, dir: TempDir) -> Nats {
+    let turn = take_turn();
     let bin = command.get_program().to_string_lossy().into_owned();
     let child = command
         .stdout(Stdio::null())
@@ -101,6 +128,7 @@ fn spawn_nats(mut command: Command, port: u16, dir: TempDir) -> Nats {
         child,
         url: format!("nats://{addr}"),
         dir,
+        _turn: turn,
     }
 }
 
