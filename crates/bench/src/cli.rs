@@ -92,6 +92,11 @@ pub struct Common {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Write the run's time series to this file as CSV: one row per second
+    /// of the progress line (elapsed, connections, sent and received with
+    /// their rates, errors), then a last row at the end. See the README.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<std::path::PathBuf>,
     /// Prefix of every client id (ids are PREFIX-SCENARIO-INDEX).
     #[arg(long, default_value = "rb")]
     pub client_prefix: String,

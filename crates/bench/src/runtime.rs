@@ -121,6 +121,48 @@ pub fn progress_line(elapsed_secs: f64, before: [u64; 5], now: [u64; 5], secs: f
     line
 }
 
+/// The header of `--csv`'s time series.
+pub const CSV_HEADER: &str =
+    "elapsed_s,conns_up,conns_target,sent,sent_per_s,received,received_per_s,errors";
+
+/// One `--csv` row for two snapshots `secs` apart (the counters of `now`,
+/// the rates since `before`).
+pub fn csv_row(elapsed_secs: f64, before: [u64; 5], now: [u64; 5], secs: f64) -> String {
+    let [up, target, sent, received, errors] = now;
+    let rate = |i: usize| (now[i].saturating_sub(before[i])) as f64 / secs.max(1e-9);
+    format!(
+        "{elapsed_secs:.3},{up},{target},{sent},{:.1},{received},{:.1},{errors}",
+        rate(2),
+        rate(3)
+    )
+}
+
+/// `--csv`: the file the time series goes to, if asked; a file that
+/// cannot be written is an error before the run starts.
+struct Series(Option<std::io::BufWriter<std::fs::File>>);
+
+impl Series {
+    fn open(common: &Common) -> Result<Series, BenchError> {
+        let Some(path) = &common.csv else {
+            return Ok(Series(None));
+        };
+        let file = std::fs::File::create(path).map_err(|source| BenchError::Io {
+            what: format!("--csv {}", path.display()),
+            source,
+        })?;
+        let mut out = std::io::BufWriter::new(file);
+        let _ = writeln!(out, "{CSV_HEADER}");
+        Ok(Series(Some(out)))
+    }
+
+    fn row(&mut self, line: impl FnOnce() -> String) {
+        if let Some(out) = self.0.as_mut() {
+            let _ = writeln!(out, "{}", line());
+            let _ = out.flush();
+        }
+    }
+}
+
 /// glommio's preempt period for every executor of the tool: how long a
 /// task queue runs before the executor goes back to the reactor on its
 /// own (glommio's default, set explicitly so that it cannot drift). It
@@ -150,6 +192,7 @@ where
     Fut: Future<Output = T> + 'static,
 {
     set_slice(Duration::from_micros(common.slice_us));
+    let mut series = Series::open(common)?;
     let make = Arc::new(make);
     let (done_tx, done_rx) = mpsc::channel::<usize>();
     let mut handles = Vec::with_capacity(common.threads);
@@ -188,15 +231,12 @@ where
             Err(RecvTimeoutError::Timeout) => {
                 let now = now_ns();
                 let snap = progress.snapshot();
+                let (elapsed, secs) = ((now - start) as f64 / 1e9, (now - last_at) as f64 / 1e9);
                 if !common.quiet {
-                    let line = progress_line(
-                        (now - start) as f64 / 1e9,
-                        last,
-                        snap,
-                        (now - last_at) as f64 / 1e9,
-                    );
+                    let line = progress_line(elapsed, last, snap, secs);
                     let _ = writeln!(std::io::stderr(), "{line}");
                 }
+                series.row(|| csv_row(elapsed, last, snap, secs));
                 last = snap;
                 last_at = now;
             }
@@ -204,6 +244,11 @@ where
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    let now = now_ns();
+    series.row(|| {
+        let (elapsed, secs) = ((now - start) as f64 / 1e9, (now - last_at) as f64 / 1e9);
+        csv_row(elapsed, last, progress.snapshot(), secs)
+    });
     let mut results = Vec::with_capacity(handles.len());
     for (thread, handle) in handles.into_iter().enumerate() {
         match handle.join() {
@@ -582,6 +627,20 @@ mod tests {
         assert_eq!(si(12_345.0), "12.3k");
         assert_eq!(si(1_250_000.0), "1.25M");
         assert_eq!(si(3.2e9), "3.20G");
+    }
+
+    #[test]
+    fn csv_rows_hold_the_counters_and_the_rates_since_the_last_row() {
+        let row = csv_row(2.5, [5, 10, 100, 50, 0], [10, 10, 2_100, 1_050, 1], 2.0);
+        assert_eq!(row, "2.500,10,10,2100,1000.0,1050,500.0,1");
+        assert_eq!(
+            row.split(',').count(),
+            CSV_HEADER.split(',').count(),
+            "one value per column"
+        );
+        // Counters never go back; a snapshot taken late does not underflow.
+        let row = csv_row(1.0, [0, 0, 10, 10, 0], [0, 0, 5, 5, 0], 0.0);
+        assert!(row.contains(",5,0.0,5,0.0,"), "{row}");
     }
 
     #[test]
