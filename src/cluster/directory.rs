@@ -26,7 +26,7 @@
 //! with what lives on, which the claiming shard imports before it answers
 //! the CONNECT.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -167,17 +167,13 @@ impl Directory {
 
     /// Puts this node's heartbeat every `interval`, until the task is
     /// dropped.
-    pub(crate) async fn heartbeat(self, interval: Duration, alive: Arc<AtomicBool>) {
+    pub(crate) async fn heartbeat(self, interval: Duration) {
         let key = handover::key(self.node.as_bytes());
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
-            match self.nodes.put(&key, Bytes::from_static(b"1")).await {
-                Ok(_) => alive.store(true, Ordering::Relaxed),
-                Err(e) => {
-                    alive.store(false, Ordering::Relaxed);
-                    debug!(error = %e, "cluster: heartbeat not written");
-                }
+            if let Err(e) = self.nodes.put(&key, Bytes::from_static(b"1")).await {
+                debug!(error = %e, "cluster: heartbeat not written");
             }
         }
     }

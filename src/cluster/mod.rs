@@ -69,7 +69,7 @@ mod directory;
 mod qos;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -86,6 +86,8 @@ use ringmq_codec::{Properties, Publish, QoS};
 use ringmq_route::GroupKey;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
+
+use crate::shard::ratelimit::LogGate;
 
 /// Longest the control thread waits at shutdown for NATS to take what is
 /// buffered.
@@ -122,9 +124,6 @@ const STREAM_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Longest a JetStream request (opening the stream, a write's
 /// acknowledgement) is waited for.
 const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// At most one log line per this long for a problem repeated per message.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub(crate) use directory::{ClaimJob, Claimed, Released, SessionWrite};
 pub(crate) use qos::{Holds, Mode, Ticket, Via};
@@ -187,7 +186,7 @@ pub(crate) struct Outgoing {
 }
 
 /// The counters of the control thread (read by `stats`).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct ClusterStats {
     /// 1 while connected to NATS.
     pub(crate) connected: AtomicU64,
@@ -223,9 +222,6 @@ pub(crate) struct ClusterStats {
     pub(crate) sessions_adopted: AtomicU64,
     /// Times NATS dropped messages for this node (slow consumer).
     pub(crate) slow_consumers: AtomicU64,
-    /// When a slow consumer was last logged (seconds since `epoch`).
-    pub(crate) slow_logged_at: AtomicU64,
-    pub(crate) epoch: std::time::Instant,
     /// Retained writes the stream acknowledged.
     pub(crate) retained_published: AtomicU64,
     /// Retained messages (and clears) read from the stream and stored.
@@ -244,38 +240,6 @@ pub(crate) struct ClusterStats {
     /// QoS 1/2 publishes meant for the stream that it did not acknowledge
     /// (error, timeout, no stream): released anyway, at most once.
     pub(crate) qos_failed: AtomicU64,
-}
-
-impl Default for ClusterStats {
-    fn default() -> Self {
-        ClusterStats {
-            connected: AtomicU64::new(0),
-            published: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            bad: AtomicU64::new(0),
-            directory: AtomicU64::new(0),
-            claims: AtomicU64::new(0),
-            takeovers_in: AtomicU64::new(0),
-            takeovers_out: AtomicU64::new(0),
-            claims_refused: AtomicU64::new(0),
-            claims_unchecked: AtomicU64::new(0),
-            handover_dropped: AtomicU64::new(0),
-            sessions_stored: AtomicU64::new(0),
-            sessions_dropped: AtomicU64::new(0),
-            sessions_adopted: AtomicU64::new(0),
-            slow_consumers: AtomicU64::new(0),
-            slow_logged_at: AtomicU64::new(0),
-            epoch: std::time::Instant::now(),
-            retained_published: AtomicU64::new(0),
-            retained_loaded: AtomicU64::new(0),
-            retained_failed: AtomicU64::new(0),
-            stream_errors: AtomicU64::new(0),
-            qos_stream: AtomicU64::new(0),
-            qos_published: AtomicU64::new(0),
-            qos_failed: AtomicU64::new(0),
-        }
-    }
 }
 
 /// What the shards hold of the cluster.
@@ -509,9 +473,13 @@ fn options(
     if !echo {
         options = options.no_echo();
     }
+    // Slow-consumer lines: once per 10 s at most (they come per batch
+    // under overload).
+    let slow = Arc::new(std::sync::Mutex::new((LogGate::default(), Instant::now())));
     options.event_callback(move |event| {
         let events = events.clone();
         let online = online.clone();
+        let slow = slow.clone();
         async move {
             match event {
                 async_nats::Event::Connected => {
@@ -532,16 +500,14 @@ fn options(
                     warn!(role, "cluster: disconnected from NATS; reconnecting");
                 }
                 async_nats::Event::SlowConsumer(_) => {
-                    // Once per 10 s at most: under overload it comes per
-                    // message batch.
-                    let n = events.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                    let now = events.epoch.elapsed().as_secs();
-                    let last = events.slow_logged_at.load(Ordering::Relaxed);
-                    if n == 0 || now >= last + 10 {
-                        events.slow_logged_at.store(now, Ordering::Relaxed);
+                    let total = events.slow_consumers.fetch_add(1, Ordering::Relaxed) + 1;
+                    let mut gate = slow.lock().unwrap_or_else(|e| e.into_inner());
+                    let start = gate.1;
+                    if let Some(unlogged) = gate_open(&mut gate.0, start) {
                         warn!(
                             role,
-                            total = n + 1,
+                            total,
+                            unlogged,
                             "cluster: NATS dropped messages for this node (slow consumer)"
                         );
                     }
@@ -622,6 +588,7 @@ async fn control(mut c: Control) {
         order: Order::new(RETAINED_TRACKED),
         acks: FuturesUnordered::new(),
         failures: LogGate::default(),
+        started: Instant::now(),
     };
     c.qos.start(&client);
     loop {
@@ -648,8 +615,7 @@ async fn control(mut c: Control) {
             Some(d) = dir_rx.recv() => {
                 stats.directory.store(1, Ordering::Relaxed);
                 info!("cluster: client-id directory open");
-                let alive = Arc::new(AtomicBool::new(false));
-                dir_tasks.push(tokio::spawn(d.clone().heartbeat(c.timings.heartbeat, alive)));
+                dir_tasks.push(tokio::spawn(d.clone().heartbeat(c.timings.heartbeat)));
                 dir_tasks.push(tokio::spawn(d.clone().watch_nodes(c.timings.heartbeat, c.to_shard.clone())));
                 if let Some(writes) = c.sessions_rx.take() {
                     dir_tasks.push(tokio::spawn(d.clone().write_sessions(writes)));
@@ -865,25 +831,9 @@ fn deliver(c: &Control, m: &async_nats::Message, group: Option<GroupKey>) {
     (c.to_shard)(ToShard::Publish(publish, group));
 }
 
-/// At most one log line per [`LOG_EVERY`] for a problem repeated per
-/// message; the lines left out are counted in the next.
-#[derive(Default)]
-struct LogGate {
-    last: Option<Instant>,
-    unlogged: u64,
-}
-
-impl LogGate {
-    /// `Some(lines left out since the last)` when a line may be logged.
-    fn check(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
-            self.unlogged += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.unlogged))
-    }
+/// The shards' log gate on this thread's clock: ms since `start`.
+fn gate_open(gate: &mut LogGate, start: Instant) -> Option<u64> {
+    gate.check(ringmq_session::Tick(start.elapsed().as_millis() as u64))
 }
 
 /// A message read from the retained stream.
@@ -910,6 +860,8 @@ struct Retained {
     /// Acknowledgements awaited (at most [`RETAINED_ACKS`]).
     acks: FuturesUnordered<BoxFuture<'static, Ack>>,
     failures: LogGate,
+    /// The clock of `failures`.
+    started: Instant,
 }
 
 impl Retained {
@@ -962,7 +914,7 @@ impl Retained {
     /// limited), and forgotten by the order.
     fn failed(&mut self, c: &Control, subject: &str, id: Option<WriteId>, why: &str) {
         c.stats.retained_failed.fetch_add(1, Ordering::Relaxed);
-        if let Some(unlogged) = self.failures.check() {
+        if let Some(unlogged) = gate_open(&mut self.failures, self.started) {
             warn!(
                 subject,
                 error = why,

@@ -490,7 +490,7 @@ impl Core {
                     username,
                 };
                 if !cluster.claim(job) {
-                    if let Some(unlogged) = self.gates.check(Gate::AuthQueue, self.now) {
+                    if let Some(unlogged) = self.gates.check(Gate::ClusterClaims, self.now) {
                         warn!(
                             shard = self.id.0,
                             unlogged, "cluster: claims queued beyond the bound: refusing CONNECT"

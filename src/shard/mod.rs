@@ -27,7 +27,7 @@ mod frames;
 mod link;
 pub(crate) mod listen;
 mod msg;
-mod ratelimit;
+pub(crate) mod ratelimit;
 mod restore;
 mod routing;
 mod shared;

@@ -155,11 +155,12 @@ pub(crate) enum Gate {
     TlsHandshakes,
     AuthQueue,
     Acl,
+    ClusterClaims,
 }
 
 /// One [`LogGate`] per [`Gate`].
 #[derive(Debug, Default)]
-pub(crate) struct Gates([LogGate; 14]);
+pub(crate) struct Gates([LogGate; 15]);
 
 impl Gates {
     /// See [`LogGate::check`].
