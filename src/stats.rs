@@ -182,6 +182,8 @@ counters! {
         /// Times NATS dropped messages meant for this node (slow consumer:
         /// the node did not read them fast enough).
         cluster_slow_consumers,
+        /// 1 while the cluster's retained stream is open and followed.
+        cluster_retained_stream,
         /// Retained messages (clears included) written to the cluster's
         /// retained stream and acknowledged by JetStream.
         cluster_retained_published,

@@ -40,6 +40,16 @@ fn control_for(topic: &str) -> String {
 
 /// Gives `node` a retained message on each shard's control topic.
 fn controls(node: &Broker) {
+    // A write before the node follows the stream finds no stream (and is
+    // counted as failed): wait for it first.
+    wait_stats(node, "the retained stream followed", |s| {
+        s.cluster_retained_stream == 1
+    });
+    control_messages(node);
+}
+
+/// [`controls`] without waiting for the stream (a NATS without JetStream).
+fn control_messages(node: &Broker) {
     let (mut c, _) = RawClient::connected(node.local_addr(), &ConnectOpts::v5(&fresh_id("ctl")));
     for shard in 0..SHARDS {
         retain(&mut c, &id_on_shard("ctl/", shard), b"control");
@@ -369,8 +379,8 @@ fn without_jetstream_routing_goes_on_and_retained_messages_stay_local() {
     let nats = start_nats_without_jetstream(&bin);
     let a = node(&nats, "a");
     let b = node(&nats, "b");
-    controls(&a);
-    controls(&b);
+    control_messages(&a);
+    control_messages(&b);
     wait_stats(&a, "a saw no JetStream", |s| s.cluster_stream_errors >= 1);
     let (mut sub_b, _) = RawClient::connected(b.local_addr(), &ConnectOpts::v5("sub-b"));
     assert_eq!(sub_b.subscribe(1, &[("nojs/#", 0)]), [0]);

@@ -222,6 +222,8 @@ pub(crate) struct ClusterStats {
     pub(crate) sessions_adopted: AtomicU64,
     /// Times NATS dropped messages for this node (slow consumer).
     pub(crate) slow_consumers: AtomicU64,
+    /// 1 while the retained stream is open and followed.
+    pub(crate) retained_stream: AtomicU64,
     /// Retained writes the stream acknowledged.
     pub(crate) retained_published: AtomicU64,
     /// Retained messages (and clears) read from the stream and stored.
@@ -1022,9 +1024,12 @@ async fn follow(
             name: &name,
             subjects: &subjects,
             to_control: &to_control,
+            stats: &stats,
         };
         let reconnected = online.wait_for(|o| o.connects != connects);
-        match attempt.read(&mut read_upto, &mut wait, reconnected).await {
+        let ended = attempt.read(&mut read_upto, &mut wait, reconnected).await;
+        stats.retained_stream.store(0, Ordering::Relaxed);
+        match ended {
             Ok(Ended::Stopped) => return,
             // Again at once, from where it was.
             Ok(Ended::Reconnected) => continue,
@@ -1066,6 +1071,7 @@ struct Follow<'a> {
     name: &'a str,
     subjects: &'a str,
     to_control: &'a mpsc::Sender<Read>,
+    stats: &'a ClusterStats,
 }
 
 impl Follow<'_> {
@@ -1123,6 +1129,7 @@ impl Follow<'_> {
             from_sequence = *read_upto + 1,
             "cluster: following the retained stream"
         );
+        self.stats.retained_stream.store(1, Ordering::Relaxed);
         *wait = Duration::from_millis(500);
         loop {
             let m = tokio::select! {

@@ -25,6 +25,7 @@ const GAUGES: &[&str] = &[
     "cluster_connected",
     "cluster_directory",
     "cluster_qos_stream",
+    "cluster_retained_stream",
 ];
 
 struct Text(String);

@@ -70,6 +70,7 @@ impl Shared {
             total.cluster_sessions_dropped = load(&c.stats.sessions_dropped);
             total.cluster_sessions_adopted = load(&c.stats.sessions_adopted);
             total.cluster_slow_consumers = load(&c.stats.slow_consumers);
+            total.cluster_retained_stream = load(&c.stats.retained_stream);
             total.cluster_retained_published = load(&c.stats.retained_published);
             total.cluster_retained_loaded = load(&c.stats.retained_loaded);
             total.cluster_retained_failed = load(&c.stats.retained_failed);
