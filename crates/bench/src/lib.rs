@@ -15,6 +15,7 @@
 //! - `hist`: HDR-style latency histogram and percentile summaries (pure).
 //! - `procfs`: /proc and getrusage readings (CPU, RSS), the clock.
 //! - `report`: the human-readable table and the one-line JSON.
+//! - `html`: `--report`'s self-contained HTML page with SVG plots (pure).
 //! - `scenario`: `conn`, `handshake`, `idle`, `keepalive`, `takeover`,
 //!   `pubsub`, `attack` (with the `canary` it shares with `keepalive`),
 //!   `soak` and the hidden `sink`, one file each.
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod conn;
 pub mod error;
 pub mod hist;
+pub mod html;
 pub mod payload;
 pub mod procfs;
 pub mod report;
@@ -43,8 +45,17 @@ use cli::{Cli, Command};
 use error::BenchError;
 use report::Report;
 
-/// Run the scenario `cli` names and return its report.
+/// Run the scenario `cli` names and return its report, with the run's
+/// time series.
 pub fn run(cli: &Cli) -> Result<Report, BenchError> {
+    let mut report = run_scenario(cli)?;
+    if report.series.is_empty() {
+        report.series = runtime::take_series();
+    }
+    Ok(report)
+}
+
+fn run_scenario(cli: &Cli) -> Result<Report, BenchError> {
     match &cli.command {
         Command::Conn(a) => scenario::conn::run(a),
         Command::Handshake(a) => scenario::handshake::run(a),
@@ -58,17 +69,26 @@ pub fn run(cli: &Cli) -> Result<Report, BenchError> {
     }
 }
 
+/// The flags every scenario shares, if `cli`'s command has them (the
+/// hidden sink does not).
+pub fn common(cli: &Cli) -> Option<&cli::Common> {
+    match &cli.command {
+        Command::Conn(a) => Some(&a.common),
+        Command::Handshake(a) => Some(&a.common),
+        Command::Idle(a) => Some(&a.common),
+        Command::Keepalive(a) => Some(&a.common),
+        Command::Takeover(a) => Some(&a.common),
+        Command::Pubsub(a) => Some(&a.common),
+        Command::Sink(_) => None,
+        Command::Attack(a) => Some(&a.common),
+        Command::Soak(a) => Some(&a.common),
+    }
+}
+
 /// Whether `cli` asked for JSON output.
 pub fn wants_json(cli: &Cli) -> bool {
     match &cli.command {
-        Command::Conn(a) => a.common.json,
-        Command::Handshake(a) => a.common.json,
-        Command::Idle(a) => a.common.json,
-        Command::Keepalive(a) => a.common.json,
-        Command::Takeover(a) => a.common.json,
-        Command::Pubsub(a) => a.common.json,
         Command::Sink(a) => a.json,
-        Command::Attack(a) => a.common.json,
-        Command::Soak(a) => a.common.json,
+        _ => common(cli).is_some_and(|c| c.json),
     }
 }

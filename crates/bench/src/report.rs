@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use crate::hist::Summary;
+use crate::hist::{Histogram, Summary};
 
 /// One metric value.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,6 +46,67 @@ pub struct Report {
     /// The run found what it exists to find (a lost message, a stall):
     /// the command exits with status 3. The reasons are in the rows.
     pub failed: bool,
+    /// The run's time series, one point per progress line and a last one
+    /// (filled by [`crate::run`] from the runtime; `--csv`, `--report`).
+    pub series: Vec<SeriesPoint>,
+    /// Distributions for `--report` to plot (not in the table or JSON).
+    pub plots: Vec<Plot>,
+}
+
+/// One point of a run's time series: the progress counters at that moment
+/// and the rates and latency percentiles of the interval that ended then.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SeriesPoint {
+    /// Seconds since the executors started.
+    pub elapsed_s: f64,
+    /// Connections up.
+    pub conns_up: u64,
+    /// Connections the scenario wants up.
+    pub conns_target: u64,
+    /// Messages (or packets) sent so far.
+    pub sent: u64,
+    /// Sent per second over the interval.
+    pub sent_per_s: f64,
+    /// Messages received so far.
+    pub received: u64,
+    /// Received per second over the interval.
+    pub received_per_s: f64,
+    /// Failures so far.
+    pub errors: u64,
+    /// Messages missing so far: sequence gaps the subscribers see, net of
+    /// gaps filled later (a live estimate; the report's `lost` is exact).
+    pub lost: u64,
+    /// Median latency of the messages received in the interval, µs.
+    pub p50_us: Option<f64>,
+    /// 99th percentile latency of the interval, µs.
+    pub p99_us: Option<f64>,
+}
+
+/// A distribution `--report` plots.
+#[derive(Clone, Debug)]
+pub enum Plot {
+    /// Latencies recorded in nanoseconds: a percentile curve and a
+    /// histogram.
+    Latency {
+        /// Stable key (as the report's rows).
+        key: String,
+        /// Title.
+        label: String,
+        /// The values.
+        hist: Histogram,
+    },
+    /// Raw samples in `unit`, possibly negative (lateness against a
+    /// deadline): a histogram.
+    Samples {
+        /// Stable key.
+        key: String,
+        /// Title.
+        label: String,
+        /// Unit of the values ("ms").
+        unit: String,
+        /// The values.
+        values: Vec<f64>,
+    },
 }
 
 impl Report {
@@ -84,6 +145,25 @@ impl Report {
     /// Add text.
     pub fn text(&mut self, key: &str, label: &str, value: impl Into<String>) {
         self.row(key, label, Value::Text(value.into()));
+    }
+
+    /// Attach a latency histogram (ns) for `--report` to plot.
+    pub fn plot_latency(&mut self, key: &str, label: &str, hist: &Histogram) {
+        self.plots.push(Plot::Latency {
+            key: key.to_string(),
+            label: label.to_string(),
+            hist: hist.clone(),
+        });
+    }
+
+    /// Attach raw samples in `unit` for `--report` to plot.
+    pub fn plot_samples(&mut self, key: &str, label: &str, unit: &str, values: Vec<f64>) {
+        self.plots.push(Plot::Samples {
+            key: key.to_string(),
+            label: label.to_string(),
+            unit: unit.to_string(),
+            values,
+        });
     }
 
     /// Add a note.

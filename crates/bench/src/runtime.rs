@@ -45,7 +45,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::cli::Common;
 use crate::error::BenchError;
+use crate::hist::Histogram;
 use crate::procfs::now_ns;
+use crate::report::SeriesPoint;
 
 /// Counters shown by the progress line (and read by some scenarios).
 #[derive(Debug, Default)]
@@ -60,6 +62,13 @@ pub struct Progress {
     pub received: AtomicU64,
     /// Failures so far.
     pub errors: AtomicU64,
+    /// Messages missing so far as the subscribers see them: sequence gaps,
+    /// net of gaps filled later (a live estimate for the time series).
+    pub lost: AtomicU64,
+    /// Latencies of the current interval (ns), merged in from each
+    /// executor's [`interval_record`] at most every
+    /// [`INTERVAL_FLUSH_NS`]; the main thread takes it once a second.
+    pub interval: Mutex<Histogram>,
 }
 
 impl Progress {
@@ -77,14 +86,91 @@ impl Progress {
         });
     }
 
-    fn snapshot(&self) -> [u64; 5] {
+    fn snapshot(&self) -> [u64; 6] {
         [
             self.up.load(Ordering::Relaxed),
             self.target.load(Ordering::Relaxed),
             self.sent.load(Ordering::Relaxed),
             self.received.load(Ordering::Relaxed),
             self.errors.load(Ordering::Relaxed),
+            self.lost.load(Ordering::Relaxed),
         ]
+    }
+
+    /// Take the interval's latencies, leaving it empty.
+    fn take_interval(&self) -> Histogram {
+        std::mem::take(&mut *self.interval.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// How often an executor merges its interval latencies into
+/// [`Progress::interval`] (from the recording path: no ticker task).
+pub const INTERVAL_FLUSH_NS: u64 = 100_000_000;
+
+thread_local! {
+    /// This executor's latencies since its last flush, and when that was.
+    static INTERVAL: std::cell::RefCell<(Histogram, u64)> =
+        std::cell::RefCell::new((Histogram::new(), 0));
+}
+
+/// Record one latency (ns) for the time series' per-second percentiles.
+/// Call [`interval_flush`] once per batch after recording.
+#[inline]
+pub fn interval_record(ns: u64) {
+    INTERVAL.with(|i| i.borrow_mut().0.record(ns));
+}
+
+/// Merge this executor's interval latencies into `progress` if the last
+/// merge is [`INTERVAL_FLUSH_NS`] old (`force`: now).
+pub fn interval_flush(progress: &Progress, now: u64, force: bool) {
+    INTERVAL.with(|i| {
+        let mut i = i.borrow_mut();
+        if i.0.count() == 0 || (!force && now.saturating_sub(i.1) < INTERVAL_FLUSH_NS) {
+            return;
+        }
+        i.1 = now;
+        let local = std::mem::take(&mut i.0);
+        progress
+            .interval
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .merge(&local);
+    });
+}
+
+/// The time series of the last [`run_executors`] of this process (one
+/// run at a time: the command's case; [`crate::run`] takes it).
+static SERIES: Mutex<Vec<SeriesPoint>> = Mutex::new(Vec::new());
+
+/// Take the last run's time series.
+pub fn take_series() -> Vec<SeriesPoint> {
+    std::mem::take(&mut *SERIES.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// The time series point for two snapshots `secs` apart and the
+/// interval's latencies.
+pub fn series_point(
+    elapsed_secs: f64,
+    before: [u64; 6],
+    now: [u64; 6],
+    secs: f64,
+    interval: &Histogram,
+) -> SeriesPoint {
+    let [up, target, sent, received, errors, lost] = now;
+    let rate = |i: usize| (now[i].saturating_sub(before[i])) as f64 / secs.max(1e-9);
+    let summary = interval.summary();
+    SeriesPoint {
+        elapsed_s: elapsed_secs,
+        conns_up: up,
+        conns_target: target,
+        sent,
+        sent_per_s: rate(2),
+        received,
+        received_per_s: rate(3),
+        errors,
+        lost,
+        p50_us: summary.map(|s| s.p50 as f64 / 1000.0),
+        p99_us: summary.map(|s| s.p99 as f64 / 1000.0),
     }
 }
 
@@ -103,8 +189,8 @@ pub fn si(value: f64) -> String {
 }
 
 /// The progress line for two snapshots `secs` apart.
-pub fn progress_line(elapsed_secs: f64, before: [u64; 5], now: [u64; 5], secs: f64) -> String {
-    let [up, target, sent, received, errors] = now;
+pub fn progress_line(elapsed_secs: f64, before: [u64; 6], now: [u64; 6], secs: f64) -> String {
+    let [up, target, sent, received, errors, _] = now;
     let rate = |i: usize| (now[i].saturating_sub(before[i])) as f64 / secs.max(1e-9);
     let mut line = format!("[{elapsed_secs:6.1}s] conns {up}/{target}");
     if sent > 0 {
@@ -122,18 +208,25 @@ pub fn progress_line(elapsed_secs: f64, before: [u64; 5], now: [u64; 5], secs: f
 }
 
 /// The header of `--csv`'s time series.
-pub const CSV_HEADER: &str =
-    "elapsed_s,conns_up,conns_target,sent,sent_per_s,received,received_per_s,errors";
+pub const CSV_HEADER: &str = "elapsed_s,conns_up,conns_target,sent,sent_per_s,received,\
+received_per_s,errors,lost,p50_us,p99_us";
 
-/// One `--csv` row for two snapshots `secs` apart (the counters of `now`,
-/// the rates since `before`).
-pub fn csv_row(elapsed_secs: f64, before: [u64; 5], now: [u64; 5], secs: f64) -> String {
-    let [up, target, sent, received, errors] = now;
-    let rate = |i: usize| (now[i].saturating_sub(before[i])) as f64 / secs.max(1e-9);
+/// One `--csv` row (percentiles empty when the interval had no sample).
+pub fn csv_row(p: &SeriesPoint) -> String {
+    let us = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
     format!(
-        "{elapsed_secs:.3},{up},{target},{sent},{:.1},{received},{:.1},{errors}",
-        rate(2),
-        rate(3)
+        "{:.3},{},{},{},{:.1},{},{:.1},{},{},{},{}",
+        p.elapsed_s,
+        p.conns_up,
+        p.conns_target,
+        p.sent,
+        p.sent_per_s,
+        p.received,
+        p.received_per_s,
+        p.errors,
+        p.lost,
+        us(p.p50_us),
+        us(p.p99_us)
     )
 }
 
@@ -155,9 +248,9 @@ impl Series {
         Ok(Series(Some(out)))
     }
 
-    fn row(&mut self, line: impl FnOnce() -> String) {
+    fn row(&mut self, point: &SeriesPoint) {
         if let Some(out) = self.0.as_mut() {
-            let _ = writeln!(out, "{}", line());
+            let _ = writeln!(out, "{}", csv_row(point));
             let _ = out.flush();
         }
     }
@@ -193,6 +286,7 @@ where
 {
     set_slice(Duration::from_micros(common.slice_us));
     let mut series = Series::open(common)?;
+    let mut points = Vec::new();
     let make = Arc::new(make);
     let (done_tx, done_rx) = mpsc::channel::<usize>();
     let mut handles = Vec::with_capacity(common.threads);
@@ -203,6 +297,7 @@ where
         };
         let make = Arc::clone(&make);
         let done = done_tx.clone();
+        let progress_of_thread = Arc::clone(progress);
         let mut builder = executor_builder(placement);
         if common.spin_us > 0 {
             builder = builder.spin_before_park(Duration::from_micros(common.spin_us));
@@ -213,6 +308,7 @@ where
             .ring_depth(common.ring_depth)
             .spawn(move || async move {
                 let result = make(thread).await;
+                interval_flush(&progress_of_thread, now_ns(), true);
                 let _ = done.send(thread);
                 result
             })
@@ -236,7 +332,9 @@ where
                     let line = progress_line(elapsed, last, snap, secs);
                     let _ = writeln!(std::io::stderr(), "{line}");
                 }
-                series.row(|| csv_row(elapsed, last, snap, secs));
+                let point = series_point(elapsed, last, snap, secs, &progress.take_interval());
+                series.row(&point);
+                points.push(point);
                 last = snap;
                 last_at = now;
             }
@@ -245,10 +343,17 @@ where
         }
     }
     let now = now_ns();
-    series.row(|| {
-        let (elapsed, secs) = ((now - start) as f64 / 1e9, (now - last_at) as f64 / 1e9);
-        csv_row(elapsed, last, progress.snapshot(), secs)
-    });
+    let (elapsed, secs) = ((now - start) as f64 / 1e9, (now - last_at) as f64 / 1e9);
+    let point = series_point(
+        elapsed,
+        last,
+        progress.snapshot(),
+        secs,
+        &progress.take_interval(),
+    );
+    series.row(&point);
+    points.push(point);
+    *SERIES.lock().unwrap_or_else(|p| p.into_inner()) = points;
     let mut results = Vec::with_capacity(handles.len());
     for (thread, handle) in handles.into_iter().enumerate() {
         match handle.join() {
@@ -631,21 +736,49 @@ mod tests {
 
     #[test]
     fn csv_rows_hold_the_counters_and_the_rates_since_the_last_row() {
-        let row = csv_row(2.5, [5, 10, 100, 50, 0], [10, 10, 2_100, 1_050, 1], 2.0);
-        assert_eq!(row, "2.500,10,10,2100,1000.0,1050,500.0,1");
+        let none = Histogram::new();
+        let point = series_point(
+            2.5,
+            [5, 10, 100, 50, 0, 0],
+            [10, 10, 2_100, 1_050, 1, 3],
+            2.0,
+            &none,
+        );
+        let row = csv_row(&point);
+        assert_eq!(row, "2.500,10,10,2100,1000.0,1050,500.0,1,3,,");
         assert_eq!(
             row.split(',').count(),
             CSV_HEADER.split(',').count(),
             "one value per column"
         );
         // Counters never go back; a snapshot taken late does not underflow.
-        let row = csv_row(1.0, [0, 0, 10, 10, 0], [0, 0, 5, 5, 0], 0.0);
+        let row = csv_row(&series_point(
+            1.0,
+            [0, 0, 10, 10, 0, 0],
+            [0, 0, 5, 5, 0, 0],
+            0.0,
+            &none,
+        ));
         assert!(row.contains(",5,0.0,5,0.0,"), "{row}");
     }
 
     #[test]
+    fn series_points_carry_the_interval_percentiles() {
+        let mut hist = Histogram::new();
+        for us in 1..=100u64 {
+            hist.record(us * 1000);
+        }
+        let point = series_point(1.0, [0; 6], [1, 1, 100, 100, 0, 0], 1.0, &hist);
+        let p50 = point.p50_us.expect("a median");
+        let p99 = point.p99_us.expect("a p99");
+        assert!((49.0..=51.0).contains(&p50), "{p50}");
+        assert!((98.0..=100.0).contains(&p99), "{p99}");
+        assert!(csv_row(&point).ends_with(&format!(",{p50:.1},{p99:.1}")));
+    }
+
+    #[test]
     fn progress_line_shows_rates() {
-        let line = progress_line(2.0, [0, 10, 0, 0, 0], [10, 10, 2_000_000, 0, 1], 1.0);
+        let line = progress_line(2.0, [0, 10, 0, 0, 0, 0], [10, 10, 2_000_000, 0, 1, 0], 1.0);
         assert_eq!(
             line,
             "[   2.0s] conns 10/10 | sent 2.00M/s (2.00M) | errors 1"
