@@ -48,6 +48,18 @@ pub enum Command {
     /// cluster node with --sub-host/--sub-port): delivered msgs/s,
     /// end-to-end latency, lost and duplicated messages.
     Pubsub(PubsubArgs),
+    /// pubsub shaped point to point: P publishers to P subscribers, one
+    /// topic each (-S and -T follow -P).
+    P2p(PubsubArgs),
+    /// pubsub fan-out: P publishers, S subscribers over T topics, every
+    /// message to every subscriber of its topic (e.g. -P 1 -S 100).
+    Fanout(PubsubArgs),
+    /// pubsub fan-in: one topic per publisher, every subscriber reads all
+    /// of them (e.g. -P 100 -S 1).
+    Fanin(PubsubArgs),
+    /// pubsub over one $share group ("bench", or --shared-group): each
+    /// message to one member, counted over the group.
+    Sharedsub(PubsubArgs),
     /// A trivial MQTT sink (answers CONNECT, SUBSCRIBE, PINGREQ, QoS 1
     /// PUBLISH; discards the rest) to measure the tool itself.
     #[command(hide = true)]
@@ -354,9 +366,28 @@ pub struct PubsubArgs {
     /// Topic prefix.
     #[arg(long, default_value = "ringmq-bench/t")]
     pub topic_prefix: String,
-    /// QoS of publishes and subscriptions (0 or 1).
+    /// QoS of publishes and subscriptions (0, 1 or 2).
     #[arg(long, default_value_t = 0)]
     pub qos: u8,
+    /// QoS of the publishes (default: --qos).
+    #[arg(long, value_name = "QOS")]
+    pub pub_qos: Option<u8>,
+    /// QoS of the subscriptions (default: --qos).
+    #[arg(long, value_name = "QOS")]
+    pub sub_qos: Option<u8>,
+    /// Put every subscription in this shared subscription group
+    /// ($share/GROUP/FILTER): each message reaches one member; loss and
+    /// duplicates are counted over the group as one subscriber.
+    #[arg(long, value_name = "GROUP")]
+    pub shared_group: Option<String>,
+    /// Each publisher sends one message every this many milliseconds (the
+    /// emqtt-bench -I pace; instead of --rate).
+    #[arg(long, value_name = "MS")]
+    pub interval_ms: Option<f64>,
+    /// Ramp the total rate: START msgs/s, plus STEP every HOLD seconds
+    /// ("1000,1000,5"), to find the knee; instead of --rate.
+    #[arg(long, value_name = "START,STEP,HOLD")]
+    pub ramp: Option<Ramp>,
     /// Payload bytes (at least 16: sequence number + send time).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
@@ -436,6 +467,52 @@ impl fmt::Display for MqttVersion {
             ProtocolVersion::V3_1_1 => "3.1.1",
             ProtocolVersion::V5 => "5",
         })
+    }
+}
+
+/// `--ramp START,STEP,HOLD`: msgs/s, msgs/s added per stage, seconds per
+/// stage.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ramp {
+    /// First total rate, msgs/s.
+    pub start: f64,
+    /// Added to the total rate every stage, msgs/s.
+    pub step: f64,
+    /// Seconds per stage.
+    pub hold_secs: f64,
+}
+
+impl FromStr for Ramp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Ramp, String> {
+        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        let [start, step, hold] = parts[..] else {
+            return Err(format!(
+                "{s:?}: expected START,STEP,HOLD (e.g. 1000,1000,5)"
+            ));
+        };
+        let num = |v: &str, what: &str| -> Result<f64, String> {
+            match v.parse::<f64>() {
+                Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+                _ => Err(format!("{what} {v:?} is not a number >= 0")),
+            }
+        };
+        let ramp = Ramp {
+            start: num(start, "START")?,
+            step: num(step, "STEP")?,
+            hold_secs: num(hold, "HOLD")?,
+        };
+        if ramp.start <= 0.0 || ramp.hold_secs <= 0.0 {
+            return Err("START and HOLD must be above zero".to_string());
+        }
+        Ok(ramp)
+    }
+}
+
+impl fmt::Display for Ramp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{},{},{}", self.start, self.step, self.hold_secs)
     }
 }
 
@@ -822,6 +899,59 @@ impl PubsubArgs {
             && self.sub_endpoint() != (self.common.host.as_str(), self.common.port)
     }
 
+    /// QoS of the publishes.
+    pub fn publish_qos(&self) -> u8 {
+        self.pub_qos.unwrap_or(self.qos)
+    }
+
+    /// QoS of the subscriptions.
+    pub fn subscribe_qos(&self) -> u8 {
+        self.sub_qos.unwrap_or(self.qos)
+    }
+
+    /// The pace of all publishers together.
+    pub fn pacing(&self) -> crate::pacing::Pacing {
+        use crate::pacing::Pacing;
+        if let Some(ms) = self.interval_ms {
+            return Pacing::Fixed(1000.0 / ms * f64::from(self.publishers.max(1)));
+        }
+        if let Some(r) = self.ramp {
+            return Pacing::Ramp {
+                start: r.start,
+                step: r.step,
+                hold_ns: (r.hold_secs * 1e9) as u64,
+            };
+        }
+        match self.rate {
+            Rate::Max => Pacing::Max,
+            Rate::PerSec(r) => Pacing::Fixed(r),
+        }
+    }
+
+    /// The Open MQTT Benchmark shapes as presets of pubsub: `p2p` (P
+    /// publishers to P subscribers, one topic each), `fanout` (as given:
+    /// each message to every subscriber of its topic), `fanin` (one topic
+    /// per publisher, every subscriber reads all), `sharedsub` (one
+    /// `$share` group, "bench" unless --shared-group names one).
+    pub fn preset(mut self, shape: &str) -> PubsubArgs {
+        match shape {
+            "p2p" => {
+                self.topics = self.publishers.max(1);
+                self.subscribers = self.publishers;
+                self.wildcard = false;
+            }
+            "fanin" => {
+                self.topics = self.publishers.max(1);
+                self.wildcard = true;
+            }
+            "sharedsub" => {
+                self.shared_group.get_or_insert_with(|| "bench".to_string());
+            }
+            _ => {}
+        }
+        self
+    }
+
     /// Checks before running.
     pub fn validate(&self) -> Result<(), ArgError> {
         self.common.validate()?;
@@ -837,8 +967,32 @@ impl PubsubArgs {
         }
         at_least_one("topics", u64::from(self.topics))?;
         topic_prefix_ok("topic-prefix", &self.topic_prefix)?;
-        if self.qos > 1 {
-            return bad("qos", "0 or 1 (QoS 2 is not implemented by the tool)");
+        for (flag, q) in [
+            ("qos", Some(self.qos)),
+            ("pub-qos", self.pub_qos),
+            ("sub-qos", self.sub_qos),
+        ] {
+            if q.is_some_and(|q| q > 2) {
+                return bad(flag, "0, 1 or 2");
+            }
+        }
+        if let Some(g) = &self.shared_group {
+            if g.is_empty() || g.contains(['/', '+', '#']) {
+                return bad("shared-group", "a non-empty name without '/', '+' or '#'");
+            }
+        }
+        let paces = [
+            self.rate != Rate::Max,
+            self.interval_ms.is_some(),
+            self.ramp.is_some(),
+        ];
+        if paces.iter().filter(|&&p| p).count() > 1 {
+            return bad("rate", "give one of --rate, --interval-ms and --ramp");
+        }
+        if let Some(ms) = self.interval_ms {
+            if !(ms.is_finite() && ms > 0.0) {
+                return bad("interval-ms", "a positive number of milliseconds");
+            }
         }
         if self.payload < STAMP_LEN {
             return bad(
@@ -952,6 +1106,10 @@ mod tests {
             &["keepalive"],
             &["takeover"],
             &["pubsub"],
+            &["p2p"],
+            &["fanout"],
+            &["fanin"],
+            &["sharedsub"],
             &["sink"],
             &["attack", "--kind", "never-read"],
             &["soak"],
@@ -963,13 +1121,66 @@ mod tests {
                 Command::Idle(a) => a.validate(),
                 Command::Keepalive(a) => a.validate(),
                 Command::Takeover(a) => a.validate(),
-                Command::Pubsub(a) => a.validate(),
+                Command::Pubsub(a)
+                | Command::P2p(a)
+                | Command::Fanout(a)
+                | Command::Fanin(a)
+                | Command::Sharedsub(a) => a.validate(),
                 Command::Sink(a) => a.validate(),
                 Command::Attack(a) => a.validate(),
                 Command::Soak(a) => a.validate(),
             };
             assert_eq!(ok, Ok(()), "{args:?}");
         }
+    }
+
+    #[test]
+    fn benchmark_shapes_and_paces() {
+        let Ok(Command::P2p(a)) = parse(&["p2p", "-P", "7", "--qos", "2"]) else {
+            panic!("p2p parses");
+        };
+        let a = a.preset("p2p");
+        assert_eq!((a.publishers, a.subscribers, a.topics), (7, 7, 7));
+        assert_eq!((a.publish_qos(), a.subscribe_qos()), (2, 2));
+        let Ok(Command::Sharedsub(a)) = parse(&["sharedsub", "--sub-qos", "1"]) else {
+            panic!("sharedsub parses");
+        };
+        let a = a.preset("sharedsub");
+        assert_eq!(a.shared_group.as_deref(), Some("bench"));
+        assert_eq!((a.publish_qos(), a.subscribe_qos()), (0, 1));
+        let Ok(Command::Fanin(a)) = parse(&["fanin", "-P", "5"]) else {
+            panic!("fanin parses");
+        };
+        let a = a.preset("fanin");
+        assert!(a.wildcard && a.topics == 5);
+        let Ok(Command::Pubsub(a)) = parse(&["pubsub", "--ramp", "100,50,2", "-P", "2"]) else {
+            panic!("ramp parses");
+        };
+        assert_eq!(
+            a.pacing(),
+            crate::pacing::Pacing::Ramp {
+                start: 100.0,
+                step: 50.0,
+                hold_ns: 2_000_000_000
+            }
+        );
+        let Ok(Command::Pubsub(a)) = parse(&["pubsub", "--interval-ms", "10", "-P", "3"]) else {
+            panic!("interval parses");
+        };
+        assert_eq!(a.pacing(), crate::pacing::Pacing::Fixed(300.0));
+        for bad in [
+            &["pubsub", "--qos", "3"][..],
+            &["pubsub", "--rate", "10", "--ramp", "1,1,1"],
+            &["pubsub", "--shared-group", "a/b"],
+            &["pubsub", "--interval-ms", "0"],
+        ] {
+            let Ok(Command::Pubsub(a)) = parse(bad) else {
+                panic!("{bad:?} parses");
+            };
+            assert!(a.validate().is_err(), "{bad:?}");
+        }
+        assert!("1,2".parse::<Ramp>().is_err());
+        assert!("0,1,1".parse::<Ramp>().is_err());
     }
 
     #[test]
@@ -1127,7 +1338,9 @@ mod tests {
         };
         assert_eq!(pubsub(&["--payload", "15"]), Err("payload"));
         assert_eq!(pubsub(&["--payload", "16"]), Ok(()));
-        assert_eq!(pubsub(&["--qos", "2"]), Err("qos"));
+        assert_eq!(pubsub(&["--qos", "3"]), Err("qos"));
+        assert_eq!(pubsub(&["--qos", "2"]), Ok(()));
+        assert_eq!(pubsub(&["--sub-qos", "3"]), Err("sub-qos"));
         assert_eq!(pubsub(&["-P", "0", "-S", "0"]), Err("publishers"));
         assert_eq!(pubsub(&["-P", "0", "-S", "1"]), Ok(()));
         assert_eq!(pubsub(&["-T", "0"]), Err("topics"));

@@ -10,6 +10,7 @@
 //! - `transport`: the optional TLS (`--tls`) and WebSocket (`--ws`) byte
 //!   layers under every connection; `ws`: the WebSocket codec (pure).
 //! - `template`: pre-encoded, stamped PUBLISH packets for the publishers.
+//! - `pacing`: when each paced message is due (fixed rate, ramp; pure).
 //! - `payload`: the payload stamp, lost/duplicate accounting and the
 //!   publisher/subscriber/topic layout (pure).
 //! - `hist`: HDR-style latency histogram and percentile summaries (pure).
@@ -32,6 +33,7 @@ pub mod conn;
 pub mod error;
 pub mod hist;
 pub mod html;
+pub mod pacing;
 pub mod payload;
 pub mod procfs;
 pub mod report;
@@ -63,6 +65,10 @@ fn run_scenario(cli: &Cli) -> Result<Report, BenchError> {
         Command::Keepalive(a) => scenario::keepalive::run(a),
         Command::Takeover(a) => scenario::takeover::run(a),
         Command::Pubsub(a) => scenario::pubsub::run(a),
+        Command::P2p(a) => scenario::pubsub::run_shape("p2p", a),
+        Command::Fanout(a) => scenario::pubsub::run_shape("fanout", a),
+        Command::Fanin(a) => scenario::pubsub::run_shape("fanin", a),
+        Command::Sharedsub(a) => scenario::pubsub::run_shape("sharedsub", a),
         Command::Sink(a) => scenario::sink::run(a),
         Command::Attack(a) => scenario::attack::run(a),
         Command::Soak(a) => scenario::soak::run(a),
@@ -78,7 +84,11 @@ pub fn common(cli: &Cli) -> Option<&cli::Common> {
         Command::Idle(a) => Some(&a.common),
         Command::Keepalive(a) => Some(&a.common),
         Command::Takeover(a) => Some(&a.common),
-        Command::Pubsub(a) => Some(&a.common),
+        Command::Pubsub(a)
+        | Command::P2p(a)
+        | Command::Fanout(a)
+        | Command::Fanin(a)
+        | Command::Sharedsub(a) => Some(&a.common),
         Command::Sink(_) => None,
         Command::Attack(a) => Some(&a.common),
         Command::Soak(a) => Some(&a.common),

@@ -139,7 +139,11 @@ pub struct SeqTracker {
     bits: Vec<u64>,
     delivered: u64,
     duplicates: u64,
+    reordered: u64,
     highest: Option<u64>,
+    /// Change of [`SeqTracker::gaps`] since the last
+    /// [`Deliveries::take_gap_delta`] (the live loss estimate).
+    gap_delta: i64,
 }
 
 /// Largest sequence number a tracker accepts (2^31 messages, a 256 MiB
@@ -160,7 +164,6 @@ impl SeqTracker {
         if sequence > MAX_TRACKED_SEQUENCE {
             return false;
         }
-        self.highest = Some(self.highest.map_or(sequence, |h| h.max(sequence)));
         let word = (sequence / 64) as usize;
         let bit = 1u64 << (sequence % 64);
         if word >= self.bits.len() {
@@ -171,8 +174,48 @@ impl SeqTracker {
         self.bits[word] |= bit;
         if seen {
             self.duplicates += 1;
+            return true;
         }
-        seen
+        match self.highest {
+            // Later than a message already delivered: out of order, and it
+            // fills a gap.
+            Some(h) if sequence < h => {
+                self.reordered += 1;
+                self.gap_delta -= 1;
+            }
+            Some(h) => self.gap_delta += (sequence - h - 1) as i64,
+            None => self.gap_delta += sequence as i64,
+        }
+        self.highest = Some(self.highest.map_or(sequence, |h| h.max(sequence)));
+        false
+    }
+
+    /// Deliveries of a new sequence number below the highest one already
+    /// seen: messages that overtook it (per publisher, so across topics
+    /// too only if the publisher wrote one topic, as in pubsub).
+    pub fn reordered(&self) -> u64 {
+        self.reordered
+    }
+
+    /// Add the deliveries another member of a shared subscription group
+    /// counted for the same publisher: a sequence number both saw is a
+    /// duplicate of the group (the group as one subscriber).
+    pub fn absorb(&mut self, other: &SeqTracker) {
+        if other.bits.len() > self.bits.len() {
+            self.bits.resize(other.bits.len(), 0);
+        }
+        let mut overlap = 0u64;
+        for (mine, theirs) in self.bits.iter_mut().zip(&other.bits) {
+            overlap += u64::from((*mine & theirs).count_ones());
+            *mine |= theirs;
+        }
+        self.delivered += other.delivered;
+        self.duplicates += other.duplicates + overlap;
+        self.reordered += other.reordered;
+        self.highest = match (self.highest, other.highest) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// Deliveries counted, duplicates included.
@@ -248,6 +291,29 @@ impl Deliveries {
         Some(stamp)
     }
 
+    /// How much the loss estimate (sequence gaps) moved since the last
+    /// call: positive for newly skipped sequence numbers, negative for
+    /// gaps filled late.
+    pub fn take_gap_delta(&mut self) -> i64 {
+        self.trackers
+            .iter_mut()
+            .map(|t| std::mem::take(&mut t.gap_delta))
+            .sum()
+    }
+
+    /// Add another subscriber's deliveries as if one subscriber had seen
+    /// them all (the members of one shared subscription group).
+    pub fn absorb(&mut self, other: &Deliveries) {
+        if other.trackers.len() > self.trackers.len() {
+            self.trackers
+                .resize_with(other.trackers.len(), SeqTracker::new);
+        }
+        for (mine, theirs) in self.trackers.iter_mut().zip(&other.trackers) {
+            mine.absorb(theirs);
+        }
+        self.foreign += other.foreign;
+    }
+
     /// Payloads without a stamp of this run (too short, or naming a
     /// publisher index out of range).
     pub fn foreign(&self) -> u64 {
@@ -267,6 +333,7 @@ impl Deliveries {
             t.duplicates += tracker.duplicates();
             t.distinct += tracker.distinct();
             t.gaps += tracker.gaps();
+            t.reordered += tracker.reordered();
         }
         t
     }
@@ -283,6 +350,9 @@ pub struct DeliveryTotals {
     pub distinct: u64,
     /// Missing sequence numbers below each publisher's highest one.
     pub gaps: u64,
+    /// New sequence numbers that arrived after a higher one of the same
+    /// publisher.
+    pub reordered: u64,
 }
 
 impl DeliveryTotals {
@@ -292,6 +362,7 @@ impl DeliveryTotals {
         self.duplicates += other.duplicates;
         self.distinct += other.distinct;
         self.gaps += other.gaps;
+        self.reordered += other.reordered;
     }
 
     /// Messages expected but never delivered (0 if more arrived).
@@ -318,6 +389,9 @@ pub struct Layout {
     pub topics: u32,
     /// Subscribers use one wildcard filter covering every topic.
     pub wildcard: bool,
+    /// Every subscription is in one shared subscription group
+    /// (`$share/GROUP/...`): each message reaches one of its readers.
+    pub shared: bool,
 }
 
 impl Layout {
@@ -348,6 +422,9 @@ impl Layout {
 
     /// How many subscribers receive each message published on topic `t`.
     pub fn fan_out(&self, t: u32) -> u64 {
+        if self.shared {
+            return u64::from(self.subscribers > 0);
+        }
         if self.wildcard {
             return u64::from(self.subscribers);
         }
@@ -474,6 +551,7 @@ mod tests {
                 duplicates: 1,
                 distinct: 4,
                 gaps: 1,
+                reordered: 0,
             }
         );
         assert_eq!(totals.lost(6), 2);
@@ -488,6 +566,7 @@ mod tests {
             subscribers: 1,
             topics: 1,
             wildcard: false,
+            shared: false,
         };
         assert_eq!(fan_in.expected(3, 10), 10);
         // Fan-out: 1 publisher, 1 topic, 5 subscribers.
@@ -496,6 +575,7 @@ mod tests {
             subscribers: 5,
             topics: 1,
             wildcard: false,
+            shared: false,
         };
         assert_eq!(fan_out.expected(0, 10), 50);
         // Pairs: 3 publishers, 3 topics, 3 subscribers.
@@ -504,6 +584,7 @@ mod tests {
             subscribers: 3,
             topics: 3,
             wildcard: false,
+            shared: false,
         };
         assert_eq!(pairs.topics_of_subscriber(1), vec![1]);
         assert_eq!(pairs.expected(2, 7), 7);
@@ -513,6 +594,7 @@ mod tests {
             subscribers: 2,
             topics: 5,
             wildcard: false,
+            shared: false,
         };
         assert_eq!(shared.topics_of_subscriber(0), vec![0, 2, 4]);
         assert_eq!(shared.topics_of_subscriber(1), vec![1, 3]);
@@ -528,6 +610,55 @@ mod tests {
             ..shared
         };
         assert_eq!(none.expected(0, 100), 0);
+        // One shared group: each message reaches one member.
+        let group = Layout {
+            shared: true,
+            ..fan_out
+        };
+        assert_eq!(group.expected(0, 10), 10);
+    }
+
+    #[test]
+    fn reordering_and_the_live_gap_estimate() {
+        let mut d = Deliveries::new(2);
+        let msg = |seq: u64| {
+            let mut b = [0u8; 16];
+            Stamp {
+                publisher: 1,
+                sequence: seq,
+                sent_ns: 0,
+            }
+            .write(&mut b);
+            b
+        };
+        for seq in [0, 1, 4, 2, 2, 5] {
+            d.record(&msg(seq));
+        }
+        // 4 skipped 2 and 3 (+2); 2 filled one (-1); 5 follows 4.
+        assert_eq!(d.take_gap_delta(), 1);
+        assert_eq!(d.take_gap_delta(), 0, "taken");
+        let t = d.totals();
+        assert_eq!((t.reordered, t.duplicates, t.gaps), (1, 1, 1));
+        d.record(&msg(3));
+        assert_eq!(d.take_gap_delta(), -1);
+        assert_eq!(d.totals().reordered, 2);
+    }
+
+    #[test]
+    fn members_of_a_shared_group_add_up_as_one_subscriber() {
+        let mut a = SeqTracker::new();
+        let mut b = SeqTracker::new();
+        for seq in [0, 2, 4] {
+            a.record(seq);
+        }
+        for seq in [1, 3, 4] {
+            b.record(seq);
+        }
+        a.absorb(&b);
+        assert_eq!(a.delivered(), 6);
+        assert_eq!(a.duplicates(), 1, "4 reached both members");
+        assert_eq!(a.distinct(), 5);
+        assert_eq!(a.gaps(), 0);
     }
 
     #[test]
@@ -558,6 +689,7 @@ mod tests {
             subscribers: 2,
             topics: 5,
             wildcard: false,
+            shared: false,
         };
         let mut heard = Heard::new(&layout, 0);
         assert!(!heard.complete());
@@ -575,6 +707,7 @@ mod tests {
             subscribers: 3,
             topics: 3,
             wildcard: false,
+            shared: false,
         };
         assert!(Heard::new(&quiet, 2).complete());
         assert!(!Heard::new(&quiet, 0).complete());
@@ -601,7 +734,7 @@ mod tests {
             topics in 1u32..40,
             wildcard: bool,
         ) {
-            let layout = Layout { publishers: 1, subscribers, topics, wildcard };
+            let layout = Layout { publishers: 1, subscribers, topics, wildcard, shared: false };
             for t in 0..topics {
                 let counted = (0..subscribers).filter(|&s| layout.reads(s, t)).count() as u64;
                 prop_assert_eq!(layout.fan_out(t), counted);
@@ -632,6 +765,7 @@ mod tests {
                 duplicates: t.duplicates(),
                 distinct: t.distinct(),
                 gaps: t.gaps(),
+                reordered: t.reordered(),
             };
             prop_assert_eq!(totals.lost(sent) + distinct, sent);
         }

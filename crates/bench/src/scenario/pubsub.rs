@@ -36,20 +36,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_lite::future::or;
-use ringmq_codec::{Packet, Properties, ProtocolVersion, PubAck, Publish, QoS, ReasonCode};
+use ringmq_codec::{
+    Packet, Properties, ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode,
+};
 
-use crate::cli::{PubsubArgs, Rate};
+use crate::cli::PubsubArgs;
 use crate::conn::{ConnectSpec, ReadSize};
 use crate::error::{BenchError, ConnError};
 use crate::hist::Histogram;
+use crate::pacing::Pacing;
 use crate::payload::{probe_payload, read_probe, Deliveries, DeliveryTotals, Heard, Layout, Stamp};
 use crate::procfs::{now_ns, CpuSample};
 use crate::report::{Report, Value};
 use crate::runtime::{run_executors, Latch, Progress};
-use crate::scenario::{
-    check_fds, common_params, due_count, due_offset_ns, machine_note, sleep_until, CpuWindow,
-    Target,
-};
+use crate::scenario::{check_fds, common_params, machine_note, sleep_until, CpuWindow, Target};
 use crate::template::PublishTemplate;
 
 /// Shortest sleep of a paced publisher, in ns.
@@ -201,6 +201,13 @@ impl Shared {
 
 /// Run the pubsub scenario; one report.
 pub fn run(args: &PubsubArgs) -> Result<Report, BenchError> {
+    run_shape("pubsub", args)
+}
+
+/// Run pubsub shaped as `shape` ([`PubsubArgs::preset`]); the report
+/// carries the shape's name.
+pub fn run_shape(shape: &str, args: &PubsubArgs) -> Result<Report, BenchError> {
+    let args = &args.clone().preset(shape);
     args.validate()?;
     check_fds(
         "subscribers",
@@ -222,6 +229,7 @@ pub fn run(args: &PubsubArgs) -> Result<Report, BenchError> {
         subscribers: args.subscribers,
         topics: args.topics,
         wildcard: args.wildcard,
+        shared: args.shared_group.is_some(),
     };
     let shared = Arc::new(Shared {
         layout,
@@ -271,17 +279,18 @@ pub fn run(args: &PubsubArgs) -> Result<Report, BenchError> {
         subs.extend(r.subs);
         pubs.extend(r.pubs);
     }
-    Ok(build_report(args, &layout, &subs, &pubs, &shared))
+    Ok(build_report(shape, args, &layout, &subs, &pubs, &shared))
 }
 
 fn build_report(
+    shape: &str,
     args: &PubsubArgs,
     layout: &Layout,
     subs: &[SubResult],
     pubs: &[(u32, PubResult)],
     shared: &Shared,
 ) -> Report {
-    let mut report = Report::new("pubsub");
+    let mut report = Report::new(shape);
     common_params(&mut report, &args.common);
     if args.split() {
         let (host, port) = args.sub_endpoint();
@@ -292,7 +301,17 @@ fn build_report(
     report.param("subscribers", Value::Int(u64::from(args.subscribers)));
     report.param("topics", Value::Int(u64::from(args.topics)));
     report.param("wildcard", Value::Text(args.wildcard.to_string()));
-    report.param("qos", Value::Int(u64::from(args.qos)));
+    report.param("pub_qos", Value::Int(u64::from(args.publish_qos())));
+    report.param("sub_qos", Value::Int(u64::from(args.subscribe_qos())));
+    if let Some(g) = &args.shared_group {
+        report.param("shared_group", Value::Text(g.clone()));
+    }
+    if let Some(ms) = args.interval_ms {
+        report.param("interval_ms", Value::Float(ms, 1));
+    }
+    if let Some(r) = args.ramp {
+        report.param("ramp", Value::Text(r.to_string()));
+    }
     report.param("payload_bytes", Value::Int(args.payload as u64));
     report.param("rate", Value::Text(args.rate.to_string()));
     report.param("duration_s", Value::Float(args.duration_secs, 1));
@@ -302,7 +321,7 @@ fn build_report(
     if args.persistent_subscribers {
         report.param("persistent_subscribers", Value::Text("true".to_string()));
     }
-    if args.qos == 1 {
+    if args.publish_qos() > 0 {
         report.param("inflight", Value::Int(u64::from(args.inflight)));
     }
     machine_note(&mut report);
@@ -312,10 +331,21 @@ fn build_report(
     let mut totals = DeliveryTotals::default();
     let mut latency = Histogram::new();
     let mut foreign = 0;
+    if layout.shared {
+        // One group: its members' deliveries count as one subscriber's.
+        let mut group = Deliveries::new(args.publishers);
+        for s in subs {
+            group.absorb(&s.deliveries);
+        }
+        totals = group.totals();
+        foreign = group.foreign();
+    }
     for s in subs {
-        totals.add(s.deliveries.totals());
+        if !layout.shared {
+            totals.add(s.deliveries.totals());
+            foreign += s.deliveries.foreign();
+        }
         latency.merge(&s.latency);
-        foreign += s.deliveries.foreign();
     }
     // Without publishers of ours (an external source), the clock starts
     // at the first delivery.
@@ -350,10 +380,21 @@ fn build_report(
         report.int("lost", "lost (sequence gaps)", totals.gaps);
     }
     report.int("duplicates", "duplicated", totals.duplicates);
+    report.int(
+        "reordered",
+        "out of order (after a later one of its publisher)",
+        totals.reordered,
+    );
     if foreign > 0 {
         report.int("foreign", "unstamped payloads (not ours)", foreign);
     }
     report.latency("latency", "end-to-end latency", latency.summary(), true);
+    report.plot_latency("latency", "end-to-end latency", &latency);
+    if !matches!(args.pacing(), crate::pacing::Pacing::Max) {
+        report.note(
+            "latency counts from each message's scheduled send time (no coordinated omission)",
+        );
+    }
     report.float("publish_s", "publishing time (s)", publish_secs, 3);
     report.float(
         "delivery_s",
@@ -371,12 +412,17 @@ fn build_report(
             1,
         );
     }
-    if args.qos == 1 && args.publishers > 0 {
+    if args.publish_qos() > 0 && args.publishers > 0 {
         let acked: u64 = pubs.iter().map(|(_, p)| p.acked).sum();
         let unacked: u64 = pubs.iter().map(|(_, p)| p.unacked).sum();
         let odd: u64 = pubs.iter().map(|(_, p)| p.unexpected_acks).sum();
         let window = pubs.iter().map(|(_, p)| p.window).min().unwrap_or(0);
-        report.int("puback", "PUBACK received", acked);
+        let ack = if args.publish_qos() == 2 {
+            "PUBCOMP"
+        } else {
+            "PUBACK"
+        };
+        report.int("puback", &format!("{ack} received"), acked);
         report.int("unacked", "unacknowledged at the end", unacked);
         if odd > 0 {
             report.int("puback_unexpected", "PUBACK for no message in flight", odd);
@@ -388,10 +434,10 @@ fn build_report(
         .flat_map(|s| s.granted.iter().copied())
         .collect();
     if let Some(&min) = granted.iter().min() {
-        if min < args.qos {
+        if min < args.subscribe_qos() {
             report.note(format!(
                 "the broker granted QoS {min} to some subscriptions (asked {})",
-                args.qos
+                args.subscribe_qos()
             ));
         }
     }
@@ -509,11 +555,19 @@ fn topic(args: &PubsubArgs, t: u32) -> String {
     format!("{}/{t}", args.topic_prefix)
 }
 
-fn qos_of(args: &PubsubArgs) -> QoS {
-    if args.qos == 0 {
-        QoS::AtMostOnce
-    } else {
-        QoS::AtLeastOnce
+fn qos_of(q: u8) -> QoS {
+    match q {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+/// A subscription filter, inside the shared group if the run has one.
+fn filter(args: &PubsubArgs, f: String) -> String {
+    match &args.shared_group {
+        Some(g) => format!("$share/{g}/{f}"),
+        None => f,
     }
 }
 
@@ -530,13 +584,16 @@ async fn subscriber(
     }
     let mut heard = args.split().then(|| Heard::new(&shared.layout, s));
     let filters: Vec<(String, QoS)> = if args.wildcard {
-        vec![(format!("{}/+", args.topic_prefix), qos_of(&args))]
+        vec![(
+            filter(&args, format!("{}/+", args.topic_prefix)),
+            qos_of(args.subscribe_qos()),
+        )]
     } else {
         shared
             .layout
             .topics_of_subscriber(s)
             .into_iter()
-            .map(|t| (topic(&args, t), qos_of(&args)))
+            .map(|t| (filter(&args, topic(&args, t)), qos_of(args.subscribe_qos())))
             .collect()
     };
     let mut spec = target.connect_spec("sub", u64::from(s), 0);
@@ -607,19 +664,40 @@ async fn subscriber(
                     } else {
                         n += 1;
                         if let Some(stamp) = out.deliveries.record(&p.payload) {
-                            out.latency.record(now.saturating_sub(stamp.sent_ns));
+                            let ns = now.saturating_sub(stamp.sent_ns);
+                            out.latency.record(ns);
+                            crate::runtime::interval_record(ns);
                         }
                     }
-                    if p.qos != QoS::AtMostOnce {
-                        let ack = Packet::PubAck(PubAck {
+                    let ack = match p.qos {
+                        QoS::AtMostOnce => None,
+                        QoS::AtLeastOnce => Some(Packet::PubAck(PubAck {
                             packet_id: p.packet_id,
                             code: ReasonCode::SUCCESS,
                             properties: Properties::default(),
-                        });
+                        })),
+                        QoS::ExactlyOnce => Some(Packet::PubRec(PubRec {
+                            packet_id: p.packet_id,
+                            code: ReasonCode::SUCCESS,
+                            properties: Properties::default(),
+                        })),
+                    };
+                    if let Some(ack) = ack {
                         if let Err(e) = conn.queue(&ack) {
                             failure = Some(e);
                             break;
                         }
+                    }
+                }
+                Ok(Some(Packet::PubRel(r))) => {
+                    let comp = Packet::PubComp(PubComp {
+                        packet_id: r.packet_id,
+                        code: ReasonCode::SUCCESS,
+                        properties: Properties::default(),
+                    });
+                    if let Err(e) = conn.queue(&comp) {
+                        failure = Some(e);
+                        break;
                     }
                 }
                 Ok(Some(Packet::Disconnect(d))) => {
@@ -638,6 +716,16 @@ async fn subscriber(
             out.first_delivery_ns.get_or_insert(now);
             out.last_delivery_ns = Some(now);
             Progress::add(&progress.received, n);
+            crate::runtime::interval_flush(progress, now, false);
+            // A group member sees only part of each sequence: the live
+            // estimate is for ordinary subscribers.
+            if !shared.layout.shared {
+                match out.deliveries.take_gap_delta() {
+                    d if d > 0 => Progress::add(&progress.lost, d as u64),
+                    d if d < 0 => Progress::sub(&progress.lost, d.unsigned_abs()),
+                    _ => {}
+                }
+            }
         }
         if failure.is_none() {
             if let Err(e) = conn.flush().await {
@@ -678,7 +766,7 @@ async fn publisher(
     result: Rc<RefCell<ThreadResult>>,
 ) {
     let mut out = PubResult::default();
-    let qos = qos_of(&args);
+    let qos = qos_of(args.publish_qos());
     let spec = target.connect_spec("pub", u64::from(p), 0);
     let mut e = match target.establish(&spec, ReadSize::LARGE).await {
         Ok(e) => e,
@@ -687,9 +775,15 @@ async fn publisher(
             return;
         }
     };
-    if qos == QoS::AtLeastOnce && e.connack.properties.maximum_qos == Some(0) {
+    if let Some(max) = e
+        .connack
+        .properties
+        .maximum_qos
+        .filter(|&m| m < args.publish_qos())
+    {
         shared.fail(format!(
-            "publisher {p}: the broker announced Maximum QoS 0 in CONNACK; QoS 1 cannot be measured"
+            "publisher {p}: the broker announced Maximum QoS {max} in CONNACK; QoS {} cannot be measured",
+            args.publish_qos()
         ));
         return;
     }
@@ -720,11 +814,10 @@ async fn publisher(
     }
 
     let conn = &mut e.conn;
-    let qos1 = qos == QoS::AtLeastOnce;
-    let rate = match args.rate {
-        Rate::Max => None,
-        Rate::PerSec(r) => Some(r / f64::from(args.publishers)),
-    };
+    // QoS 1 and 2: packet ids in flight, bounded by the window.
+    let qos1 = qos != QoS::AtMostOnce;
+    let pacing = args.pacing().share(args.publishers);
+    let rate = (!matches!(pacing, Pacing::Max)).then_some(pacing);
     let batch = args.batch as u64;
     let mut pool = PidPool::new();
     let mut seq = 0u64;
@@ -741,7 +834,7 @@ async fn publisher(
         }
         let mut n = batch.min(left);
         if let Some(r) = rate {
-            n = n.min(due_count(now - start, r).saturating_sub(seq));
+            n = n.min(r.due_count(now - start).saturating_sub(seq));
         }
         if qos1 {
             n = n.min(u64::from(window.saturating_sub(pool.used())));
@@ -750,10 +843,16 @@ async fn publisher(
             let stamp_ns = now_ns();
             for _ in 0..n {
                 let pid = if qos1 { pool.alloc().unwrap_or(0) } else { 0 };
+                // Paced: the time the message was due, so that a broker
+                // that holds the publisher back cannot hide the wait.
+                let sent_ns = match rate {
+                    Some(r) => start + r.due_ns(seq),
+                    None => stamp_ns,
+                };
                 let stamp = Stamp {
                     publisher: p,
                     sequence: seq,
-                    sent_ns: stamp_ns,
+                    sent_ns,
                 };
                 template.append(conn.wbuf(), &stamp, pid);
                 seq += 1;
@@ -772,9 +871,7 @@ async fn publisher(
         // MIN_PACE_NS, sending all that are due at once (a timer per
         // message would cost more than the messages).
         let wake_at = match rate {
-            Some(r) => (start + due_offset_ns(seq, r))
-                .max(now_ns() + MIN_PACE_NS)
-                .min(end),
+            Some(r) => (start + r.due_ns(seq)).max(now_ns() + MIN_PACE_NS).min(end),
             None => end,
         };
         if qos1 && pool.used() > 0 {
@@ -790,7 +887,11 @@ async fn publisher(
                     break 'publish;
                 }
                 Some(Ok(_)) => {
-                    if let Err(err) = take_acks(conn, &mut pool, &mut out) {
+                    let acks = match take_acks(conn, &mut pool, &mut out) {
+                        Ok(()) => conn.flush().await,
+                        Err(err) => Err(err),
+                    };
+                    if let Err(err) = acks {
                         failure = Some(err);
                         break 'publish;
                     }
@@ -823,7 +924,11 @@ async fn publisher(
                     break;
                 }
                 Some(Ok(_)) => {
-                    if let Err(err) = take_acks(conn, &mut pool, &mut out) {
+                    let acks = match take_acks(conn, &mut pool, &mut out) {
+                        Ok(()) => conn.flush().await,
+                        Err(err) => Err(err),
+                    };
+                    if let Err(err) = acks {
                         failure = Some(err);
                         break;
                     }
@@ -902,12 +1007,28 @@ fn take_acks(
 ) -> Result<(), ConnError> {
     while let Some(packet) = conn.next_buffered()? {
         match packet {
-            Packet::PubAck(ack) => {
-                if pool.release(ack.packet_id) {
+            // QoS 1 ends at PUBACK, QoS 2 at PUBCOMP (after our PUBREL).
+            Packet::PubAck(PubAck { packet_id, .. })
+            | Packet::PubComp(PubComp { packet_id, .. }) => {
+                if pool.release(packet_id) {
                     out.acked += 1;
                 } else {
                     out.unexpected_acks += 1;
                 }
+            }
+            Packet::PubRec(rec) => {
+                if rec.code.0 >= 0x80 {
+                    // Refused: the exchange ends here (no PUBREL).
+                    if pool.release(rec.packet_id) {
+                        out.acked += 1;
+                    }
+                    continue;
+                }
+                conn.queue(&Packet::PubRel(PubRel {
+                    packet_id: rec.packet_id,
+                    code: ReasonCode::SUCCESS,
+                    properties: Properties::default(),
+                }))?;
             }
             Packet::Disconnect(d) => return Err(ConnError::Disconnected(d.code)),
             _ => {}
