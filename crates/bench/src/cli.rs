@@ -72,6 +72,13 @@ pub enum Command {
     /// retained churn, a canary): sent vs received per QoS, lost,
     /// duplicated, wills, stalls; exit status 3 when anything was lost.
     Soak(crate::scenario::soak::SoakArgs),
+    /// Many clients with wills dropped at once (--cut close: sockets
+    /// closed together; --cut link: their link cut in a namespace, root):
+    /// will arrival times p50/p99/max, first to last, canary round trips.
+    Storm(crate::scenario::storm::StormArgs),
+    /// Clients with wills connect from a network namespace, then its link
+    /// goes down (no FIN/RST; root): wills received and their lateness.
+    Halfopen(crate::scenario::halfopen::HalfopenArgs),
 }
 
 /// Flags every scenario takes.
@@ -292,6 +299,11 @@ pub struct KeepaliveArgs {
     /// Milliseconds between two round trips of one canary.
     #[arg(long, value_name = "MS", default_value_t = 50)]
     pub canary_interval_ms: u64,
+    /// Set by `storm --cut close` (no flag): once every client is ready,
+    /// all close their sockets at the same moment without DISCONNECT, and
+    /// each will is timed from that moment.
+    #[arg(skip)]
+    pub close_at_once: bool,
 }
 
 /// `takeover` flags.
@@ -844,8 +856,13 @@ impl KeepaliveArgs {
 
     /// When a client's close or will counts as early or late: the
     /// standard's 1.5 x Keep Alive, and that plus the margin, in ns.
+    /// With `close_at_once` the will is due at the close itself.
     pub fn window_ns(&self) -> (u64, u64) {
-        let expected = u64::from(self.keepalive) * 1_500_000_000;
+        let expected = if self.close_at_once {
+            0
+        } else {
+            u64::from(self.keepalive) * 1_500_000_000
+        };
         (expected, expected + self.margin_ms * 1_000_000)
     }
 }
@@ -1129,6 +1146,8 @@ mod tests {
                 Command::Sink(a) => a.validate(),
                 Command::Attack(a) => a.validate(),
                 Command::Soak(a) => a.validate(),
+                Command::Storm(a) => crate::scenario::storm::keepalive_args(a).validate(),
+                Command::Halfopen(a) => crate::scenario::halfopen::keepalive_args(a).validate(),
             };
             assert_eq!(ok, Ok(()), "{args:?}");
         }

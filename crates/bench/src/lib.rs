@@ -19,7 +19,8 @@
 //! - `html`: `--report`'s self-contained HTML page with SVG plots (pure).
 //! - `scenario`: `conn`, `handshake`, `idle`, `keepalive`, `takeover`,
 //!   `pubsub`, `attack` (with the `canary` it shares with `keepalive`),
-//!   `soak` and the hidden `sink`, one file each.
+//!   `soak`, `storm` and `halfopen` (thin layers over `keepalive`, with
+//!   the `netns` pair they share) and the hidden `sink`, one file each.
 //!
 //! Invariants: the tool never touches a broker's internals: it measures
 //! only what a client can see (plus /proc for `--broker-pid`). Hot paths
@@ -72,6 +73,8 @@ fn run_scenario(cli: &Cli) -> Result<Report, BenchError> {
         Command::Sink(a) => scenario::sink::run(a),
         Command::Attack(a) => scenario::attack::run(a),
         Command::Soak(a) => scenario::soak::run(a),
+        Command::Storm(a) => scenario::storm::run(a),
+        Command::Halfopen(a) => scenario::halfopen::run(a),
     }
 }
 
@@ -92,6 +95,8 @@ pub fn common(cli: &Cli) -> Option<&cli::Common> {
         Command::Sink(_) => None,
         Command::Attack(a) => Some(&a.common),
         Command::Soak(a) => Some(&a.common),
+        Command::Storm(a) => Some(&a.common),
+        Command::Halfopen(a) => Some(&a.common),
     }
 }
 

@@ -89,6 +89,10 @@ struct Shared {
     watcher_done: Arc<Latch>,
     /// `--sync-ping`: counted down once per client (pinged, or failed).
     pinged: Arc<Latch>,
+    /// `close_at_once`: opened when every client closes its socket.
+    cut: Arc<Latch>,
+    /// When `cut` opened, ns.
+    cut_ns: AtomicU64,
     connected_ok: AtomicU64,
     last_connected_ns: AtomicU64,
     setup_error: Mutex<Option<String>>,
@@ -112,6 +116,8 @@ pub fn run(args: &KeepaliveArgs) -> Result<Report, BenchError> {
         } else {
             0
         }),
+        cut: Latch::new(1),
+        cut_ns: AtomicU64::new(0),
         connected_ok: AtomicU64::new(0),
         last_connected_ns: AtomicU64::new(0),
         setup_error: Mutex::new(None),
@@ -249,6 +255,16 @@ pub fn run(args: &KeepaliveArgs) -> Result<Report, BenchError> {
     let (expected_ns, _) = args.window_ns();
     let storm = storm(&clients, &wills, expected_ns);
     storm_rows(&mut report, &storm);
+    report.plot_samples(
+        "will_lateness",
+        if args.close_at_once {
+            "will arrival after the close"
+        } else {
+            "will arrival after its deadline"
+        },
+        "ms",
+        storm.lateness_ms.clone(),
+    );
     if let Some(record) = &canary_record {
         let window = storm.window();
         let calm_end = cut_ns.or(window.map(|w| w.0)).unwrap_or_else(now_ns);
@@ -389,6 +405,8 @@ pub struct Storm {
     /// Each will's arrival after its own client's deadline, ns (an early
     /// will counts 0; `classify` counts those).
     pub lateness: Option<Summary>,
+    /// The same lateness of every will, ms, in arrival order.
+    pub lateness_ms: Vec<f64>,
 }
 
 impl Storm {
@@ -412,6 +430,7 @@ fn storm(clients: &[ClientOutcome], wills: &[(u64, u64)], expected_ns: u64) -> S
         .iter()
         .filter_map(|(i, at)| Some(at.saturating_sub(*deadline.get(i)?)))
         .collect();
+    let lateness_ms = late.iter().map(|&ns| ns as f64 / 1e6).collect();
     let span = |v: &mut dyn Iterator<Item = u64>| {
         v.fold(None, |acc: Option<(u64, u64)>, x| {
             Some(acc.map_or((x, x), |(a, b)| (a.min(x), b.max(x))))
@@ -421,6 +440,7 @@ fn storm(clients: &[ClientOutcome], wills: &[(u64, u64)], expected_ns: u64) -> S
         deadlines: span(&mut deadline.values().copied()),
         wills: span(&mut wills.iter().map(|w| w.1)),
         lateness: exact_summary(&mut late),
+        lateness_ms,
     }
 }
 
@@ -568,7 +588,10 @@ async fn thread_main(
             glommio::timer::sleep(Duration::from_secs(SYNC_PING_LIMIT_SECS)).await;
         })
         .await;
-        result.borrow_mut().cut_ns = Some(now_ns());
+        let cut_at = now_ns();
+        result.borrow_mut().cut_ns = Some(cut_at);
+        shared.cut_ns.store(cut_at, Ordering::Relaxed);
+        shared.cut.open();
         if let Some(cmd) = &args.after_connect {
             let outcome = run_command(cmd.clone()).await;
             result.borrow_mut().after_connect = Some(outcome);
@@ -725,6 +748,17 @@ async fn silent(
                 return;
             }
         }
+    }
+    if args.close_at_once {
+        // Abrupt close: no DISCONNECT, the socket just goes (FIN), all
+        // clients at the same moment; the will is due right then.
+        shared.cut.wait().await;
+        outcome.last_packet_ns = shared.cut_ns.load(Ordering::Relaxed);
+        drop(conn);
+        outcome.closed_ns = Some(now_ns());
+        Progress::sub(&target.progress.up, 1);
+        result.borrow_mut().clients.push(outcome);
+        return;
     }
     let mut pings_left = args.pings;
     loop {
@@ -978,6 +1012,7 @@ mod tests {
             deadlines: Some((1_000_000, 3_000_000)),
             wills: Some((2_000_000, 6_000_000)),
             lateness: exact_summary(&mut [0, 3_000_000]),
+            ..Storm::default()
         };
         let mut r = Report::new("keepalive");
         storm_rows(&mut r, &s);

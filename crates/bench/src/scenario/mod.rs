@@ -9,12 +9,15 @@
 pub mod attack;
 pub mod canary;
 pub mod conn;
+pub mod halfopen;
 pub mod handshake;
 pub mod idle;
 pub mod keepalive;
+pub mod netns;
 pub mod pubsub;
 pub mod sink;
 pub mod soak;
+pub mod storm;
 pub mod takeover;
 
 use std::cell::Cell;
