@@ -116,6 +116,12 @@ pub struct Common {
     /// their rates, errors), then a last row at the end. See the README.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<std::path::PathBuf>,
+    /// Local source addresses, comma separated (e.g.
+    /// "127.0.0.2,127.0.0.3"): every connection binds one of them, round
+    /// robin, before it connects, so one run can open more connections to
+    /// one broker port than one source address has ports (~28k-60k).
+    #[arg(long, value_name = "ADDR,...")]
+    pub ifaddr: Option<IfAddrs>,
     /// Prefix of every client id (ids are PREFIX-SCENARIO-INDEX).
     #[arg(long, default_value = "rb")]
     pub client_prefix: String,
@@ -570,6 +576,26 @@ impl fmt::Display for Rate {
             Rate::Max => f.write_str("max"),
             Rate::PerSec(r) => write!(f, "{r}/s"),
         }
+    }
+}
+
+/// `--ifaddr`: a non-empty list of local IP addresses to bind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfAddrs(pub Vec<std::net::IpAddr>);
+
+impl FromStr for IfAddrs {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<IfAddrs, String> {
+        let mut addrs = Vec::new();
+        for part in s.split(',') {
+            let part = part.trim();
+            let addr = part
+                .parse()
+                .map_err(|_| format!("--ifaddr: {part:?} is not an IP address"))?;
+            addrs.push(addr);
+        }
+        Ok(IfAddrs(addrs))
     }
 }
 
@@ -1060,7 +1086,8 @@ pub fn check_fd_budget(flag: &'static str, sockets: u64, limit: u64) -> Result<(
             flag,
             format!(
                 "{sockets} sockets do not fit the open-files limit {limit} (ulimit -n); \
-                 use fewer or run several processes"
+                 raise it (ulimit -n N, or LimitNOFILE= for a service), use fewer, \
+                 or spread the load over several processes (--workers)"
             ),
         );
     }
@@ -1079,6 +1106,15 @@ mod tests {
 
     fn flag_of(e: ArgError) -> &'static str {
         e.flag
+    }
+
+    #[test]
+    fn ifaddr_lists() {
+        let a: IfAddrs = "127.0.0.2, 127.0.0.3".parse().unwrap();
+        assert_eq!(a.0.len(), 2);
+        let e = "127.0.0.2,nope".parse::<IfAddrs>().unwrap_err();
+        assert!(e.contains("--ifaddr") && e.contains("nope"), "{e}");
+        assert!(parse(&["conn", "--ifaddr", "1.2.3"]).is_err());
     }
 
     #[test]

@@ -30,7 +30,8 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -110,6 +111,68 @@ impl Conn {
             .await
             .map_err(|e| ConnError::TcpConnect(std::io::Error::from(e).kind()))?;
         // Best effort: a socket without NODELAY still works, only slower.
+        let _ = stream.set_nodelay(true);
+        Ok(Conn::from_stream(stream, version, sizes))
+    }
+
+    /// [`Conn::open`], from local address `source` (port chosen by the
+    /// kernel) when given. glommio cannot bind before it connects, so the
+    /// socket is made here: nonblocking `connect`, then its completion is
+    /// polled (`poll(2)` with no wait, between short timer sleeps starting
+    /// at 50 us), then it is handed to glommio.
+    pub async fn open_from(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        version: ProtocolVersion,
+        sizes: ReadSize,
+    ) -> Result<Conn, ConnError> {
+        let Some(source) = source else {
+            return Conn::open(addr, version, sizes).await;
+        };
+        let fd = bound_socket(addr, source).map_err(|e| ConnError::TcpConnect(e.kind()))?;
+        // From here `owned` closes the socket on every error.
+        // SAFETY: `fd` is a fresh socket nobody else owns.
+        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let mut wait = Duration::from_micros(50);
+        loop {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, no wait.
+            let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+            if n < 0 {
+                return Err(ConnError::TcpConnect(io::Error::last_os_error().kind()));
+            }
+            if n > 0 {
+                break;
+            }
+            glommio::timer::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(10));
+        }
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `err` and `len` describe a c_int buffer.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(ConnError::TcpConnect(io::Error::last_os_error().kind()));
+        }
+        if err != 0 {
+            return Err(ConnError::TcpConnect(
+                io::Error::from_raw_os_error(err).kind(),
+            ));
+        }
+        // SAFETY: a connected TCP socket, ownership moves to glommio.
+        let stream = unsafe { TcpStream::from_raw_fd(owned.into_raw_fd()) };
         let _ = stream.set_nodelay(true);
         Ok(Conn::from_stream(stream, version, sizes))
     }
@@ -426,6 +489,99 @@ impl Conn {
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }
+}
+
+/// A nonblocking TCP socket bound to `source` (port 0) whose connect to
+/// `addr` has started (or finished).
+fn bound_socket(addr: SocketAddr, source: IpAddr) -> io::Result<RawFd> {
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    if addr.is_ipv4() != source.is_ipv4() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: plain socket(2).
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is ours; closed on every error below.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    // Let the kernel pick the port at connect time (per destination),
+    // not at bind time (per source address): far more connections per
+    // source. Best effort: older kernels lack it.
+    // SAFETY: a c_int option.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    let (local, local_len) = sockaddr(SocketAddr::new(source, 0));
+    // SAFETY: `local` holds a sockaddr of `local_len` bytes.
+    if unsafe {
+        libc::bind(
+            fd,
+            (&local as *const libc::sockaddr_storage).cast(),
+            local_len,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    let (remote, remote_len) = sockaddr(addr);
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            (&remote as *const libc::sockaddr_storage).cast(),
+            remote_len,
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(owned.into_raw_fd())
+}
+
+/// `addr` as a C socket address and its length.
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }
 
 /// How the broker ended a connection after the client's DISCONNECT.

@@ -988,6 +988,7 @@ async fn slow_subscriber(ctx: &Ctx) -> Outcome {
         progress: Arc::clone(&ctx.target.progress),
         transport: ctx.target.transport.clone(),
         login: ctx.target.login.clone(),
+        sources: ctx.target.sources.fresh(),
     };
     let spec = ctx
         .target

@@ -103,6 +103,7 @@ pub fn run(args: &ConnArgs) -> Result<Report, BenchError> {
             false,
         );
     }
+    target.sources.report(&mut report);
     cpu.report(&mut report);
     Ok(report)
 }

@@ -23,8 +23,9 @@ pub mod takeover;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +57,55 @@ pub struct Target {
     pub transport: Option<Arc<TransportSpec>>,
     /// Credentials of every CONNECT (`--username`, `--password`).
     pub login: Login,
+    /// Source addresses to bind, round robin (`--ifaddr`); empty: the
+    /// kernel picks.
+    pub sources: Sources,
+}
+
+/// `--ifaddr`'s addresses, the round-robin counter over them and how many
+/// connections each one opened.
+#[derive(Debug, Default)]
+pub struct Sources {
+    addrs: Vec<IpAddr>,
+    next: AtomicUsize,
+    opened: Vec<AtomicU64>,
+}
+
+impl Sources {
+    /// Round robin over `addrs`.
+    pub fn new(addrs: Vec<IpAddr>) -> Sources {
+        Sources {
+            opened: addrs.iter().map(|_| AtomicU64::new(0)).collect(),
+            addrs,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The same addresses, a fresh counter.
+    pub fn fresh(&self) -> Sources {
+        Sources::new(self.addrs.clone())
+    }
+
+    /// The next address and its slot, if there are any.
+    fn pick(&self) -> Option<(usize, IpAddr)> {
+        if self.addrs.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.addrs.len();
+        Some((i, self.addrs[i]))
+    }
+
+    /// One row per address: the TCP connections it opened
+    /// (`source_ADDR_connections`).
+    pub fn report(&self, report: &mut Report) {
+        for (addr, n) in self.addrs.iter().zip(&self.opened) {
+            report.int(
+                &format!("source_{addr}_connections"),
+                &format!("connections from {addr}"),
+                n.load(Ordering::Relaxed),
+            );
+        }
+    }
 }
 
 impl Target {
@@ -69,6 +119,7 @@ impl Target {
             progress: Arc::new(Progress::default()),
             transport: TransportSpec::from_common(common)?,
             login: common.login(),
+            sources: Sources::new(common.ifaddr.clone().map(|a| a.0).unwrap_or_default()),
         }))
     }
 
@@ -84,6 +135,7 @@ impl Target {
             progress: Arc::clone(&self.progress),
             transport: self.transport.clone(),
             login: self.login.clone(),
+            sources: self.sources.fresh(),
         }))
     }
 
@@ -108,12 +160,16 @@ impl Target {
     /// the run has them, each stage within the connect timeout.
     pub async fn open(&self, sizes: ReadSize) -> Result<Opened, ConnError> {
         let tcp_start_ns = now_ns();
+        let source = self.sources.pick();
         let mut conn = within(
             self.connect_timeout,
             "TCP connect",
-            Conn::open(self.addr, self.version, sizes),
+            Conn::open_from(self.addr, source.map(|s| s.1), self.version, sizes),
         )
         .await?;
+        if let Some((i, _)) = source {
+            self.sources.opened[i].fetch_add(1, Ordering::Relaxed);
+        }
         let tcp_up_ns = now_ns();
         if let Some(spec) = &self.transport {
             conn.wrap(spec)?;
