@@ -60,6 +60,9 @@ pub enum Command {
     /// retained churn, a canary): sent vs received per QoS, lost,
     /// duplicated, wills, stalls; exit status 3 when anything was lost.
     Soak(crate::scenario::soak::SoakArgs),
+    /// Run one scenario against several brokers in turn: one table, a
+    /// column and a ratio per broker.
+    Compare(crate::compare::CompareArgs),
 }
 
 /// Flags every scenario takes.

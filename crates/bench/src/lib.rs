@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod compare;
 pub mod conn;
 pub mod error;
 pub mod hist;
@@ -66,6 +67,7 @@ fn run_scenario(cli: &Cli) -> Result<Report, BenchError> {
         Command::Sink(a) => scenario::sink::run(a),
         Command::Attack(a) => scenario::attack::run(a),
         Command::Soak(a) => scenario::soak::run(a),
+        Command::Compare(a) => compare::run(a),
     }
 }
 
@@ -82,6 +84,7 @@ pub fn common(cli: &Cli) -> Option<&cli::Common> {
         Command::Sink(_) => None,
         Command::Attack(a) => Some(&a.common),
         Command::Soak(a) => Some(&a.common),
+        Command::Compare(_) => None,
     }
 }
 
