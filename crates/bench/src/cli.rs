@@ -79,6 +79,9 @@ pub enum Command {
     /// Clients with wills connect from a network namespace, then its link
     /// goes down (no FIN/RST; root): wills received and their lateness.
     Halfopen(crate::scenario::halfopen::HalfopenArgs),
+    /// Run one scenario against several brokers in turn: one table, a
+    /// column and a ratio per broker.
+    Compare(crate::compare::CompareArgs),
 }
 
 /// Flags every scenario takes.
@@ -1087,7 +1090,7 @@ pub fn check_fd_budget(flag: &'static str, sockets: u64, limit: u64) -> Result<(
             format!(
                 "{sockets} sockets do not fit the open-files limit {limit} (ulimit -n); \
                  raise it (ulimit -n N, or LimitNOFILE= for a service), use fewer, \
-                 or spread the load over several processes (--workers)"
+                 or spread the load over several ringmq-bench processes"
             ),
         );
     }
@@ -1184,6 +1187,7 @@ mod tests {
                 Command::Soak(a) => a.validate(),
                 Command::Storm(a) => crate::scenario::storm::keepalive_args(a).validate(),
                 Command::Halfopen(a) => crate::scenario::halfopen::keepalive_args(a).validate(),
+                Command::Compare(_) => Ok(()),
             };
             assert_eq!(ok, Ok(()), "{args:?}");
         }

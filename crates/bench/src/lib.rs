@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod compare;
 pub mod conn;
 pub mod error;
 pub mod hist;
@@ -75,6 +76,7 @@ fn run_scenario(cli: &Cli) -> Result<Report, BenchError> {
         Command::Soak(a) => scenario::soak::run(a),
         Command::Storm(a) => scenario::storm::run(a),
         Command::Halfopen(a) => scenario::halfopen::run(a),
+        Command::Compare(a) => compare::run(a),
     }
 }
 
@@ -97,6 +99,7 @@ pub fn common(cli: &Cli) -> Option<&cli::Common> {
         Command::Soak(a) => Some(&a.common),
         Command::Storm(a) => Some(&a.common),
         Command::Halfopen(a) => Some(&a.common),
+        Command::Compare(_) => None,
     }
 }
 

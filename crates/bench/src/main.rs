@@ -13,6 +13,22 @@ use ringmq_bench::error::BenchError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let ringmq_bench::cli::Command::Compare(a) = &cli.command {
+        return match ringmq_bench::compare::main(a) {
+            Ok(text) => match std::io::stdout().write_all(text.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            },
+            Err(e) => {
+                eprintln!("ringmq-bench: {e}");
+                ExitCode::from(if matches!(e, BenchError::Args(_)) {
+                    2
+                } else {
+                    1
+                })
+            }
+        };
+    }
     match ringmq_bench::run(&cli) {
         Ok(report) => {
             let text = if ringmq_bench::wants_json(&cli) {
