@@ -5,22 +5,11 @@
 
 use std::process::Command;
 
+mod common;
+
 #[test]
 fn a_pubsub_run_writes_its_time_series() {
-    let config = ringmq::Config::from_args(
-        [
-            "ringmq",
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "1",
-            "--io-memory-kib",
-            "256",
-        ]
-        .map(String::from),
-    )
-    .expect("a valid config");
-    let broker = ringmq::Broker::start(config).expect("the broker starts");
+    let broker = common::broker();
     let port = broker.local_addr().port().to_string();
     let dir = std::env::temp_dir().join(format!("ringmq-bench-csv-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -5,22 +5,8 @@
 
 use std::process::Command;
 
-fn broker() -> ringmq::Broker {
-    let config = ringmq::Config::from_args(
-        [
-            "ringmq",
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "1",
-            "--io-memory-kib",
-            "256",
-        ]
-        .map(String::from),
-    )
-    .expect("a valid config");
-    ringmq::Broker::start(config).expect("the broker starts")
-}
+mod common;
+use common::broker;
 
 /// Run the tool with `args` and `--json`; the integer `key`s of its line.
 fn run(port: u16, args: &[&str], keys: &[&str]) -> (Vec<u64>, String) {

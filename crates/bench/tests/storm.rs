@@ -4,22 +4,11 @@
 
 use std::process::Command;
 
+mod common;
+
 #[test]
 fn a_close_storm_gets_every_will() {
-    let config = ringmq::Config::from_args(
-        [
-            "ringmq",
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "1",
-            "--io-memory-kib",
-            "256",
-        ]
-        .map(String::from),
-    )
-    .expect("a valid config");
-    let broker = ringmq::Broker::start(config).expect("the broker starts");
+    let broker = common::broker();
     let port = broker.local_addr().port().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
         .args(["storm", "--cut", "close", "-n", "50", "--port", &port])
